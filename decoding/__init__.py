@@ -1,0 +1,27 @@
+"""Contrastive decoding for vision-language models: the per-step rules, the branch builders and one batched engine.
+
+Nothing here imports gradio. Entry points (imported lazily, so `import decoding.rules` stays light):
+`compare`, `stream_compare`, `Comparison`, `METHODS`.
+"""
+
+_LAZY = {
+    "compare": "comparison",
+    "stream_compare": "comparison",
+    "Comparison": "comparison",
+    "prepare_comparison": "comparison",
+    "METHODS": "methods",
+    "Engine": "engine",
+    "Side": "engine",
+    "SamplingConfig": "engine",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'decoding' has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

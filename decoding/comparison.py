@@ -1,0 +1,235 @@
+"""The library entry point: a baseline answer and a contrasted answer, side by side, from one batched run.
+
+    from models import load_model
+    from decoding import compare
+
+    model = load_model("llava-hf/llava-1.5-7b-hf")
+    result = compare(model, image, "Is there a dog?", method="vcd", alpha=1.0, beta=0.1)
+    print(result.baseline.text, "|", result.method.text)
+    result.to_json()          # trace, parameters, model id, seed: enough to reproduce the run
+
+`stream_compare` yields the same result object after every generated token.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from models.adapters.base import FamilyAdapter
+
+from .engine import Engine, SamplingConfig, Side, same_prompt
+from .methods import VISUAL_DEPENDENCE_NOISE_STEP, METHODS, noised_row, plan_method, resolve_params
+from .trace import SideResult
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Comparison:
+    """A side-by-side run: what was asked, how, what each side answered and why each token was chosen."""
+
+    model_id: str
+    method: str
+    question: str
+    params: dict[str, Any]
+    decoding: dict[str, Any]
+    branches: dict[str, Any]
+    baseline: SideResult | None
+    method_side: SideResult
+    images: dict[str, Image.Image] = field(default_factory=dict)  # branch inputs to show (not serialised)
+    steps: int = 0
+    done: bool = False
+
+    @property
+    def method_result(self) -> SideResult:
+        return self.method_side
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "model_id": self.model_id,
+            "method": self.method,
+            "question": self.question,
+            "params": self.params,
+            "decoding": self.decoding,
+            "branches": self.branches,
+            "baseline": self.baseline.to_dict() if self.baseline is not None else None,
+            "method_side": self.method_side.to_dict(),
+            "steps": self.steps,
+            "done": self.done,
+        }
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+
+@dataclass
+class PreparedRun:
+    """Everything a comparison feeds the engine: its rows, its sides, and the result the run will fill."""
+
+    rows: list
+    sides: list[Side]
+    sampling: SamplingConfig
+    result: Comparison
+
+
+def prepare_comparison(
+    model: FamilyAdapter,
+    image: Image.Image,
+    question: str,
+    method: str = "vcd",
+    *,
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    baseline: bool = True,
+    attention_layers: list[int] | str | None = "all",
+    visual_dependence: bool = True,
+    ignore_eos: bool = False,
+    progress: Callable[[str, float], None] | None = None,
+    **params: Any,
+) -> PreparedRun:
+    """Validate the request, run the method's pre-steps and build every row and side (see ``stream_compare``)."""
+    if not isinstance(image, Image.Image):
+        raise ValueError("image must be a PIL image")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("the question is empty")
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    method_params = resolve_params(method, params)
+    sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+    image = image.convert("RGB")
+    question = question.strip()
+
+    original = model.build_row(question, image)
+    plan = plan_method(model, image, question, original, method, method_params, seed=seed, progress=progress)
+    distorted = noised_row(original, VISUAL_DEPENDENCE_NOISE_STEP, seed) if visual_dependence else None
+
+    rows = []
+
+    def add(row):
+        rows.append(row)
+        return len(rows) - 1
+
+    sides = []
+    if baseline:
+        roles = {"original": add(original)}
+        if distorted is not None:
+            roles["distorted"] = add(distorted)
+        sides.append(Side("baseline", "baseline", roles, distorted_role="distorted" if distorted is not None else None))
+    roles = {"original": add(original)}
+    roles.update({role: add(row) for role, row in plan.contrast_rows.items()})
+    distorted_role = None
+    if distorted is not None:
+        # VCD's own contrast row at the same noise step is that distortion: reuse it rather than add a row.
+        same = [role for role, row in plan.contrast_rows.items() if same_prompt(row, distorted)]
+        if same:
+            distorted_role = same[0]
+        else:
+            roles["distorted"] = add(distorted)
+            distorted_role = "distorted"
+    sides.append(Side("method", method, roles, combine=plan.combine, distorted_role=distorted_role))
+
+    info = {k: v for k, v in plan.info.items() if not isinstance(v, Image.Image)}
+    images = {k: v for k, v in plan.info.items() if isinstance(v, Image.Image)}
+    if visual_dependence:
+        info["visual_dependence_noise_step"] = VISUAL_DEPENDENCE_NOISE_STEP
+    result = Comparison(
+        model_id=model.model_id,
+        method=method,
+        question=question,
+        params=method_params,
+        decoding={
+            "do_sample": do_sample,
+            "temperature": temperature,
+            "top_p": top_p,
+            "top_k": top_k,
+            "seed": seed,
+            "max_new_tokens": max_new_tokens,
+            "ignore_eos": ignore_eos,
+            "attention_layers": attention_layers,
+        },
+        branches=info,
+        baseline=SideResult("baseline", "baseline") if baseline else None,
+        method_side=SideResult("method", method),
+        images=images,
+    )
+    return PreparedRun(rows, sides, sampling, result)
+
+
+def stream_compare(
+    model: FamilyAdapter,
+    image: Image.Image,
+    question: str,
+    method: str = "vcd",
+    *,
+    batched: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+    **options: Any,
+) -> Iterator[Comparison]:
+    """Yield the comparison after every generated token (the same object, updated), ending with ``done=True``.
+
+    method:     one of METHODS; its hyperparameters are keyword arguments (defaults: the papers', ``rules.PARAMS``).
+    Options, with their defaults:
+    max_new_tokens=64; do_sample=False, temperature=1.0, top_p=1.0, top_k=0 (off), seed=0;
+    baseline=True:  also decode the plain answer in the same batch (the left panel);
+    attention_layers="all": record each token's image attention, head mean over these language-model layers
+                (a list of indices, or None to skip; it needs eager attention for the run);
+    visual_dependence=True: a teacher-forced noised-image row per side measures log p(t|image) - log p(t|noised);
+    ignore_eos=False: keep decoding to max_new_tokens;
+    progress:   called as progress(stage, fraction) during slow pre-steps (CODE's description, Self-Aug's choice).
+    batched:    False runs each row alone, the papers' way (a reference; same results, slower).
+    should_stop: polled before each token; True stops the run (the result keeps what was written).
+    """
+    prepared = prepare_comparison(model, image, question, method, **options)
+    result = prepared.result
+    by_name = {"baseline": result.baseline, "method": result.method_side}
+    run = Engine(model).run(
+        prepared.rows,
+        prepared.sides,
+        max_new_tokens=result.decoding["max_new_tokens"],
+        sampling=prepared.sampling,
+        batched=batched,
+        attention_layers=result.decoding["attention_layers"],
+        ignore_eos=result.decoding["ignore_eos"],
+        should_stop=should_stop,
+    )
+    for event in run:
+        for name, token in event.tokens.items():
+            side = by_name[name]
+            side.tokens.append(token)
+            side.text += token.piece
+        for name, reason in event.finished.items():
+            by_name[name].finished, by_name[name].stop_reason = True, reason
+        result.steps = event.step + 1
+        yield result
+    for side in by_name.values():
+        if side is not None and not side.finished:
+            side.finished, side.stop_reason = True, "stopped"
+    result.done = True
+    yield result
+
+
+def compare(model: FamilyAdapter, image: Image.Image, question: str, method: str = "vcd", **kwargs) -> Comparison:
+    """Run ``stream_compare`` to the end and return the finished comparison."""
+    result = None
+    for result in stream_compare(model, image, question, method, **kwargs):
+        pass
+    return result
+
+
+def _same_inputs(a, b) -> bool:
+    from .engine import _same_prompt
+
+    return _same_prompt(a, b)
+
+
+__all__ = ["Comparison", "METHODS", "PreparedRun", "compare", "prepare_comparison", "stream_compare"]

@@ -1,0 +1,504 @@
+"""One engine for every method: all rows of a comparison go through ONE batched forward per generated token.
+
+A *row* is one prompt fed to the model (the real image, a noised copy, a text-only prompt, ...). A *side* is one
+answer being written (the baseline panel, the method panel): it owns an "original" row and any number of contrast
+rows, all fed the side's own chosen token at each step, and a rule that combines their logits into the distribution
+the side decodes from.
+
+Every row keeps its own KV cache (a row of one batched cache). Two branches sharing one cache is the bug that silently
+disabled the first public VCD release after its first token: here each row only ever sees its own tokens. Rows with
+identical prompts are prefilled once and their cache forked; rows of different lengths are left-padded, with each
+row's own position ids (M-RoPE included, from the adapter). When a side finishes, its rows leave the batch.
+
+``batched=False`` runs the same rows the papers' way, each alone with its own cache, one forward per row per step:
+the reference the batched engine is tested and benchmarked against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from models.adapters.base import FamilyAdapter, RowInputs
+
+from .trace import BranchView, TokenTrace, top_candidates
+
+
+@dataclass
+class SamplingConfig:
+    """Greedy by default. The papers' numbers use sampling at temperature 1, top-p 1, no top-k.
+
+    Both sides draw from their own generator seeded with the same ``seed``: common random numbers, so where the two
+    distributions agree the two answers agree, and differences come from the method rather than the dice.
+    """
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            raise ValueError(f"temperature must be a number > 0, got {self.temperature!r}")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not (isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 0):
+            raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
+        if not (isinstance(self.seed, int) and not isinstance(self.seed, bool)):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+
+    def warpers(self) -> LogitsProcessorList:
+        """Applied after the method's rule and its plausibility mask, as the spec requires."""
+        warpers = LogitsProcessorList()
+        if self.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(float(self.temperature)))
+        if self.top_k > 0:
+            warpers.append(TopKLogitsWarper(self.top_k))
+        if self.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(float(self.top_p)))
+        return warpers
+
+
+@dataclass
+class Combination:
+    """A side's combined logits for one step (float32, (1, vocab)), with the rule's per-step scalars."""
+
+    logits: torch.Tensor
+    alpha_t: float | None = None
+    beta_t: float | None = None
+
+
+Combine = Callable[[dict[str, torch.Tensor], int], Combination]
+
+
+def original_only(logits: dict[str, torch.Tensor], step: int) -> Combination:
+    """The baseline's rule: decode from the original branch as it is."""
+    return Combination(logits["original"].float())
+
+
+@dataclass
+class Side:
+    """One answer being written.
+
+    roles:          role name -> index into the run's rows; "original" is required.
+    combine:        rule turning the roles' float32 (1, vocab) logits at a step into the distribution to decode from.
+    distorted_role: the role whose row holds a distorted image, for visual dependence (None: not measured).
+    """
+
+    name: str
+    method: str
+    roles: dict[str, int]
+    combine: Combine = original_only
+    distorted_role: str | None = None
+
+    def __post_init__(self):
+        if "original" not in self.roles:
+            raise ValueError(f"side {self.name!r} needs an 'original' row")
+        if self.distorted_role is not None and self.distorted_role not in self.roles:
+            raise ValueError(f"side {self.name!r}: distorted role {self.distorted_role!r} is not one of its rows")
+
+
+@dataclass
+class StepEvent:
+    """What one step produced: the token each still-active side chose, with its trace.
+
+    row_logits: (n_rows, vocab) float32 raw logits of every row at this step, NaN for rows that have left the batch;
+    only filled when the run was asked to ``record_logits`` (tests and benchmarks compare them).
+    finished:   names of the sides that finished at this step, with why ("eos" / "max_new_tokens").
+    """
+
+    step: int
+    tokens: dict[str, TokenTrace]
+    finished: dict[str, str] = field(default_factory=dict)
+    row_logits: torch.Tensor | None = None
+
+
+class _RowGroup:
+    """Rows that share one batched forward and one batched KV cache (row i of the cache belongs to row i only)."""
+
+    def __init__(self, adapter: FamilyAdapter, row_ids: list[int], rows: list[RowInputs], attention_rows: set[int]):
+        self.adapter = adapter
+        self.model = adapter.model
+        self.device = adapter.device
+        self.row_ids = list(row_ids)
+        self.rows = [rows[i] for i in row_ids]
+        self.attention_rows = attention_rows
+        self.cache = None
+        lengths = [r.length for r in self.rows]
+        self.width = max(lengths)
+        # Where each row's image tokens sit in the left-padded cache; fixed for the whole run.
+        self.image_key_positions = [
+            r.image_token_positions.to(self.device) + (self.width - r.length) for r in self.rows
+        ]
+
+    # -- batching ------------------------------------------------------------------------------------------------
+    def _padded_prompt(self, members: list[RowInputs]) -> tuple[dict, dict]:
+        """Left-pad the members' prompts into one batch (pads are masked; their positions are never attended).
+
+        Returns the per-token tensors (input_ids, attention_mask, position_ids and the adapter's token kwargs, all
+        with the sequence as their last dimension) and, apart, the merged pixel inputs.
+        """
+        width = self.width
+        pad_id = self.adapter.pad_token_id
+        n = len(members)
+        input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((n, width), dtype=torch.long)
+        mrope = members[0].position_ids.dim() == 3
+        position_ids = torch.ones((3, n, width) if mrope else (n, width), dtype=torch.long)
+        token_kwargs = {k: torch.zeros((n, width), dtype=v.dtype) for k, v in members[0].token_kwargs.items()}
+        for i, row in enumerate(members):
+            if (row.position_ids.dim() == 3) != mrope:
+                raise ValueError("rows of one run must all use the same kind of position ids")
+            start = width - row.length
+            input_ids[i, start:] = row.input_ids[0]
+            attention_mask[i, start:] = 1
+            if mrope:
+                position_ids[:, i, start:] = row.position_ids[:, 0]
+            else:
+                position_ids[i, start:] = row.position_ids[0]
+            for key, value in row.token_kwargs.items():
+                token_kwargs[key][i, start:] = value[0]
+        tokens = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+        tokens.update(token_kwargs)
+        tokens = {k: v.to(self.device) for k, v in tokens.items()}
+        vision_rows = [row.vision_kwargs for row in members if row.has_image]
+        vision = self.adapter.batch_vision_kwargs(vision_rows) if vision_rows else {}
+        vision = {k: _to_device(v, self.device, self.model.dtype) for k, v in vision.items()}
+        return tokens, vision
+
+    def _forward(self, want_attention: bool, **inputs):
+        with torch.inference_mode():
+            out = self.model(
+                **inputs,
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+                output_attentions=want_attention,
+                return_dict=True,
+            )
+        self.cache = out.past_key_values
+        return out.logits[:, -1, :].float(), (out.attentions if want_attention else None)
+
+    # -- running -------------------------------------------------------------------------------------------------
+    def prefill(self, attention_layers) -> tuple[torch.Tensor, dict[int, dict]]:
+        """Prefill the distinct prompts once, then fork the cache so every row has its own copy."""
+        unique, index = _distinct_rows(self.rows)
+        tokens, vision = self._padded_prompt([self.rows[i] for i in unique])
+        want_attention = attention_layers is not None and bool(self.attention_rows & set(self.row_ids))
+        if want_attention:
+            # The first token's attention is that of the last prompt position; asking every prefill position for its
+            # attention would cost (rows x heads x L x L) per layer, so the last position runs as its own chunk.
+            self._forward(False, **{k: v[..., :-1] for k, v in tokens.items()}, **vision)
+            last = {k: tokens[k][..., -1:] for k in ("input_ids", "position_ids")}
+            logits, attentions = self._forward(True, **last, attention_mask=tokens["attention_mask"])
+        else:
+            logits, attentions = self._forward(False, **tokens, **vision)
+        fork = torch.tensor(index, device=self.device)
+        if len(unique) != len(self.rows):
+            self.cache.reorder_cache(fork)
+        logits = logits.index_select(0, fork)
+        if attentions is not None:
+            attentions = tuple(a.index_select(0, fork) for a in attentions)
+        self.attention_mask = tokens["attention_mask"].index_select(0, fork)
+        positions = tokens["position_ids"]
+        last = positions.amax(dim=(0, 2)) if positions.dim() == 3 else positions.amax(dim=1)
+        self.next_position = last.index_select(0, fork) + 1
+        self.mrope = positions.dim() == 3
+        return logits, self._attention_maps(attentions, attention_layers)
+
+    def step(self, tokens: torch.Tensor, attention_layers) -> tuple[torch.Tensor, dict[int, dict]]:
+        """Feed each row its side's chosen token."""
+        n = len(self.row_ids)
+        self.attention_mask = torch.cat(
+            [self.attention_mask, torch.ones((n, 1), dtype=self.attention_mask.dtype, device=self.device)], dim=1
+        )
+        position_ids = self.next_position[:, None]
+        if self.mrope:
+            position_ids = position_ids[None].expand(3, n, 1)
+        want_attention = attention_layers is not None and bool(self.attention_rows & set(self.row_ids))
+        logits, attentions = self._forward(
+            want_attention,
+            input_ids=tokens.to(self.device)[:, None],
+            attention_mask=self.attention_mask,
+            position_ids=position_ids,
+        )
+        self.next_position = self.next_position + 1
+        return logits, self._attention_maps(attentions, attention_layers)
+
+    def keep(self, keep_ids: list[int]) -> None:
+        """Drop the rows not in ``keep_ids`` (their side finished): they stop costing work."""
+        local = [i for i, row_id in enumerate(self.row_ids) if row_id in keep_ids]
+        if len(local) == len(self.row_ids):
+            return
+        self.row_ids = [self.row_ids[i] for i in local]
+        self.rows = [self.rows[i] for i in local]
+        self.image_key_positions = [self.image_key_positions[i] for i in local]
+        if not local:
+            self.cache = None
+            return
+        idx = torch.tensor(local, device=self.device)
+        self.cache.batch_select_indices(idx)
+        self.attention_mask = self.attention_mask.index_select(0, idx)
+        self.next_position = self.next_position.index_select(0, idx)
+
+    def _attention_maps(self, attentions, attention_layers) -> dict[int, dict]:
+        """Head-and-layer mean attention of the newest query over each wanted row's image tokens."""
+        if attentions is None:
+            return {}
+        layers = range(len(attentions)) if attention_layers == "all" else attention_layers
+        maps = {}
+        for local, row_id in enumerate(self.row_ids):
+            row = self.rows[local]
+            if row_id not in self.attention_rows or row.image_grid is None:
+                continue
+            # (layers, heads, keys) -> (keys,)
+            weights = torch.stack([attentions[layer][local, :, -1, :].float() for layer in layers]).mean(dim=(0, 1))
+            on_image = weights.index_select(0, self.image_key_positions[local])
+            share = float(on_image.sum() / weights.sum().clamp_min(1e-12))
+            grid = (on_image / on_image.sum().clamp_min(1e-12)).reshape(row.image_grid)
+            maps[row_id] = {"grid": grid.cpu().tolist(), "share": share}
+        return maps
+
+
+class Engine:
+    """Runs sides over rows, yielding after every generated token."""
+
+    def __init__(self, adapter: FamilyAdapter):
+        self.adapter = adapter
+
+    def run(
+        self,
+        rows: list[RowInputs],
+        sides: list[Side],
+        *,
+        max_new_tokens: int = 64,
+        sampling: SamplingConfig | None = None,
+        batched: bool = True,
+        attention_layers: list[int] | str | None = None,
+        ignore_eos: bool = False,
+        record_logits: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[StepEvent]:
+        """Decode every side together; yields one StepEvent per step until every side has finished.
+
+        attention_layers: None (no image attention), "all", or a list of language-model layer indices whose
+        head-mean attention over the image tokens is recorded for each side's original row.
+        ignore_eos: keep going to ``max_new_tokens`` (benchmarks: every run does the same work).
+        should_stop: polled before every step; True ends the run (the Stop button).
+        """
+        sampling = sampling or SamplingConfig()
+        _check_run(rows, sides, max_new_tokens, attention_layers)
+        adapter = self.adapter
+        eos = set() if ignore_eos else set(adapter.eos_token_ids)
+        warpers = sampling.warpers() if sampling.do_sample else None
+        generators = {side.name: torch.Generator().manual_seed(sampling.seed) for side in sides}
+        attention_rows = {side.roles["original"] for side in sides} if attention_layers is not None else set()
+        row_side = {row: side for side in sides for row in side.roles.values()}
+        row_ids = list(range(len(rows)))
+        groups = (
+            [_RowGroup(adapter, row_ids, rows, attention_rows)]
+            if batched
+            else [_RowGroup(adapter, [i], rows, attention_rows) for i in row_ids]
+        )
+        state = {side.name: _SideState(side, adapter) for side in sides}
+        attention_context = _eager_attention(adapter.model) if attention_layers is not None else contextlib.nullcontext()
+        with attention_context:
+            logits, attention = self._gather(groups, len(rows), lambda g: g.prefill(attention_layers))
+            for step in range(max_new_tokens):
+                if should_stop is not None and should_stop():
+                    for s in state.values():
+                        if not s.finished:
+                            s.finish("stopped")
+                    return
+                event = StepEvent(step=step, tokens={}, row_logits=logits.clone() if record_logits else None)
+                for name, s in state.items():
+                    if s.finished:
+                        continue
+                    token_trace = s.choose(logits, step, warpers, generators[name], attention)
+                    event.tokens[name] = token_trace
+                    if token_trace.token_id in eos:
+                        event.finished[name] = s.finish("eos")
+                    elif step + 1 == max_new_tokens:
+                        event.finished[name] = s.finish("max_new_tokens")
+                if all(s.finished for s in state.values()):
+                    yield event
+                    return
+                if event.finished:
+                    keep = [row for row in row_ids if not state[row_side[row].name].finished]
+                    for group in groups:
+                        group.keep(keep)
+                    groups = [g for g in groups if g.row_ids]
+                tokens_by_row = {row: state[row_side[row].name].tokens[-1] for row in row_ids}
+                yield event
+                logits, attention = self._gather(
+                    groups,
+                    len(rows),
+                    lambda g: g.step(torch.tensor([tokens_by_row[r] for r in g.row_ids]), attention_layers),
+                )
+
+    @staticmethod
+    def _gather(groups, n_rows, call):
+        """Run ``call`` on every group and put the rows' logits back in global row order (NaN for gone rows)."""
+        logits = None
+        attention: dict[int, dict] = {}
+        for group in groups:
+            group_logits, group_attention = call(group)
+            if logits is None:
+                logits = torch.full((n_rows, group_logits.shape[-1]), float("nan"), device=group_logits.device)
+            logits[torch.tensor(group.row_ids, device=logits.device)] = group_logits
+            attention.update(group_attention)
+        return logits, attention
+
+
+class _SideState:
+    """A side's tokens so far and how it turns a step's row logits into a token and its trace."""
+
+    def __init__(self, side: Side, adapter: FamilyAdapter):
+        self.side = side
+        self.adapter = adapter
+        self.tokens: list[int] = []
+        self.text = ""
+        self.finished = False
+        self.stop_reason: str | None = None
+
+    def finish(self, reason: str) -> str:
+        self.finished, self.stop_reason = True, reason
+        return reason
+
+    def choose(self, logits: torch.Tensor, step: int, warpers, generator, attention) -> TokenTrace:
+        side = self.side
+        branch_logits = {role: logits[row][None] for role, row in side.roles.items()}
+        combination = side.combine(branch_logits, step)
+        final_logits = combination.logits.float()
+        if warpers is not None:
+            final_logits = warpers(None, final_logits)
+        final_probs = torch.softmax(final_logits[0], dim=-1)
+        if warpers is None:
+            token = int(final_logits[0].argmax())
+        else:
+            token = int(torch.multinomial(final_probs.cpu(), 1, generator=generator))
+        piece = self._append(token)
+
+        piece_of = self.adapter.token_piece
+        log_probs = {role: torch.log_softmax(value[0], dim=-1) for role, value in branch_logits.items()}
+        branches = {}
+        for role, lp in log_probs.items():
+            probs = lp.exp()
+            branches[role] = BranchView(float(probs[token]), top_candidates(probs, piece_of))
+        final = BranchView(float(final_probs[token]), top_candidates(final_probs, piece_of))
+        original_lp = log_probs["original"]
+        visual_dependence = None
+        if side.distorted_role is not None:
+            visual_dependence = float(original_lp[token] - log_probs[side.distorted_role][token])
+        contrast_shift = float(torch.log(final_probs[token]) - original_lp[token]) if side.method != "baseline" else 0.0
+        return TokenTrace(
+            step=step,
+            token_id=token,
+            piece=piece,
+            branches=branches,
+            final=final,
+            plausible_set_size=int(torch.isfinite(final_logits[0]).sum()),
+            changed=token != int(original_lp.argmax()),
+            visual_dependence=visual_dependence,
+            contrast_shift=contrast_shift,
+            alpha_t=combination.alpha_t,
+            beta_t=combination.beta_t,
+            image_attention=attention.get(side.roles["original"]),
+        )
+
+    def _append(self, token: int) -> str:
+        """Add a token; its piece is what it adds to the decoded answer (keeps the spaces single-token decodes drop)."""
+        self.tokens.append(token)
+        text = self.adapter.decode(self.tokens)
+        piece = text[len(self.text) :] if text.startswith(self.text) else self.adapter.decode([token])
+        self.text = text
+        return piece
+
+
+def _distinct_rows(rows: list[RowInputs]) -> tuple[list[int], list[int]]:
+    """Indices of the distinct prompts, and for every row the position of its prompt among them."""
+    unique: list[int] = []
+    index: list[int] = []
+    for i, row in enumerate(rows):
+        for u, j in enumerate(unique):
+            if same_prompt(row, rows[j]):
+                index.append(u)
+                break
+        else:
+            index.append(len(unique))
+            unique.append(i)
+    return unique, index
+
+
+def same_prompt(a: RowInputs, b: RowInputs) -> bool:
+    def same(x, y):
+        return x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y)
+
+    return (
+        same(a.input_ids, b.input_ids)
+        and same(a.position_ids, b.position_ids)
+        and a.token_kwargs.keys() == b.token_kwargs.keys()
+        and all(same(a.token_kwargs[k], b.token_kwargs[k]) for k in a.token_kwargs)
+        and a.vision_kwargs.keys() == b.vision_kwargs.keys()
+        and all(same(a.vision_kwargs[k], b.vision_kwargs[k]) for k in a.vision_kwargs)
+    )
+
+
+def _to_device(value, device, dtype):
+    if not torch.is_tensor(value):
+        return value
+    if value.is_floating_point():
+        return value.to(device=device, dtype=dtype)
+    return value.to(device)
+
+
+@contextlib.contextmanager
+def _eager_attention(model):
+    """Attention weights exist only under eager attention; switch to it for this run only, then switch back."""
+    before = model.config._attn_implementation
+    if before == "eager":
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+def _check_run(rows, sides, max_new_tokens, attention_layers) -> None:
+    if not rows:
+        raise ValueError("a run needs at least one row")
+    if not sides:
+        raise ValueError("a run needs at least one side")
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    names = [s.name for s in sides]
+    if len(set(names)) != len(names):
+        raise ValueError(f"side names must be distinct, got {names}")
+    owner: dict[int, str] = {}
+    for side in sides:
+        for role, row in side.roles.items():
+            if not 0 <= row < len(rows):
+                raise ValueError(f"side {side.name!r} role {role!r} points at row {row}, but there are {len(rows)} rows")
+            if row in owner and owner[row] != side.name:
+                # A row is fed its side's tokens: sharing it between sides would mix two answers in one cache.
+                raise ValueError(f"row {row} belongs to both {owner[row]!r} and {side.name!r}")
+            owner[row] = side.name
+    if len(owner) != len(rows):
+        raise ValueError(f"rows {sorted(set(range(len(rows))) - set(owner))} belong to no side")
+    if attention_layers is not None and attention_layers != "all":
+        if not isinstance(attention_layers, (list, tuple)) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in attention_layers
+        ):
+            raise ValueError(f"attention_layers must be None, 'all' or a list of layer indices, got {attention_layers!r}")

@@ -1,0 +1,103 @@
+"""What is recorded for every generated token, and the whole run, as plain JSON-serialisable data.
+
+The demo renders these; the evaluation scores them. Nothing here knows a model or Gradio.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+TOP_K = 5
+
+
+@dataclass
+class Candidate:
+    token_id: int
+    piece: str
+    prob: float
+
+
+@dataclass
+class BranchView:
+    """One branch's view of a step: the chosen token's probability there and its own top candidates."""
+
+    prob: float
+    top: list[Candidate]
+
+
+@dataclass
+class TokenTrace:
+    """Why one token was chosen.
+
+    branches:   role -> BranchView, for "original" and every contrast role of the side ("noised", "transformed",
+                "text_only", "description", "disturbed", "distorted" ...). The baseline side has "original" (and
+                "distorted", used only for visual dependence).
+    final:      the distribution actually decoded from (after the method's rule, its plausibility mask and the
+                sampling warpers).
+    plausible_set_size: how many tokens the final distribution keeps (finite logits).
+    changed:    the chosen token is not the original branch's argmax (the contrast, or sampling, moved the choice).
+    visual_dependence: log p(token | image) - log p(token | distorted image), natural log; None when not measured.
+    contrast_shift: log p_final(token) - log p_original(token): how far the method moved this token (0 on baseline).
+    image_attention: {"grid": rows x cols floats summing to 1 over the image tokens, "share": the attention mass on
+                image tokens out of all keys}, head mean over the chosen layers; None when not recorded.
+    """
+
+    step: int
+    token_id: int
+    piece: str
+    branches: dict[str, BranchView]
+    final: BranchView
+    plausible_set_size: int
+    changed: bool
+    visual_dependence: float | None = None
+    contrast_shift: float = 0.0
+    alpha_t: float | None = None
+    beta_t: float | None = None
+    image_attention: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite(asdict(self))
+
+
+@dataclass
+class SideResult:
+    """One panel of the side-by-side view: an answer and the trace of each of its tokens."""
+
+    name: str
+    method: str
+    text: str = ""
+    tokens: list[TokenTrace] = field(default_factory=list)
+    finished: bool = False
+    stop_reason: str | None = None  # "eos", "max_new_tokens", "stopped"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "method": self.method,
+            "text": self.text,
+            "finished": self.finished,
+            "stop_reason": self.stop_reason,
+            "tokens": [t.to_dict() for t in self.tokens],
+        }
+
+
+def top_candidates(probs: torch.Tensor, piece_of, k: int = TOP_K) -> list[Candidate]:
+    """The k most probable tokens of a 1-D probability vector."""
+    k = min(k, probs.numel())
+    values, ids = probs.topk(k)
+    return [Candidate(int(i), piece_of(int(i)), float(v)) for v, i in zip(values.tolist(), ids.tolist())]
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: map them to None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

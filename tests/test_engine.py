@@ -1,0 +1,219 @@
+"""The batched engine on every tiny model family: equal to plain generate, equal to the papers' separate forwards,
+each row with its own cache, seeded sampling, stopping, finished rows leaving the batch, and the trace."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from decoding import compare, prepare_comparison, stream_compare
+from decoding.engine import Engine, SamplingConfig, Side
+from decoding.methods import METHODS
+from models import TINY_FAMILIES, build_tiny, load_model
+
+QUESTION = "Is there a red circle in the picture?"
+
+
+@pytest.fixture(scope="module", params=TINY_FAMILIES)
+def model(request, tmp_path_factory):
+    path = build_tiny(request.param, tmp_path_factory.mktemp(request.param), seed=0)
+    return load_model(path)
+
+
+@pytest.fixture(scope="module")
+def llava(tmp_path_factory):
+    return load_model(build_tiny("llava", tmp_path_factory.mktemp("llava-engine"), seed=1))
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, size=(40, 56, 3), dtype=np.uint8)
+    pixels[10:30, 8:28] = (220, 30, 30)
+    return Image.fromarray(pixels)
+
+
+def _generate(adapter, row, max_new_tokens):
+    """Plain transformers generate on one row, the way a user would call it."""
+    inputs = {"input_ids": row.input_ids, "attention_mask": torch.ones_like(row.input_ids)}
+    inputs.update(row.token_kwargs)
+    inputs.update(row.vision_kwargs)
+    out = adapter.model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens, min_new_tokens=0)
+    return out[0, row.length :].tolist()
+
+
+@pytest.mark.parametrize("attention", [None, "all"])
+def test_baseline_greedy_equals_generate(model, image, attention):
+    row = model.build_row(QUESTION, image)
+    expected = _generate(model, row, 12)
+    side = Side("baseline", "baseline", {"original": 0})
+    events = list(Engine(model).run([row], [side], max_new_tokens=12, attention_layers=attention))
+    tokens = [e.tokens["baseline"].token_id for e in events]
+    eos = set(model.eos_token_ids)
+    # generate pads after EOS; the engine stops at it
+    assert tokens == expected[: len(tokens)]
+    assert len(tokens) == 12 or tokens[-1] in eos
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_equals_separate_forwards(model, image, method):
+    """Every row of a side-by-side run, batched with one cache row each, against each row run alone."""
+    prepared = prepare_comparison(model, image, QUESTION, method, seed=3, attention_layers=None)
+    steps = 30
+    logits = {}
+    for batched in (True, False):
+        run = Engine(model).run(
+            prepared.rows,
+            prepared.sides,
+            max_new_tokens=steps,
+            sampling=prepared.sampling,
+            batched=batched,
+            ignore_eos=True,
+            record_logits=True,
+        )
+        events = list(run)
+        assert len(events) == steps
+        logits[batched] = torch.stack([e.row_logits for e in events])
+        tokens = {name: [e.tokens[name].token_id for e in events] for name in ("baseline", "method")}
+        if batched:
+            batched_tokens = tokens
+    assert torch.isfinite(logits[True]).all()
+    torch.testing.assert_close(logits[True], logits[False], atol=1e-4, rtol=0)
+    assert tokens == batched_tokens
+    # The rows really differ: a contrast row that silently reused the original row's cache would not.
+    method_side = prepared.sides[1]
+    for role, row in method_side.roles.items():
+        if role != "original":
+            assert not torch.allclose(logits[True][1:, row], logits[True][1:, method_side.roles["original"]])
+
+
+def test_identical_prompts_are_prefilled_once_and_finished_rows_leave(llava, image, monkeypatch):
+    prepared = prepare_comparison(llava, image, QUESTION, "vcd", seed=0, attention_layers=None, alpha=3.0)
+    # baseline original + noised, method original + noised: two distinct prompts (same seed, same noise step)
+    assert len(prepared.rows) == 4
+    probe = list(Engine(llava).run(prepared.rows, prepared.sides, max_new_tokens=6, ignore_eos=True))
+    method_tokens = {e.tokens["method"].token_id for e in probe}
+    # End the baseline side early with a token its method side never writes.
+    stop_step, stop_token = next(
+        (e.step, e.tokens["baseline"].token_id) for e in probe if e.tokens["baseline"].token_id not in method_tokens
+    )
+    assert stop_step < 4
+    monkeypatch.setattr(type(llava), "eos_token_ids", property(lambda self: [stop_token]))
+    batch_sizes = []
+    hook = llava.model.register_forward_pre_hook(
+        lambda module, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        events = list(Engine(llava).run(prepared.rows, prepared.sides, max_new_tokens=6))
+    finally:
+        hook.remove()
+    finished_at = next(e.step for e in events if e.finished.get("baseline") == "eos")
+    assert finished_at == stop_step
+    assert all("baseline" not in e.tokens for e in events[finished_at + 1 :])
+    # prefill: 2 distinct prompts; then 4 rows a step while the baseline runs, then only the method's 2 rows
+    assert batch_sizes[0] == 2
+    assert batch_sizes[1 : finished_at + 1] == [4] * finished_at
+    assert batch_sizes[finished_at + 1 :] and all(size == 2 for size in batch_sizes[finished_at + 1 :])
+
+
+def test_seeded_sampling_is_reproducible(llava, image):
+    def run(seed):
+        result = compare(llava, image, QUESTION, "vcd", do_sample=True, seed=seed, max_new_tokens=16, ignore_eos=True)
+        return [t.token_id for t in result.baseline.tokens], [t.token_id for t in result.method_side.tokens]
+
+    assert run(7) == run(7)
+    assert run(7) != run(8)
+
+
+def test_sampling_warpers_apply_after_the_rule(llava, image):
+    result = compare(llava, image, QUESTION, "vcd", do_sample=True, top_k=2, seed=1, max_new_tokens=8, ignore_eos=True)
+    for token in result.method_side.tokens + result.baseline.tokens:
+        assert token.plausible_set_size <= 2
+        assert token.final.prob > 0
+
+
+def test_should_stop_ends_the_run(llava, image):
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) > 3
+
+    updates = list(stream_compare(llava, image, QUESTION, "vcd", max_new_tokens=20, should_stop=should_stop))
+    final = updates[-1]
+    assert final.done
+    assert len(final.method_side.tokens) == 3
+    assert final.method_side.stop_reason == "stopped" and final.baseline.stop_reason == "stopped"
+
+
+def test_trace_is_complete_and_json_serialisable(model, image):
+    result = compare(model, image, QUESTION, "vcd", max_new_tokens=6, ignore_eos=True)
+    data = json.loads(result.to_json())
+    assert data["model_id"] and data["method"] == "vcd" and data["decoding"]["seed"] == 0
+    assert data["params"] == {"alpha": 1.0, "beta": 0.1, "noise_step": 500}
+    for side in (result.baseline, result.method_side):
+        assert len(side.tokens) == 6
+        assert side.text == "".join(t.piece for t in side.tokens)
+        for token in side.tokens:
+            assert token.visual_dependence is not None and np.isfinite(token.visual_dependence)
+            assert 1 <= len(token.final.top) <= 5
+            assert token.final.top[0].prob >= token.final.top[-1].prob
+            grid = np.array(token.image_attention["grid"])
+            assert grid.ndim == 2 and abs(grid.sum() - 1) < 1e-4
+            assert 0 < token.image_attention["share"] <= 1 + 1e-6
+    # VCD's noised row is the visual-dependence distortion: no extra row, same numbers
+    token = result.method_side.tokens[0]
+    assert set(token.branches) == {"original", "noised"}
+    expected = np.log(token.branches["original"].prob) - np.log(token.branches["noised"].prob)
+    assert token.visual_dependence == pytest.approx(expected, abs=1e-4)
+    # the baseline's first step sees exactly what the method's original branch sees
+    baseline_top = result.baseline.tokens[0].branches["original"].top
+    method_top = token.branches["original"].top
+    assert [c.token_id for c in baseline_top] == [c.token_id for c in method_top]
+    assert [c.prob for c in baseline_top] == pytest.approx([c.prob for c in method_top], abs=1e-5)
+    assert all(t.contrast_shift == 0 for t in result.baseline.tokens)
+
+
+def test_changed_marks_tokens_the_contrast_moved(llava, image):
+    result = compare(llava, image, QUESTION, "icd", alpha=5.0, max_new_tokens=16, ignore_eos=True)
+    for token in result.method_side.tokens:
+        original_argmax = token.branches["original"].top[0].token_id
+        assert token.changed == (token.token_id != original_argmax)
+    baseline = result.baseline.tokens
+    assert not any(t.changed for t in baseline)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"method": "nope"}, "unknown method"),
+        ({"alpha": -1.0}, "alpha"),
+        ({"beta": 0.0}, "beta"),
+        ({"beta": float("nan")}, "beta"),
+        ({"gamma": 1.0}, "no parameter"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"question": "   "}, "empty"),
+    ],
+)
+def test_bad_requests_raise_clear_errors(llava, image, kwargs, message):
+    kwargs = dict(kwargs)
+    question = kwargs.pop("question", QUESTION)
+    method = kwargs.pop("method", "vcd")
+    with pytest.raises(ValueError, match=message):
+        compare(llava, image, question, method, max_new_tokens=kwargs.pop("max_new_tokens", 4), **kwargs)
+
+
+def test_side_validation():
+    with pytest.raises(ValueError, match="original"):
+        Side("s", "baseline", {"noised": 0})
+    with pytest.raises(ValueError, match="distorted"):
+        Side("s", "baseline", {"original": 0}, distorted_role="noised")
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingConfig(temperature=-1)
