@@ -170,11 +170,9 @@ class _RowGroup:
                 token_kwargs[key][i, start:] = value[0]
         tokens = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
         tokens.update(token_kwargs)
-        tokens = {k: v.to(self.device) for k, v in tokens.items()}
         vision_rows = [row.vision_kwargs for row in members if row.has_image]
         vision = self.adapter.batch_vision_kwargs(vision_rows) if vision_rows else {}
-        vision = {k: _to_device(v, self.device, self.model.dtype) for k, v in vision.items()}
-        return tokens, vision
+        return self.adapter.to_model(tokens), self.adapter.to_model(vision)
 
     def _forward(self, want_attention: bool, **inputs):
         with torch.inference_mode():
@@ -452,14 +450,6 @@ def same_prompt(a: RowInputs, b: RowInputs) -> bool:
         and a.vision_kwargs.keys() == b.vision_kwargs.keys()
         and all(same(a.vision_kwargs[k], b.vision_kwargs[k]) for k in a.vision_kwargs)
     )
-
-
-def _to_device(value, device, dtype):
-    if not torch.is_tensor(value):
-        return value
-    if value.is_floating_point():
-        return value.to(device=device, dtype=dtype)
-    return value.to(device)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,29 @@
+"""Per-family adapters and the registry that picks one by ``config.model_type``."""
+
+from .base import FamilyAdapter, RowInputs
+from .llava import LlavaAdapter
+from .llava_next import LlavaNextAdapter
+from .llava_onevision import LlavaOnevisionAdapter
+from .qwen2_vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
+
+ADAPTERS: dict[str, type[FamilyAdapter]] = {
+    "llava": LlavaAdapter,
+    "llava_next": LlavaNextAdapter,
+    "llava_onevision": LlavaOnevisionAdapter,
+    "qwen2_vl": Qwen2VLAdapter,
+    "qwen2_5_vl": Qwen2_5_VLAdapter,
+}
+
+SUPPORTED_FAMILIES: tuple[str, ...] = tuple(ADAPTERS)
+
+__all__ = [
+    "ADAPTERS",
+    "SUPPORTED_FAMILIES",
+    "FamilyAdapter",
+    "RowInputs",
+    "LlavaAdapter",
+    "LlavaNextAdapter",
+    "LlavaOnevisionAdapter",
+    "Qwen2VLAdapter",
+    "Qwen2_5_VLAdapter",
+]

@@ -1,0 +1,154 @@
+"""The contract between one model family and the decoding engine.
+
+Everything that differs between LVLM families lives behind this class: how a chat prompt is written with and without
+the image, which tokens are image tokens and on what patch grid they lie, how a row's position ids are computed
+(plain 1-D or Qwen2-VL's M-RoPE), how several rows' pixel tensors are put into one batch, and how the preprocessed
+pixel tensor is seen as images (so that augmentations can act on it) and put back.
+
+`decoding/` only talks to a model through an adapter; it never looks at the family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+
+@dataclass
+class RowInputs:
+    """One decoding row's prompt, unbatched (batch dimension 1) and unpadded.
+
+    input_ids:      (1, L) prompt token ids.
+    position_ids:   (1, L), or (3, 1, L) for M-RoPE families; the engine continues them with ``max + 1`` per step.
+    token_kwargs:   other per-token tensors of shape (1, L) the model needs (e.g. ``mm_token_type_ids``);
+                    the engine left-pads them with zeros.
+    vision_kwargs:  the pixel tensors and their metadata for this row (``pixel_values``, ``image_sizes``,
+                    ``image_grid_thw`` ...); empty for a text-only row.
+    image_token_positions: (N,) indices into the row of the image tokens whose attention is shown, in row-major
+                    order over ``image_grid``; empty for a text-only row.
+    image_grid:     (rows, cols) of those N tokens, ``rows * cols == N``; None for a text-only row.
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    token_kwargs: dict[str, torch.Tensor] = field(default_factory=dict)
+    vision_kwargs: dict[str, torch.Tensor] = field(default_factory=dict)
+    image_token_positions: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    image_grid: tuple[int, int] | None = None
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[-1])
+
+    @property
+    def has_image(self) -> bool:
+        return bool(self.vision_kwargs)
+
+
+class FamilyAdapter:
+    """Base class of the per-family adapters. Subclasses set ``family`` and override what differs.
+
+    An adapter wraps a loaded model and its processor. Construct through ``models.load_model`` (or a subclass
+    directly in tests).
+    """
+
+    family: str = "base"
+
+    def __init__(self, model, processor, model_id: str = ""):
+        self.model = model
+        self.processor = processor
+        self.model_id = model_id
+
+    # ---- prompts -------------------------------------------------------------------------------------------------
+    def build_row(
+        self,
+        question: str,
+        image: Image.Image | None = None,
+        *,
+        system: str | None = None,
+        context: str | None = None,
+    ) -> RowInputs:
+        """Chat-templated prompt for one row, with the generation prompt appended.
+
+        image:   the raw image, or None for a text-only prompt (M3ID's branch, self-augmentation's choice).
+        system:  an optional system instruction (ICD's disturbance instruction).
+        context: text placed before the question, in the user turn (CODE's description in place of the image).
+        """
+        raise NotImplementedError
+
+    # ---- pixels --------------------------------------------------------------------------------------------------
+    def batch_vision_kwargs(self, rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Merge the ``vision_kwargs`` of several image rows (in row order) into one batch's keyword arguments."""
+        raise NotImplementedError
+
+    def pixel_views(self, vision_kwargs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The preprocessed (normalised) pixels of one row as image-shaped tensors, each (3, H, W).
+
+        One view for single-image families; LLaVA-NeXT-like families give the base view and the high-resolution canvas.
+        """
+        raise NotImplementedError
+
+    def with_pixel_views(self, vision_kwargs: dict[str, torch.Tensor], views: list[torch.Tensor]) -> dict:
+        """Inverse of ``pixel_views``: a copy of ``vision_kwargs`` whose pixels are rebuilt from (changed) views."""
+        raise NotImplementedError
+
+    @property
+    def image_mean(self) -> tuple[float, float, float]:
+        """Per-channel mean the processor normalises with (to un-normalise for colour inversion)."""
+        return tuple(self.processor.image_processor.image_mean)
+
+    @property
+    def image_std(self) -> tuple[float, float, float]:
+        return tuple(self.processor.image_processor.image_std)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the model's base input view; RITUAL's resized crop goes back to this size."""
+        raise NotImplementedError
+
+    # ---- tokens --------------------------------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """Every id that ends an answer (the generation config's EOS ids, else the tokenizer's)."""
+        ids = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if ids is None:
+            ids = self.tokenizer.eos_token_id
+        if ids is None:
+            return []
+        return [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])]
+
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            eos = self.eos_token_ids
+            pad = eos[0] if eos else 0
+        return int(pad)
+
+    def decode(self, token_ids) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def token_piece(self, token_id: int) -> str:
+        """The text of one token as it appears in the answer (spaces kept)."""
+        return self.tokenizer.decode([int(token_id)], skip_special_tokens=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The model's compute dtype (what floating inputs such as ``pixel_values`` should be cast to)."""
+        return self.model.dtype
+
+    def to_model(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A copy of ``tensors`` on the model's device, floating-point ones cast to the model's dtype."""
+        return {
+            k: v.to(self.device, dtype=self.dtype if v.is_floating_point() else None) for k, v in tensors.items()
+        }

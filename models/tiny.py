@@ -1,0 +1,336 @@
+"""Tiny random checkpoints of the real architectures, for tests and offline demos.
+
+``build_tiny(family, save_dir)`` writes a folder that ``load_model(save_dir)`` loads through exactly the path a user's
+Hub checkpoint takes (``AutoProcessor`` + ``AutoModelForImageTextToText``): the real model classes built from small
+configs with seeded random weights, a byte-level BPE tokenizer trained on the spot with the family's special tokens,
+the family's real processor and image processor, and a chat template in the family's style. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from models._processors import processor_class
+
+TINY_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl")
+
+# ---- tokenizer -------------------------------------------------------------------------------------------------------
+
+_CORPUS = """\
+What is in the image? Describe the image in detail. Is there a cat in the picture? Answer with yes or no.
+The image shows a small brown dog sitting on a green lawn next to a red ball.
+A black cat is sleeping on a wooden table near the window.
+Two people are walking along the beach at sunset while the waves roll in.
+There is a white car parked on the street in front of a tall building.
+A bowl of fruit with apples, bananas and oranges sits on the kitchen counter.
+The man in the blue shirt is riding a bicycle down a busy road.
+A woman is holding an umbrella because it is raining in the city.
+The sky is blue and there are a few white clouds above the mountains.
+Three children are playing football in a park with many trees.
+A plate with a sandwich and a cup of coffee is on the table.
+The train is arriving at the station and people are waiting on the platform.
+A bird is flying over the lake near a small boat.
+There is no cat in this picture, but there is a dog.
+Yes, there is a person in the image. No, there is no horse in the image.
+The photo was taken indoors; the room has a sofa, a lamp and a television.
+On the left there is a tree, and on the right there is a house with a red roof.
+The giraffe is eating leaves from the top of a tall tree in the zoo.
+A pizza with cheese and tomatoes is cut into eight slices.
+The street sign says stop, and a bus is turning at the corner.
+Please answer the question based on the image. Give a short answer.
+How many animals are there? There are two animals: a cat and a dog.
+What color is the car? The car is red. What is the man doing? He is reading a book.
+Where is the laptop? The laptop is on the desk beside a keyboard and a mouse.
+The elephant is standing in the water and spraying itself.
+A skier is going down a snowy hill under a bright sun.
+The kitchen has a stove, a refrigerator, a sink and a microwave.
+A group of people are sitting at a long table having dinner together.
+The clock on the wall shows ten past three in the afternoon.
+An airplane is flying high above the clouds.
+The teddy bear is sitting on the bed next to a pillow.
+A surfer is riding a big wave in the ocean.
+A horse is standing in a field behind a wooden fence.
+The description says the picture shows a kitchen with a table.
+You are a helpful assistant. You are a confused assistant who makes mistakes. Answer briefly.
+Look carefully at the picture and describe every object you can see, its color and its position.
+0 1 2 3 4 5 6 7 8 9 10 first second third left right top bottom middle small large big little
+"""
+
+_CHAT_WORDS = "USER: ASSISTANT: user assistant system \n"
+
+
+def _train_tokenizer(special_tokens: list[str], vocab_size: int = 640):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    lines = [line for line in _CORPUS.splitlines() if line] + [_CHAT_WORDS]
+    tok.train_from_iterator(lines * 3, trainer)
+    return tok
+
+
+def _wrap_tokenizer(tok, *, bos=None, eos, pad, unk=None, add_bos=False, extra=None):
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    if add_bos:
+        bos_id = tok.token_to_id(bos)
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
+        )
+    kwargs = dict(tokenizer_object=tok, eos_token=eos, pad_token=pad, clean_up_tokenization_spaces=False)
+    if bos is not None:
+        kwargs["bos_token"] = bos
+    if unk is not None:
+        kwargs["unk_token"] = unk
+    if extra:
+        kwargs["extra_special_tokens"] = extra
+    return PreTrainedTokenizerFast(**kwargs)
+
+
+# ---- chat templates (the families' real styles) ---------------------------------------------------------------------
+
+# LLaVA-1.5 / LLaVA-NeXT (vicuna): "<sys> USER: <image>\n<question> ASSISTANT:"
+LLAVA_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['content'] is string -%}{%- set parts = [{'type': 'text', 'text': message['content']}] -%}"
+    "{%- else -%}{%- set parts = message['content'] -%}{%- endif -%}"
+    "{%- if message['role'] == 'system' -%}"
+    "{%- for part in parts if part['type'] == 'text' -%}{{ part['text'] + ' ' }}{%- endfor -%}"
+    "{%- else -%}"
+    "{{ message['role'].upper() + ': ' }}"
+    "{%- for part in parts if part['type'] == 'image' -%}{{ '<image>\n' }}{%- endfor -%}"
+    "{%- for part in parts if part['type'] == 'text' -%}{{ part['text'] + ' ' }}{%- endfor -%}"
+    "{%- if message['role'] == 'assistant' -%}{{ eos_token }}{%- endif -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
+)
+
+# LLaVA-OneVision (Qwen2 chat): "<|im_start|>user <image>\n<question><|im_end|>\n<|im_start|>assistant\n"
+ONEVISION_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['content'] is string -%}{%- set parts = [{'type': 'text', 'text': message['content']}] -%}"
+    "{%- else -%}{%- set parts = message['content'] -%}{%- endif -%}"
+    "{{ '<|im_start|>' + message['role'] + ' ' }}"
+    "{%- for part in parts if part['type'] == 'image' -%}{{ '<image>' }}{%- endfor -%}"
+    "{%- for part in parts if part['type'] == 'text' -%}{{ '\n' + part['text'] }}{%- endfor -%}"
+    "{{ '<|im_end|>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
+)
+
+# Qwen2-VL / Qwen2.5-VL: default system prompt, <|vision_start|><|image_pad|><|vision_end|> in place of the image.
+QWEN_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if loop.first and message['role'] != 'system' -%}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}"
+    "{%- endif -%}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{ '<|im_end|>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
+)
+
+# ---- sizes -----------------------------------------------------------------------------------------------------------
+
+_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             max_position_embeddings=2048)
+_TILE = 32  # LLaVA-family base view / tile size (px)
+_PATCH = 8  # LLaVA-family vision patch size -> a 4 x 4 grid per view
+_PINPOINTS = [[32, 64], [64, 32], [64, 64]]
+_QWEN_PATCH, _QWEN_MERGE = 8, 2  # Qwen: 16 px per merged token
+_QWEN_MIN_PIXELS, _QWEN_MAX_PIXELS = 16 * 16, 64 * 64
+_EOS_SCALE = 2.0  # the EOS row of the output layer is scaled so that some greedy answers end on their own
+
+
+def _image_processor_cls(name: str):
+    """The torchvision image processor where torchvision is installed, else its PIL twin (same outputs, saved under
+    the same ``image_processor_type``), without transformers' fallback warning."""
+    import transformers
+    from transformers.utils import is_torchvision_available
+
+    if not is_torchvision_available() and hasattr(transformers, name + "Pil"):
+        return getattr(transformers, name + "Pil")
+    return getattr(transformers, name)
+
+
+def _clip_vision():
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                            image_size=_TILE, patch_size=_PATCH, projection_dim=32)
+
+
+def _llama_text(vocab_size, bos, eos, pad):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=vocab_size, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, **_TEXT)
+
+
+def _llava_tokenizer():
+    tok = _train_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"])
+    return _wrap_tokenizer(tok, bos="<s>", eos="</s>", pad="<pad>", unk="<unk>", add_bos=True)
+
+
+def _qwen_tokenizer(extra_tokens):
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *extra_tokens]
+    tok = _train_tokenizer(specials)
+    return _wrap_tokenizer(tok, eos="<|im_end|>", pad="<|endoftext|>")
+
+
+def _ids(tokenizer, *tokens):
+    return [tokenizer.convert_tokens_to_ids(t) for t in tokens]
+
+
+# ---- per family ------------------------------------------------------------------------------------------------------
+
+def _build_llava(family):
+    from transformers import (
+        LlavaConfig, LlavaForConditionalGeneration, LlavaNextConfig, LlavaNextForConditionalGeneration,
+        LlavaNextProcessor, LlavaProcessor,
+    )
+
+    tokenizer = _llava_tokenizer()
+    bos, eos, pad, image = _ids(tokenizer, "<s>", "</s>", "<pad>", "<image>")
+    common = dict(vision_config=_clip_vision(), text_config=_llama_text(len(tokenizer), bos, eos, pad),
+                  image_token_index=image, vision_feature_select_strategy="default", vision_feature_layer=-2)
+    size = {"shortest_edge": _TILE}
+    crop = {"height": _TILE, "width": _TILE}
+    proc_kwargs = dict(patch_size=_PATCH, vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    if family == "llava":
+        config = LlavaConfig(image_seq_length=(_TILE // _PATCH) ** 2, **common)
+        model_cls = LlavaForConditionalGeneration
+        image_processor = _image_processor_cls("CLIPImageProcessor")(size=size, crop_size=crop)
+        processor = LlavaProcessor(
+            image_processor=image_processor, tokenizer=tokenizer,
+            chat_template=LLAVA_CHAT_TEMPLATE, **proc_kwargs,
+        )
+    else:
+        config = LlavaNextConfig(image_grid_pinpoints=_PINPOINTS, image_seq_length=(_TILE // _PATCH) ** 2, **common)
+        model_cls = LlavaNextForConditionalGeneration
+        image_processor = _image_processor_cls("LlavaNextImageProcessor")(
+            size=size, crop_size=crop, image_grid_pinpoints=_PINPOINTS
+        )
+        processor = LlavaNextProcessor(
+            image_processor=image_processor, tokenizer=tokenizer,
+            chat_template=LLAVA_CHAT_TEMPLATE, **proc_kwargs,
+        )
+    return config, model_cls, processor, dict(bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
+
+
+def _build_llava_onevision(family):
+    from transformers import (
+        LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor, Qwen2Config,
+        SiglipVisionConfig,
+    )
+
+    tokenizer = _qwen_tokenizer(["<image>", "<video>"])
+    eos, pad, image, video = _ids(tokenizer, "<|im_end|>", "<|endoftext|>", "<image>", "<video>")
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=_TILE, patch_size=_PATCH)
+    text = Qwen2Config(vocab_size=len(tokenizer), eos_token_id=eos, pad_token_id=pad, bos_token_id=None, **_TEXT)
+    config = LlavaOnevisionConfig(
+        vision_config=vision, text_config=text, image_token_index=image, video_token_index=video,
+        image_grid_pinpoints=_PINPOINTS, vision_feature_select_strategy="full", vision_feature_layer=-1,
+        vision_aspect_ratio="anyres_max_9",
+    )
+    image_processor = _image_processor_cls("LlavaOnevisionImageProcessor")(
+        size={"height": _TILE, "width": _TILE}, image_grid_pinpoints=_PINPOINTS,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+    # Images only: without torchvision there can be no video processor (see models/_processors.py).
+    processor = processor_class(LlavaOnevisionProcessor)(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=ONEVISION_CHAT_TEMPLATE,
+        num_image_tokens=(_TILE // _PATCH) ** 2, vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+    )
+    return config, LlavaOnevisionForConditionalGeneration, processor, dict(eos_token_id=eos, pad_token_id=pad)
+
+
+def _build_qwen(family):
+    if family == "qwen2_vl":
+        from transformers import Qwen2VLConfig as Config
+        from transformers import Qwen2VLForConditionalGeneration as Model
+        from transformers import Qwen2VLProcessor as Processor
+
+        vision = dict(depth=2, embed_dim=32, hidden_size=_TEXT["hidden_size"], num_heads=2, mlp_ratio=2)
+    else:
+        from transformers import Qwen2_5_VLConfig as Config
+        from transformers import Qwen2_5_VLForConditionalGeneration as Model
+        from transformers import Qwen2_5_VLProcessor as Processor
+
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=_TEXT["hidden_size"],
+                      window_size=2 * _QWEN_PATCH * _QWEN_MERGE, fullatt_block_indexes=[1])
+    vision.update(patch_size=_QWEN_PATCH, spatial_merge_size=_QWEN_MERGE, temporal_patch_size=2, in_channels=3)
+
+    tokenizer = _qwen_tokenizer(["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>",
+                                 "<|video_pad|>"])
+    eos, pad, start, end, image, video = _ids(tokenizer, "<|im_end|>", "<|endoftext|>", "<|vision_start|>",
+                                              "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+    head_half = _TEXT["hidden_size"] // _TEXT["num_attention_heads"] // 2
+    mrope = [head_half - 2 * (head_half * 3 // 8), head_half * 3 // 8, head_half * 3 // 8]
+    text = dict(vocab_size=len(tokenizer), eos_token_id=eos, pad_token_id=pad, bos_token_id=None,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope}, **_TEXT)
+    config = Config(text_config=text, vision_config=vision, image_token_id=image, video_token_id=video,
+                    vision_start_token_id=start, vision_end_token_id=end)
+    image_processor = _image_processor_cls("Qwen2VLImageProcessor")(
+        min_pixels=_QWEN_MIN_PIXELS, max_pixels=_QWEN_MAX_PIXELS, patch_size=_QWEN_PATCH, merge_size=_QWEN_MERGE,
+        temporal_patch_size=2,
+    )
+    processor = processor_class(Processor)(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN_CHAT_TEMPLATE
+    )
+    return config, Model, processor, dict(eos_token_id=eos, pad_token_id=pad)
+
+
+_BUILDERS = {
+    "llava": _build_llava,
+    "llava_next": _build_llava,
+    "llava_onevision": _build_llava_onevision,
+    "qwen2_vl": _build_qwen,
+    "qwen2_5_vl": _build_qwen,
+}
+
+
+def build_tiny(family: str, save_dir: str | os.PathLike, seed: int = 0) -> str:
+    """Build a tiny random ``family`` checkpoint into ``save_dir`` and return the folder's path.
+
+    family: one of ``TINY_FAMILIES`` ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl").
+    The weights are random (seeded, the global RNG is left untouched; the EOS row of the output layer is scaled x2 so
+    that some answers end on their own), so answers are gibberish, but every shape, token and code path is the real
+    family's.
+    """
+    if family not in _BUILDERS:
+        raise ValueError(f"Unknown tiny family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
+    from transformers import GenerationConfig
+
+    save_dir = os.fspath(save_dir)
+    config, model_cls, processor, special_ids = _BUILDERS[family](family)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_cls(config).eval()
+    with torch.no_grad():
+        model.get_output_embeddings().weight[special_ids["eos_token_id"]] *= _EOS_SCALE
+    model.generation_config = GenerationConfig(**special_ids)
+    os.makedirs(save_dir, exist_ok=True)
+    model.save_pretrained(save_dir)
+    processor.save_pretrained(save_dir)
+    return save_dir
