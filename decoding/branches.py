@@ -480,6 +480,20 @@ def augment_views(
     return [apply_augmentation(v, name, params, mean, std, g) for v in views], params
 
 
+def view_to_image(view: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> Image.Image:
+    """A normalised view ``(3, H, W)`` as the picture it encodes: ``x * std + mean``, clamped to [0, 1], 8-bit RGB.
+
+    Used to show users the noised / augmented / transformed input a contrast branch really fed the model.
+    """
+    if not isinstance(view, torch.Tensor) or view.dim() != 3:
+        raise ValueError("view must be a tensor of shape (C, H, W)")
+    x = view.detach().to("cpu", torch.float32)
+    c = x.shape[0]
+    pixels = (x * _channel_stats(std, "std", c, x) + _channel_stats(mean, "mean", c, x)).clamp(0.0, 1.0)
+    array = (pixels * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(array if c == 3 else array[..., 0])
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Self-augmented VCD: the selection prompt and its parser
 # ---------------------------------------------------------------------------------------------------------------------

@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from PIL import Image
 
 from models.adapters.base import FamilyAdapter
 
 from .engine import Engine, SamplingConfig, Side, same_prompt
-from .methods import VISUAL_DEPENDENCE_NOISE_STEP, METHODS, noised_row, plan_method, resolve_params
+from .methods import VISUAL_DEPENDENCE_NOISE_STEP, METHODS, branch_image, noised_row, plan_method, resolve_params
 from .trace import SideResult
 
 SCHEMA_VERSION = 1
@@ -41,7 +42,7 @@ class Comparison:
     branches: dict[str, Any]
     baseline: SideResult | None
     method_side: SideResult
-    images: dict[str, Image.Image] = field(default_factory=dict)  # branch inputs to show (not serialised)
+    images: dict[str, Image.Image] = field(default_factory=dict)  # what each image row fed the model (not serialised)
     steps: int = 0
     done: bool = False
 
@@ -138,8 +139,16 @@ def prepare_comparison(
             distorted_role = "distorted"
     sides.append(Side("method", method, roles, combine=plan.combine, distorted_role=distorted_role))
 
-    info = {k: v for k, v in plan.info.items() if not isinstance(v, Image.Image)}
-    images = {k: v for k, v in plan.info.items() if isinstance(v, Image.Image)}
+    info = dict(plan.info)
+    # The pictures each image-bearing contrast row really fed the model (noised, transformed, augmented ...).
+    images = {"original": branch_image(model, original)}
+    images.update(
+        {
+            role: branch_image(model, row)
+            for role, row in plan.contrast_rows.items()
+            if row.has_image and not torch.equal(row.vision_kwargs["pixel_values"], original.vision_kwargs["pixel_values"])
+        }
+    )
     if visual_dependence:
         info["visual_dependence_noise_step"] = VISUAL_DEPENDENCE_NOISE_STEP
     result = Comparison(

@@ -91,7 +91,7 @@ def plan_method(
             image, random.Random(seed), output_size=adapter.image_size
         )
         contrast = {"transformed": adapter.build_row(question, transformed_image)}
-        info = {"transform": transform, "transform_seed": seed, "transformed_image": transformed_image}
+        info = {"transform": transform, "transform_seed": seed}
         if method == "ritual":
             combine = lambda L, t: Combination(  # noqa: E731
                 rules.ritual(L["original"], L["transformed"], alpha=p["alpha_pos"], beta=p["beta"])
@@ -153,14 +153,22 @@ def noised_row(original: RowInputs, step: int, seed: int) -> RowInputs:
 
 def augmented_row(adapter: FamilyAdapter, original: RowInputs, name: str, seed: int) -> tuple[RowInputs, dict]:
     """Self-augmented VCD's augmentation on every view of the preprocessed pixels, with the same relative placement."""
-    params = branches.draw_augmentation_params(name, random.Random(seed))
-    generator = torch.Generator().manual_seed(seed)
-    views = [
-        branches.apply_augmentation(view, name, params, adapter.image_mean, adapter.image_std, generator=generator)
-        for view in adapter.pixel_views(original.vision_kwargs)
-    ]
+    views, params = branches.augment_views(
+        adapter.pixel_views(original.vision_kwargs),
+        name,
+        random.Random(seed),
+        adapter.image_mean,
+        adapter.image_std,
+        generator=torch.Generator().manual_seed(seed),
+    )
     vision = adapter.with_pixel_views(original.vision_kwargs, views)
     return _with_vision(original, vision), {"augmentation_params": params, "augmentation_seed": seed}
+
+
+def branch_image(adapter: FamilyAdapter, row: RowInputs) -> Image.Image:
+    """What the model actually sees in a row: its first preprocessed view, un-normalised, as a picture."""
+    view = adapter.pixel_views(row.vision_kwargs)[0].float()
+    return branches.view_to_image(view, adapter.image_mean, adapter.image_std)
 
 
 def _with_vision(row: RowInputs, vision: dict) -> RowInputs:
