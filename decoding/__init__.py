@@ -1,7 +1,7 @@
 """Contrastive decoding for vision-language models: the per-step rules, the branch builders and one batched engine.
 
 Nothing here imports gradio. Entry points (imported lazily, so `import decoding.rules` stays light):
-`compare`, `stream_compare`, `Comparison`, `METHODS`.
+`compare`, `stream_compare`, `Comparison`, `answer_all` (several methods in one run), `METHODS`.
 """
 
 _LAZY = {
@@ -9,6 +9,7 @@ _LAZY = {
     "stream_compare": "comparison",
     "Comparison": "comparison",
     "prepare_comparison": "comparison",
+    "answer_all": "comparison",
     "METHODS": "methods",
     "Engine": "engine",
     "Side": "engine",

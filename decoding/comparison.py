@@ -114,30 +114,11 @@ def prepare_comparison(
     plan = plan_method(model, image, question, original, method, method_params, seed=seed, progress=progress)
     distorted = noised_row(original, VISUAL_DEPENDENCE_NOISE_STEP, seed) if visual_dependence else None
 
-    rows = []
-
-    def add(row):
-        rows.append(row)
-        return len(rows) - 1
-
+    rows: list = []
     sides = []
     if baseline:
-        roles = {"original": add(original)}
-        if distorted is not None:
-            roles["distorted"] = add(distorted)
-        sides.append(Side("baseline", "baseline", roles, distorted_role="distorted" if distorted is not None else None))
-    roles = {"original": add(original)}
-    roles.update({role: add(row) for role, row in plan.contrast_rows.items()})
-    distorted_role = None
-    if distorted is not None:
-        # VCD's own contrast row at the same noise step is that distortion: reuse it rather than add a row.
-        same = [role for role, row in plan.contrast_rows.items() if same_prompt(row, distorted)]
-        if same:
-            distorted_role = same[0]
-        else:
-            roles["distorted"] = add(distorted)
-            distorted_role = "distorted"
-    sides.append(Side("method", method, roles, combine=plan.combine, distorted_role=distorted_role))
+        sides.append(_baseline_side(original, distorted, rows))
+    sides.append(_method_side("method", method, plan, original, distorted, rows))
 
     info = dict(plan.info)
     # The pictures each image-bearing contrast row really fed the model (noised, transformed, augmented ...).
@@ -172,6 +153,103 @@ def prepare_comparison(
         images=images,
     )
     return PreparedRun(rows, sides, sampling, result)
+
+
+def _add(rows: list, row) -> int:
+    rows.append(row)
+    return len(rows) - 1
+
+
+def _baseline_side(original, distorted, rows: list, name: str = "baseline") -> Side:
+    roles = {"original": _add(rows, original)}
+    if distorted is not None:
+        roles["distorted"] = _add(rows, distorted)
+    return Side(name, "baseline", roles, distorted_role="distorted" if distorted is not None else None)
+
+
+def _method_side(name: str, method: str, plan, original, distorted, rows: list) -> Side:
+    roles = {"original": _add(rows, original)}
+    roles.update({role: _add(rows, row) for role, row in plan.contrast_rows.items()})
+    distorted_role = None
+    if distorted is not None:
+        # VCD's own contrast row at the same noise step is that distortion: reuse it rather than add a row.
+        same = [role for role, row in plan.contrast_rows.items() if same_prompt(row, distorted)]
+        if same:
+            distorted_role = same[0]
+        else:
+            roles["distorted"] = _add(rows, distorted)
+            distorted_role = "distorted"
+    return Side(name, method, roles, combine=plan.combine, distorted_role=distorted_role)
+
+
+def answer_all(
+    model: FamilyAdapter,
+    image: Image.Image,
+    question: str,
+    methods: list[str | tuple[str, dict[str, Any]]],
+    *,
+    baseline: bool = True,
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    attention_layers: list[int] | str | None = None,
+    visual_dependence: bool = False,
+    ignore_eos: bool = False,
+    batched: bool = True,
+) -> tuple[dict[str, SideResult], dict[str, dict[str, Any]]]:
+    """The baseline and several methods answering one question, all in ONE batched run (evaluation's workhorse).
+
+    methods: method names, or (method, params) pairs; each method at most once.
+    Returns (side name -> SideResult, method -> what its branches did); the baseline side is named "baseline".
+    Trace extras (attention, visual dependence) are off by default: benchmarks need the answers.
+    """
+    if not isinstance(image, Image.Image):
+        raise ValueError("image must be a PIL image")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("the question is empty")
+    specs = [(m, {}) if isinstance(m, str) else (m[0], dict(m[1])) for m in methods]
+    names = [m for m, _ in specs]
+    if len(set(names)) != len(names) or "baseline" in names:
+        raise ValueError(f"each method may appear once (and none may be called 'baseline'), got {names}")
+    if not specs and not baseline:
+        raise ValueError("nothing to decode: no method and no baseline")
+    sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+    image = image.convert("RGB")
+    question = question.strip()
+    original = model.build_row(question, image)
+    distorted = noised_row(original, VISUAL_DEPENDENCE_NOISE_STEP, seed) if visual_dependence else None
+    rows: list = []
+    sides = [_baseline_side(original, distorted, rows)] if baseline else []
+    infos = {}
+    for method, params in specs:
+        plan = plan_method(model, image, question, original, method, resolve_params(method, params), seed=seed)
+        sides.append(_method_side(method, method, plan, original, distorted, rows))
+        infos[method] = dict(plan.info)
+    results = {side.name: SideResult(side.name, side.method) for side in sides}
+    run = Engine(model).run(
+        rows,
+        sides,
+        max_new_tokens=max_new_tokens,
+        sampling=sampling,
+        batched=batched,
+        attention_layers=attention_layers,
+        ignore_eos=ignore_eos,
+    )
+    for event in run:
+        _apply_event(results, event)
+    return results, infos
+
+
+def _apply_event(results: dict[str, SideResult], event) -> None:
+    for name, token in event.tokens.items():
+        side = results[name]
+        side.tokens.append(token)
+        side.text += token.piece
+    for name, reason in event.finished.items():
+        results[name].finished, results[name].stop_reason = True, reason
 
 
 def stream_compare(
@@ -212,12 +290,7 @@ def stream_compare(
         should_stop=should_stop,
     )
     for event in run:
-        for name, token in event.tokens.items():
-            side = by_name[name]
-            side.tokens.append(token)
-            side.text += token.piece
-        for name, reason in event.finished.items():
-            by_name[name].finished, by_name[name].stop_reason = True, reason
+        _apply_event(by_name, event)
         result.steps = event.step + 1
         yield result
     for side in by_name.values():
@@ -241,4 +314,4 @@ def _same_inputs(a, b) -> bool:
     return _same_prompt(a, b)
 
 
-__all__ = ["Comparison", "METHODS", "PreparedRun", "compare", "prepare_comparison", "stream_compare"]
+__all__ = ["Comparison", "METHODS", "PreparedRun", "answer_all", "compare", "prepare_comparison", "stream_compare"]

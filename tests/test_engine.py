@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from decoding import compare, prepare_comparison, stream_compare
+from decoding import answer_all, compare, prepare_comparison, stream_compare
 from decoding.engine import Engine, SamplingConfig, Side
 from decoding.methods import METHODS
 from models import TINY_FAMILIES, build_tiny, load_model
@@ -217,3 +217,20 @@ def test_side_validation():
         Side("s", "baseline", {"original": 0}, distorted_role="noised")
     with pytest.raises(ValueError, match="temperature"):
         SamplingConfig(temperature=-1)
+
+
+def test_answer_all_runs_every_method_in_one_batch_with_the_same_answers(llava, image):
+    methods = ["vcd", ("ritual", {"alpha_pos": 2.0}), "m3id", "icd"]
+    sides, infos = answer_all(llava, image, QUESTION, methods, max_new_tokens=10, ignore_eos=True)
+    assert list(sides) == ["baseline", "vcd", "ritual", "m3id", "icd"]
+    assert set(infos) == {"vcd", "ritual", "m3id", "icd"}
+    for method, params in [("vcd", {}), ("ritual", {"alpha_pos": 2.0}), ("m3id", {}), ("icd", {})]:
+        alone = compare(
+            llava, image, QUESTION, method, max_new_tokens=10, ignore_eos=True, attention_layers=None,
+            visual_dependence=False, **params,
+        )
+        assert [t.token_id for t in sides[method].tokens] == [t.token_id for t in alone.method_side.tokens]
+        assert sides[method].text == alone.method_side.text
+    assert [t.token_id for t in sides["baseline"].tokens] == [t.token_id for t in alone.baseline.tokens]
+    with pytest.raises(ValueError, match="once"):
+        answer_all(llava, image, QUESTION, ["vcd", "vcd"])
