@@ -3,7 +3,7 @@
 from .adapters import ADAPTERS, SUPPORTED_FAMILIES
 from .adapters.base import FamilyAdapter, RowInputs
 from .loader import ModelLoadError, choose_device, choose_dtype, load_model
-from .tiny import TINY_FAMILIES, build_tiny
+from .tiny import TINY_FAMILIES, build_tiny, random_llava_1_5_7b
 
 __all__ = [
     "ADAPTERS",
@@ -16,4 +16,5 @@ __all__ = [
     "choose_device",
     "choose_dtype",
     "load_model",
+    "random_llava_1_5_7b",
 ]

@@ -334,3 +334,41 @@ def build_tiny(family: str, save_dir: str | os.PathLike, seed: int = 0) -> str:
     model.save_pretrained(save_dir)
     processor.save_pretrained(save_dir)
     return save_dir
+
+
+# ---- full-size architectures with random weights (benchmarks) ------------------------------------------------------
+
+def random_llava_1_5_7b(device: str | torch.device = "cuda", dtype: torch.dtype = torch.float16, seed: int = 0):
+    """LLaVA-1.5-7B's architecture (llava-hf/llava-1.5-7b-hf's published config: CLIP ViT-L/14-336 + Vicuna-7B,
+    576 image tokens) with random weights, in memory, wrapped in its adapter: what speed benchmarks need without the
+    14 GB download. The tokenizer is the tiny one trained on the spot (its ids all fall inside the 32064-token vocab).
+    Weights are drawn from a normal of std 0.02 so activations stay finite in fp16.
+    """
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    from models.adapters import LlavaAdapter
+
+    tokenizer = _llava_tokenizer()
+    bos, eos, pad = _ids(tokenizer, "<s>", "</s>", "<pad>")
+    tokenizer_image = tokenizer.convert_tokens_to_ids("<image>")
+    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                              image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu")
+    text = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
+                       rms_norm_eps=1e-5, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
+    # The tiny tokenizer's "<image>" id stands for LLaVA's image token here; the config names it.
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tokenizer_image,
+                         vision_feature_select_strategy="default", vision_feature_layer=-2, image_seq_length=576,
+                         projector_hidden_act="gelu")
+    image_processor = _image_processor_cls("CLIPImageProcessor")(
+        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}
+    )
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=LLAVA_CHAT_TEMPLATE,
+                               patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(seed)
+        model = LlavaForConditionalGeneration(config).to(dtype).eval()
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
+    return LlavaAdapter(model, processor, model_id="random:llava-1.5-7b")
