@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
@@ -16,7 +15,7 @@ _DTYPE_NAMES = {
     "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
     "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
 }
-_SHORT_HUB_TIMEOUTS = {"HF_HUB_ETAG_TIMEOUT": 5, "HF_HUB_DOWNLOAD_TIMEOUT": 10}
+HUB_PROBE_TIMEOUT_S = 5.0
 
 
 class ModelLoadError(RuntimeError):
@@ -102,22 +101,25 @@ def _hub_offline() -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _short_hub_timeouts():
-    """Lower the Hub's etag/download timeouts for this load, unless the user set them (huggingface_hub reads the
-    environment once at import, so the module constants are what counts)."""
-    from huggingface_hub import constants
+def _probe_hub(name: str) -> None:
+    """One metadata request with a short timeout, so that an unreachable Hub or a wrong id fails in about a second
+    (the download path retries with back-off for tens of seconds before giving up)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    saved = {}
-    for name, seconds in _SHORT_HUB_TIMEOUTS.items():
-        if name not in os.environ and hasattr(constants, name):
-            saved[name] = getattr(constants, name)
-            setattr(constants, name, min(seconds, saved[name]))
     try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(constants, name, value)
+        HfApi().model_info(name, timeout=HUB_PROBE_TIMEOUT_S)
+    except GatedRepoError as e:
+        raise ModelLoadError(f"model {name!r} is gated on the Hugging Face Hub: accept its licence and log in") from e
+    except RepositoryNotFoundError as e:
+        raise ModelLoadError(
+            f"model {name!r} is not on the Hugging Face Hub (or it is private: log in) and not in the local cache"
+        ) from e
+    except Exception as e:
+        raise ModelLoadError(
+            f"model {name!r} is not in the local Hugging Face cache and the Hub cannot be reached "
+            f"({type(e).__name__}: {e}); set HF_HUB_OFFLINE=1 to skip the Hub, or use a local folder"
+        ) from e
 
 
 def _load_config(source: str, trust_remote_code: bool, **kwargs):
@@ -155,9 +157,9 @@ def _resolve(name: str, trust_remote_code: bool):
             f"model {name!r} is not in the local Hugging Face cache and the Hub is offline (HF_HUB_OFFLINE is set): "
             f"{cache_error}"
         ) from cache_error
+    _probe_hub(name)
     try:
-        with _short_hub_timeouts():
-            return name, {}, _load_config(name, trust_remote_code)
+        return name, {}, _load_config(name, trust_remote_code)
     except Exception as e:
         raise ModelLoadError(
             f"model {name!r} is not in the local Hugging Face cache and could not be fetched from the Hub: {e}"
@@ -199,17 +201,16 @@ def load_model(
     source, hub_kwargs, config = _resolve(name, trust_remote_code)
     cls = adapter_class(getattr(config, "model_type", None))
     try:
-        with contextlib.nullcontext() if os.path.isdir(source) else _short_hub_timeouts():
-            return _load(cls, name, source, config, hub_kwargs, device=device, dtype=dtype, quant=quant,
-                         trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
+        return _load(cls, name, source, config, hub_kwargs, device=device, dtype=dtype, quant=quant,
+                     trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
     except ModelLoadError:
         raise
     except Exception as first_error:
         if hub_kwargs.get("local_files_only") and not _hub_offline():
             try:  # the config was cached but not everything else: fetch the rest
-                with _short_hub_timeouts():
-                    return _load(cls, name, source, config, {}, device=device, dtype=dtype, quant=quant,
-                                 trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
+                _probe_hub(name)
+                return _load(cls, name, source, config, {}, device=device, dtype=dtype, quant=quant,
+                             trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
             except Exception as e:
                 raise ModelLoadError(f"could not load model {name!r}: {e}") from e
         raise ModelLoadError(f"could not load model {name!r}: {first_error}") from first_error

@@ -460,6 +460,18 @@ def test_bogus_hub_id_offline_is_a_fast_clear_error(monkeypatch, tmp_path):
     assert "offline" in str(info.value)
 
 
+def test_uncached_hub_id_online_fails_fast_without_retrying(monkeypatch, tmp_path):
+    """Not offline, not cached: one short metadata request decides (no network here, a 404 elsewhere)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    start = time.monotonic()
+    with pytest.raises(ModelLoadError) as info:
+        load_model("nonexistent-org/nonexistent-model")
+    assert time.monotonic() - start < 10.0
+    assert "nonexistent-org/nonexistent-model" in str(info.value)
+
+
 def test_invalid_hub_id(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match="Hub id"):
