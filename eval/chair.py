@@ -1,0 +1,328 @@
+"""CHAIR (Rohrbach et al., "Object Hallucination in Image Captioning", EMNLP 2018): how many objects a caption names
+that are not in the image.
+
+A caption's object mentions are found with CHAIR's table of the 80 COCO categories and their synonyms
+(``data/coco_synonyms.txt``), after singularising each word and joining CHAIR's "double words" ("hot dog",
+"teddy bear", ...). The ground truth of an image is the union of its COCO instance annotations and the objects its
+five human captions mention (both are needed: the instance labels miss objects that people name).
+
+    CHAIR_s = captions with at least one hallucinated object / captions
+    CHAIR_i = hallucinated object mentions / all object mentions (repeated mentions count again)
+    recall  = ground-truth objects the caption names / ground-truth objects (summed over images)
+    length  = words a caption (a method can lower CHAIR by saying less; recall and length show it)
+
+Where this differs from CHAIR's ``chair.py`` (github.com/LisaAnne/Hallucination, utils/chair.py):
+- Words are runs of letters and digits of the lower-cased caption (``nltk.word_tokenize`` there: "hot-dog" is one
+  token there and "hot", "dog" here; punctuation tokens are not words here, so lengths are shorter).
+- Singularisation is by suffix rules that only fire when the singular is a word of the table (``pattern.en``'s
+  ``singularize`` there); for the table's words both give the same object.
+- Table entries are stripped (see the note in data/coco_synonyms.txt).
+The double words are the original list plus "train track", as in the copies of chair.py that later LVLM papers
+reuse ("train tracks" alone must not count as a train).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from dataclasses import dataclass, field
+
+from .errors import EvalInputError
+
+COCO_SYNONYMS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "coco_synonyms.txt")
+
+# CHAIR's hard-coded rules for COCO, as in chair.py.
+COCO_DOUBLE_WORDS = (
+    "motor bike", "motor cycle", "air plane", "traffic light", "street light", "traffic signal", "stop light",
+    "fire hydrant", "stop sign", "parking meter", "suit case", "sports ball", "baseball bat", "baseball glove",
+    "tennis racket", "wine glass", "hot dog", "cell phone", "mobile phone", "teddy bear", "hair drier",
+    "potted plant", "bow tie", "laptop computer", "stove top oven", "home plate", "train track",
+)
+# "baby bird" is a bird, not a person (the table lists "baby" under person); "adult" likewise.
+ANIMAL_WORDS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "animal", "cub")
+# "passenger train" is a train, not a person.
+VEHICLE_WORDS = ("jet", "train")
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+# Plurals of table words that no suffix rule reaches ("people", "children", "oxen" are in the table themselves).
+_IRREGULAR_PLURALS = {"mice": "mouse", "geese": "goose"}
+
+
+def coco_double_words() -> dict[str, str]:
+    """CHAIR's double-word table: a two-word phrase -> the word it counts as. A phrase outside the synonym table
+    ("train track", "home plate") then counts as nothing, which is its purpose: "train" must not fire there."""
+    table = {phrase: phrase for phrase in COCO_DOUBLE_WORDS}
+    for animal in ANIMAL_WORDS:
+        table[f"baby {animal}"] = animal
+        table[f"adult {animal}"] = animal
+    for vehicle in VEHICLE_WORDS:
+        table[f"passenger {vehicle}"] = vehicle
+    table["bow tie"] = "tie"
+    table["toilet seat"] = "toilet"
+    table["wine glas"] = "wine glass"  # pattern's singularize("glass") == "glas" there; harmless here
+    return table
+
+
+@dataclass
+class ObjectVocabulary:
+    """Object words: every synonym (a word or a phrase) -> its object's name, and the double words."""
+
+    synonyms: dict[str, str]
+    double_words: dict[str, str]
+    objects: list[str] = field(default_factory=list)  # the object names, in the table's order
+
+    def __post_init__(self):
+        # Singularisation only needs to reach words that can matter: synonyms and the words of double words.
+        self._known = set(self.synonyms)
+        for phrase, target in self.double_words.items():
+            self._known.update(phrase.split())
+            self._known.add(target)
+
+    def singular(self, word: str) -> str:
+        """``word`` in the singular when that singular is an object word (or part of a double word), else
+        unchanged: "knives" -> "knife", "buses" -> "bus", "ponies" -> "pony", "policemen" -> "policeman"; words of
+        the table stay as they are ("skis", "people", "scissors"); "skies" stays "skies" (not "ski")."""
+        if word in self._known:
+            return word
+        if word in _IRREGULAR_PLURALS:
+            candidates = [_IRREGULAR_PLURALS[word]]
+        elif word.endswith("ies"):
+            candidates = [word[:-3] + "y", word[:-1]]
+        elif word.endswith("ves"):
+            candidates = [word[:-3] + "f", word[:-3] + "fe", word[:-1]]
+        elif word.endswith("men"):
+            candidates = [word[:-3] + "man"]
+        elif word.endswith("es"):
+            candidates = [word[:-2], word[:-1]]
+        elif word.endswith("s") and not word.endswith("ss"):
+            candidates = [word[:-1]]
+        else:
+            candidates = []
+        for candidate in candidates:
+            if candidate in self._known:
+                return candidate
+        return word
+
+    def words(self, caption: str) -> list[str]:
+        """The caption's words (lower-cased runs of letters and digits)."""
+        return _WORD.findall(caption.lower())
+
+    def mentions(self, caption: str) -> list[tuple[str, str]]:
+        """Every object mention of the caption, in order, as (word as matched, object name); repeats kept."""
+        words = [self.singular(w) for w in self.words(caption)]
+        merged: list[str] = []
+        i = 0
+        while i < len(words):
+            pair = " ".join(words[i:i + 2])
+            if pair in self.double_words:
+                merged.append(self.double_words[pair])
+                i += 2
+            else:
+                merged.append(words[i])
+                i += 1
+        # CHAIR: "the seat of the toilet" must not fire "chair".
+        if "toilet" in merged and "seat" in merged:
+            merged = [w for w in merged if w != "seat"]
+        return [(w, self.synonyms[w]) for w in merged if w in self.synonyms]
+
+    def objects_in(self, caption: str) -> set[str]:
+        return {obj for _, obj in self.mentions(caption)}
+
+
+def read_synonyms(path: str | os.PathLike, double_words: dict[str, str] | None = None) -> ObjectVocabulary:
+    """Read a synonym table: one object a line, its name first, then its synonyms, separated by commas; lines
+    starting with "#" are comments. double_words: default, every two-word entry of the table counts as itself."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise EvalInputError(f"synonym table {path!r} does not exist; expected one object a line: 'name, synonym, ...'")
+    synonyms: dict[str, str] = {}
+    objects: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            entries = [entry.strip() for entry in line.split(",") if entry.strip()]
+            name = entries[0]
+            if name in objects:
+                raise EvalInputError(f"{path}, line {number}: object {name!r} already has a line")
+            objects.append(name)
+            for entry in entries:
+                synonyms[entry] = name  # as CHAIR builds it: a later line wins (no COCO word is on two lines)
+    if not objects:
+        raise EvalInputError(f"synonym table {path!r} lists no objects")
+    if double_words is None:
+        double_words = {entry: entry for entry in synonyms if len(entry.split()) == 2}
+    return ObjectVocabulary(synonyms, double_words, objects)
+
+
+def coco_vocabulary() -> ObjectVocabulary:
+    """CHAIR's COCO table with CHAIR's double words and special cases."""
+    return read_synonyms(COCO_SYNONYMS_PATH, coco_double_words())
+
+
+# ---- COCO annotation files -------------------------------------------------------------------------------------------
+
+@dataclass
+class CocoInstances:
+    """What CHAIR needs of a COCO instances file (instances_val2014.json)."""
+
+    file_names: dict[int, str]  # image id -> file name
+    categories: dict[int, str]  # category id -> name
+    objects: dict[int, set[str]]  # image id -> the category names annotated on it
+
+
+def _load_json(path: str, what: str) -> dict:
+    if not os.path.isfile(path):
+        raise EvalInputError(f"{what} {path!r} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise EvalInputError(f"{what} {path!r} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise EvalInputError(f"{what} {path!r}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _require_list(data: dict, key: str, path: str, expected: str) -> list:
+    value = data.get(key)
+    if not isinstance(value, list):
+        raise EvalInputError(f"{path}: expected a list {key!r} at the top level ({expected})")
+    return value
+
+
+def read_coco_instances(path: str | os.PathLike) -> CocoInstances:
+    """Read a COCO instances file: {"images": [{"id", "file_name"}], "annotations": [{"image_id", "category_id"}],
+    "categories": [{"id", "name"}]} (other fields ignored)."""
+    path = os.fspath(path)
+    data = _load_json(path, "COCO instances file")
+    expected = "COCO instances format, as instances_val2014.json: images, annotations, categories"
+    images = _require_list(data, "images", path, expected)
+    annotations = _require_list(data, "annotations", path, expected)
+    category_list = _require_list(data, "categories", path, expected)
+    try:
+        file_names = {int(image["id"]): str(image["file_name"]) for image in images}
+        categories = {int(cat["id"]): str(cat["name"]) for cat in category_list}
+    except (KeyError, TypeError, ValueError) as e:
+        raise EvalInputError(
+            f"{path}: every image needs id and file_name, every category id and name ({e!r})"
+        ) from None
+    objects: dict[int, set[str]] = {image_id: set() for image_id in file_names}
+    for index, annotation in enumerate(annotations):
+        try:
+            image_id, category_id = int(annotation["image_id"]), int(annotation["category_id"])
+        except (KeyError, TypeError, ValueError):
+            raise EvalInputError(f"{path}: annotation #{index} needs image_id and category_id") from None
+        if category_id not in categories:
+            raise EvalInputError(f"{path}: annotation #{index} has category_id {category_id}, not in categories")
+        objects.setdefault(image_id, set()).add(categories[category_id])
+    return CocoInstances(file_names, categories, objects)
+
+
+def read_coco_captions(path: str | os.PathLike) -> dict[int, list[str]]:
+    """Read a COCO captions file ({"annotations": [{"image_id", "caption"}]}, as captions_val2014.json): image id ->
+    its human captions."""
+    path = os.fspath(path)
+    data = _load_json(path, "COCO captions file")
+    annotations = _require_list(data, "annotations", path, "COCO captions format, as captions_val2014.json")
+    captions: dict[int, list[str]] = {}
+    for index, annotation in enumerate(annotations):
+        try:
+            captions.setdefault(int(annotation["image_id"]), []).append(str(annotation["caption"]))
+        except (KeyError, TypeError, ValueError):
+            raise EvalInputError(f"{path}: caption annotation #{index} needs image_id and caption") from None
+    return captions
+
+
+def ground_truth_objects(
+    vocabulary: ObjectVocabulary,
+    instances: CocoInstances,
+    captions: dict[int, list[str]] | None = None,
+    image_ids: list[int] | None = None,
+) -> dict[int, set[str]]:
+    """Each image's true objects (object names of the table): its instance categories plus, when ``captions`` are
+    given, the objects its human captions mention."""
+    image_ids = list(instances.file_names) if image_ids is None else image_ids
+    truth: dict[int, set[str]] = {}
+    for image_id in image_ids:
+        objects = set()
+        for name in instances.objects.get(image_id, ()):
+            if name not in vocabulary.synonyms:
+                raise EvalInputError(
+                    f"COCO category {name!r} is not in the synonym table; give a table that lists it (--synonyms)"
+                )
+            objects.add(vocabulary.synonyms[name])
+        for caption in (captions or {}).get(image_id, ()):
+            objects |= vocabulary.objects_in(caption)
+        truth[image_id] = objects
+    return truth
+
+
+def read_image_list(path: str | os.PathLike, instances: CocoInstances) -> list[int]:
+    """The images to caption, from a file of one COCO image id or image file name a line."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise EvalInputError(f"image list {path!r} does not exist; expected one COCO image id or file name a line")
+    by_name = {name: image_id for image_id, name in instances.file_names.items()}
+    ids: list[int] = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            entry = line.strip()
+            if not entry:
+                continue
+            image_id = int(entry) if entry.isdigit() else by_name.get(os.path.basename(entry))
+            if image_id is None or image_id not in instances.file_names:
+                raise EvalInputError(f"{path}, line {number}: {entry!r} is not an image of the instances file")
+            if image_id not in ids:
+                ids.append(image_id)
+    if not ids:
+        raise EvalInputError(f"image list {path!r} is empty")
+    return ids
+
+
+def sample_images(instances: CocoInstances, count: int, seed: int) -> list[int]:
+    """``count`` image ids drawn without replacement (seeded) from the instances file's images, as the papers draw
+    500 val2014 images; all of them when there are fewer."""
+    ids = sorted(instances.file_names)
+    if count >= len(ids):
+        return ids
+    return sorted(random.Random(seed).sample(ids, count))
+
+
+# ---- the metric ------------------------------------------------------------------------------------------------------
+
+def caption_report(caption: str, truth: set[str], vocabulary: ObjectVocabulary) -> dict:
+    """One caption scored: its mentions, which are hallucinated, which true objects it names, its length."""
+    mentions = vocabulary.mentions(caption)
+    return {
+        "mentions": [obj for _, obj in mentions],
+        "hallucinated": [obj for _, obj in mentions if obj not in truth],
+        "covered": sorted({obj for _, obj in mentions if obj in truth}),
+        "truth": sorted(truth),
+        "words": len(vocabulary.words(caption)),
+    }
+
+
+def chair_metrics(reports: list[dict]) -> dict[str, float | int]:
+    """CHAIR_s, CHAIR_i, recall (fractions) and the mean length in words over ``caption_report`` results."""
+    n = len(reports)
+    mentions = sum(len(r["mentions"]) for r in reports)
+    hallucinated_mentions = sum(len(r["hallucinated"]) for r in reports)
+    hallucinated_captions = sum(1 for r in reports if r["hallucinated"])
+    truth = sum(len(r["truth"]) for r in reports)
+    covered = sum(len(r["covered"]) for r in reports)
+    return {
+        "n": n,
+        "chair_s": hallucinated_captions / n if n else 0.0,
+        "chair_i": hallucinated_mentions / mentions if mentions else 0.0,
+        "recall": covered / truth if truth else 0.0,
+        "length": sum(r["words"] for r in reports) / n if n else 0.0,
+        "mentions": mentions,
+        "hallucinated_mentions": hallucinated_mentions,
+        "hallucinated_captions": hallucinated_captions,
+        "truth_objects": truth,
+        "covered_objects": covered,
+    }

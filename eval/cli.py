@@ -1,0 +1,204 @@
+"""The command line: ``python -m eval {pope,chair,mme} --model M --out DIR [--method NAME[:k=v,...]]... [options]``.
+
+Wrong or missing inputs print one line, "error: ...", naming the file and what was expected, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+from . import mme, pope
+from .benchmarks import CHAIR_PROMPT, DEFAULT_MAX_NEW_TOKENS, chair_benchmark, mme_benchmark, pope_benchmark
+from .errors import EvalInputError
+
+# decoding.methods.METHODS, written out so that --help and input errors answer without importing torch (a test
+# keeps the two equal).
+METHODS = ("vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd")
+
+_DESCRIPTION = """\
+Score decoding methods against hallucination on POPE, CHAIR or MME, stored locally, the way the papers do.
+
+Every item is answered by the baseline (plain decoding) and by every --method, all in one batched run, and the
+command prints the papers' table (also written to OUT/metrics.md, .csv and .json, with every answer in
+OUT/answers.jsonl). Runs resume: finished items are kept as they come and skipped when the command is run again.
+Under `accelerate launch` the same command shards the items over the processes and merges the results.
+"""
+
+_EPILOG = """\
+examples:
+  python -m eval pope --model llava-hf/llava-1.5-7b-hf --questions coco_pope_random.json coco_pope_popular.json \\
+      coco_pope_adversarial.json --images val2014/ --prompt-suffix one-word --method vcd --method ritual:alpha_pos=3 \\
+      --do-sample --out runs/pope-llava
+  python -m eval chair --model llava-hf/llava-1.5-7b-hf --images val2014/ \\
+      --instances annotations/instances_val2014.json --captions annotations/captions_val2014.json --method vcd \\
+      --out runs/chair-llava
+  python -m eval mme --model llava-hf/llava-1.5-7b-hf --root MME_Benchmark_release_version --method vcd \\
+      --out runs/mme-llava
+  accelerate launch --multi_gpu --num_processes 8 -m eval pope ...    (same options; one shard per GPU)
+"""
+
+
+def parse_method(spec: str) -> tuple[str, dict[str, float | int]]:
+    """"ritual:alpha_pos=2,beta=0.1" -> ("ritual", {"alpha_pos": 2, "beta": 0.1}); checked against the method's
+    parameters (unknown names and bad values raise EvalInputError)."""
+    name, _, rest = spec.partition(":")
+    name = name.strip()
+    params: dict[str, float | int] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise EvalInputError(f"--method {spec!r}: expected NAME or NAME:param=value,param=value, got {part!r}")
+        value = value.strip()
+        try:
+            params[key.strip()] = int(value) if value.lstrip("+-").isdigit() else float(value)
+        except ValueError:
+            raise EvalInputError(f"--method {spec!r}: {key.strip()} must be a number, got {value!r}") from None
+    from decoding.methods import resolve_params
+
+    try:
+        return name, resolve_params(name, params)
+    except ValueError as e:
+        raise EvalInputError(f"--method {spec!r}: {e}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, but never breaking a line inside a hyphenated name (single-word-or-phrase)."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    run = common.add_argument_group("model and run")
+    run.add_argument("--model", required=True, help="Hugging Face Hub id or local model folder (models.load_model)")
+    run.add_argument("--out", required=True, metavar="DIR",
+                     help="output folder: answers, metrics, and the state that lets a rerun resume")
+    run.add_argument("--method", action="append", default=[], metavar="NAME[:k=v,...]",
+                     help=f"a decoding method to compare with the baseline, repeatable; one of {', '.join(METHODS)}"
+                          "; parameters after a colon, e.g. ritual:alpha_pos=2,beta=0.1 (defaults: the papers')")
+    run.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda if available, else cpu; "
+                                                    "under accelerate launch, each process's own GPU)")
+    run.add_argument("--dtype", default=None,
+                     help="bf16, fp16, fp32 or auto (default: bf16/fp16 on CUDA, fp32 on CPU)")
+    run.add_argument("--quantization", default=None, choices=["none", "4bit", "8bit"],
+                     help="load in 4 or 8 bits through bitsandbytes (CUDA only)")
+    run.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                     help="a quick look: only the first N questions of each POPE split, the first N CHAIR images, "
+                          "the first N images of each MME subtask")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    decoding = common.add_argument_group("decoding (the same for the baseline and every method)")
+    decoding.add_argument("--max-new-tokens", type=_positive_int, default=None, metavar="N",
+                          help=f"default: {DEFAULT_MAX_NEW_TOKENS['pope']} for POPE and MME, "
+                               f"{DEFAULT_MAX_NEW_TOKENS['chair']} for CHAIR")
+    decoding.add_argument("--do-sample", action="store_true",
+                          help="sample (the papers' setting: temperature 1, top-p 1, no top-k); default greedy")
+    decoding.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    decoding.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default 1: off)")
+    decoding.add_argument("--top-k", type=int, default=0, help="top-k sampling (default 0: off)")
+    decoding.add_argument("--seed", type=int, default=0,
+                          help="run seed; each item's seed is derived from it and the item (default 0)")
+
+    parser = argparse.ArgumentParser(prog="python -m eval", description=_DESCRIPTION, epilog=_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    benchmarks = parser.add_subparsers(dest="benchmark", required=True, metavar="{pope,chair,mme}")
+
+    p = benchmarks.add_parser(
+        "pope", parents=[common], formatter_class=_HelpFormatter,
+        help="POPE: yes/no object questions; accuracy, precision, recall, F1, yes-ratio",
+        description="POPE (Li et al. 2023) per split: accuracy, precision, recall, F1 and yes-ratio, answers parsed "
+                    "by POPE's own rule (first sentence; 'No'/'not'/'no' as a word -> no, else yes).")
+    p.add_argument("--questions", nargs="+", required=True, metavar="FILE",
+                   help="POPE question files, one JSON object a line (question_id, image, text, label), e.g. "
+                        "coco_pope_random.json coco_pope_popular.json coco_pope_adversarial.json; the split is "
+                        "named from the file name")
+    p.add_argument("--images", required=True, metavar="DIR",
+                   help="folder of the images the questions name (COCO val2014)")
+    p.add_argument("--prompt-suffix", default="none", metavar="SUFFIX",
+                   help="appended to every question: " + "; ".join(
+                       f"{name} = {text.strip()!r}" if text else f"{name} = nothing"
+                       for name, text in pope.PROMPT_SUFFIXES.items())
+                        + " (one-word after a space, single-word-or-phrase on a new line); any other text is appended "
+                          "after a space (default: none)")
+
+    c = benchmarks.add_parser(
+        "chair", parents=[common], formatter_class=_HelpFormatter,
+        help="CHAIR: object hallucination in image descriptions",
+        description="CHAIR (Rohrbach et al. 2018) on COCO images: CHAIR_s, CHAIR_i, recall and mean length in words.")
+    c.add_argument("--images", required=True, metavar="DIR", help="folder of the COCO images (val2014)")
+    c.add_argument("--instances", required=True, metavar="FILE", help="COCO instances file (instances_val2014.json)")
+    c.add_argument("--captions", default=None, metavar="FILE",
+                   help="COCO captions file (captions_val2014.json): the objects its human captions name count as "
+                        "present, as in CHAIR; strongly advised")
+    c.add_argument("--image-list", default=None, metavar="FILE",
+                   help="the images to describe: one COCO image id or file name a line (default: --num-images drawn "
+                        "at random)")
+    c.add_argument("--num-images", type=_positive_int, default=500, metavar="N",
+                   help="images drawn from the instances file when there is no --image-list (default 500)")
+    c.add_argument("--sample-seed", type=int, default=0, help="seed of that draw (default 0)")
+    c.add_argument("--prompt", default=CHAIR_PROMPT, help=f"the instruction (default {CHAIR_PROMPT!r})")
+    c.add_argument("--synonyms", default=None, metavar="FILE",
+                   help="another object synonym table, one object a line: 'name, synonym, ...' (default: CHAIR's "
+                        "COCO table, eval/data/coco_synonyms.txt)")
+
+    m = benchmarks.add_parser(
+        "mme", parents=[common], formatter_class=_HelpFormatter,
+        help="MME: perception scores of the hallucination subtasks",
+        description="MME (Fu et al. 2023): per subtask 100*acc + 100*acc+ (both questions of an image right), and the "
+                    "total. Subtask folders in either layout: <subtask>/<image>.txt beside the images, or "
+                    "<subtask>/images/ and <subtask>/questions_answer_YES_NO/.")
+    m.add_argument("--root", required=True, metavar="DIR", help="the MME folder (MME_Benchmark_release_version)")
+    m.add_argument("--subtasks", default=",".join(mme.HALLUCINATION_SUBTASKS), metavar="A,B,...",
+                   help=f"subtask folders to score (default: {','.join(mme.HALLUCINATION_SUBTASKS)})")
+    m.add_argument("--prompt-suffix", default="none", metavar="SUFFIX",
+                   help="appended to every question, as for pope (default: none; MME's questions already end in "
+                        "'Please answer yes or no.')")
+    return parser
+
+
+def build_benchmark(args: argparse.Namespace):
+    if args.benchmark == "pope":
+        return pope_benchmark(args.questions, args.images, args.prompt_suffix, args.limit)
+    if args.benchmark == "chair":
+        return chair_benchmark(args.images, args.instances, args.captions, args.image_list, args.num_images,
+                               args.sample_seed, args.prompt, args.synonyms, args.limit)
+    subtasks = [s.strip() for s in args.subtasks.split(",") if s.strip()]
+    return mme_benchmark(args.root, subtasks, args.prompt_suffix, args.limit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        benchmark = build_benchmark(args)
+        methods = [parse_method(spec) for spec in args.method]
+        names = [name for name, _ in methods]
+        if len(set(names)) != len(names):
+            raise EvalInputError(f"each method may be given once, got {names}; compare settings in separate runs")
+        from .runner import RunConfig, run_benchmark
+
+        config = RunConfig(
+            model=args.model, methods=methods,
+            max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[benchmark.name],
+            do_sample=args.do_sample, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+            seed=args.seed, device=args.device, dtype=args.dtype,
+            quantization=None if args.quantization == "none" else args.quantization,
+        )
+        summary = run_benchmark(benchmark, config, args.out, progress=not args.no_progress)
+    except EvalInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if summary.table is not None:
+        print(summary.table)
+        print(f"decoded {summary.decoded} requests now, {summary.already_done} were already done, {summary.total} in "
+              "all (a request is one image with one prompt; questions that share both are decoded once)")
+        print("wrote " + ", ".join(summary.files))
+    return 0

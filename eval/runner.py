@@ -1,0 +1,300 @@
+"""Decode a benchmark's requests under the baseline and every method, resumably, on one or many processes; score.
+
+Every request is decoded by ONE ``decoding.answer_all`` call: the baseline and all methods in one batched run. Its
+seed is derived from the run's seed and the request's key alone, so an answer does not depend on the order, on which
+process decoded it, or on how many processes there were.
+
+Files in the output folder:
+    run.json                  what defines the answers (model, load options, methods, decoding); a rerun must match
+    answers.shard-NNN.jsonl   one line per decoded request, appended by process NNN as it goes (the resume state)
+    answers.jsonl             all answers of this benchmark, merged, in benchmark order (written by the main process)
+    metrics.json / .csv / .md the scores; the Markdown table is also printed
+
+Under ``accelerate launch`` each process decodes its share of the requests that no shard holds yet (accelerate's
+``PartialState.split_between_processes``), then the main process merges the shards once all are done
+(``wait_for_everyone``). A run that is stopped keeps every finished request; rerunning the command decodes the rest.
+"""
+
+from __future__ import annotations
+
+import datetime
+import glob
+import json
+import os
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .benchmarks import Benchmark, Request
+from .errors import EvalInputError
+from .report import write_json
+
+SCHEMA_VERSION = 1
+SHARD_PATTERN = "answers.shard-*.jsonl"
+
+
+@dataclass
+class RunConfig:
+    """What defines the answers: the model and how it is loaded, the methods with their parameters, the decoding."""
+
+    model: str
+    methods: list[tuple[str, dict[str, Any]]]
+    max_new_tokens: int
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    device: str | None = None
+    dtype: str | None = None
+    quantization: str | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        # The device is left out: moving a run between GPUs is fine.
+        return {
+            "model": self.model,
+            "dtype": self.dtype,
+            "quantization": self.quantization,
+            "methods": [[name, params] for name, params in self.methods],
+            "decoding": self.decoding(),
+        }
+
+    def decoding(self) -> dict[str, Any]:
+        return {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, "temperature": self.temperature,
+                "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed}
+
+    def decoding_label(self) -> str:
+        if self.do_sample:
+            mode = f"sampling (temperature {self.temperature:g}, top-p {self.top_p:g}, top-k {self.top_k or 'off'})"
+        else:
+            mode = "greedy"
+        return f"{mode}, at most {self.max_new_tokens} new tokens, seed {self.seed}"
+
+
+@dataclass
+class RunSummary:
+    """What a run did. decoded / already_done / total count requests (all processes together); on processes other
+    than the main one, table and metrics are None."""
+
+    total: int
+    already_done: int
+    decoded: int
+    out_dir: str
+    table: str | None = None
+    metrics: dict[str, Any] | None = None
+    files: list[str] = field(default_factory=list)
+
+
+def request_seed(seed: int, key: str) -> int:
+    """The seed of one request: a function of the run's seed and the request alone."""
+    return zlib.crc32(f"{seed}/{key}".encode("utf-8")) & 0x7FFFFFFF
+
+
+# ---- shards ----------------------------------------------------------------------------------------------------------
+
+def read_shards(out_dir: str) -> dict[str, dict[str, Any]]:
+    """Every answer record in the folder's shard files, by request key (first one wins). A line cut short by a
+    killed process is skipped: its request is simply decoded again."""
+    records: dict[str, dict[str, Any]] = {}
+    for path in sorted(glob.glob(os.path.join(out_dir, SHARD_PATTERN))):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and "key" in record and "answers" in record:
+                    records.setdefault(record["key"], record)
+    return records
+
+
+def _open_shard(out_dir: str, index: int):
+    path = os.path.join(out_dir, f"answers.shard-{index:03d}.jsonl")
+    cut_short = False
+    if os.path.exists(path) and os.path.getsize(path) > 0:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            cut_short = f.read(1) != b"\n"
+    f = open(path, "a", encoding="utf-8")
+    if cut_short:
+        f.write("\n")  # the last line was cut short (a killed process): start ours on a line of its own
+    return f
+
+
+def _check_manifest(out_dir: str, benchmark: Benchmark, config: RunConfig) -> None:
+    path = os.path.join(out_dir, "run.json")
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            previous = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise EvalInputError(f"{path} is not a readable run manifest ({e}); delete it or use another --out") from None
+    if previous.get("benchmark") != benchmark.name:
+        raise EvalInputError(f"{path}: this folder holds a {previous.get('benchmark')!r} run, not {benchmark.name!r}; "
+                             "use another --out")
+    before, now = previous.get("fingerprint", {}), json.loads(json.dumps(config.fingerprint()))
+    differing = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+    if differing:
+        details = "; ".join(f"{key}: was {before.get(key)!r}, now {now.get(key)!r}" for key in differing)
+        raise EvalInputError(f"{path}: the answers in this folder come from a different run ({details}); use another "
+                             "--out to keep both, or delete the folder to start over")
+
+
+# ---- the run ---------------------------------------------------------------------------------------------------------
+
+def _partial_state(config: RunConfig):
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    # PartialState only forms a multi-process group on CPU when told it runs on CPU (`accelerate launch --cpu` sets
+    # ACCELERATE_USE_CPU); without CUDA there is nothing else it could run on.
+    cpu = (parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+           or (config.device or "").startswith("cpu"))
+    # A process that finishes its share early waits at the final barrier for the slowest one: far longer than the
+    # default collective timeout (10 minutes for NCCL) on a long CHAIR run. A failed process still ends the others,
+    # through the launcher.
+    return PartialState(cpu=cpu, timeout=datetime.timedelta(hours=12))
+
+
+def _load(config: RunConfig, state):
+    from models import ModelLoadError, load_model
+
+    device = config.device
+    if device is None and state.num_processes > 1 and state.device.type != "cpu":
+        device = state.device  # one GPU per process
+    try:
+        return load_model(config.model, device=device, dtype=config.dtype, quantization=config.quantization)
+    except ModelLoadError as e:
+        raise EvalInputError(f"--model: {e}") from None
+
+
+def _open_image(root: str, request: Request):
+    from PIL import Image, UnidentifiedImageError
+
+    path = os.path.join(root, request.image)
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise EvalInputError(f"image {path!r} could not be read as an image: {e}") from None
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def decode_request(model, benchmark: Benchmark, request: Request, config: RunConfig) -> dict[str, Any]:
+    """One request's answers from every side, by one batched ``answer_all`` run."""
+    from decoding import answer_all
+
+    seed = request_seed(config.seed, request.key)
+    sides, branches = answer_all(
+        model,
+        _open_image(benchmark.image_root, request),
+        request.prompt,
+        config.methods,
+        baseline=True,
+        max_new_tokens=config.max_new_tokens,
+        do_sample=config.do_sample,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        top_k=config.top_k,
+        seed=seed,
+    )
+    return {
+        "key": request.key,
+        "image": request.image,
+        "prompt": request.prompt,
+        "seed": seed,
+        "answers": {name: side.text for name, side in sides.items()},
+        "tokens": {name: len(side.tokens) for name, side in sides.items()},
+        "stop": {name: side.stop_reason for name, side in sides.items()},
+        "branches": branches,
+    }
+
+
+def run_benchmark(benchmark: Benchmark, config: RunConfig, out_dir: str, *, progress: bool = True) -> RunSummary:
+    """Decode what is not decoded yet (this process's share of it), then, on the main process, merge and score."""
+    from tqdm.auto import tqdm
+
+    state = _partial_state(config)
+    os.makedirs(out_dir, exist_ok=True)
+    done = read_shards(out_dir)
+    if done:  # answers to protect: they must come from this same run
+        _check_manifest(out_dir, benchmark, config)
+    already_done = sum(1 for r in benchmark.requests if r.key in done)
+    remaining = [r for r in benchmark.requests if r.key not in done]
+    # Every process must have read the shards before any process appends to them.
+    state.wait_for_everyone()
+    if state.is_main_process:
+        write_json(os.path.join(out_dir, "run.json"), {
+            "schema_version": SCHEMA_VERSION, "benchmark": benchmark.name, "fingerprint": config.fingerprint(),
+        })
+
+    with state.split_between_processes(remaining) as share:
+        if share:
+            model = _load(config, state)
+            where = f" [process {state.process_index + 1}/{state.num_processes}]" if state.num_processes > 1 else ""
+            with _open_shard(out_dir, state.process_index) as shard:
+                bar = tqdm(share, desc=f"{benchmark.name}{where}", unit="item", disable=not progress,
+                           position=state.process_index, file=sys.stderr, dynamic_ncols=True)
+                for request in bar:
+                    started = time.perf_counter()
+                    record = decode_request(model, benchmark, request, config)
+                    record["seconds"] = round(time.perf_counter() - started, 3)
+                    record["process"] = state.process_index
+                    shard.write(json.dumps(record, default=_jsonable) + "\n")
+                    shard.flush()  # a stopped run keeps every finished request
+                bar.close()
+    state.wait_for_everyone()
+
+    summary = RunSummary(total=len(benchmark.requests), already_done=already_done, decoded=len(remaining),
+                         out_dir=out_dir)
+    if state.is_main_process:
+        _merge_and_score(benchmark, config, out_dir, summary)
+    return summary
+
+
+def _merge_and_score(benchmark: Benchmark, config: RunConfig, out_dir: str, summary: RunSummary) -> None:
+    records = read_shards(out_dir)
+    missing = [r.key for r in benchmark.requests if r.key not in records]
+    if missing:
+        raise RuntimeError(f"{len(missing)} requests have no answer after the run (first: {missing[0]}); a process "
+                           "must have failed: rerun the command to decode them")
+    sides = ["baseline"] + [name for name, _ in config.methods]
+    answers_path = os.path.join(out_dir, "answers.jsonl")
+    with open(answers_path, "w", encoding="utf-8") as f:
+        for request in benchmark.requests:
+            # Timing and process number vary between runs; the merged file holds only what the answers are.
+            record = {k: v for k, v in records[request.key].items() if k not in ("seconds", "process")}
+            f.write(json.dumps(record, default=_jsonable) + "\n")
+    answers = {r.key: records[r.key]["answers"] for r in benchmark.requests}
+    scored = benchmark.score(answers, sides)
+    table = scored.table
+    table.title = f"{table.title} — {config.model}, {config.decoding_label()}"
+    params = [f"`{name}`: " + ", ".join(f"{k}={v:g}" for k, v in p.items()) for name, p in config.methods]
+    table.notes = table.notes + ([f"Method parameters: {'; '.join(params)}."] if params else [])
+    metrics = {
+        "schema_version": SCHEMA_VERSION,
+        "benchmark": benchmark.name,
+        "run": config.fingerprint(),
+        "settings": benchmark.settings,
+        "requests": len(benchmark.requests),
+        "metrics": scored.details,
+        "table": table.rows,
+    }
+    files = {name: os.path.join(out_dir, name) for name in ("metrics.json", "metrics.csv", "metrics.md")}
+    write_json(files["metrics.json"], metrics)
+    table.write_csv(files["metrics.csv"])
+    markdown = table.markdown()
+    with open(files["metrics.md"], "w", encoding="utf-8") as f:
+        f.write(markdown)
+    summary.table = markdown
+    summary.metrics = metrics
+    summary.files = [answers_path, *files.values()]
