@@ -111,6 +111,7 @@ def prepare_comparison(
     question = question.strip()
 
     original = model.build_row(question, image)
+    _check_length(model, [original], max_new_tokens)
     plan = plan_method(model, image, question, original, method, method_params, seed=seed, progress=progress)
     distorted = noised_row(original, VISUAL_DEPENDENCE_NOISE_STEP, seed) if visual_dependence else None
 
@@ -119,6 +120,7 @@ def prepare_comparison(
     if baseline:
         sides.append(_baseline_side(original, distorted, rows))
     sides.append(_method_side("method", method, plan, original, distorted, rows))
+    _check_length(model, rows, max_new_tokens)
 
     info = dict(plan.info)
     # The pictures each image-bearing contrast row really fed the model (noised, transformed, augmented ...).
@@ -153,6 +155,17 @@ def prepare_comparison(
         images=images,
     )
     return PreparedRun(rows, sides, sampling, result)
+
+
+def _check_length(model: FamilyAdapter, rows: list, max_new_tokens: int) -> None:
+    """A prompt that cannot fit with its answer is refused up front, not discovered as garbage mid-answer."""
+    limit = model.max_length
+    longest = max(row.length for row in rows)
+    if limit is not None and longest + max_new_tokens > limit:
+        raise ValueError(
+            f"the question is too long: a prompt takes {longest} tokens (image or description included) and "
+            f"{max_new_tokens} new tokens are asked for, but the model takes at most {limit}"
+        )
 
 
 def _add(rows: list, row) -> int:
@@ -220,6 +233,7 @@ def answer_all(
     image = image.convert("RGB")
     question = question.strip()
     original = model.build_row(question, image)
+    _check_length(model, [original], max_new_tokens)
     distorted = noised_row(original, VISUAL_DEPENDENCE_NOISE_STEP, seed) if visual_dependence else None
     rows: list = []
     sides = [_baseline_side(original, distorted, rows)] if baseline else []
@@ -228,6 +242,7 @@ def answer_all(
         plan = plan_method(model, image, question, original, method, resolve_params(method, params), seed=seed)
         sides.append(_method_side(method, method, plan, original, distorted, rows))
         infos[method] = dict(plan.info)
+    _check_length(model, rows, max_new_tokens)
     results = {side.name: SideResult(side.name, side.method) for side in sides}
     run = Engine(model).run(
         rows,

@@ -234,3 +234,14 @@ def test_answer_all_runs_every_method_in_one_batch_with_the_same_answers(llava, 
     assert [t.token_id for t in sides["baseline"].tokens] == [t.token_id for t in alone.baseline.tokens]
     with pytest.raises(ValueError, match="once"):
         answer_all(llava, image, QUESTION, ["vcd", "vcd"])
+
+
+def test_a_question_longer_than_the_context_is_refused_up_front(llava, image):
+    limit = llava.max_length
+    assert limit == llava.model.config.text_config.max_position_embeddings
+    long_question = "Is there a red circle? " * (limit // 4)
+    with pytest.raises(ValueError, match="too long"):
+        compare(llava, image, long_question, "vcd", max_new_tokens=8)
+    row = llava.build_row(QUESTION, image)
+    with pytest.raises(ValueError, match="too long"):
+        compare(llava, image, QUESTION, "vcd", max_new_tokens=limit - row.length + 1)

@@ -110,6 +110,14 @@ class FamilyAdapter:
 
     # ---- tokens --------------------------------------------------------------------------------------------------
     @property
+    def max_length(self) -> int | None:
+        """The longest sequence (prompt + answer) the language model takes, from its config; None if it says none."""
+        config = self.model.config
+        config = getattr(config, "text_config", None) or config
+        value = getattr(config, "max_position_embeddings", None)
+        return int(value) if value else None
+
+    @property
     def tokenizer(self):
         return self.processor.tokenizer
 
