@@ -1,0 +1,307 @@
+"""HTML and Markdown for what `decoding` returns: token heatmaps, their legend, a token's candidates, branch notes.
+
+Pure functions of a `Comparison` / `TokenTrace`, no Gradio: the UI puts their output into its components.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import unicodedata
+from dataclasses import dataclass
+
+from decoding.comparison import Comparison
+from decoding.methods import METHOD_TITLES
+from decoding.trace import SideResult, TokenTrace
+
+# colour-by choices: (label shown, key)
+COLOUR_MODES = (
+    ("visual dependence", "visual_dependence"),
+    ("contrast shift", "contrast_shift"),
+    ("confidence", "confidence"),
+)
+DEFAULT_COLOUR_MODE = "visual_dependence"
+
+# What each branch role of a trace fed the model, in words.
+ROLE_LABELS = {
+    "original": "original (image + question)",
+    "noised": "noised image",
+    "transformed": "transformed image",
+    "augmented": "augmented image",
+    "text_only": "no image",
+    "description": "description instead of the image",
+    "disturbed": "disturbing instruction",
+    "distorted": "noised image (for visual dependence)",
+}
+
+POSITIVE = (37, 99, 235)  # blue: supported by the image / pushed up by the method / confident
+NEGATIVE = (234, 88, 12)  # orange: the opposite; blue/orange stays readable for red-green colour blindness
+MIN_DIVERGING_RANGE = 0.5  # nats; a run of near-zero values stays pale instead of being blown up to full colour
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How a colour mode maps values to colours: ``low..high``; diverging scales are white at 0."""
+
+    mode: str
+    low: float
+    high: float
+
+    @property
+    def diverging(self) -> bool:
+        return self.low < 0
+
+    def colour(self, value: float | None) -> str:
+        if value is None:
+            return "transparent"
+        if self.diverging:
+            strength = min(abs(value) / self.high, 1.0)
+            rgb = POSITIVE if value >= 0 else NEGATIVE
+        else:
+            strength = min(max((value - self.low) / (self.high - self.low), 0.0), 1.0)
+            rgb = POSITIVE
+        # Translucent colour keeps dark text readable at full strength.
+        return f"rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, {0.75 * strength:.3f})"
+
+
+def token_value(token: TokenTrace, mode: str) -> float | None:
+    if mode == "visual_dependence":
+        return token.visual_dependence
+    if mode == "contrast_shift":
+        return token.contrast_shift
+    if mode == "confidence":
+        return token.final.prob
+    raise ValueError(f"unknown colour mode {mode!r}; choose one of {[key for _, key in COLOUR_MODES]}")
+
+
+def sides(comparison: Comparison | None) -> list[SideResult]:
+    if comparison is None:
+        return []
+    return [side for side in (comparison.baseline, comparison.method_side) if side is not None]
+
+
+def colour_scale(comparison: Comparison | None, mode: str) -> Scale:
+    """One scale for both panels (so equal colours mean equal values): probability is 0..1; the log-ratio modes are
+    symmetric around 0 and span the largest magnitude in the run."""
+    if mode == "confidence":
+        return Scale(mode, 0.0, 1.0)
+    values = [token_value(t, mode) for side in sides(comparison) for t in side.tokens]
+    largest = max((abs(v) for v in values if v is not None), default=0.0)
+    largest = max(largest, MIN_DIVERGING_RANGE)
+    return Scale(mode, -largest, largest)
+
+
+def visible_piece(piece: str) -> str:
+    """A token's text with invisible characters made visible: an empty piece (end of answer) and control bytes."""
+    if piece == "":
+        return "∎"
+    out = []
+    for char in piece:
+        if char == "\n":
+            out.append("↵\n")
+        elif char != "\t" and unicodedata.category(char) == "Cc":
+            out.append(f"⟨{ord(char):02x}⟩")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def token_label(index: int, token: TokenTrace) -> str:
+    """How a token is named in the token pickers: its position and its text in quotes (spaces show)."""
+    return f"{index}: “{visible_piece(token.piece)}”"
+
+
+def token_choices(side: SideResult | None) -> list[tuple[str, int]]:
+    if side is None:
+        return []
+    return [(token_label(i, t), i) for i, t in enumerate(side.tokens)]
+
+
+def _signed(value: float | None, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:+.2f}{unit}"
+
+
+def _tooltip(token: TokenTrace) -> str:
+    parts = [
+        f"p = {token.final.prob:.3f}",
+        f"visual dependence {_signed(token.visual_dependence, ' nats')}",
+        f"contrast shift {_signed(token.contrast_shift, ' nats')}",
+    ]
+    if token.changed and "original" in token.branches and token.branches["original"].top:
+        top = visible_piece(token.branches["original"].top[0].piece)
+        parts.append(f"changed: the original branch's top token is “{top}”")
+    return " · ".join(parts)
+
+
+def heatmap_html(side: SideResult | None, scale: Scale, selected: int | None = None, empty: str = "") -> str:
+    """The answer as one span per token, coloured by ``scale``; tokens the method changed are underlined and the
+    selected one outlined. Each span carries ``data-token`` (its index) so a click can select it."""
+    if side is None or not side.tokens:
+        return f'<div class="cd-heatmap cd-empty">{html.escape(empty)}</div>'
+    spans = []
+    for index, token in enumerate(side.tokens):
+        classes = ["cd-token"]
+        if token.changed:
+            classes.append("cd-changed")
+        if index == selected:
+            classes.append("cd-selected")
+        spans.append(
+            f'<span class="{" ".join(classes)}" data-token="{index}" '
+            f'style="background-color: {scale.colour(token_value(token, scale.mode))}" '
+            f'title="{html.escape(_tooltip(token))}">{html.escape(visible_piece(token.piece))}</span>'
+        )
+    ending = ""
+    if side.finished:
+        ending = f'<span class="cd-ending">[{html.escape(side.stop_reason or "finished")}]</span>'
+    return f'<div class="cd-heatmap" data-side="{html.escape(side.name)}">{"".join(spans)}{ending}</div>'
+
+
+_MODE_TEXT = {
+    "visual_dependence": (
+        "visual dependence: log p(token | image) − log p(token | noised image), in nats",
+        "the image supports it",
+        "more likely without the image",
+    ),
+    "contrast_shift": (
+        "contrast shift: log p(token | method) − log p(token | plain), in nats (always 0 on the baseline)",
+        "the method pushed it up",
+        "the method pushed it down",
+    ),
+    "confidence": ("confidence: probability of the token in the distribution it was drawn from", "certain", "unsure"),
+}
+
+
+def legend_html(scale: Scale) -> str:
+    title, high_text, low_text = _MODE_TEXT[scale.mode]
+    if scale.diverging:
+        stops = [scale.low, scale.low / 2, 0.0, scale.high / 2, scale.high]
+        ends = f"{html.escape(low_text)} ← → {html.escape(high_text)}"
+    else:
+        stops = [0.0, 0.25, 0.5, 0.75, 1.0]
+        ends = f"{html.escape(low_text)} → {html.escape(high_text)}"
+    number = "{:+.2f}" if scale.diverging else "{:.2f}"
+    swatches = "".join(
+        f'<span class="cd-swatch" style="background-color: {scale.colour(v)}">{number.format(v)}</span>' for v in stops
+    )
+    return (
+        f'<div class="cd-legend"><b>{html.escape(title)}</b> · {ends}<br>{swatches}'
+        '<span class="cd-token cd-changed cd-legend-changed">underlined</span>: not the original branch\'s top token '
+        "(the method, or sampling, changed the choice) · click a token, or pick it below, to inspect it</div>"
+    )
+
+
+def candidates_html(token: TokenTrace | None) -> str:
+    """A token's top candidates under each branch and in the final distribution (one column each, the chosen token
+    highlighted), with its per-step numbers above."""
+    if token is None:
+        return '<div class="cd-candidates cd-empty">Select a token to see its candidates.</div>'
+    views = [(ROLE_LABELS.get(role, role), view) for role, view in token.branches.items()]
+    views.append(("final (decoded from)", token.final))
+    head = "".join(f"<th>{html.escape(title)}</th>" for title, _ in views)
+    chosen = "".join(f'<td class="cd-chosen-prob">p(chosen) = {view.prob:.3f}</td>' for _, view in views)
+    rows = []
+    for rank in range(max(len(view.top) for _, view in views)):
+        cells = []
+        for _, view in views:
+            if rank >= len(view.top):
+                cells.append("<td></td>")
+                continue
+            candidate = view.top[rank]
+            marked = ' class="cd-chosen"' if candidate.token_id == token.token_id else ""
+            cells.append(
+                f"<td{marked}><span class=\"cd-piece\">{html.escape(visible_piece(candidate.piece))}</span> "
+                f"{candidate.prob:.3f}</td>"
+            )
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    facts = [
+        f"visual dependence {_signed(token.visual_dependence, ' nats')}",
+        f"contrast shift {_signed(token.contrast_shift, ' nats')}",
+        f"plausible set {token.plausible_set_size} tokens",
+        "changed by the method" if token.changed else "same as plain decoding's top token",
+    ]
+    if token.alpha_t is not None:
+        facts.append(f"α_t = {token.alpha_t:.3f}")
+    if token.beta_t is not None:
+        facts.append(f"β_t = {token.beta_t:.3f}")
+    header = f"<b>Token {token.step}: “{html.escape(visible_piece(token.piece))}”</b> · " + " · ".join(
+        map(html.escape, facts)
+    )
+    return (
+        f'<div class="cd-candidates"><div class="cd-facts">{header}</div>'
+        f'<table class="cd-top"><thead><tr>{head}</tr><tr>{chosen}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        "</div>"
+    )
+
+
+def attention_caption(token: TokenTrace | None) -> str:
+    if token is None:
+        return "Where the token looked (select a token)"
+    if not token.image_attention:
+        return "Image attention was not recorded for this token"
+    share = token.image_attention.get("share")
+    share_text = "" if share is None else f"; {share:.0%} of its attention is on image tokens"
+    return f"Where “{visible_piece(token.piece)}” looked{share_text}"
+
+
+def method_title(method: str) -> str:
+    return METHOD_TITLES.get(method, method)
+
+
+def branch_notes(comparison: Comparison | None) -> str:
+    """Markdown: what the method's pre-steps did (its augmentation and reason, its description, its transform ...)."""
+    if comparison is None:
+        return ""
+    info = comparison.branches
+    notes = [f"**{method_title(comparison.method)}**"]
+    if "augmentation" in info:
+        parsed = "" if info.get("choice_parsed", True) else " (its answer named no augmentation, so noise is used)"
+        notes.append(f"The model chose the augmentation **{info['augmentation']}**{parsed}. Its answer:")
+        notes.append(_quote(info.get("augmentation_reason", "")))
+    if "description" in info:
+        notes.append("The model's own description of the image, the contrast branch's context:")
+        notes.append(_quote(info["description"]))
+    if "transform" in info:
+        transform = dict(info["transform"])
+        name = transform.pop("name", "?")
+        details = ", ".join(f"{k} = {_short(v)}" for k, v in transform.items())
+        notes.append(f"RITUAL's random transform: **{name}**" + (f" ({details})" if details else ""))
+    if "noise_step" in info:
+        notes.append(f"Diffusion noise at step **{info['noise_step']}** of 1000 on the contrast image.")
+    if "instruction" in info:
+        notes.append("Disturbing system instruction of the contrast branch:")
+        notes.append(_quote(info["instruction"]))
+    return "\n\n".join(notes)
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else json.dumps(value)
+
+
+def _quote(text: str) -> str:
+    text = text.strip() or "(empty)"
+    # Shown as a quote block; escaped so the model's text cannot inject Markdown or HTML into the page.
+    return "\n".join("> " + html.escape(line) for line in text.splitlines())
+
+
+def image_captions(comparison: Comparison | None) -> list[tuple[object, str]]:
+    """(image, caption) for each picture a row fed the model."""
+    if comparison is None:
+        return []
+    return [(image, ROLE_LABELS.get(role, role)) for role, image in comparison.images.items()]
+
+
+def status_text(comparison: Comparison | None, seconds: float | None = None) -> str:
+    """One line: how far the run is, or how it ended."""
+    if comparison is None:
+        return ""
+    total = comparison.decoding["max_new_tokens"]
+    if not comparison.done:
+        return f"Generating… token {comparison.steps} of at most {total}."
+    ended = [
+        f"{'baseline' if side.name == 'baseline' else method_title(comparison.method).split(':')[0]}: "
+        f"{len(side.tokens)} tokens ({side.stop_reason})"
+        for side in sides(comparison)
+    ]
+    stopped = any(side.stop_reason == "stopped" for side in sides(comparison))
+    took = f" in {seconds:.1f} s" if seconds is not None else ""
+    return f"{'Stopped' if stopped else 'Done'}{took}. " + "; ".join(ended) + "."

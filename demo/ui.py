@@ -1,0 +1,581 @@
+"""The Gradio app: inputs on the left, the two answers side by side, a token inspector under each.
+
+Everything shown comes from `decoding.stream_compare` (one batched run for both panels) and is drawn by
+`demo.render` / `demo.images`; this module only wires components and events.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from decoding.comparison import Comparison, stream_compare
+from decoding.methods import METHOD_TITLES, METHODS
+from decoding.rules import PARAMS
+from models import ModelLoadError
+
+from . import render
+from .examples import EXAMPLE_QUESTIONS, gallery_examples
+from .images import DEFAULT_MAX_PIXELS, MODEL_MAX_SIDE, attention_overlay, read_upload
+from .model_pool import ModelPool
+
+try:  # On Hugging Face Spaces with ZeroGPU, a GPU is attached only while a spaces.GPU function runs.
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+
+    def gpu(fn):
+        return fn
+
+
+MAX_NEW_TOKENS_LIMIT = 256
+DEFAULT_MAX_NEW_TOKENS = 64
+DEFAULT_MAX_FILE_SIZE = "10mb"
+DEFAULT_QUEUE_SIZE = 16
+# Progress updates go to the browser; CODE's description calls back once per token, so send only visible changes.
+PROGRESS_STEP = 0.02
+
+TINY_NOTICE = (
+    "⚠️ **Untrained demo model.** This server runs a tiny model with random weights, so that the app starts with "
+    "nothing to download: its answers are gibberish and its heatmaps mean nothing. Every control works the same with "
+    "a real model: start the app with `--model llava-hf/llava-1.5-7b-hf` (or set `CD_MODELS`)."
+)
+
+HEADER = """# Contrastive decoding lab
+Ask a question about an image and compare, side by side, the model's plain answer with its answer under a
+training-free contrastive decoding method against hallucination. Both answers come from the same batched run.
+Colour the tokens by how much the image supports them, how far the method moved them, or how confident the model was;
+click a token to see where the model looked and which candidates each branch preferred."""
+
+CSS = """
+.cd-heatmap { line-height: 2.1; white-space: pre-wrap; font-size: 1.05rem; min-height: 3.5em; padding: 0.5em;
+  border: 1px solid var(--border-color-primary); border-radius: 6px; background: var(--background-fill-primary); }
+.cd-heatmap.cd-empty { color: var(--body-text-color-subdued); font-style: italic; }
+.cd-token { cursor: pointer; border-radius: 3px; padding: 0.1em 0; color: var(--body-text-color); }
+.cd-token:hover { outline: 1px solid #888; }
+.cd-token.cd-changed { text-decoration: underline; text-decoration-thickness: 3px; text-underline-offset: 4px; }
+.cd-token.cd-selected { outline: 2px solid #111; outline-offset: 1px; }
+.cd-ending { color: var(--body-text-color-subdued); font-size: 0.8em; margin-left: 0.4em; }
+.cd-legend { font-size: 0.9rem; line-height: 2; }
+.cd-swatch { display: inline-block; min-width: 3.2em; text-align: center; margin-right: 2px; border-radius: 3px;
+  border: 1px solid var(--border-color-primary); font-size: 0.8rem; }
+.cd-legend-changed { margin-left: 1em; }
+.cd-facts { font-size: 0.9rem; margin-bottom: 0.4em; }
+.cd-candidates { overflow-x: auto; }
+.cd-top { border-collapse: collapse; font-size: 0.85rem; }
+.cd-top th, .cd-top td { padding: 1px 8px; border-bottom: 1px solid var(--border-color-primary); text-align: left;
+  white-space: pre; }
+.cd-top .cd-chosen-prob { color: var(--body-text-color-subdued); font-size: 0.8rem; }
+.cd-top td.cd-chosen { font-weight: 700; background: rgba(37, 99, 235, 0.15); }
+.cd-piece { font-family: var(--font-mono); }
+"""
+
+# A click on a token span selects it: gr.HTML passes the event to Python as a select event with the token index.
+SELECT_TOKEN_JS = """
+element.addEventListener('click', (event) => {
+  const span = event.target.closest('[data-token]');
+  if (span) trigger('select', {index: Number(span.dataset.token), value: span.textContent, selected: true});
+});
+"""
+
+
+class StopRequested(Exception):
+    """Raised from the progress callback when Stop is pressed during a pre-step (no token has been decoded yet)."""
+
+
+@dataclass
+class RunControl:
+    """One browser session's run: the Stop button sets ``stop_requested``, the running comparison polls it."""
+
+    running: bool = False
+    stop_requested: bool = False
+    download: str | None = None  # this session's last JSON file, removed when the next run writes one
+
+
+@dataclass(frozen=True)
+class Panel:
+    """The components of one side: its answer heatmap and its token inspector."""
+
+    heading: gr.Markdown
+    heatmap: gr.HTML
+    token: gr.Dropdown
+    attention: gr.Image
+    candidates: gr.HTML
+
+
+def _number(name: str, value, integer: bool = False):
+    """A number from a control (the API may send anything); ValueError naming the control otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if integer:
+        if value != int(value):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def _upload_path(payload) -> str | None:
+    """The stored file of an image payload (gradio has already checked it lies in its own upload folder)."""
+    if payload is None:
+        return None
+    if isinstance(payload, dict) and isinstance(payload.get("path"), str):
+        return payload["path"]
+    raise ValueError("The image must be sent as an uploaded file.")
+
+
+class ComparisonApp:
+    """Builds the Blocks and holds what its event handlers share: the model pool and the download folder."""
+
+    def __init__(self, pool: ModelPool, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.pool = pool
+        self.max_pixels = max_pixels
+        # This app's own folder for run downloads; each session keeps one file there, and it goes with the process.
+        self._downloads = tempfile.TemporaryDirectory(prefix="cd-lab-runs-")
+        self.param_specs = [(method, spec) for method in METHODS for spec in PARAMS[method]]
+
+    # ---- event handlers ----------------------------------------------------------------------------------------------
+    def run(
+        self,
+        control: RunControl,
+        image,
+        question,
+        model_name,
+        method,
+        decoding_mode,
+        temperature,
+        top_p,
+        top_k,
+        seed,
+        max_new_tokens,
+        colour_by,
+        progress=gr.Progress(),  # noqa: B008 (gradio finds its progress tracker by this default)
+        *param_values,
+    ):
+        """Stream a comparison: yields every output after each generated token."""
+        try:
+            picture = read_upload(_upload_path(image), self.max_pixels)
+            if method not in METHODS:
+                raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+            params = {
+                spec.name: value
+                for (spec_method, spec), value in zip(self.param_specs, param_values)
+                if spec_method == method
+            }
+            options = self._decoding_options(decoding_mode, temperature, top_p, top_k, seed, max_new_tokens)
+            if colour_by not in {key for _, key in render.COLOUR_MODES}:
+                raise ValueError(f"unknown colour mode {colour_by!r}")
+            progress(0.0, desc="loading the model")
+            model = self.pool.get(model_name)
+        except (ValueError, ModelLoadError) as error:
+            raise gr.Error(str(error), title="Cannot run this comparison") from None
+
+        control.running, control.stop_requested = True, False
+        last_reported = {"stage": None, "fraction": -1.0}
+
+        def report(stage: str, fraction: float) -> None:
+            if control.stop_requested:
+                raise StopRequested
+            if stage != last_reported["stage"] or fraction - last_reported["fraction"] >= PROGRESS_STEP:
+                last_reported.update(stage=stage, fraction=fraction)
+                progress(fraction, desc=stage)
+
+        started = time.monotonic()
+        first = True
+        try:
+            for comparison in stream_compare(
+                model,
+                picture,
+                question if isinstance(question, str) else "",
+                method,
+                progress=report,
+                should_stop=lambda: control.stop_requested,
+                **options,
+                **params,
+            ):
+                if comparison.done:
+                    break
+                yield self._streaming_update(comparison, colour_by, first)
+                first = False
+            yield self._final_update(control, comparison, colour_by, time.monotonic() - started)
+        except StopRequested:
+            yield {self.status: "Stopped before the first token (during the method's pre-step)."}
+        except ValueError as error:
+            raise gr.Error(str(error), title="Cannot run this comparison") from None
+        except RuntimeError as error:  # e.g. torch.OutOfMemoryError: say so, and keep serving
+            raise gr.Error(f"The model failed during the run: {error}", title="Run failed") from None
+        finally:
+            control.running = False
+
+    @staticmethod
+    def _decoding_options(decoding_mode, temperature, top_p, top_k, seed, max_new_tokens) -> dict:
+        if decoding_mode not in ("greedy", "sampling"):
+            raise ValueError(f"decoding must be 'greedy' or 'sampling', got {decoding_mode!r}")
+        max_new_tokens = _number("max new tokens", max_new_tokens, integer=True)
+        if not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            raise ValueError(f"max new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {max_new_tokens}")
+        return {
+            "do_sample": decoding_mode == "sampling",
+            "temperature": _number("temperature", temperature),
+            "top_p": _number("top-p", top_p),
+            "top_k": _number("top-k", top_k, integer=True),
+            "seed": _number("seed", seed, integer=True),
+            "max_new_tokens": max_new_tokens,
+        }
+
+    def _heatmaps(self, comparison: Comparison | None, colour_by: str, selected=(None, None)) -> dict:
+        scale = render.colour_scale(comparison, colour_by)
+        baseline = comparison.baseline if comparison is not None else None
+        method_side = comparison.method_side if comparison is not None else None
+        return {
+            self.legend: render.legend_html(scale),
+            self.baseline.heatmap: render.heatmap_html(baseline, scale, selected[0], "The plain answer goes here."),
+            self.method.heatmap: render.heatmap_html(method_side, scale, selected[1], "The method's answer goes here."),
+        }
+
+    def _streaming_update(self, comparison: Comparison, colour_by: str, complete: bool) -> dict:
+        """The outputs after a token. ``complete`` adds everything else the run shows (sent on the first token, which
+        clears the previous run's, and on the last, so an API caller's final result holds every output)."""
+        update = {self.status: render.status_text(comparison), self.state: comparison}
+        update.update(self._heatmaps(comparison, colour_by))
+        if complete:
+            update.update(
+                {
+                    self.method.heading: f"### {render.method_title(comparison.method)}",
+                    self.branch_images: render.image_captions(comparison),
+                    self.branch_notes: render.branch_notes(comparison),
+                    self.download: None,
+                }
+            )
+            for panel in (self.baseline, self.method):
+                update.update(
+                    {
+                        panel.token: gr.Dropdown(choices=[], value=None),
+                        panel.attention: gr.Image(value=None, label=render.attention_caption(None)),
+                        panel.candidates: render.candidates_html(None),
+                    }
+                )
+        return update
+
+    def _final_update(self, control: RunControl, comparison: Comparison, colour_by: str, seconds: float) -> dict:
+        update = self._streaming_update(comparison, colour_by, complete=True)
+        update[self.status] = render.status_text(comparison, seconds)
+        update[self.baseline.token] = gr.Dropdown(choices=render.token_choices(comparison.baseline), value=None)
+        update[self.method.token] = gr.Dropdown(choices=render.token_choices(comparison.method_side), value=None)
+        update[self.download] = self._write_download(control, comparison)
+        return update
+
+    def _write_download(self, control: RunControl, comparison: Comparison) -> str:
+        if control.download is not None:
+            Path(control.download).unlink(missing_ok=True)
+        path = Path(self._downloads.name) / f"comparison-{comparison.method}-{uuid.uuid4().hex[:8]}.json"
+        path.write_text(comparison.to_json(indent=1), encoding="utf-8")
+        control.download = str(path)
+        return control.download
+
+    @staticmethod
+    def stop(control: RunControl):
+        """Ask this session's running comparison to stop after its current token (nothing to do when none runs)."""
+        if not control.running:
+            return gr.skip()
+        control.stop_requested = True
+        return "Stopping…"
+
+    def inspect(self, side_name: str):
+        """The handler that shows one token of one side: its heatmap mark, attention overlay and candidates."""
+
+        def show(comparison: Comparison | None, index, other_index, colour_by):
+            side = None
+            if comparison is not None:
+                side = comparison.baseline if side_name == "baseline" else comparison.method_side
+            token = None
+            if side is not None and isinstance(index, int) and 0 <= index < len(side.tokens):
+                token = side.tokens[index]
+            panel = self.baseline if side_name == "baseline" else self.method
+            selected = (index, other_index) if side_name == "baseline" else (other_index, index)
+            overlay = None
+            if token is not None and token.image_attention and "original" in comparison.images:
+                overlay = attention_overlay(comparison.images["original"], token.image_attention["grid"])
+            update = self._heatmaps(comparison, colour_by, selected)
+            update.update(
+                {
+                    panel.attention: gr.Image(value=overlay, label=render.attention_caption(token)),
+                    panel.candidates: render.candidates_html(token),
+                }
+            )
+            return update
+
+        return show
+
+    @staticmethod
+    def picker(side_name: str):
+        """The handler of a click on a token of one side's heatmap: select that token in the side's picker."""
+
+        def pick(comparison: Comparison | None, event: gr.SelectData):
+            side = None
+            if comparison is not None:
+                side = comparison.baseline if side_name == "baseline" else comparison.method_side
+            if side is None or not isinstance(event.index, int) or not 0 <= event.index < len(side.tokens):
+                return gr.skip()
+            return gr.Dropdown(choices=render.token_choices(side), value=event.index)
+
+        return pick
+
+    # ---- layout ------------------------------------------------------------------------------------------------------
+    def build(self) -> gr.Blocks:
+        pool = self.pool
+        with gr.Blocks(title="Contrastive decoding lab", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
+            gr.Markdown(HEADER)
+            notice = gr.Markdown(TINY_NOTICE, visible=pool.is_untrained(pool.default), elem_id="cd-notice")
+            control = gr.State(RunControl())
+            self.state = gr.State(None)
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=3):
+                    image = gr.Image(
+                        label="Image",
+                        type="filepath",
+                        sources=["upload", "webcam", "clipboard"],
+                        height=320,
+                        elem_id="cd-image",
+                    )
+                    question = gr.Textbox(
+                        label="Question", placeholder="Ask something about the image", lines=2, elem_id="cd-question"
+                    )
+                    gr.Examples(
+                        examples=gallery_examples(),
+                        inputs=[image, question],
+                        label="Example images (each fills in a question too)",
+                        examples_per_page=12,
+                        visible_columns=[0],
+                        elem_id="cd-examples",
+                    )
+                    gr.Examples(
+                        examples=[[q] for q in EXAMPLE_QUESTIONS],
+                        inputs=[question],
+                        label="Example questions",
+                        elem_id="cd-example-questions",
+                    )
+                with gr.Column(scale=2):
+                    model = gr.Dropdown(
+                        choices=pool.names,
+                        value=pool.default,
+                        label="Model",
+                        interactive=len(pool.names) > 1,
+                        elem_id="cd-model",
+                    )
+                    method = gr.Dropdown(
+                        choices=[(METHOD_TITLES[m], m) for m in METHODS],
+                        value=METHODS[0],
+                        label="Method",
+                        elem_id="cd-method",
+                    )
+                    sliders = []
+                    groups = {}
+                    for name in METHODS:
+                        with gr.Group(visible=name == METHODS[0]) as groups[name]:
+                            for spec in PARAMS[name]:
+                                sliders.append(
+                                    gr.Slider(
+                                        minimum=spec.low,
+                                        maximum=spec.high,
+                                        value=spec.default,
+                                        step=1 if spec.integer else spec.step,
+                                        label=f"{spec.name} (paper default {spec.default:g})",
+                                        info=spec.help,
+                                        elem_id=f"cd-{name}-{spec.name}",
+                                    )
+                                )
+                    with gr.Accordion("Decoding", open=False):
+                        decoding_mode = gr.Radio(
+                            choices=["greedy", "sampling"], value="greedy", label="Decoding", elem_id="cd-decoding"
+                        )
+                        with gr.Group(visible=False) as sampling_group:
+                            temperature = gr.Slider(0.05, 2.0, value=1.0, step=0.05, label="temperature")
+                            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="top-p")
+                            top_k = gr.Slider(0, 200, value=0, step=1, label="top-k (0 = off)")
+                        seed = gr.Number(value=0, precision=0, label="seed (noise, transforms, sampling)", minimum=0)
+                    max_new_tokens = gr.Slider(
+                        1, MAX_NEW_TOKENS_LIMIT, value=DEFAULT_MAX_NEW_TOKENS, step=1, label="max new tokens",
+                        elem_id="cd-max-new-tokens",
+                    )
+                    gr.Markdown(
+                        f"Images over {self.max_pixels / 1e6:g} megapixels are refused; larger sides than "
+                        f"{MODEL_MAX_SIDE} px are scaled down before the model sees them."
+                    )
+                    with gr.Row():
+                        run_button = gr.Button("Compare", variant="primary", elem_id="cd-run")
+                        stop_button = gr.Button("Stop", variant="stop", elem_id="cd-stop")
+                    self.status = gr.Markdown("", min_height=48, elem_id="cd-status")
+            with gr.Row():
+                colour_by = gr.Radio(
+                    choices=list(render.COLOUR_MODES),
+                    value=render.DEFAULT_COLOUR_MODE,
+                    label="Colour tokens by",
+                    scale=1,
+                    elem_id="cd-colour-by",
+                )
+                self.legend = gr.HTML(
+                    render.legend_html(render.colour_scale(None, render.DEFAULT_COLOUR_MODE)), elem_id="cd-legend"
+                )
+            with gr.Row(equal_height=False):
+                self.baseline = self._panel("baseline", "### Baseline: plain decoding")
+                self.method = self._panel("method", f"### {render.method_title(METHODS[0])}")
+            with gr.Accordion("What each branch fed the model", open=True):
+                self.branch_images = gr.Gallery(
+                    label="The picture each row fed the model",
+                    columns=4,
+                    rows=1,
+                    height=330,
+                    fit_columns=False,
+                    object_fit="contain",
+                    allow_preview=True,
+                    elem_id="cd-branch-images",
+                )
+                self.branch_notes = gr.Markdown(elem_id="cd-branch-notes")
+            self.download = gr.File(
+                label="The whole run as JSON (trace, parameters, model id, seed)", interactive=False, height=80,
+                elem_id="cd-download",
+            )
+
+            outputs = [
+                self.status,
+                self.state,
+                self.legend,
+                self.method.heading,
+                self.branch_images,
+                self.branch_notes,
+                self.download,
+            ]
+            for panel in (self.baseline, self.method):
+                outputs += [panel.heatmap, panel.token, panel.attention, panel.candidates]
+            run_inputs = [control, image, question, model, method, decoding_mode, temperature, top_p, top_k, seed]
+            run_inputs += [max_new_tokens, colour_by, *sliders]
+            run_comparison = gpu(self.run)
+            # preprocess=False: the image is read by read_upload, which checks its size before decoding and turns a
+            # corrupt file into a clear message (gradio's own preprocessing would fail first with a generic error).
+            run_button.click(
+                run_comparison,
+                inputs=run_inputs,
+                outputs=outputs,
+                preprocess=False,
+                concurrency_limit=1,  # one model in memory, and the engine switches its attention kernel per run
+                concurrency_id="model",
+                api_name="compare",
+                show_progress_on=[self.status],
+            )
+            question.submit(
+                run_comparison,
+                inputs=run_inputs,
+                outputs=outputs,
+                preprocess=False,
+                concurrency_limit=1,
+                concurrency_id="model",
+                api_visibility="private",
+                show_progress_on=[self.status],
+            )
+            # Not queued: Stop must get through while the run it stops holds the queue's only slot. The small handlers
+            # below skip the queue too, so inspecting a finished run never waits behind other visitors' comparisons.
+            stop_button.click(self.stop, inputs=[control], outputs=[self.status], queue=False, api_name="stop")
+
+            method.change(
+                lambda m: [gr.Group(visible=m == name) for name in METHODS] + [f"### {render.method_title(m)}"],
+                inputs=[method],
+                outputs=[*groups.values(), self.method.heading],
+                api_visibility="private",
+                queue=False,
+            )
+            decoding_mode.change(
+                lambda mode: gr.Group(visible=mode == "sampling"),
+                inputs=[decoding_mode],
+                outputs=[sampling_group],
+                api_visibility="private",
+                queue=False,
+            )
+            model.change(
+                lambda name: gr.Markdown(visible=pool.is_untrained(name)),
+                inputs=[model],
+                outputs=[notice],
+                api_visibility="private",
+                queue=False,
+            )
+            sides = ((self.baseline, self.method, "baseline"), (self.method, self.baseline, "method"))
+            for panel, other, side_name in sides:
+                panel.token.change(
+                    self.inspect(side_name),
+                    inputs=[self.state, panel.token, other.token, colour_by],
+                    outputs=[
+                        self.legend, self.baseline.heatmap, self.method.heatmap, panel.attention, panel.candidates
+                    ],
+                    api_visibility="private",
+                    queue=False,
+                )
+                panel.heatmap.select(
+                    self.picker(side_name),
+                    inputs=[self.state],
+                    outputs=[panel.token],
+                    api_visibility="private",
+                    queue=False,
+                )
+            colour_by.change(
+                lambda comparison, colour, b, m: self._heatmaps(comparison, colour, (b, m)),
+                inputs=[self.state, colour_by, self.baseline.token, self.method.token],
+                outputs=[self.legend, self.baseline.heatmap, self.method.heatmap],
+                api_visibility="private",
+                queue=False,
+            )
+        return blocks
+
+    def _panel(self, side_name: str, heading: str) -> Panel:
+        with gr.Column(scale=1, min_width=320, variant="panel"):
+            heading_md = gr.Markdown(heading)
+            heatmap = gr.HTML(
+                render.heatmap_html(None, render.colour_scale(None, render.DEFAULT_COLOUR_MODE), None, "…"),
+                js_on_load=SELECT_TOKEN_JS,
+                elem_id=f"cd-{side_name}-answer",
+            )
+            token = gr.Dropdown(
+                choices=[], value=None, label="Inspect token", interactive=True, elem_id=f"cd-{side_name}-token"
+            )
+            attention = gr.Image(
+                label=render.attention_caption(None),
+                interactive=False,
+                height=260,
+                elem_id=f"cd-{side_name}-attention",
+            )
+            candidates = gr.HTML(render.candidates_html(None), elem_id=f"cd-{side_name}-candidates")
+        return Panel(heading_md, heatmap, token, attention, candidates)
+
+
+def build_ui(pool: ModelPool, max_pixels: int = DEFAULT_MAX_PIXELS) -> gr.Blocks:
+    return ComparisonApp(pool, max_pixels).build()
+
+
+def launch(
+    blocks: gr.Blocks,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    share: bool = False,
+    queue_size: int = DEFAULT_QUEUE_SIZE,
+    max_file_size: str | int = DEFAULT_MAX_FILE_SIZE,
+    **kwargs,
+):
+    """Queue and serve the app (the settings the CLI exposes, plus gradio's own launch keywords)."""
+    blocks.queue(max_size=queue_size, default_concurrency_limit=1)
+    return blocks.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        max_file_size=max_file_size,
+        css=CSS,
+        ssr_mode=False,  # server-side rendering needs Node.js, which a Space or a laptop may not have
+        **kwargs,
+    )
+
+
+__all__ = ["CSS", "ComparisonApp", "RunControl", "build_ui", "gpu", "launch"]

@@ -1,0 +1,224 @@
+"""The web app's parts that need no server: the command line, the allow-list, reading uploads, rendering traces."""
+
+import html
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import app
+from decoding.comparison import compare
+from decoding.methods import METHODS
+from demo import render
+from demo.cli import parse_args
+from demo.examples import EXAMPLES, EXAMPLES_DIR, gallery_examples
+from demo.images import MODEL_MAX_SIDE, attention_overlay, read_upload
+from demo.model_pool import MODELS_ENV, TINY_MODEL, ModelPool, allowed_models, default_model, display_name
+
+
+# ---- command line and allow-list ------------------------------------------------------------------------------------
+def test_help_documents_every_operator_setting(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        app.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--model", "--host", "--port", "--quantization", "--share", "--max-file-size", "--max-pixels",
+                 "--queue-size", MODELS_ENV):
+        assert flag in text
+
+
+def test_flags_parse_into_launch_settings():
+    args = parse_args(["--model", "a/b", "--model", "c/d", "--port", "7999", "--quantization", "4bit", "--share"])
+    assert args.models == ["a/b", "c/d"] and args.port == 7999 and args.quantization == "4bit" and args.share
+    assert parse_args([]).quantization is None
+    with pytest.raises(SystemExit):
+        parse_args(["--quantization", "3bit"])
+
+
+def test_allow_list_comes_from_flags_then_env_then_the_default(tmp_path):
+    env = {MODELS_ENV: " org/one, ./local-folder ,org/one,"}
+    assert allowed_models(["x/y"], env, tmp_path) == ["x/y"]
+    assert allowed_models(None, env, tmp_path) == ["org/one", "./local-folder"]
+    assert allowed_models(None, {}, tmp_path) == [TINY_MODEL]
+
+
+def test_default_model_switches_to_the_embedded_model_once_it_exists(tmp_path):
+    assert default_model(tmp_path) == TINY_MODEL
+    (tmp_path / "config.json").write_text("{}")
+    assert default_model(tmp_path) == str(tmp_path)
+
+
+def test_visitors_see_folder_names_not_server_paths(tmp_path):
+    assert display_name(str(tmp_path / "my-model")) == "my-model"
+    assert display_name("llava-hf/llava-1.5-7b-hf") == "llava-hf/llava-1.5-7b-hf"
+    pool = ModelPool([str(tmp_path / "a" / "m"), str(tmp_path / "b" / "m")])
+    assert len(set(pool.names)) == 2 and all(str(tmp_path) not in name for name in pool.names)
+
+
+def test_a_model_outside_the_allow_list_is_refused_before_any_loading(tmp_path):
+    pool = ModelPool(["org/not-loaded"])
+    for name in ("/etc", str(tmp_path), "org/other", None, ["org/not-loaded"]):
+        with pytest.raises(ValueError, match="unknown model"):
+            pool.get(name)
+
+
+# ---- reading uploads -----------------------------------------------------------------------------------------------
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG that claims ``width`` x ``height`` but holds almost no data: decoding it would need the full size."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)))
+
+
+def test_read_upload_gives_clear_messages_for_bad_files(tmp_path):
+    with pytest.raises(ValueError, match="No image"):
+        read_upload(None)
+    garbage = tmp_path / "photo.png"
+    garbage.write_bytes(b"this is not an image at all" * 10)
+    with pytest.raises(ValueError, match="could not be read as an image"):
+        read_upload(str(garbage))
+    truncated = tmp_path / "truncated.jpg"
+    Image.new("RGB", (300, 200), (10, 200, 30)).save(tmp_path / "whole.jpg")
+    truncated.write_bytes((tmp_path / "whole.jpg").read_bytes()[:400])
+    with pytest.raises(ValueError, match="could not be read as an image"):
+        read_upload(str(truncated))
+
+
+def test_read_upload_refuses_a_huge_image_from_its_header(tmp_path):
+    huge = tmp_path / "huge.png"
+    _png_header_only(huge, 10_000, 5_000)  # 50 MP: decoding it would take 150 MB
+    with pytest.raises(ValueError, match=r"10000×5000 \(50 megapixels\); the limit is 24 megapixels"):
+        read_upload(str(huge))
+    bomb = tmp_path / "bomb.png"
+    _png_header_only(bomb, 200_000, 200_000)  # past PIL's own decompression-bomb limit
+    with pytest.raises(ValueError, match="limit is"):
+        read_upload(str(bomb), max_pixels=10**12)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (400, 300)).save(small)
+    with pytest.raises(ValueError, match="0.12 megapixels"):
+        read_upload(str(small), max_pixels=100_000)
+
+
+def test_read_upload_converts_and_scales_down(tmp_path):
+    path = tmp_path / "wide.png"
+    Image.new("RGBA", (3000, 1000), (255, 0, 0, 128)).save(path)
+    picture = read_upload(str(path))
+    assert picture.mode == "RGB" and picture.size == (MODEL_MAX_SIDE, round(MODEL_MAX_SIDE / 3))
+    path = tmp_path / "small.jpg"
+    Image.new("L", (64, 48), 128).save(path)
+    assert read_upload(str(path)).size == (64, 48)
+
+
+def test_attention_overlay_is_bright_where_attention_is():
+    picture = Image.new("RGB", (200, 100), (0, 0, 0))
+    grid = np.full((2, 4), 0.01)
+    grid[1, 3] = 0.9  # bottom right
+    overlay = np.asarray(attention_overlay(picture, grid, side=400), dtype=float)
+    assert overlay.shape == (200, 400, 3)
+    hot, cold = overlay[150, 350].sum(), overlay[50, 50].sum()
+    assert hot > cold + 200
+    with pytest.raises(ValueError):
+        attention_overlay(picture, [1.0, 2.0])
+
+
+def test_example_gallery_ships_every_listed_file_with_a_licence():
+    assert len(gallery_examples()) == len(EXAMPLES)
+    licences = (EXAMPLES_DIR / "LICENSES.md").read_text()
+    total = 0
+    for name, question in EXAMPLES:
+        assert f"`{name}`" in licences and question.strip()
+        with Image.open(EXAMPLES_DIR / name) as image:
+            assert max(image.size) <= 512
+        total += (EXAMPLES_DIR / name).stat().st_size
+    assert total < 600_000
+
+
+# ---- rendering a real trace ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_pool():
+    pool = ModelPool([TINY_MODEL])
+    pool.get(pool.default)
+    return pool
+
+
+@pytest.fixture(scope="module")
+def comparison(tiny_pool):
+    image = Image.open(EXAMPLES_DIR / "left_right.png")
+    return compare(tiny_pool.get(tiny_pool.default), image, "What is on the left?", "ritual_vcd", max_new_tokens=8)
+
+
+def _spans(markup: str) -> list[str]:
+    return re.findall(r'<span class="cd-token[^"]*" data-token="(\d+)"', markup)
+
+
+def test_heatmap_has_one_span_per_token_and_marks_changed_and_selected(comparison):
+    scale = render.colour_scale(comparison, "visual_dependence")
+    side = comparison.method_side
+    markup = render.heatmap_html(side, scale, selected=1)
+    assert _spans(markup) == [str(i) for i in range(len(side.tokens))]
+    changed = re.findall(r'class="cd-token([^"]*)" data-token="(\d+)"', markup)
+    assert [("cd-changed" in classes) for classes, _ in changed] == [t.changed for t in side.tokens]
+    assert [index for classes, index in changed if "cd-selected" in classes] == ["1"]
+    text = html.unescape(re.sub(r"<[^>]+>", "", markup))
+    assert all(render.visible_piece(t.piece) in text for t in side.tokens)
+
+
+def test_colour_scale_is_shared_and_symmetric(comparison):
+    scale = render.colour_scale(comparison, "contrast_shift")
+    largest = max(abs(t.contrast_shift) for side in render.sides(comparison) for t in side.tokens)
+    assert scale.high == -scale.low == max(largest, render.MIN_DIVERGING_RANGE)
+    assert scale.colour(0.0).endswith("0.000)") and scale.colour(None) == "transparent"
+    assert scale.colour(scale.high) != scale.colour(scale.low)
+    confidence = render.colour_scale(comparison, "confidence")
+    assert (confidence.low, confidence.high) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        render.colour_scale(comparison, "loudness")
+
+
+def test_token_text_is_escaped_and_made_visible():
+    assert render.visible_piece("") == "∎" and render.visible_piece("a\x07") == "a⟨07⟩"
+    from decoding.trace import BranchView, Candidate, SideResult, TokenTrace
+
+    view = BranchView(0.5, [Candidate(1, "<script>", 0.5)])
+    token = TokenTrace(0, 1, "<script>", {"original": view}, view, 1, False, 0.2, 0.0)
+    side = SideResult("method", "vcd", "<script>", [token], True, "eos")
+    markup = render.heatmap_html(side, render.Scale("visual_dependence", -1, 1))
+    assert "<script>" not in markup and "&lt;script&gt;" in markup
+    assert "<script>" not in render.candidates_html(token)
+
+
+def test_candidates_show_every_branch_and_the_final_distribution(comparison):
+    token = comparison.method_side.tokens[0]
+    markup = render.candidates_html(token)
+    for role in token.branches:
+        assert html.escape(render.ROLE_LABELS[role]) in markup
+    assert "final" in markup
+    chosen_cells = re.findall(r'<td class="cd-chosen">', markup)
+    views = [*token.branches.values(), token.final]
+    in_top = sum(any(c.token_id == token.token_id for c in view.top) for view in views)
+    assert len(chosen_cells) == in_top >= 1
+
+
+def test_branch_notes_and_images_describe_the_pre_steps(comparison):
+    notes = render.branch_notes(comparison)
+    assert comparison.branches["transform"]["name"] in notes and "step **500**" in notes
+    captions = [caption for _, caption in render.image_captions(comparison)]
+    assert captions[0] == render.ROLE_LABELS["original"] and len(captions) == len(comparison.images)
+
+
+def test_status_tells_how_each_side_ended(comparison):
+    text = render.status_text(comparison, 1.25)
+    assert text.startswith(("Done in 1.2 s", "Done in 1.3 s"))
+    for side in render.sides(comparison):
+        assert f"{len(side.tokens)} tokens ({side.stop_reason})" in text
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_has_a_title(method):
+    assert render.method_title(method) != method
