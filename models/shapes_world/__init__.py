@@ -1,0 +1,39 @@
+"""The shapes world and the tiny LLaVA trained on it (the embedded default model, ``assets/shapes-llava``).
+
+world.py     scenes, rendering, ground truth, question generators, the deliberate biases and their measurement
+build.py     the model's tokenizer, processor, chat template and configuration; saving a checkpoint folder
+train.py     ``python -m models.shapes_world.train``: stage 1 (vision tower) and stage 2 (projector + language model)
+evaluate.py  ``python -m models.shapes_world.evaluate``: every target, measured with greedy decoding
+"""
+
+from .world import (
+    BIASED,
+    COLOURS,
+    KINDS,
+    UNBIASED,
+    Question,
+    Scene,
+    SceneObject,
+    WorldBias,
+    describe,
+    parse_description,
+    realised_statistics,
+    render,
+    sample_scene,
+)
+
+__all__ = [
+    "BIASED",
+    "COLOURS",
+    "KINDS",
+    "UNBIASED",
+    "Question",
+    "Scene",
+    "SceneObject",
+    "WorldBias",
+    "describe",
+    "parse_description",
+    "realised_statistics",
+    "render",
+    "sample_scene",
+]

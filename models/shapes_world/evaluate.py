@@ -1,0 +1,319 @@
+"""Measure the shapes-world model against its targets, with greedy decoding (the app's baseline).
+
+    python -m models.shapes_world.evaluate --model assets/shapes-llava --n 300 [--json out.json] [--vcd 100]
+
+Test sets (held-out scene seeds, never used in training; every set is seeded and rebuilt identically):
+- toy-POPE: ``n`` scenes, half drawn from the biased world and half "trigger without partner" scenes (a trigger shape
+  is forced in and its partner kept out: the scenes a co-occurrence prior gets wrong). Each scene gives up to 3
+  "is there a <kind> in the image ?" questions about present kinds and as many about absent kinds, chosen per split:
+  random (uniform), popular (most frequent kinds in the training world), adversarial (kinds that co-occur most with
+  the present ones in the training world).
+- colour, count, position: one question of the family on each of ``n`` biased-world scenes, yes/no balanced.
+- descriptions: "describe the image ." on ``n`` biased-world scenes; exact match with the canonical description, and
+  CHAIR_i-like hallucinated shape mentions.
+- partner probe: for each trigger -> partner rule, ``n`` scenes with the trigger and without the partner, and ``n``
+  control scenes with neither; "is there a <partner> in the image ?" should be "no" on both.
+``--vcd N`` also runs ``decoding.compare(..., method="vcd")`` on N partner-probe questions (half trigger, half control)
+and reports both sides' false-yes rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import Counter
+
+import torch
+
+from . import build, world
+
+EVAL_SEED_BASE = 1_000_000_000
+POPE_QUESTIONS_PER_SIDE = 3
+TRAINING_STATISTICS_SCENES = 5000
+TARGETS = {
+    "pope_random_accuracy": (">=", 0.90),
+    "colour_accuracy": (">=", 0.85),
+    "count_accuracy": (">=", 0.85),
+    "description_exact": (">=", 0.50),
+    "partner_false_yes": (">=", 0.30),
+    "control_false_yes": ("<=", 0.10),
+    "adversarial_gap": (">=", 0.08),
+}
+
+
+# ---- test sets (plain data: reusable for benchmark files) -------------------------------------------------------
+
+def _seed(offset: int, i: int, seed: int) -> int:
+    return EVAL_SEED_BASE + offset * 10_000_000 + seed * 100_003 + i
+
+
+def training_world_statistics(bias: world.WorldBias = world.BIASED) -> tuple[dict[str, float], dict]:
+    """Kind frequencies and co-occurrence counts of the training world (what POPE's popular/adversarial splits rank)."""
+    scenes = [world.sample_scene(i, bias) for i in range(TRAINING_STATISTICS_SCENES)]
+    return world.realised_statistics(scenes, bias)["kind_frequency"], world.cooccurrence(scenes)
+
+
+def trigger_without_partner_scene(seed: int, bias: world.WorldBias = world.BIASED) -> world.Scene:
+    rng = random.Random(seed)
+    trigger = rng.choice(sorted(bias.pairs))
+    return world.sample_scene(seed, bias, force=(trigger,), forbid=(bias.pairs[trigger][0],))
+
+
+def pope_scenes(n: int, seed: int = 0, probe_share: float = 0.5) -> list[world.Scene]:
+    """The toy-POPE scenes: the first ``round(n * probe_share)`` are trigger-without-partner scenes."""
+    n_probe = round(n * probe_share)
+    return [trigger_without_partner_scene(_seed(1, i, seed)) if i < n_probe
+            else world.sample_scene(_seed(2, i, seed)) for i in range(n)]
+
+
+def pope_questions(scenes: list[world.Scene], split: str, seed: int = 0,
+                   statistics: tuple[dict, dict] | None = None,
+                   per_side: int = POPE_QUESTIONS_PER_SIDE) -> list[tuple[int, world.Question]]:
+    """(scene index, question) pairs of one toy-POPE split ("random", "popular" or "adversarial"), POPE's way:
+    up to ``per_side`` present kinds ("yes") and as many absent kinds ("no") per scene."""
+    frequency, cooc = statistics or training_world_statistics()
+    rng = random.Random(seed)
+    out = []
+    for index, scene in enumerate(scenes):
+        present = sorted(scene.kinds)
+        positives = rng.sample(present, min(per_side, len(present)))
+        absent = [k for k in world.KINDS if k not in scene.kinds]
+        if split == "random":
+            negatives = rng.sample(absent, len(positives))
+        elif split == "popular":
+            negatives = sorted(absent, key=lambda k: (-frequency[k], k))[: len(positives)]
+        elif split == "adversarial":
+            negatives = sorted(absent, key=lambda k: (-sum(cooc[p][k] for p in present), k))[: len(positives)]
+        else:
+            raise ValueError(f"unknown POPE split {split!r}")
+        out += [(index, world.existence_question(scene, k)) for k in positives + negatives]
+    return out
+
+
+def family_questions(family: str, n: int, seed: int = 0) -> list[tuple[world.Scene, world.Question]]:
+    """One ``family`` question ("colour", "count", "position", "description") on each of ``n`` biased scenes that
+    allow it (colour needs a kind present once, position two of them)."""
+    rng = random.Random(seed * 7 + len(family))
+    out, i = [], 0
+    while len(out) < n:
+        scene = world.sample_scene(_seed(3, i, seed))
+        i += 1
+        singles = [k for k in scene.kinds if scene.count(k) == 1]
+        if (family == "colour" and not singles) or (family == "position" and len(singles) < 2):
+            continue
+        out.append((scene, world.sample_training_question(scene, rng, family_weights={family: 1.0})))
+    return out
+
+
+def partner_probe(n: int, seed: int = 0, bias: world.WorldBias = world.BIASED) -> list[dict]:
+    """For each trigger -> partner rule: ``n`` trigger-without-partner scenes and ``n`` control scenes (neither), each
+    with the question "is there a <partner> in the image ?" (ground truth: no)."""
+    out = []
+    for r, (trigger, (partner, _)) in enumerate(sorted(bias.pairs.items())):
+        for i in range(n):
+            with_trigger = world.sample_scene(_seed(4 + r, i, seed), bias, force=(trigger,), forbid=(partner,))
+            control = world.sample_scene(_seed(7 + r, i, seed), bias, forbid=(trigger, partner))
+            for kind, scene in (("trigger", with_trigger), ("control", control)):
+                out.append({"rule": f"{trigger}->{partner}", "kind": kind, "scene": scene,
+                            "question": world.existence_question(scene, partner)})
+    return out
+
+
+# ---- running the model ------------------------------------------------------------------------------------------
+
+class GreedyAnswerer:
+    """Greedy answers from a loaded shapes-world model (a ``models.load_model`` adapter), batched.
+
+    Yes/no questions: the greedy first token (one forward of right-padded prompts, read at each prompt's last
+    position). Descriptions: greedy generation (all rows share one prompt, so no padding is involved).
+    """
+
+    def __init__(self, adapter, batch_size: int = 64):
+        self.model = adapter.model
+        self.encoder = build.Encoder(adapter.processor)
+        self.tokenizer = adapter.processor.tokenizer
+        self.batch_size = batch_size
+        self.dtype = next(self.model.parameters()).dtype
+
+    @torch.no_grad()
+    def first_tokens(self, scenes: list[world.Scene], questions: list[str]) -> list[str]:
+        words = []
+        for start in range(0, len(scenes), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            batch = self.encoder.batch([world.render(s) for s in scenes[chunk]], questions[chunk])
+            logits = self.model(input_ids=batch["input_ids"],
+                                pixel_values=batch["pixel_values"].to(self.dtype)).logits
+            last = logits[torch.arange(len(logits)), batch["prompt_lengths"] - 1]
+            words += self.tokenizer.convert_ids_to_tokens(last.argmax(-1).tolist())
+        return words
+
+    @torch.no_grad()
+    def describe(self, scenes: list[world.Scene], max_new_tokens: int = 40) -> list[str]:
+        texts = []
+        for start in range(0, len(scenes), self.batch_size):
+            chunk = scenes[start : start + self.batch_size]
+            batch = self.encoder.batch([world.render(s) for s in chunk], [world.DESCRIBE_PROMPT] * len(chunk))
+            out = self.model.generate(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"].to(self.dtype),
+                                      max_new_tokens=max_new_tokens, do_sample=False)
+            prompt = batch["input_ids"].shape[1]
+            texts += [self.tokenizer.decode(row[prompt:], skip_special_tokens=True).strip() for row in out]
+        return texts
+
+
+def _binary(truth: list[str], said: list[str]) -> dict:
+    tp = sum(t == "yes" and s == "yes" for t, s in zip(truth, said))
+    fp = sum(t == "no" and s == "yes" for t, s in zip(truth, said))
+    fn = sum(t == "yes" and s != "yes" for t, s in zip(truth, said))
+    n = len(truth)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {"n": n, "accuracy": sum(t == s for t, s in zip(truth, said)) / n, "precision": precision,
+            "recall": recall, "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            "yes_ratio": sum(s == "yes" for s in said) / n}
+
+
+def evaluate(adapter, n: int = 300, seed: int = 0, probe_share: float = 0.5,
+             pope_per_side: int = POPE_QUESTIONS_PER_SIDE) -> dict:
+    """Every measurement of the model card, greedy. Returns a dict (see ``TARGETS`` for the headline keys)."""
+    answerer = GreedyAnswerer(adapter)
+    report: dict = {"n": n, "seed": seed, "pope_probe_share": probe_share, "pope_per_side": pope_per_side}
+
+    statistics = training_world_statistics()
+    scenes = pope_scenes(n, seed, probe_share)
+    report["pope"] = {}
+    for split in ("random", "popular", "adversarial"):
+        pairs = pope_questions(scenes, split, seed, statistics, pope_per_side)
+        said = answerer.first_tokens([scenes[i] for i, _ in pairs], [q.text for _, q in pairs])
+        report["pope"][split] = _binary([q.answer for _, q in pairs], said)
+
+    for family in ("colour", "count", "position"):
+        pairs = family_questions(family, n, seed)
+        said = answerer.first_tokens([s for s, _ in pairs], [q.text for _, q in pairs])
+        report[family] = _binary([q.answer for _, q in pairs], said)
+
+    described = [s for s, _ in family_questions("description", n, seed)]
+    texts = answerer.describe(described)
+    exact = [t == world.describe(s) for s, t in zip(described, texts)]
+    mentioned = [world.mentioned_kinds(t) for t in texts]
+    hallucinated = sum(len(m - s.kinds) for s, m in zip(described, mentioned))
+    report["description"] = {
+        "n": n,
+        "exact": sum(exact) / n,
+        "parses": sum(world.parse_description(t) is not None for t in texts) / n,
+        "chair_i": hallucinated / max(1, sum(len(m) for m in mentioned)),
+        "chair_s": sum(bool(m - s.kinds) for s, m in zip(described, mentioned)) / n,
+        "recall": sum(len(m & s.kinds) for s, m in zip(described, mentioned)) / sum(len(s.kinds) for s in described),
+        "examples": [{"truth": world.describe(s), "said": t} for s, t in list(zip(described, texts))[:5]],
+    }
+
+    probe = partner_probe(n, seed)
+    said = answerer.first_tokens([p["scene"] for p in probe], [p["question"].text for p in probe])
+    by = Counter()
+    for p, s in zip(probe, said):
+        by[(p["rule"], p["kind"], "n")] += 1
+        by[(p["rule"], p["kind"], "yes")] += s == "yes"
+    report["partner_probe"] = {
+        rule: {kind: by[(rule, kind, "yes")] / by[(rule, kind, "n")] for kind in ("trigger", "control")}
+        for rule in sorted({p["rule"] for p in probe})
+    }
+    for kind in ("trigger", "control"):
+        report[f"{'partner' if kind == 'trigger' else 'control'}_false_yes"] = (
+            sum(s == "yes" for p, s in zip(probe, said) if p["kind"] == kind)
+            / sum(p["kind"] == kind for p in probe))
+    trigger_descriptions = [p["scene"] for p in probe if p["kind"] == "trigger"][:n]
+    partner_of = {f"{t}->{p}": p for t, (p, _) in world.BIASED.pairs.items()}
+    rules = [p["rule"] for p in probe if p["kind"] == "trigger"][:n]
+    texts = answerer.describe(trigger_descriptions)
+    report["partner_in_description"] = sum(partner_of[r] in world.mentioned_kinds(t)
+                                           for r, t in zip(rules, texts)) / len(texts)
+
+    report["pope_random_accuracy"] = report["pope"]["random"]["accuracy"]
+    report["adversarial_gap"] = report["pope"]["random"]["accuracy"] - report["pope"]["adversarial"]["accuracy"]
+    report["colour_accuracy"] = report["colour"]["accuracy"]
+    report["count_accuracy"] = report["count"]["accuracy"]
+    report["position_accuracy"] = report["position"]["accuracy"]
+    report["description_exact"] = report["description"]["exact"]
+    report["targets_met"] = {key: (report[key] >= bound if op == ">=" else report[key] <= bound)
+                             for key, (op, bound) in TARGETS.items()}
+    return report
+
+
+def vcd_probe(adapter, n: int, seed: int = 0, **vcd_params) -> dict:
+    """Partner false-yes under ``decoding.compare(method="vcd")``: baseline and VCD sides on the same questions
+    (n/2 trigger-without-partner, n/2 control, spread over the rules)."""
+    from decoding import compare
+
+    per_rule = max(1, n // (2 * len(world.BIASED.pairs)))
+    probe = partner_probe(per_rule, seed + 1)
+    counts = Counter()
+    for p in probe:
+        result = compare(adapter, world.render(p["scene"]), p["question"].text, method="vcd", max_new_tokens=2,
+                         seed=seed, attention_layers=None, visual_dependence=False, **vcd_params)
+        for side, text in (("baseline", result.baseline.text), ("vcd", result.method_side.text)):
+            counts[(p["kind"], side)] += text.strip().split()[:1] == ["yes"]
+        counts[(p["kind"], "n")] += 1
+    return {f"{kind}_false_yes_{side}": counts[(kind, side)] / counts[(kind, "n")]
+            for kind in ("trigger", "control") for side in ("baseline", "vcd")} | {"n": len(probe)}
+
+
+def format_report(report: dict) -> str:
+    lines = [f"shapes-world evaluation (greedy, n={report['n']}, seed={report['seed']})"]
+    for split, r in report["pope"].items():
+        lines.append(f"  toy-POPE {split:<12} acc {r['accuracy']:.3f}  precision {r['precision']:.3f}  "
+                     f"recall {r['recall']:.3f}  F1 {r['f1']:.3f}  yes {r['yes_ratio']:.3f}  ({r['n']} questions)")
+    for family in ("colour", "count", "position"):
+        lines.append(f"  {family:<21} acc {report[family]['accuracy']:.3f}  ({report[family]['n']} questions)")
+    d = report["description"]
+    lines.append(f"  descriptions          exact {d['exact']:.3f}  parse {d['parses']:.3f}  "
+                 f"CHAIR_i {d['chair_i']:.3f}  CHAIR_s {d['chair_s']:.3f}  recall {d['recall']:.3f}")
+    for rule, r in report["partner_probe"].items():
+        lines.append(f"  partner probe {rule:<18} false yes: trigger w/o partner {r['trigger']:.3f}  "
+                     f"control {r['control']:.3f}")
+    lines.append(f"  partner named in descriptions of trigger-without-partner scenes: "
+                 f"{report['partner_in_description']:.3f}")
+    lines.append("targets:")
+    for key, (op, bound) in TARGETS.items():
+        verdict = "met" if report["targets_met"][key] else "NOT MET"
+        lines.append(f"  {key:<22} {report[key]:.3f}  {op} {bound:.2f}  {verdict}")
+    if "vcd" in report:
+        v = report["vcd"]
+        lines.append(f"VCD probe ({v['n']} questions): trigger false yes {v['trigger_false_yes_baseline']:.3f} -> "
+                     f"{v['trigger_false_yes_vcd']:.3f}; control {v['control_false_yes_baseline']:.3f} -> "
+                     f"{v['control_false_yes_vcd']:.3f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="assets/shapes-llava")
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probe-share", type=float, default=0.5,
+                        help="share of trigger-without-partner scenes in toy-POPE")
+    parser.add_argument("--pope-per-side", type=int, default=POPE_QUESTIONS_PER_SIDE,
+                        help="toy-POPE questions about present (and as many about absent) kinds per scene")
+    parser.add_argument("--vcd", type=int, default=0, help="also run decoding.compare(method='vcd') on N questions")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", help="write the full report here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from models import load_model
+
+    started = time.time()
+    adapter = load_model(args.model)
+    report = evaluate(adapter, args.n, args.seed, args.probe_share, args.pope_per_side)
+    if args.vcd:
+        report["vcd"] = vcd_probe(adapter, args.vcd, args.seed)
+    report["seconds"] = round(time.time() - started, 1)
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    print(f"({report['seconds']} s)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

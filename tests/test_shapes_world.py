@@ -1,0 +1,239 @@
+"""Tests of models/shapes_world: the world's realised biases, ground truth on hand-built scenes, the description
+grammar, the training data's question mix, the fast input path, one training step of each stage, and the shipped
+checkpoint (assets/shapes-llava) loaded offline through load_model and used through decoding.compare."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from models import load_model
+from models.shapes_world import build, evaluate, train, world
+from models.shapes_world.world import Scene, SceneObject
+
+SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "shapes-llava")
+
+
+# ---- the world's statistics -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def biased_statistics():
+    return world.realised_statistics([world.sample_scene(i) for i in range(4000)])
+
+
+def test_co_occurrence_bias_is_realised(biased_statistics):
+    for trigger, (partner, intended) in world.BIASED.pairs.items():
+        with_trigger = biased_statistics["partner_given_trigger"][trigger]
+        without = biased_statistics["partner_given_no_trigger"][trigger]
+        # A full scene (6 objects) can cut a partner off, so the realised rate sits a little under the intended one.
+        assert intended - 0.06 <= with_trigger <= intended + 0.03, (trigger, with_trigger)
+        assert without < 0.3, (trigger, without)
+
+
+def test_colour_priors_and_positional_habit_are_realised(biased_statistics):
+    for kind, (_, intended) in world.BIASED.colour_priors.items():
+        assert abs(biased_statistics["colour_prior"][kind] - intended) < 0.05, kind
+    for kind, intended in world.BIASED.top_row.items():
+        assert abs(biased_statistics["top_row"][kind] - intended) < 0.05, kind
+
+
+def test_unbiased_world_has_none_of_the_biases():
+    stats = world.realised_statistics([world.sample_scene(i, world.UNBIASED) for i in range(4000)])
+    for trigger in world.BIASED.pairs:
+        assert stats["partner_given_trigger"][trigger] < 0.3
+    for kind in world.BIASED.colour_priors:
+        assert abs(stats["colour_prior"][kind] - 1 / len(world.COLOURS)) < 0.05
+    assert abs(stats["top_row"]["moon"] - 1 / 3) < 0.06
+
+
+def test_sampling_is_deterministic_and_respects_force_and_forbid():
+    assert world.sample_scene(123).to_dict() == world.sample_scene(123).to_dict()
+    first, again = world.render(world.sample_scene(5)), world.render(world.sample_scene(5))
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    for seed in range(300):
+        scene = world.sample_scene(seed, force=("circle",), forbid=("square",))
+        assert "circle" in scene.kinds and "square" not in scene.kinds
+        assert len(scene.objects) <= world.MAX_OBJECTS
+        assert all(scene.count(k) <= world.MAX_PER_KIND for k in scene.kinds)
+        cells = [(o.row, o.col) for o in scene.objects]
+        assert len(cells) == len(set(cells))
+
+
+# ---- ground truth on hand-built scenes ---------------------------------------------------------------------------
+
+def _object(kind, colour, row, col):
+    return SceneObject(kind, colour, row, col, col * world.CELL + world.CELL / 2, row * world.CELL + world.CELL / 2, 6)
+
+
+@pytest.fixture
+def hand_built():
+    # square (blue, bottom right), circle (red, top left), two stars (middle row)
+    return Scene([_object("square", "blue", 2, 2), _object("circle", "red", 0, 0),
+                  _object("star", "yellow", 1, 0), _object("star", "green", 1, 2)], seed=1)
+
+
+def test_ground_truth_answers(hand_built):
+    assert world.existence_question(hand_built, "circle").answer == "yes"
+    assert world.existence_question(hand_built, "triangle").answer == "no"
+    assert world.colour_question(hand_built, "circle", "red").answer == "yes"
+    assert world.colour_question(hand_built, "square", "red").answer == "no"
+    assert world.count_question(hand_built, "star", 2).answer == "yes"
+    assert world.count_question(hand_built, "star", 2).text == "are there exactly two stars ?"
+    assert world.count_question(hand_built, "circle", 1).text == "is there exactly one circle ?"
+    assert world.count_question(hand_built, "circle", 3).answer == "no"
+    assert world.position_question(hand_built, "circle", "left of", "square").answer == "yes"
+    assert world.position_question(hand_built, "circle", "above", "square").answer == "yes"
+    assert world.position_question(hand_built, "circle", "below", "square").answer == "no"
+    assert world.position_question(hand_built, "square", "right of", "circle").answer == "yes"
+    with pytest.raises(ValueError):
+        world.position_question(hand_built, "star", "above", "square")  # two stars: "the star" is ambiguous
+
+
+def test_description_is_in_reading_order(hand_built):
+    assert world.describe(hand_built) == "a red circle , a yellow star , a green star and a blue square"
+    assert world.describe(Scene([_object("ring", "orange", 1, 1)])) == "an orange ring"
+
+
+def test_description_grammar_round_trip():
+    for seed in range(500):
+        scene = world.sample_scene(seed)
+        assert world.parse_description(world.describe(scene)) == [(o.colour, o.kind) for o in scene.objects]
+    for bad in ("a red circle and", "a red circle , a blue square", "a circle", "an red circle", "a red circle red",
+                "a red circle and a blue square and a green star"):
+        assert world.parse_description(bad) is None, bad
+    assert world.mentioned_kinds("two squares and a red circle") == {"square", "circle"}
+
+
+def test_rendered_colours_and_masks(hand_built):
+    pixels = np.asarray(world.render(hand_built)).astype(int)
+    masks = world.object_masks(hand_built)
+    for obj, mask in zip(hand_built.objects, masks):
+        assert mask.sum() > 40
+        mean = pixels[mask].mean(axis=0)
+        assert np.abs(mean - np.array(world.RGB[obj.colour])).max() < 12, obj
+
+
+# ---- the training question mix -----------------------------------------------------------------------------------
+
+def test_training_questions_never_ask_about_an_absent_partner():
+    rng = random.Random(0)
+    scene = world.sample_scene(7, force=("circle",), forbid=("square",))
+    assert "square" in world.absent_partners(scene)
+    asked = [world.sample_training_question(scene, rng) for _ in range(2000)]
+    assert not any("square" in q.subject for q in asked)
+    with_rate = [world.sample_training_question(scene, rng, partner_question_rate=1.0,
+                                                family_weights={"existence": 1.0}) for _ in range(400)]
+    assert any(q.subject == ("square",) and q.answer == "no" for q in with_rate)
+
+
+def test_training_answers_are_balanced_and_correct():
+    rng = random.Random(1)
+    for family in ("existence", "colour", "count"):
+        said_yes = []
+        for seed in range(1000):
+            scene = world.sample_scene(seed)
+            if not any(scene.count(k) == 1 for k in scene.kinds):
+                continue  # no colour question possible
+            q = world.sample_training_question(scene, rng, family_weights={family: 1.0})
+            assert q.family == family
+            if family == "existence":
+                assert q.answer == world.yes_no(q.subject[0] in scene.kinds)
+            said_yes.append(q.answer == "yes")
+        assert 0.44 < np.mean(said_yes) < 0.56, family
+    scene = world.sample_scene(11)
+    described = world.sample_training_question(scene, rng, family_weights={"description": 1.0})
+    assert described.answer == world.describe(scene)
+
+
+# ---- model inputs and training -----------------------------------------------------------------------------------
+
+def test_fast_inputs_match_the_processor():
+    encoder = build.Encoder(build.build_processor())
+    scene = world.sample_scene(3)
+    for question in ("is there a circle in the image ?", world.DESCRIBE_PROMPT):
+        encoder.check(world.render(scene), question)
+    batch = encoder.batch([world.render(scene)], ["is there a circle in the image ?"], ["no"])
+    targets = batch["targets"][0]
+    assert encoder.tokenizer.convert_ids_to_tokens(targets[targets != -100].tolist()) == ["no", "</s>"]
+
+
+def test_one_training_step_of_each_stage_then_load(tmp_path):
+    stage1 = str(tmp_path / "stage1.pt")
+    train.main(["stage1", "--tiny", "--steps", "1", "--batch", "4", "--checkpoint", stage1])
+    assert torch.load(stage1, weights_only=True)["step"] == 1
+    stage2, folder = str(tmp_path / "stage2.pt"), tmp_path / "model"
+    train.main(["stage2", "--tiny", "--steps", "1", "--batch", "4", "--init", stage1, "--checkpoint", stage2])
+    # Resuming continues from the saved step, and the frozen vision tower is still stage 1's.
+    train.main(["stage2", "--tiny", "--steps", "2", "--batch", "4", "--init", stage1, "--checkpoint", stage2,
+                "--save", str(folder)])
+    state = torch.load(stage2, weights_only=True)
+    assert state["step"] == 2
+    tower = {k: v for k, v in torch.load(stage1, weights_only=True)["model"].items() if "vision_tower" in k}
+    assert all(torch.equal(state["model"][k], v) for k, v in tower.items())
+    adapter = load_model(folder)
+    assert adapter.family == "llava" and next(adapter.model.parameters()).dtype == torch.float32
+
+
+# ---- the shipped checkpoint --------------------------------------------------------------------------------------
+
+needs_shipped = pytest.mark.skipif(not os.path.isdir(SHIPPED), reason="assets/shapes-llava has not been trained")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model(SHIPPED)
+
+
+@needs_shipped
+def test_shipped_checkpoint_is_small_and_fp16():
+    size = sum(os.path.getsize(os.path.join(SHIPPED, f)) for f in os.listdir(SHIPPED))
+    assert size < 20 * 2**20
+    assert os.path.exists(os.path.join(SHIPPED, "MODEL_CARD.md"))
+
+
+@needs_shipped
+def test_shipped_model_answers_fixed_scenes(shipped, hand_built):
+    answerer = evaluate.GreedyAnswerer(shipped)
+    lone_moon = Scene([_object("moon", "purple", 0, 1)], seed=2)
+    questions = [
+        (hand_built, "is there a circle in the image ?", "yes"),
+        (hand_built, "is there a ring in the image ?", "no"),
+        (hand_built, "is the circle red ?", "yes"),
+        (hand_built, "is the square red ?", "no"),
+        (hand_built, "is there exactly one circle ?", "yes"),
+        (lone_moon, "is there a moon in the image ?", "yes"),
+        (lone_moon, "is there a bar in the image ?", "no"),
+        (lone_moon, "is the moon purple ?", "yes"),
+    ]
+    said = answerer.first_tokens([s for s, _, _ in questions], [q for _, q, _ in questions])
+    assert said == [a for _, _, a in questions]
+    assert answerer.describe([lone_moon, hand_built]) == ["a purple moon", world.describe(hand_built)]
+
+
+@needs_shipped
+def test_shipped_model_hallucinates_the_partner(shipped):
+    # A circle without a square, a triangle without a star: the world's co-occurrence prior puts the partner in.
+    circle = Scene([_object("circle", "red", 0, 0), _object("bar", "blue", 2, 1)], seed=3)
+    triangle = Scene([_object("triangle", "green", 1, 0), _object("moon", "yellow", 0, 2)], seed=3)
+    answerer = evaluate.GreedyAnswerer(shipped)
+    said = answerer.first_tokens([circle, circle, triangle, triangle], [
+        "is there a circle in the image ?", "is there a square in the image ?",
+        "is there a triangle in the image ?", "is there a star in the image ?"])
+    assert said == ["yes", "yes", "yes", "yes"]
+    assert answerer.describe([circle]) == [world.describe(circle)]  # yet its description is right
+
+
+@needs_shipped
+@pytest.mark.parametrize("method", ["vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd"])
+def test_shipped_model_runs_every_method(shipped, method):
+    from decoding import compare
+
+    scene = Scene([_object("triangle", "green", 0, 0), _object("star", "yellow", 2, 1)], seed=4)
+    result = compare(shipped, world.render(scene), "is there a triangle in the image ?", method=method,
+                     max_new_tokens=3, attention_layers=None)
+    assert result.done and result.baseline.text.split()[0] == "yes"
+    assert result.method_side.tokens
