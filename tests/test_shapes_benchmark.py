@@ -43,6 +43,16 @@ def test_pope_labels_are_the_scenes_ground_truth(bench_dir):
         assert yes == len(items) - yes  # POPE's balance: as many absent objects as present ones
 
 
+def test_partner_probe_files_ask_for_the_absent_partner(bench_dir):
+    rules = {f"{t}->{p}": (t, p) for t, (p, _) in world.BIASED.pairs.items()}
+    for kind in ("trigger", "control"):
+        items = read_pope(bench_dir / "pope" / f"shapes_probe_{kind}.json")
+        assert len(items) == len(rules) * max(1, N // 3)
+        assert {item.label for item in items} == {"no"}
+        partners = {p for _, p in rules.values()}
+        assert all(item.question.split("is there a ")[1].split(" in")[0] in partners for item in items)
+
+
 def test_mme_pairs_one_yes_and_one_no_per_image(bench_dir):
     items = read_mme(bench_dir / "mme")
     by_image = {}

@@ -6,6 +6,7 @@ same evaluation command scores the toy lab and the real benchmarks.
 writes, under ``--out``:
 
     pope/images/*.png, pope/shapes_pope_{random,popular,adversarial}.json     POPE: one JSON object a line
+    pope/shapes_probe_{trigger,control}.json                                 the co-occurrence probe, as POPE files
     mme/{existence,count,position,color}/{images/*.png, questions_answer_YES_NO/*.txt}   MME: "question<TAB>Yes|No"
     chair/images/*.png, chair/instances.json, chair/captions.json            COCO instances / captions
     chair/synonyms.txt                                                       CHAIR's table, for the world's kinds
@@ -50,6 +51,25 @@ def write_pope(out: str, n: int, seed: int = 0) -> dict[str, str]:
                 record = {"question_id": qid, "image": names[index], "text": question.text, "label": question.answer}
                 f.write(json.dumps(record) + "\n")
         files[split] = path
+    return files
+
+
+def write_partner_probe(out: str, n: int, seed: int = 0) -> dict[str, str]:
+    """The co-occurrence probe as two POPE files: "is there a <partner> ?" on scenes with the trigger but not the
+    partner ("trigger") and on scenes with neither ("control"). Every label is "no", so the harness's yes-ratio of
+    each file is its false-"yes" rate."""
+    images = os.path.join(out, "images")
+    files = {}
+    probe = evaluate.partner_probe(n, seed)
+    for kind in ("trigger", "control"):
+        path = os.path.join(out, f"shapes_probe_{kind}.json")
+        with open(path, "w", encoding="utf-8") as f:
+            for qid, item in enumerate((p for p in probe if p["kind"] == kind), 1):
+                name = _save(item["scene"], images, f"shapes_probe_{kind}_{qid:05d}.png")
+                question = item["question"]
+                record = {"question_id": qid, "image": name, "text": question.text, "label": question.answer}
+                f.write(json.dumps(record) + "\n")
+        files[kind] = path
     return files
 
 
@@ -145,6 +165,7 @@ def write_chair(out: str, n: int, seed: int = 0) -> dict[str, str]:
 def write_benchmark(out: str, n: int = 300, seed: int = 0) -> dict:
     """All three benchmarks under ``out``; returns where each one is."""
     pope = write_pope(os.path.join(out, "pope"), n, seed)
+    pope.update(write_partner_probe(os.path.join(out, "pope"), max(1, n // 3), seed))
     mme = write_mme(os.path.join(out, "mme"), max(1, n // 4), seed)
     chair = write_chair(os.path.join(out, "chair"), max(1, n // 3), seed)
     return {"pope": pope, "mme": {"root": os.path.join(out, "mme"), "images": mme}, "chair": chair}
@@ -153,10 +174,13 @@ def write_benchmark(out: str, n: int = 300, seed: int = 0) -> dict:
 def eval_commands(out: str, model: str = "assets/shapes-llava", methods: str = "") -> list[str]:
     """The `python -m eval` commands that score the written benchmark."""
     pope_files = " ".join(os.path.join(out, "pope", f"shapes_pope_{s}.json") for s in SPLITS)
+    probe_files = " ".join(os.path.join(out, "pope", f"shapes_probe_{k}.json") for k in ("trigger", "control"))
     chair = os.path.join(out, "chair")
     return [
         f"python -m eval pope --model {model}{methods} --questions {pope_files} "
         f"--images {os.path.join(out, 'pope', 'images')} --prompt-suffix none --out {out}/results-pope",
+        f"python -m eval pope --model {model}{methods} --questions {probe_files} "
+        f"--images {os.path.join(out, 'pope', 'images')} --prompt-suffix none --out {out}/results-probe",
         f"python -m eval mme --model {model}{methods} --root {os.path.join(out, 'mme')} --prompt-suffix none "
         f"--out {out}/results-mme",
         f"python -m eval chair --model {model}{methods} --images {chair}/images --instances {chair}/instances.json "
