@@ -1,5 +1,7 @@
 """Serve the contrastive decoding lab in a browser: `python app.py --help`."""
 
+import logging
+
 from demo.cli import parse_args
 from demo.model_pool import LoadOptions, ModelPool, allowed_models
 from demo.ui import build_ui, launch
@@ -8,13 +10,17 @@ from models import ModelLoadError
 
 def main(argv=None):
     args = parse_args(argv)
-    pool = ModelPool(allowed_models(args.models), LoadOptions(args.quantization, args.device, args.dtype))
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("demo").setLevel(logging.INFO)  # model fallbacks, failed and cancelled runs
+    options = LoadOptions(args.quantization, args.device, args.dtype, trust_remote_code=args.trust_remote_code)
+    pool = ModelPool(allowed_models(args.models), options)
     try:
-        pool.get(pool.default)  # load now: a broken allow-list fails at start, not at a visitor's first click
+        # Load now: a model that cannot load is replaced by the embedded one at start, not at a visitor's first click.
+        pool.start()  # a notice on the page (and in the log) says what failed
     except ModelLoadError as error:
         raise SystemExit(f"app.py: {error}") from None
     launch(
-        build_ui(pool, max_pixels=args.max_pixels),
+        build_ui(pool, max_pixels=args.max_pixels, max_file_size=args.max_file_size),
         host=args.host,
         port=args.port,
         share=args.share,

@@ -6,14 +6,15 @@ import argparse
 
 from .images import DEFAULT_MAX_PIXELS
 from .model_pool import EMBEDDED_MODEL_DIR, MODELS_ENV, TINY_MODEL
-from .ui import DEFAULT_MAX_FILE_SIZE, DEFAULT_QUEUE_SIZE
+from .ui import DEFAULT_MAX_FILE_SIZE, DEFAULT_QUEUE_SIZE, parse_file_size
 
 EPILOG = f"""\
 Models: visitors pick only from the allow-list the operator sets, by --model (repeatable) or, without it,
 ${MODELS_ENV} (comma-separated Hub ids or local folders). With neither, the app serves the embedded shapes-world model
 ({EMBEDDED_MODEL_DIR.name} in assets/) when it is there, else {TINY_MODEL!r}: a tiny model with random weights built on
 the spot (no download; its answers are gibberish). The first model is loaded at start; the others when picked, one in
-memory at a time.
+memory at a time. A model that fails to load (a wrong id, no network) is replaced by the default one, or by the
+embedded one, with a notice saying why.
 
 Examples:
   python app.py
@@ -38,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantization", choices=["none", "4bit", "8bit"], default="none",
         help="load the models in 4-bit or 8-bit with bitsandbytes (CUDA only; default: none)",
     )
+    parser.add_argument(
+        "--trust-remote-code", action="store_true",
+        help="let checkpoints run their own Python code (transformers' trust_remote_code); off by default: only for "
+        "models on the allow-list whose code you have read",
+    )
     parser.add_argument("--device", help="torch device for the models (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16/fp16 on CUDA, fp32 on CPU)")
     parser.add_argument(
@@ -47,18 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--share", action="store_true", help="also serve through a temporary public gradio.live link")
     parser.add_argument(
-        "--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+        "--queue-size", type=_positive_int, default=DEFAULT_QUEUE_SIZE,
         help=f"most requests waiting in the queue; more are turned away (default: {DEFAULT_QUEUE_SIZE})",
     )
     parser.add_argument(
-        "--max-file-size", default=DEFAULT_MAX_FILE_SIZE,
+        "--max-file-size", default=parse_file_size(DEFAULT_MAX_FILE_SIZE), type=parse_file_size,
         help=f"largest upload, e.g. 10mb (default: {DEFAULT_MAX_FILE_SIZE})",
     )
     parser.add_argument(
-        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+        "--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS,
         help=f"largest image in pixels (width x height) accepted (default: {DEFAULT_MAX_PIXELS})",
     )
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -2,37 +2,107 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 DEFAULT_MAX_PIXELS = 24_000_000
 # Uploads are scaled down to this many pixels on their longer side before the model sees them: processors resize to
 # a few hundred pixels anyway, and dynamic-resolution families would otherwise spend thousands of tokens on a photo.
 MODEL_MAX_SIDE = 1024
+# Every family's processor takes a picture at least this large with sides at most this far apart (Qwen2-VL refuses
+# sides under 28 px and aspect ratios over 200): smaller pictures are enlarged, thinner strips padded.
+MODEL_MIN_SIDE = 32
+MODEL_MAX_ASPECT = 20
 OVERLAY_SIDE = 336
+# The formats a visitor may upload, read by PIL's own decoders only (never a plugin that runs an external program,
+# such as EPS through Ghostscript).
+IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP", "TIFF")
+PAD_COLOUR = (255, 255, 255)
 
 
-def read_upload(path: str | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def read_upload(path: str | None, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None) -> Image.Image:
     """The RGB picture in an uploaded file, checked before it is decoded; ValueError with a message for a visitor.
 
-    ``path`` is the file gradio's upload handler stored (never a path typed by a visitor). The pixel count is read
-    from the header, so a huge image is refused before it takes any memory.
+    ``path`` is the file gradio's upload handler stored (never a path typed by a visitor). The file size and the pixel
+    count (from the header) are checked first, so a huge image is refused before it takes any memory. The picture is
+    turned upright by its EXIF orientation; transparency goes on white, 16-bit and float pictures are scaled to 8 bits,
+    an animation gives its first frame. It is then scaled down to ``MODEL_MAX_SIDE`` and, when it is tiny or a thin
+    strip, enlarged or padded so that every model family's processor takes it.
     """
     if not path:
         raise ValueError("No image: upload, paste or take a picture, or click one of the examples.")
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ValueError(_too_large(width, height, max_pixels))
-            picture = ImageOps.exif_transpose(image).convert("RGB")
+        size = os.path.getsize(path)
+    except OSError:  # uploads are deleted after a while: a page left open may send one that is gone
+        raise ValueError("The uploaded file is no longer on the server; please upload the picture again.") from None
+    if max_bytes is not None and size > max_bytes:
+        raise ValueError(f"The file is larger than {max_bytes / 2**20:g} MB; please send a smaller picture.")
+    try:
+        Image.init()  # registers every decoder once, so that each of IMAGE_FORMATS can be named
+        image = Image.open(path, formats=[name for name in IMAGE_FORMATS if name in Image.OPEN])
     except Image.DecompressionBombError:  # raised by PIL itself for absurd sizes, before our check can run
         raise ValueError(_too_large(None, None, max_pixels)) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as error:
-        # OSError covers truncated files; SyntaxError and EOFError are how some PIL decoders report broken data.
-        raise ValueError("The file could not be read as an image: it is corrupt or not a picture format.") from error
+    except Exception as error:  # UnidentifiedImageError, or a header broken in any other way
+        raise ValueError(_unreadable()) from error
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ValueError(_too_large(width, height, max_pixels))
+        try:
+            image.seek(0)  # an animation: its first frame
+            picture = _to_rgb(ImageOps.exif_transpose(image))
+        except Exception as error:
+            # Truncated or corrupt data: OSError mostly, SyntaxError, EOFError or ValueError from some decoders.
+            raise ValueError(_unreadable()) from error
     picture.thumbnail((MODEL_MAX_SIDE, MODEL_MAX_SIDE), Image.Resampling.LANCZOS)
+    return _fit_for_models(picture)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB: transparent parts on white (not on whatever colour hides under alpha 0), high bit depths scaled."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16"):
+            values = values / 257.0  # the full 16-bit range onto 0..255
+        else:  # 32-bit integers or floats have no fixed range: stretch what is there
+            low, high = float(values.min()), float(values.max())
+            values = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+        return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, PAD_COLOUR)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return image.convert("RGB")
+
+
+def _fit_for_models(picture: Image.Image) -> Image.Image:
+    """Pad a strip thinner than ``MODEL_MAX_ASPECT`` : 1 (centred, on white), then enlarge a picture whose shorter side
+    is under ``MODEL_MIN_SIDE`` (nearest neighbour: its pixels stay pixels)."""
+    width, height = picture.size
+    long_side, short_side = max(width, height), min(width, height)
+    if long_side > MODEL_MAX_ASPECT * short_side:
+        short_side = -(-long_side // MODEL_MAX_ASPECT)
+        size = (width, short_side) if width >= height else (short_side, height)
+        canvas = Image.new("RGB", size, PAD_COLOUR)
+        canvas.paste(picture, ((size[0] - width) // 2, (size[1] - height) // 2))
+        picture, (width, height) = canvas, size
+    if short_side < MODEL_MIN_SIDE:
+        scale = MODEL_MIN_SIDE / short_side
+        picture = picture.resize(
+            (max(MODEL_MIN_SIDE, round(width * scale)), max(MODEL_MIN_SIDE, round(height * scale))),
+            Image.Resampling.NEAREST,
+        )
     return picture
+
+
+def _unreadable() -> str:
+    return (
+        "The file could not be read as an image: it is corrupt, truncated or not a picture "
+        f"(accepted formats: {', '.join(f for f in IMAGE_FORMATS if f != 'MPO')})."
+    )
 
 
 def _too_large(width: int | None, height: int | None, max_pixels: int) -> str:

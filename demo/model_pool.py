@@ -1,11 +1,13 @@
 """Which models a visitor may pick (the operator's allow-list) and loading them on demand.
 
 Visitors choose by display name from the allow-list; a name that is not on it is refused, so nothing a visitor sends
-is ever used as a path or a Hub id.
+is ever used as a path or a Hub id. A model that fails to load (a wrong id, no network, a broken folder) does not take
+the app down: the pool goes back to the default model, or to the embedded one, and says why.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -13,7 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from models import FamilyAdapter, build_tiny, load_model
+from models import FamilyAdapter, ModelLoadError, build_tiny, load_model
+
+log = logging.getLogger(__name__)
 
 # The allow-list entry for a tiny model with random weights, built in-process: the app runs with nothing to download.
 TINY_MODEL = "tiny-random-llava"
@@ -53,23 +57,34 @@ class LoadOptions:
     quantization: str | None = None  # None, "4bit", "8bit"; never applied to the tiny model, which exists for CPU
     device: str | None = None
     dtype: str | None = None
+    trust_remote_code: bool = False  # run a checkpoint's own Python code: only when the operator says so
 
 
 class ModelPool:
-    """The allow-list, and the loaded model. One model is kept in memory at a time: picking another unloads it."""
+    """The allow-list, and the loaded model. One model is kept in memory at a time: picking another unloads it.
 
-    def __init__(self, sources: Sequence[str], options: LoadOptions = LoadOptions()):
+    fallback: the model served when the allow-list's models fail to load (default: the embedded shapes-world model,
+    else the tiny one, which need no network); ``notice`` then says what failed.
+    """
+
+    def __init__(self, sources: Sequence[str], options: LoadOptions = LoadOptions(), fallback: str | None = None):
         if not sources:
             raise ValueError("the model allow-list is empty")
         self.options = options
+        self.fallback = fallback if fallback is not None else default_model()
         self.sources: dict[str, str] = {}
         for source in sources:
-            name = display_name(source)
-            while name in self.sources:  # two folders with the same name: keep both choosable
-                name += "'"
-            self.sources[name] = source
+            self._add(source)
+        self.notice: str | None = None
         self._loaded: tuple[str, FamilyAdapter] | None = None
         self._lock = threading.Lock()
+
+    def _add(self, source: str) -> str:
+        name = display_name(source)
+        while name in self.sources:  # two folders with the same name: keep both choosable
+            name += "'"
+        self.sources[name] = source
+        return name
 
     @property
     def names(self) -> list[str]:
@@ -78,6 +93,12 @@ class ModelPool:
     @property
     def default(self) -> str:
         return self.names[0]
+
+    @property
+    def loaded(self) -> str | None:
+        """The name of the model in memory, if any."""
+        loaded = self._loaded
+        return loaded[0] if loaded is not None else None
 
     def is_untrained(self, name: str) -> bool:
         return self.sources.get(name) == TINY_MODEL
@@ -94,6 +115,58 @@ class ModelPool:
             self._loaded = (name, adapter)
             return adapter
 
+    def start(self) -> str | None:
+        """Load the default model at start. If it fails, serve the fallback instead (it becomes the default) and
+        return the notice saying so; ModelLoadError only when the fallback fails too."""
+        try:
+            self.get(self.default)
+            return None
+        except ModelLoadError as error:
+            failed = self.default
+            if self.sources[failed] == self.fallback:
+                raise
+            fallback = self._fallback_name()
+            self.sources = {fallback: self.fallback, **self.sources}  # the fallback is now the default
+            self.get(fallback)
+            self.notice = self._notice(failed, error, fallback)
+            return self.notice
+
+    def load(self, name: str) -> tuple[str, FamilyAdapter, str | None]:
+        """The model a visitor picked or, when it fails to load, the default model (else the fallback):
+        (name of the model served, the model, None or the message saying what failed). ValueError for a name not
+        on the allow-list; ModelLoadError only when no model at all can be loaded."""
+        try:
+            return name, self.get(name), None
+        except ModelLoadError as error:
+            failure = error
+        tried = {name}
+        for candidate in (self.default, None):  # None: the fallback, added to the list only when it is needed
+            candidate = candidate or self._fallback_name()
+            if candidate in tried:
+                continue
+            tried.add(candidate)
+            try:
+                adapter = self.get(candidate)
+            except ModelLoadError as error:
+                log.warning("the fallback model %r could not be loaded either: %s", candidate, error)
+                continue
+            return candidate, adapter, self._notice(name, failure, candidate)
+        raise failure
+
+    def _fallback_name(self) -> str:
+        existing = [name for name, source in self.sources.items() if source == self.fallback]
+        return existing[0] if existing else self._add(self.fallback)
+
+    def _notice(self, failed: str, error: Exception, serving: str) -> str:
+        """What a visitor reads: by display names, never the server's paths (which the error may contain)."""
+        reason = str(error)
+        for name, source in self.sources.items():
+            if source != name and os.sep in source:
+                reason = reason.replace(source, name)
+        notice = f"The model {failed!r} could not be loaded ({reason}). Serving {serving!r} instead."
+        log.warning("%s", notice)
+        return notice
+
     def _load(self, source: str) -> FamilyAdapter:
         if source == TINY_MODEL:
             with tempfile.TemporaryDirectory(prefix="cd-lab-tiny-") as folder:
@@ -101,6 +174,14 @@ class ModelPool:
             # Name it by how to rebuild it, not by the temporary folder it was loaded from (the trace records it).
             adapter.model_id = TINY_MODEL
             return adapter
-        return load_model(
-            source, quantization=self.options.quantization, device=self.options.device, dtype=self.options.dtype
+        adapter = load_model(
+            source,
+            quantization=self.options.quantization,
+            device=self.options.device,
+            dtype=self.options.dtype,
+            trust_remote_code=self.options.trust_remote_code,
         )
+        # A local folder goes into traces by its name, as visitors see it, not by the server's path.
+        adapter.model_id = display_name(source)
+        return adapter
+

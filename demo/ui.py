@@ -6,13 +6,22 @@ Everything shown comes from `decoding.stream_compare` (one batched run for both 
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
+import math
 import tempfile
+import threading
 import time
+import traceback
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+import torch
+from gradio.utils import get_upload_folder
 
 from decoding.comparison import Comparison, stream_compare
 from decoding.methods import METHOD_TITLES, METHODS
@@ -23,6 +32,8 @@ from . import render
 from .examples import EXAMPLE_QUESTIONS, gallery_examples
 from .images import DEFAULT_MAX_PIXELS, MODEL_MAX_SIDE, attention_overlay, read_upload
 from .model_pool import ModelPool
+
+log = logging.getLogger(__name__)
 
 try:  # On Hugging Face Spaces with ZeroGPU, a GPU is attached only while a spaces.GPU function runs.
     import spaces
@@ -38,6 +49,16 @@ MAX_NEW_TOKENS_LIMIT = 256
 DEFAULT_MAX_NEW_TOKENS = 64
 DEFAULT_MAX_FILE_SIZE = "10mb"
 DEFAULT_QUEUE_SIZE = 16
+# A question's length is checked against the model's context by the library, after tokenizing it; this cap only keeps
+# a visitor from making the server tokenize megabytes first. It is far above any model's context in characters.
+MAX_QUESTION_CHARS = 20_000
+MAX_SEED = 2**32 - 1
+# The decoding controls' ranges; the API is held to them too.
+TEMPERATURE_RANGE = (0.05, 2.0)
+TOP_P_RANGE = (0.05, 1.0)
+TOP_K_RANGE = (0, 200)
+# A session's JSON download is replaced by its next run's; files of sessions gone for this long are deleted.
+DOWNLOAD_TTL_S = 3600
 # Progress updates go to the browser; CODE's description calls back once per token, so send only visible changes.
 PROGRESS_STEP = 0.02
 
@@ -85,6 +106,10 @@ element.addEventListener('click', (event) => {
 """
 
 
+def _with_notice(status: str, notice: str | None) -> str:
+    return f"{status} ⚠️ {notice}" if notice else status
+
+
 class StopRequested(Exception):
     """Raised from the progress callback when Stop is pressed during a pre-step (no token has been decoded yet)."""
 
@@ -109,32 +134,97 @@ class Panel:
     candidates: gr.HTML
 
 
-def _number(name: str, value, integer: bool = False):
-    """A number from a control (the API may send anything); ValueError naming the control otherwise."""
+def _number(name: str, value, integer: bool = False, bounds: tuple[float, float] | None = None):
+    """A number from a control (the API may send anything: text, None, NaN, huge values); ValueError naming the
+    control otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise ValueError(f"{name} must be a number, got {value!r}")  # noqa: TRY004 (one type for visitors)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     if integer:
         if value != int(value):
             raise ValueError(f"{name} must be a whole number, got {value!r}")
-        return int(value)
-    return float(value)
+        value = int(value)
+    else:
+        value = float(value)
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise ValueError(f"{name} must be between {_show(bounds[0])} and {_show(bounds[1])}, got {_show(value)}")
+    return value
+
+
+def _show(number) -> str:
+    return f"{number:g}" if isinstance(number, float) else str(number)
 
 
 def _upload_path(payload) -> str | None:
-    """The stored file of an image payload (gradio has already checked it lies in its own upload folder)."""
+    """The stored file of an image payload. gradio refuses a payload naming a file it did not store; this checks
+    again that the file lies in gradio's upload folder, so that no path a visitor writes is ever opened."""
     if payload is None:
         return None
-    if isinstance(payload, dict) and isinstance(payload.get("path"), str):
-        return payload["path"]
-    raise ValueError("The image must be sent as an uploaded file.")
+    if not (isinstance(payload, dict) and isinstance(payload.get("path"), str)):
+        raise ValueError("The image must be sent as an uploaded file.")  # noqa: TRY004
+    path = Path(payload["path"]).resolve()
+    if not path.is_relative_to(Path(get_upload_folder()).resolve()):
+        raise ValueError("The image must be a file uploaded to this app.")
+    return str(path)
+
+
+def _question(question) -> str:
+    if not isinstance(question, str):
+        raise ValueError(f"the question must be text, got {type(question).__name__}")  # noqa: TRY004
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ValueError(
+            f"the question is too long: {len(question)} characters, the limit is {MAX_QUESTION_CHARS}"
+        )
+    return question
+
+
+def parse_file_size(size: str | int) -> int:
+    """Bytes from "10mb", "500kb", "1gb" or a number of bytes (units of 1024, as gradio counts them)."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size
+    text = str(size).strip().lower().replace(" ", "")
+    units = {"gb": 1024**3, "mb": 1024**2, "kb": 1024, "b": 1}
+    for unit, factor in units.items():
+        if text.endswith(unit) and text[: -len(unit)].isdigit():
+            return int(text[: -len(unit)]) * factor
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"a file size is a number of bytes or a number with kb, mb or gb, got {size!r}")
+
+
+def release_memory() -> None:
+    """After a failed run: collect what its frames held (the rows' KV caches) and give the GPU memory back."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _failure_message(error: Exception) -> tuple[str, str]:
+    """(title, message) for an error raised while the model ran."""
+    if isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower():
+        return (
+            "Out of memory",
+            (
+                "The model ran out of memory during this comparison, so it was stopped and its memory freed. "
+                "Try again with fewer new tokens, a simpler method, or when the server is less busy."
+            ),
+        )
+    return "Run failed", f"The model failed during the run ({type(error).__name__}: {error}). Please try again."
 
 
 class ComparisonApp:
     """Builds the Blocks and holds what its event handlers share: the model pool and the download folder."""
 
-    def __init__(self, pool: ModelPool, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, pool: ModelPool, max_pixels: int = DEFAULT_MAX_PIXELS, max_file_size: str | int | None = None):
         self.pool = pool
         self.max_pixels = max_pixels
+        self.max_bytes = parse_file_size(max_file_size) if max_file_size is not None else None
+        # How runs ended ("done", "stopped", "closed": the visitor cancelled or left, "refused": bad input, "failed"),
+        # and how many are running: for the operator's log and for the tests.
+        self.runs: Counter[str] = Counter()
+        self.active_runs = 0
+        self._runs_lock = threading.Lock()
         # This app's own folder for run downloads; each session keeps one file there, and it goes with the process.
         self._downloads = tempfile.TemporaryDirectory(prefix="cd-lab-runs-")
         self.param_specs = [(method, spec) for method in METHODS for spec in PARAMS[method]]
@@ -157,23 +247,32 @@ class ComparisonApp:
         progress=gr.Progress(),  # noqa: B008 (gradio finds its progress tracker by this default)
         *param_values,
     ):
-        """Stream a comparison: yields every output after each generated token."""
+        """Stream a comparison: yields every output after each generated token.
+
+        Bad input raises gr.Error with a message for the visitor; so does a failure while the model runs (out of
+        memory included), after which the run's memory is freed. When the visitor cancels or leaves, gradio closes
+        this generator: the comparison stops at once and its rows are dropped.
+        """
         try:
-            picture = read_upload(_upload_path(image), self.max_pixels)
-            if method not in METHODS:
+            picture = read_upload(_upload_path(image), self.max_pixels, self.max_bytes)
+            question = _question(question)
+            if not isinstance(method, str) or method not in METHODS:
                 raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
             params = {
-                spec.name: value
+                spec.name: self._method_param(spec, value)
                 for (spec_method, spec), value in zip(self.param_specs, param_values)
                 if spec_method == method
             }
             options = self._decoding_options(decoding_mode, temperature, top_p, top_k, seed, max_new_tokens)
-            if colour_by not in {key for _, key in render.COLOUR_MODES}:
+            if not isinstance(colour_by, str) or colour_by not in {key for _, key in render.COLOUR_MODES}:
                 raise ValueError(f"unknown colour mode {colour_by!r}")
             progress(0.0, desc="loading the model")
-            model = self.pool.get(model_name)
+            served, model, notice = self.pool.load(model_name)
         except (ValueError, ModelLoadError) as error:
+            self._count("refused")
             raise gr.Error(str(error), title="Cannot run this comparison") from None
+        if notice:
+            gr.Warning(notice, title="Model unavailable")
 
         control.running, control.stop_requested = True, False
         last_reported = {"stage": None, "fraction": -1.0}
@@ -187,45 +286,71 @@ class ComparisonApp:
 
         started = time.monotonic()
         first = True
+        comparison = None
+        outcome, failure = "failed", None
+        with self._runs_lock:
+            self.active_runs += 1
+        stream = stream_compare(
+            model, picture, question, method, progress=report, should_stop=lambda: control.stop_requested,
+            **options, **params,
+        )
         try:
-            for comparison in stream_compare(
-                model,
-                picture,
-                question if isinstance(question, str) else "",
-                method,
-                progress=report,
-                should_stop=lambda: control.stop_requested,
-                **options,
-                **params,
-            ):
+            for comparison in stream:
                 if comparison.done:
                     break
-                yield self._streaming_update(comparison, colour_by, first)
+                yield self._streaming_update(comparison, colour_by, first, served, notice)
                 first = False
-            yield self._final_update(control, comparison, colour_by, time.monotonic() - started)
+            yield self._final_update(control, comparison, colour_by, time.monotonic() - started, served, notice)
+            outcome = "stopped" if control.stop_requested else "done"
         except StopRequested:
+            outcome = "stopped"
             yield {self.status: "Stopped before the first token (during the method's pre-step)."}
-        except ValueError as error:
-            raise gr.Error(str(error), title="Cannot run this comparison") from None
-        except RuntimeError as error:  # e.g. torch.OutOfMemoryError: say so, and keep serving
-            raise gr.Error(f"The model failed during the run: {error}", title="Run failed") from None
+        except GeneratorExit:  # the visitor cancelled the job or closed the page: gradio closes this generator
+            outcome = "closed"
+            raise
+        except ValueError as error:  # the library's refusals: an empty or too long question, a bad option
+            outcome, failure = "refused", ("Cannot run this comparison", str(error))
+        except Exception as error:  # noqa: BLE001 (out of memory, or anything else: the app keeps serving)
+            # The traceback as text: a log record holding the exception would keep the run's tensors alive.
+            log.warning("run failed: %s", "".join(traceback.format_exception(error)).rstrip())
+            failure = _failure_message(error)
         finally:
+            stream.close()  # ends the engine's loop now, dropping its rows and their KV caches
             control.running = False
+            steps = comparison.steps if comparison is not None else 0
+            del stream, comparison, model
+            self._count(outcome, active=-1)
+            log.info("run %s after %d tokens in %.1f s", outcome, steps, time.monotonic() - started)
+        if failure is not None:  # raised here, outside the except block, so the error holds no frame of the run
+            if outcome == "failed":
+                release_memory()
+            title, message = failure
+            raise gr.Error(message, title=title)
+
+    def _count(self, outcome: str, active: int = 0) -> None:
+        with self._runs_lock:
+            self.runs[outcome] += 1
+            self.active_runs += active
+
+    @staticmethod
+    def _method_param(spec, value):
+        """A method's parameter from its slider: in its valid domain (the library's check) and in the slider's range."""
+        value = spec.validate(value)
+        if not spec.low <= value <= spec.high:
+            raise ValueError(f"{spec.name} must be between {spec.low:g} and {spec.high:g} here, got {value:g}")
+        return value
 
     @staticmethod
     def _decoding_options(decoding_mode, temperature, top_p, top_k, seed, max_new_tokens) -> dict:
-        if decoding_mode not in ("greedy", "sampling"):
+        if not isinstance(decoding_mode, str) or decoding_mode not in ("greedy", "sampling"):
             raise ValueError(f"decoding must be 'greedy' or 'sampling', got {decoding_mode!r}")
-        max_new_tokens = _number("max new tokens", max_new_tokens, integer=True)
-        if not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
-            raise ValueError(f"max new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {max_new_tokens}")
         return {
             "do_sample": decoding_mode == "sampling",
-            "temperature": _number("temperature", temperature),
-            "top_p": _number("top-p", top_p),
-            "top_k": _number("top-k", top_k, integer=True),
-            "seed": _number("seed", seed, integer=True),
-            "max_new_tokens": max_new_tokens,
+            "temperature": _number("temperature", temperature, bounds=TEMPERATURE_RANGE),
+            "top_p": _number("top-p", top_p, bounds=TOP_P_RANGE),
+            "top_k": _number("top-k", top_k, integer=True, bounds=TOP_K_RANGE),
+            "seed": _number("seed", seed, integer=True, bounds=(0, MAX_SEED)),
+            "max_new_tokens": _number("max new tokens", max_new_tokens, integer=True, bounds=(1, MAX_NEW_TOKENS_LIMIT)),
         }
 
     def _heatmaps(self, comparison: Comparison | None, colour_by: str, selected=(None, None)) -> dict:
@@ -238,14 +363,18 @@ class ComparisonApp:
             self.method.heatmap: render.heatmap_html(method_side, scale, selected[1], "The method's answer goes here."),
         }
 
-    def _streaming_update(self, comparison: Comparison, colour_by: str, complete: bool) -> dict:
+    def _streaming_update(
+        self, comparison: Comparison, colour_by: str, complete: bool, served: str, notice: str | None = None
+    ) -> dict:
         """The outputs after a token. ``complete`` adds everything else the run shows (sent on the first token, which
-        clears the previous run's, and on the last, so an API caller's final result holds every output)."""
-        update = {self.status: render.status_text(comparison), self.state: comparison}
+        clears the previous run's, and on the last, so an API caller's final result holds every output).
+        ``served``: the model that runs; ``notice``: why it is not the one the visitor picked (it failed to load)."""
+        update = {self.status: _with_notice(render.status_text(comparison), notice), self.state: comparison}
         update.update(self._heatmaps(comparison, colour_by))
         if complete:
             update.update(
                 {
+                    self.model: gr.Dropdown(choices=self.pool.names, value=served),
                     self.method.heading: f"### {render.method_title(comparison.method)}",
                     self.branch_images: render.image_captions(comparison),
                     self.branch_notes: render.branch_notes(comparison),
@@ -262,9 +391,11 @@ class ComparisonApp:
                 )
         return update
 
-    def _final_update(self, control: RunControl, comparison: Comparison, colour_by: str, seconds: float) -> dict:
-        update = self._streaming_update(comparison, colour_by, complete=True)
-        update[self.status] = render.status_text(comparison, seconds)
+    def _final_update(
+        self, control: RunControl, comparison: Comparison, colour_by: str, seconds: float, served: str, notice=None
+    ) -> dict:
+        update = self._streaming_update(comparison, colour_by, True, served)
+        update[self.status] = _with_notice(render.status_text(comparison, seconds), notice)
         update[self.baseline.token] = gr.Dropdown(choices=render.token_choices(comparison.baseline), value=None)
         update[self.method.token] = gr.Dropdown(choices=render.token_choices(comparison.method_side), value=None)
         update[self.download] = self._write_download(control, comparison)
@@ -273,7 +404,13 @@ class ComparisonApp:
     def _write_download(self, control: RunControl, comparison: Comparison) -> str:
         if control.download is not None:
             Path(control.download).unlink(missing_ok=True)
-        path = Path(self._downloads.name) / f"comparison-{comparison.method}-{uuid.uuid4().hex[:8]}.json"
+        folder = Path(self._downloads.name)
+        expired = time.time() - DOWNLOAD_TTL_S
+        for old in folder.glob("comparison-*.json"):  # left by sessions that have gone
+            with contextlib.suppress(OSError):
+                if old.stat().st_mtime < expired:
+                    old.unlink()
+        path = folder / f"comparison-{comparison.method}-{uuid.uuid4().hex}.json"
         path.write_text(comparison.to_json(indent=1), encoding="utf-8")
         control.download = str(path)
         return control.download
@@ -332,6 +469,8 @@ class ComparisonApp:
         with gr.Blocks(title="Contrastive decoding lab", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
             gr.Markdown(HEADER)
             notice = gr.Markdown(TINY_NOTICE, visible=pool.is_untrained(pool.default), elem_id="cd-notice")
+            if pool.notice:  # the operator's model failed to load at start: say what is served instead
+                gr.Markdown(f"⚠️ {pool.notice}", elem_id="cd-fallback-notice")
             control = gr.State(RunControl())
             self.state = gr.State(None)
             with gr.Row(equal_height=False):
@@ -361,7 +500,7 @@ class ComparisonApp:
                         elem_id="cd-example-questions",
                     )
                 with gr.Column(scale=2):
-                    model = gr.Dropdown(
+                    self.model = model = gr.Dropdown(
                         choices=pool.names,
                         value=pool.default,
                         label="Model",
@@ -453,6 +592,7 @@ class ComparisonApp:
             ]
             for panel in (self.baseline, self.method):
                 outputs += [panel.heatmap, panel.token, panel.attention, panel.candidates]
+            outputs.append(model)  # the model that answered: another one when the picked one failed to load
             run_inputs = [control, image, question, model, method, decoding_mode, temperature, top_p, top_k, seed]
             run_inputs += [max_new_tokens, colour_by, *sliders]
             run_comparison = gpu(self.run)
@@ -551,8 +691,10 @@ class ComparisonApp:
         return Panel(heading_md, heatmap, token, attention, candidates)
 
 
-def build_ui(pool: ModelPool, max_pixels: int = DEFAULT_MAX_PIXELS) -> gr.Blocks:
-    return ComparisonApp(pool, max_pixels).build()
+def build_ui(
+    pool: ModelPool, max_pixels: int = DEFAULT_MAX_PIXELS, max_file_size: str | int | None = None
+) -> gr.Blocks:
+    return ComparisonApp(pool, max_pixels, max_file_size).build()
 
 
 def launch(
@@ -574,6 +716,9 @@ def launch(
         max_file_size=max_file_size,
         css=CSS,
         ssr_mode=False,  # server-side rendering needs Node.js, which a Space or a laptop may not have
+        # The app's own errors are gr.Error messages already; this also lets gradio's refusals of a crafted request
+        # (a file it did not store, a malformed payload) reach the caller as their message instead of "Error".
+        show_error=True,
         **kwargs,
     )
 
