@@ -103,6 +103,13 @@ class ModelPool:
     def is_untrained(self, name: str) -> bool:
         return self.sources.get(name) == TINY_MODEL
 
+    def is_embedded(self, name: str, embedded: Path = EMBEDDED_MODEL_DIR) -> bool:
+        """Whether ``name`` is the embedded shapes-world model (which only knows its synthetic world)."""
+        source = self.sources.get(name)
+        if source is None or source == TINY_MODEL:
+            return False
+        return Path(os.path.expanduser(source)).resolve() == embedded.resolve()
+
     def get(self, name: str) -> FamilyAdapter:
         """The loaded model for an allow-list name; ValueError for any other name, ModelLoadError if loading fails."""
         if not isinstance(name, str) or name not in self.sources:

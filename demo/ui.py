@@ -68,6 +68,14 @@ TINY_NOTICE = (
     "a real model: start the app with `--model llava-hf/llava-1.5-7b-hf` (or set `CD_MODELS`)."
 )
 
+EMBEDDED_NOTICE = (
+    "ℹ️ **Embedded shapes-world model.** This server runs a 1.3 M-parameter LLaVA trained only on 48 × 48 pictures "
+    "of coloured shapes, in a closed vocabulary (\"is there a star in the image ?\", \"is the circle red ?\", "
+    "\"are there exactly two squares ?\", \"is the square left of the circle ?\", \"describe the image .\"). "
+    "On photos and free-form questions its answers mean nothing. For real images start the app with a real "
+    "vision-language model: `--model llava-hf/llava-1.5-7b-hf` (or set `CD_MODELS`)."
+)
+
 HEADER = """# Contrastive decoding lab
 Ask a question about an image and compare, side by side, the model's plain answer with its answer under a
 training-free contrastive decoding method against hallucination. Both answers come from the same batched run.
@@ -469,6 +477,9 @@ class ComparisonApp:
         with gr.Blocks(title="Contrastive decoding lab", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
             gr.Markdown(HEADER)
             notice = gr.Markdown(TINY_NOTICE, visible=pool.is_untrained(pool.default), elem_id="cd-notice")
+            embedded_notice = gr.Markdown(
+                EMBEDDED_NOTICE, visible=pool.is_embedded(pool.default), elem_id="cd-embedded-notice"
+            )
             if pool.notice:  # the operator's model failed to load at start: say what is served instead
                 gr.Markdown(f"⚠️ {pool.notice}", elem_id="cd-fallback-notice")
             control = gr.State(RunControl())
@@ -637,9 +648,9 @@ class ComparisonApp:
                 queue=False,
             )
             model.change(
-                lambda name: gr.Markdown(visible=pool.is_untrained(name)),
+                lambda name: (gr.Markdown(visible=pool.is_untrained(name)), gr.Markdown(visible=pool.is_embedded(name))),
                 inputs=[model],
-                outputs=[notice],
+                outputs=[notice, embedded_notice],
                 api_visibility="private",
                 queue=False,
             )

@@ -52,6 +52,16 @@ def test_default_model_switches_to_the_embedded_model_once_it_exists(tmp_path):
     assert default_model(tmp_path) == str(tmp_path)
 
 
+def test_only_the_embedded_model_gets_the_shapes_world_notice(tmp_path):
+    embedded = tmp_path / "shapes-llava"
+    embedded.mkdir()
+    pool = ModelPool([str(embedded), TINY_MODEL, "llava-hf/llava-1.5-7b-hf", str(tmp_path / "other")])
+    names = dict(zip(["embedded", "tiny", "hub", "other"], pool.names))
+    assert pool.is_embedded(names["embedded"], embedded)
+    assert not any(pool.is_embedded(names[k], embedded) for k in ("tiny", "hub", "other"))
+    assert not pool.is_embedded("not on the list", embedded)
+
+
 def test_visitors_see_folder_names_not_server_paths(tmp_path):
     assert display_name(str(tmp_path / "my-model")) == "my-model"
     assert display_name("llava-hf/llava-1.5-7b-hf") == "llava-hf/llava-1.5-7b-hf"
