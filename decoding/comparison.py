@@ -99,21 +99,11 @@ def prepare_comparison(
     **params: Any,
 ) -> PreparedRun:
     """Validate the request, run the method's pre-steps and build every row and side (see ``stream_compare``)."""
-    if not isinstance(image, Image.Image):
-        raise ValueError("image must be a PIL image")
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("the question is empty")
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
     method_params = resolve_params(method, params)
     sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-    image = image.convert("RGB")
-    question = question.strip()
-
-    original = model.build_row(question, image)
-    _check_length(model, [original], max_new_tokens)
+    request = _Request.start(model, image, question, max_new_tokens, seed, visual_dependence)
+    image, question, original, distorted = request.image, request.question, request.original, request.distorted
     plan = plan_method(model, image, question, original, method, method_params, seed=seed, progress=progress)
-    distorted = noised_row(original, VISUAL_DEPENDENCE_NOISE_STEP, seed) if visual_dependence else None
 
     rows: list = []
     sides = []
@@ -155,6 +145,31 @@ def prepare_comparison(
         images=images,
     )
     return PreparedRun(rows, sides, sampling, result)
+
+
+@dataclass
+class _Request:
+    """A validated request: the RGB image, the stripped question, the original row and, for visual dependence, its
+    noised twin (shared by ``prepare_comparison`` and ``answer_all``)."""
+
+    image: Image.Image
+    question: str
+    original: Any
+    distorted: Any
+
+    @classmethod
+    def start(cls, model, image, question, max_new_tokens, seed, visual_dependence) -> "_Request":
+        if not isinstance(image, Image.Image):
+            raise ValueError("image must be a PIL image")
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("the question is empty")
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+        image, question = image.convert("RGB"), question.strip()
+        original = model.build_row(question, image)
+        _check_length(model, [original], max_new_tokens)
+        distorted = noised_row(original, VISUAL_DEPENDENCE_NOISE_STEP, seed) if visual_dependence else None
+        return cls(image, question, original, distorted)
 
 
 def _check_length(model: FamilyAdapter, rows: list, max_new_tokens: int) -> None:
@@ -219,10 +234,6 @@ def answer_all(
     Returns (side name -> SideResult, method -> what its branches did); the baseline side is named "baseline".
     Trace extras (attention, visual dependence) are off by default: benchmarks need the answers.
     """
-    if not isinstance(image, Image.Image):
-        raise ValueError("image must be a PIL image")
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("the question is empty")
     specs = [(m, {}) if isinstance(m, str) else (m[0], dict(m[1])) for m in methods]
     names = [m for m, _ in specs]
     if len(set(names)) != len(names) or "baseline" in names:
@@ -230,11 +241,8 @@ def answer_all(
     if not specs and not baseline:
         raise ValueError("nothing to decode: no method and no baseline")
     sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-    image = image.convert("RGB")
-    question = question.strip()
-    original = model.build_row(question, image)
-    _check_length(model, [original], max_new_tokens)
-    distorted = noised_row(original, VISUAL_DEPENDENCE_NOISE_STEP, seed) if visual_dependence else None
+    request = _Request.start(model, image, question, max_new_tokens, seed, visual_dependence)
+    image, question, original, distorted = request.image, request.question, request.original, request.distorted
     rows: list = []
     sides = [_baseline_side(original, distorted, rows)] if baseline else []
     infos = {}
