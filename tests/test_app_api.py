@@ -2,13 +2,13 @@
 
 import json
 import re
-import socket
 import time
 from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
+from serving import free_port
 
 from decoding.comparison import compare
 from demo.examples import EXAMPLES_DIR
@@ -17,12 +17,6 @@ from demo.ui import build_ui, launch
 
 MAX_PIXELS = 1_000_000  # small, so that the "huge image" case needs no big file
 CAT = EXAMPLES_DIR / "cat.jpg"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ final result, queue wait included), RSS after warming up and after each round.
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.utils import QueueError
+from serving import free_port
 
 from decoding.methods import METHODS
 from decoding.rules import PARAMS
@@ -38,12 +38,6 @@ REQUEST_TIMEOUT_S = 120
 RSS_GROWTH_LIMIT_MB = 24
 CAT = EXAMPLES_DIR / "cat.jpg"
 STATUS, DOWNLOAD, BASELINE_HTML, METHOD_HTML = 0, 5, 6, 10
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
