@@ -56,16 +56,10 @@ def training_world_statistics(bias: world.WorldBias = world.BIASED) -> tuple[dic
     return world.realised_statistics(scenes, bias)["kind_frequency"], world.cooccurrence(scenes)
 
 
-def trigger_without_partner_scene(seed: int, bias: world.WorldBias = world.BIASED) -> world.Scene:
-    rng = random.Random(seed)
-    trigger = rng.choice(sorted(bias.pairs))
-    return world.sample_scene(seed, bias, force=(trigger,), forbid=(bias.pairs[trigger][0],))
-
-
 def pope_scenes(n: int, seed: int = 0, probe_share: float = 0.5) -> list[world.Scene]:
     """The toy-POPE scenes: the first ``round(n * probe_share)`` are trigger-without-partner scenes."""
     n_probe = round(n * probe_share)
-    return [trigger_without_partner_scene(_seed(1, i, seed)) if i < n_probe
+    return [world.trigger_without_partner_scene(_seed(1, i, seed)) if i < n_probe
             else world.sample_scene(_seed(2, i, seed)) for i in range(n)]
 
 

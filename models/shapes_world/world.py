@@ -366,6 +366,13 @@ def description_question(scene: Scene) -> Question:
     return Question("description", DESCRIBE_PROMPT, describe(scene), tuple(o.kind for o in scene.objects))
 
 
+def trigger_without_partner_scene(seed: int, bias: WorldBias = BIASED) -> Scene:
+    """A scene with a trigger (drawn by ``seed``) and without its partner: where the biased model hallucinates."""
+    rng = random.Random(seed)
+    trigger = rng.choice(sorted(bias.pairs))
+    return sample_scene(seed, bias, force=(trigger,), forbid=(bias.pairs[trigger][0],))
+
+
 def absent_partners(scene: Scene, bias: WorldBias = BIASED) -> set[str]:
     """Partners whose trigger is in the scene but which are not: the questions the biased model gets wrong."""
     return {bias.pairs[k][0] for k in scene.kinds if k in bias.pairs and bias.pairs[k][0] not in scene.kinds}
