@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .shapes_lab import EXAMPLE_SEEDS, draw_scene, example_file
+
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 
 # (file, question): questions that tend to draw a hallucination out of a model that leans on its language prior.
@@ -29,6 +31,14 @@ EXAMPLE_QUESTIONS = (
 )
 
 
-def gallery_examples() -> list[list[str]]:
-    """[[image path, question], ...] for the examples whose file is present."""
-    return [[str(EXAMPLES_DIR / name), question] for name, question in EXAMPLES if (EXAMPLES_DIR / name).is_file()]
+def shapes_examples() -> list[tuple[str, str]]:
+    """(file, question) of the shapes-world scenes: the embedded model's own world, with ground truth."""
+    return [(example_file(seed), draw_scene(seed)[1]) for seed in EXAMPLE_SEEDS]
+
+
+def gallery_examples(shapes_first: bool = False) -> list[list[str]]:
+    """[[image path, question], ...] for the examples whose file is present; ``shapes_first`` puts the shapes-world
+    scenes before the photos (when the embedded model is served, the photos mean nothing to it)."""
+    photos, shapes = list(EXAMPLES), shapes_examples()
+    ordered = shapes + photos if shapes_first else photos + shapes
+    return [[str(EXAMPLES_DIR / name), question] for name, question in ordered if (EXAMPLES_DIR / name).is_file()]

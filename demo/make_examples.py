@@ -133,12 +133,19 @@ def draw_scenes(out_dir: Path = EXAMPLES_DIR) -> list[Path]:
     return written
 
 
+def write_shapes_scenes(out_dir: Path = EXAMPLES_DIR) -> list[Path]:
+    """The shapes-world scenes of the gallery (PNG at the world's 48 px: the app recognises them pixel for pixel)."""
+    from .shapes_lab import EXAMPLE_SEEDS, draw_scene, example_file, write_scene
+
+    return [write_scene(draw_scene(seed)[0], out_dir, example_file(seed)) for seed in EXAMPLE_SEEDS]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=Path, help="an unpacked skimage/data/ folder to re-encode the photos from")
     args = parser.parse_args(argv)
     EXAMPLES_DIR.mkdir(parents=True, exist_ok=True)
-    written = draw_scenes()
+    written = draw_scenes() + write_shapes_scenes()
     if args.photos is not None:
         written += encode_photos(args.photos)
     for path in written:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import json
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from decoding.comparison import Comparison
@@ -133,9 +134,20 @@ def _tooltip(token: TokenTrace) -> str:
     return " · ".join(parts)
 
 
-def heatmap_html(side: SideResult | None, scale: Scale, selected: int | None = None, empty: str = "") -> str:
+# Ground-truth marks (models.shapes_world.grading): a symbol as well as a colour, so that they read without colour.
+MARK_SYMBOLS = {"correct": "✓", "hallucinated": "✗", "missed": "○"}
+
+
+def heatmap_html(
+    side: SideResult | None,
+    scale: Scale,
+    selected: int | None = None,
+    empty: str = "",
+    marks: Sequence[str | None] | None = None,
+) -> str:
     """The answer as one span per token, coloured by ``scale``; tokens the method changed are underlined and the
-    selected one outlined. Each span carries ``data-token`` (its index) so a click can select it."""
+    selected one outlined. Each span carries ``data-token`` (its index) so a click can select it. ``marks``: per token,
+    its ground-truth mark ("correct", "hallucinated", "missed") or None, shown as a framed token and a symbol after it."""
     if side is None or not side.tokens:
         return f'<div class="cd-heatmap cd-empty">{html.escape(empty)}</div>'
     spans = []
@@ -145,11 +157,18 @@ def heatmap_html(side: SideResult | None, scale: Scale, selected: int | None = N
             classes.append("cd-changed")
         if index == selected:
             classes.append("cd-selected")
+        mark = marks[index] if marks is not None and index < len(marks) else None
+        tooltip = _tooltip(token)
+        if mark is not None:
+            classes.append(f"cd-{mark}")
+            tooltip += f" · ground truth: {mark}"
         spans.append(
             f'<span class="{" ".join(classes)}" data-token="{index}" '
             f'style="background-color: {scale.colour(token_value(token, scale.mode))}" '
-            f'title="{html.escape(_tooltip(token))}">{html.escape(visible_piece(token.piece))}</span>'
+            f'title="{html.escape(tooltip)}">{html.escape(visible_piece(token.piece))}</span>'
         )
+        if mark is not None:
+            spans.append(f'<sup class="cd-mark cd-mark-{mark}" title="{mark}">{MARK_SYMBOLS[mark]}</sup>')
     ending = ""
     if side.finished:
         ending = f'<span class="cd-ending">[{html.escape(side.stop_reason or "finished")}]</span>'

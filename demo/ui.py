@@ -22,13 +22,15 @@ from pathlib import Path
 import gradio as gr
 import torch
 from gradio.utils import get_upload_folder
+from PIL import Image
 
 from decoding.comparison import Comparison, stream_compare
 from decoding.methods import METHOD_TITLES, METHODS
 from decoding.rules import PARAMS
 from models import ModelLoadError
+from models.shapes_world import grading, world
 
-from . import render
+from . import render, shapes_lab
 from .examples import EXAMPLE_QUESTIONS, gallery_examples
 from .images import DEFAULT_MAX_PIXELS, MODEL_MAX_SIDE, attention_overlay, read_upload
 from .model_pool import ModelPool
@@ -59,6 +61,8 @@ TOP_P_RANGE = (0.05, 1.0)
 TOP_K_RANGE = (0, 200)
 # A session's JSON download is replaced by its next run's; files of sessions gone for this long are deleted.
 DOWNLOAD_TTL_S = 3600
+# Scene pictures drawn for sessions are deleted after this long (gradio keeps its own copy for the page).
+SCENE_TTL_S = 3600
 # Progress updates go to the browser; CODE's description calls back once per token, so send only visible changes.
 PROGRESS_STEP = 0.02
 
@@ -66,6 +70,11 @@ TINY_NOTICE = (
     "⚠️ **Untrained demo model.** This server runs a tiny model with random weights, so that the app starts with "
     "nothing to download: its answers are gibberish and its heatmaps mean nothing. Every control works the same with "
     "a real model: start the app with `--model llava-hf/llava-1.5-7b-hf` (or set `CD_MODELS`)."
+)
+
+NOT_A_SCENE_NOTICE = (
+    "This picture is not a shapes-world scene: the embedded model only knows its 48 px world of coloured shapes, so "
+    "its answers here mean nothing. Press 'New shapes-world scene' or pick a shapes example, or serve a real LVLM."
 )
 
 EMBEDDED_NOTICE = (
@@ -103,6 +112,17 @@ CSS = """
 .cd-top .cd-chosen-prob { color: var(--body-text-color-subdued); font-size: 0.8rem; }
 .cd-top td.cd-chosen { font-weight: 700; background: rgba(37, 99, 235, 0.15); }
 .cd-piece { font-family: var(--font-mono); }
+.cd-token.cd-correct { box-shadow: inset 0 0 0 2px #15803d; }
+.cd-token.cd-hallucinated { box-shadow: inset 0 0 0 2px #b91c1c; }
+.cd-token.cd-missed { box-shadow: inset 0 0 0 2px #a16207; }
+.cd-mark { font-weight: 700; margin: 0 2px 0 1px; }
+.cd-mark-correct { color: #15803d; }
+.cd-mark-hallucinated { color: #b91c1c; }
+.cd-mark-missed { color: #a16207; }
+.cd-score { font-size: 0.9rem; }
+.cd-score.cd-empty { color: var(--body-text-color-subdued); font-style: italic; }
+/* a 48 px shapes-world scene fills the box, its pixels kept sharp; photos are only ever scaled down to fit */
+#cd-image img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 """
 
 # A click on a token span selects it: gr.HTML passes the event to Python as a select event with the token index.
@@ -116,6 +136,25 @@ element.addEventListener('click', (event) => {
 
 def _with_notice(status: str, notice: str | None) -> str:
     return f"{status} ⚠️ {notice}" if notice else status
+
+
+def _grades(comparison: Comparison | None, truth) -> dict[str, grading.Grade]:
+    """Each side's answer scored against the run's scene: {side name: grade}; empty without a scene."""
+    if comparison is None or not isinstance(truth, world.Scene):
+        return {}
+    return {
+        side.name: grading.grade_answer(truth, comparison.question, [token.piece for token in side.tokens])
+        for side in render.sides(comparison)
+    }
+
+
+def _remove_expired(folder: Path, pattern: str, ttl_s: float) -> None:
+    """Delete the files matching ``pattern`` in ``folder`` that are older than ``ttl_s`` seconds."""
+    expired = time.time() - ttl_s
+    for old in folder.glob(pattern):
+        with contextlib.suppress(OSError):
+            if old.stat().st_mtime < expired:
+                old.unlink()
 
 
 class StopRequested(Exception):
@@ -235,12 +274,15 @@ class ComparisonApp:
         self._runs_lock = threading.Lock()
         # This app's own folder for run downloads; each session keeps one file there, and it goes with the process.
         self._downloads = tempfile.TemporaryDirectory(prefix="cd-lab-runs-")
+        self._scenes = tempfile.TemporaryDirectory(prefix="cd-lab-scenes-")
         self.param_specs = [(method, spec) for method in METHODS for spec in PARAMS[method]]
 
     # ---- event handlers ----------------------------------------------------------------------------------------------
     def run(
         self,
         control: RunControl,
+        drawn_scene,
+        score: shapes_lab.Scoreboard,
         image,
         question,
         model_name,
@@ -256,6 +298,9 @@ class ComparisonApp:
         *param_values,
     ):
         """Stream a comparison: yields every output after each generated token.
+
+        When the picture is a shapes-world scene the app knows (``drawn_scene``, the visitor's last draw, or a gallery
+        scene), both answers are marked against its ground truth and the run is added to the session's ``score``.
 
         Bad input raises gr.Error with a message for the visitor; so does a failure while the model runs (out of
         memory included), after which the run's memory is freed. When the visitor cancels or leaves, gradio closes
@@ -274,6 +319,7 @@ class ComparisonApp:
             options = self._decoding_options(decoding_mode, temperature, top_p, top_k, seed, max_new_tokens)
             if not isinstance(colour_by, str) or colour_by not in {key for _, key in render.COLOUR_MODES}:
                 raise ValueError(f"unknown colour mode {colour_by!r}")
+            truth = shapes_lab.known_scene(picture, drawn_scene if isinstance(drawn_scene, world.Scene) else None)
             progress(0.0, desc="loading the model")
             served, model, notice = self.pool.load(model_name)
         except (ValueError, ModelLoadError) as error:
@@ -281,6 +327,8 @@ class ComparisonApp:
             raise gr.Error(str(error), title="Cannot run this comparison") from None
         if notice:
             gr.Warning(notice, title="Model unavailable")
+        elif truth is None and self.pool.is_embedded(served):
+            notice = NOT_A_SCENE_NOTICE
 
         control.running, control.stop_requested = True, False
         last_reported = {"stage": None, "fraction": -1.0}
@@ -306,9 +354,11 @@ class ComparisonApp:
             for comparison in stream:
                 if comparison.done:
                     break
-                yield self._streaming_update(comparison, colour_by, first, served, notice)
+                yield self._streaming_update(comparison, colour_by, first, served, truth, notice)
                 first = False
-            yield self._final_update(control, comparison, colour_by, time.monotonic() - started, served, notice)
+            seconds = time.monotonic() - started
+            update = self._final_update(control, comparison, colour_by, seconds, served, truth, notice)
+            yield update | self._score_update(score, comparison, truth)
             outcome = "stopped" if control.stop_requested else "done"
         except StopRequested:
             outcome = "stopped"
@@ -361,24 +411,53 @@ class ComparisonApp:
             "max_new_tokens": _number("max new tokens", max_new_tokens, integer=True, bounds=(1, MAX_NEW_TOKENS_LIMIT)),
         }
 
-    def _heatmaps(self, comparison: Comparison | None, colour_by: str, selected=(None, None)) -> dict:
+    def _heatmaps(
+        self, comparison: Comparison | None, colour_by: str, selected=(None, None), truth: world.Scene | None = None
+    ) -> dict:
+        """Both heatmaps and the legend; with ``truth`` (the run's scene), each answer marked against it."""
         scale = render.colour_scale(comparison, colour_by)
         baseline = comparison.baseline if comparison is not None else None
         method_side = comparison.method_side if comparison is not None else None
+        marks = {name: grade.marks for name, grade in _grades(comparison, truth).items()}
         return {
             self.legend: render.legend_html(scale),
-            self.baseline.heatmap: render.heatmap_html(baseline, scale, selected[0], "The plain answer goes here."),
-            self.method.heatmap: render.heatmap_html(method_side, scale, selected[1], "The method's answer goes here."),
+            self.baseline.heatmap: render.heatmap_html(
+                baseline, scale, selected[0], "The plain answer goes here.", marks.get("baseline")
+            ),
+            self.method.heatmap: render.heatmap_html(
+                method_side, scale, selected[1], "The method's answer goes here.",
+                marks.get(method_side.name) if method_side is not None else None,
+            ),
         }
 
+    def _score_update(self, score: shapes_lab.Scoreboard, comparison: Comparison, truth: world.Scene | None) -> dict:
+        """Add a finished run on a known scene to the session's running score (a stopped run is not scored)."""
+        stopped = any(side.stop_reason == "stopped" for side in render.sides(comparison))
+        if truth is not None and not stopped:
+            method = render.method_title(comparison.method).split(":")[0]
+            grades = _grades(comparison, truth)
+            score.add({("Baseline" if name == "baseline" else method): grade for name, grade in grades.items()})
+        return {self.score: score, self.score_html: score.html()}
+
     def _streaming_update(
-        self, comparison: Comparison, colour_by: str, complete: bool, served: str, notice: str | None = None
+        self,
+        comparison: Comparison,
+        colour_by: str,
+        complete: bool,
+        served: str,
+        truth: world.Scene | None = None,
+        notice: str | None = None,
     ) -> dict:
         """The outputs after a token. ``complete`` adds everything else the run shows (sent on the first token, which
         clears the previous run's, and on the last, so an API caller's final result holds every output).
-        ``served``: the model that runs; ``notice``: why it is not the one the visitor picked (it failed to load)."""
-        update = {self.status: _with_notice(render.status_text(comparison), notice), self.state: comparison}
-        update.update(self._heatmaps(comparison, colour_by))
+        ``served``: the model that runs; ``truth``: the scene the answers are marked against, if known; ``notice``:
+        what the visitor should know about the model (it failed to load, or the picture is outside its world)."""
+        update = {
+            self.status: _with_notice(render.status_text(comparison), notice),
+            self.state: comparison,
+            self.truth: truth,
+        }
+        update.update(self._heatmaps(comparison, colour_by, truth=truth))
         if complete:
             update.update(
                 {
@@ -400,10 +479,20 @@ class ComparisonApp:
         return update
 
     def _final_update(
-        self, control: RunControl, comparison: Comparison, colour_by: str, seconds: float, served: str, notice=None
+        self,
+        control: RunControl,
+        comparison: Comparison,
+        colour_by: str,
+        seconds: float,
+        served: str,
+        truth: world.Scene | None = None,
+        notice: str | None = None,
     ) -> dict:
-        update = self._streaming_update(comparison, colour_by, True, served)
-        update[self.status] = _with_notice(render.status_text(comparison, seconds), notice)
+        update = self._streaming_update(comparison, colour_by, True, served, truth)
+        status = render.status_text(comparison, seconds)
+        if truth is not None:
+            status += " " + shapes_lab.truth_text(truth, comparison.question)
+        update[self.status] = _with_notice(status, notice)
         update[self.baseline.token] = gr.Dropdown(choices=render.token_choices(comparison.baseline), value=None)
         update[self.method.token] = gr.Dropdown(choices=render.token_choices(comparison.method_side), value=None)
         update[self.download] = self._write_download(control, comparison)
@@ -413,15 +502,36 @@ class ComparisonApp:
         if control.download is not None:
             Path(control.download).unlink(missing_ok=True)
         folder = Path(self._downloads.name)
-        expired = time.time() - DOWNLOAD_TTL_S
-        for old in folder.glob("comparison-*.json"):  # left by sessions that have gone
-            with contextlib.suppress(OSError):
-                if old.stat().st_mtime < expired:
-                    old.unlink()
+        _remove_expired(folder, "comparison-*.json", DOWNLOAD_TTL_S)  # left by sessions that have gone
         path = folder / f"comparison-{comparison.method}-{uuid.uuid4().hex}.json"
         path.write_text(comparison.to_json(indent=1), encoding="utf-8")
         control.download = str(path)
         return control.download
+
+    def new_scene(self):
+        """Draw a held-out shapes-world scene: its picture and question go to the inputs, the scene to the session."""
+        folder = Path(self._scenes.name)
+        _remove_expired(folder, "shapes-scene-*.png", SCENE_TTL_S)
+        scene, question = shapes_lab.draw_scene(shapes_lab.random_seed())
+        path = shapes_lab.write_scene(scene, folder)
+        return str(path), question, scene, shapes_lab.scene_caption(scene)
+
+    @staticmethod
+    def describe_picture(image, drawn_scene) -> str:
+        """The caption under the inputs: the ground truth when the picture is a known shapes-world scene.
+        Only a picture of the world's size is decoded (from gradio's upload folder), so photos cost nothing here."""
+        try:
+            path = _upload_path(image)
+            if path is None:
+                return shapes_lab.scene_caption(None)
+            with Image.open(path) as opened:
+                if opened.size != (world.IMAGE_SIZE, world.IMAGE_SIZE):
+                    return shapes_lab.scene_caption(None)
+                picture = opened.convert("RGB")
+        except (ValueError, OSError):
+            return shapes_lab.scene_caption(None)
+        drawn = drawn_scene if isinstance(drawn_scene, world.Scene) else None
+        return shapes_lab.scene_caption(shapes_lab.known_scene(picture, drawn))
 
     @staticmethod
     def stop(control: RunControl):
@@ -434,7 +544,7 @@ class ComparisonApp:
     def inspect(self, side_name: str):
         """The handler that shows one token of one side: its heatmap mark, attention overlay and candidates."""
 
-        def show(comparison: Comparison | None, index, other_index, colour_by):
+        def show(comparison: Comparison | None, truth, index, other_index, colour_by):
             side = None
             if comparison is not None:
                 side = comparison.baseline if side_name == "baseline" else comparison.method_side
@@ -446,7 +556,7 @@ class ComparisonApp:
             overlay = None
             if token is not None and token.image_attention and "original" in comparison.images:
                 overlay = attention_overlay(comparison.images["original"], token.image_attention["grid"])
-            update = self._heatmaps(comparison, colour_by, selected)
+            update = self._heatmaps(comparison, colour_by, selected, truth)
             update.update(
                 {
                     panel.attention: gr.Image(value=overlay, label=render.attention_caption(token)),
@@ -484,6 +594,9 @@ class ComparisonApp:
                 gr.Markdown(f"⚠️ {pool.notice}", elem_id="cd-fallback-notice")
             control = gr.State(RunControl())
             self.state = gr.State(None)
+            drawn_scene = gr.State(None)  # the shapes-world scene this session drew last
+            self.truth = gr.State(None)  # the scene the shown run is marked against (None: no ground truth)
+            self.score = gr.State(shapes_lab.Scoreboard())
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3):
                     image = gr.Image(
@@ -496,8 +609,13 @@ class ComparisonApp:
                     question = gr.Textbox(
                         label="Question", placeholder="Ask something about the image", lines=2, elem_id="cd-question"
                     )
+                    with gr.Row():
+                        new_scene_button = gr.Button(
+                            "New shapes-world scene", size="sm", elem_id="cd-new-scene", scale=0, min_width=220
+                        )
+                        scene_caption = gr.Markdown(shapes_lab.DEFAULT_CAPTION, elem_id="cd-scene-caption")
                     gr.Examples(
-                        examples=gallery_examples(),
+                        examples=gallery_examples(shapes_first=pool.is_embedded(pool.default)),
                         inputs=[image, question],
                         label="Example images (each fills in a question too)",
                         examples_per_page=12,
@@ -587,6 +705,9 @@ class ComparisonApp:
                     elem_id="cd-branch-images",
                 )
                 self.branch_notes = gr.Markdown(elem_id="cd-branch-notes")
+            with gr.Row(equal_height=False):
+                self.score_html = gr.HTML(shapes_lab.Scoreboard().html(), elem_id="cd-score")
+                reset_score = gr.Button("Reset score", size="sm", scale=0, min_width=120, elem_id="cd-reset-score")
             self.download = gr.File(
                 label="The whole run as JSON (trace, parameters, model id, seed)", interactive=False, height=80,
                 elem_id="cd-download",
@@ -604,7 +725,9 @@ class ComparisonApp:
             for panel in (self.baseline, self.method):
                 outputs += [panel.heatmap, panel.token, panel.attention, panel.candidates]
             outputs.append(model)  # the model that answered: another one when the picked one failed to load
-            run_inputs = [control, image, question, model, method, decoding_mode, temperature, top_p, top_k, seed]
+            outputs += [self.truth, self.score, self.score_html]
+            run_inputs = [control, drawn_scene, self.score, image, question, model, method, decoding_mode]
+            run_inputs += [temperature, top_p, top_k, seed]
             run_inputs += [max_new_tokens, colour_by, *sliders]
             run_comparison = gpu(self.run)
             # preprocess=False: the image is read by read_upload, which checks its size before decoding and turns a
@@ -632,6 +755,26 @@ class ComparisonApp:
             # Not queued: Stop must get through while the run it stops holds the queue's only slot. The small handlers
             # below skip the queue too, so inspecting a finished run never waits behind other visitors' comparisons.
             stop_button.click(self.stop, inputs=[control], outputs=[self.status], queue=False, api_name="stop")
+            new_scene_button.click(
+                self.new_scene,
+                outputs=[image, question, drawn_scene, scene_caption],
+                queue=False,
+                api_name="new_scene",
+            )
+            image.change(
+                self.describe_picture,
+                inputs=[image, drawn_scene],
+                outputs=[scene_caption],
+                preprocess=False,
+                queue=False,
+                api_visibility="private",
+            )
+            reset_score.click(
+                lambda: (shapes_lab.Scoreboard(), shapes_lab.Scoreboard().html()),
+                outputs=[self.score, self.score_html],
+                queue=False,
+                api_visibility="private",
+            )
 
             method.change(
                 lambda m: [gr.Group(visible=m == name) for name in METHODS] + [f"### {render.method_title(m)}"],
@@ -658,7 +801,7 @@ class ComparisonApp:
             for panel, other, side_name in sides:
                 panel.token.change(
                     self.inspect(side_name),
-                    inputs=[self.state, panel.token, other.token, colour_by],
+                    inputs=[self.state, self.truth, panel.token, other.token, colour_by],
                     outputs=[
                         self.legend, self.baseline.heatmap, self.method.heatmap, panel.attention, panel.candidates
                     ],
@@ -673,8 +816,8 @@ class ComparisonApp:
                     queue=False,
                 )
             colour_by.change(
-                lambda comparison, colour, b, m: self._heatmaps(comparison, colour, (b, m)),
-                inputs=[self.state, colour_by, self.baseline.token, self.method.token],
+                lambda comparison, truth, colour, b, m: self._heatmaps(comparison, colour, (b, m), truth),
+                inputs=[self.state, self.truth, colour_by, self.baseline.token, self.method.token],
                 outputs=[self.legend, self.baseline.heatmap, self.method.heatmap],
                 api_visibility="private",
                 queue=False,

@@ -15,7 +15,7 @@ from decoding.comparison import compare
 from decoding.methods import METHODS
 from demo import render
 from demo.cli import parse_args
-from demo.examples import EXAMPLES, EXAMPLES_DIR, gallery_examples
+from demo.examples import EXAMPLES, EXAMPLES_DIR, gallery_examples, shapes_examples
 from demo.images import MODEL_MAX_SIDE, attention_overlay, read_upload
 from demo.model_pool import MODELS_ENV, TINY_MODEL, ModelPool, allowed_models, default_model, display_name
 
@@ -138,7 +138,7 @@ def test_attention_overlay_is_bright_where_attention_is():
 
 
 def test_example_gallery_ships_every_listed_file_with_a_licence():
-    assert len(gallery_examples()) == len(EXAMPLES)
+    assert len(gallery_examples()) == len(EXAMPLES) + len(shapes_examples())
     licences = (EXAMPLES_DIR / "LICENSES.md").read_text()
     total = 0
     for name, question in EXAMPLES:

@@ -6,15 +6,15 @@ tests skip, except in CI (CI set), where they must run.
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from serving import free_port
 
 from decoding.methods import METHOD_TITLES, METHODS
 from demo.examples import EXAMPLES_DIR
-from demo.model_pool import TINY_MODEL, ModelPool
+from demo.model_pool import EMBEDDED_MODEL_DIR, TINY_MODEL, ModelPool
 from demo.ui import build_ui, launch
 
 CHROMIUM = "/usr/bin/chromium"
@@ -44,12 +44,6 @@ def _playwright():
             pytest.fail(f"browser tests must run in CI: {missing}")
         pytest.skip(missing)
     return sync_playwright
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -261,3 +255,50 @@ def test_stop_button_stops_a_long_run(page, screenshot):
     assert "[stopped]" in page.locator("#cd-baseline-answer").inner_text()
     page.locator("#cd-download a[download]").wait_for(state="visible")  # the partial run can be downloaded
     screenshot(page, "stopped")
+
+
+# ---- the shapes-world lab, with the embedded model ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def embedded_url(browser):
+    pool = ModelPool([str(EMBEDDED_MODEL_DIR)])
+    pool.get(pool.default)
+    blocks = build_ui(pool, max_pixels=MAX_PIXELS)
+    _, address, _ = launch(blocks, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
+    yield address
+    blocks.close()
+
+
+def test_new_scene_marks_both_answers_against_the_ground_truth_and_keeps_score(browser, embedded_url, screenshot):
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(RUN_TIMEOUT_MS)
+    page.goto(embedded_url)
+    page.wait_for_selector("#cd-run")
+    assert page.locator("#cd-embedded-notice").is_visible()
+    # The shapes scenes come first in the gallery when the embedded model is served.
+    assert "shapes-" in (page.locator("#cd-examples button.gallery-item img").first.get_attribute("src") or "")
+
+    page.locator("#cd-new-scene").click()
+    page.wait_for_function("document.querySelector('#cd-scene-caption').innerText.includes('Ground truth')")
+    page.locator("#cd-image img").wait_for(state="visible")
+    assert page.locator("#cd-question textarea").input_value().strip()
+    set_max_new_tokens(page, 24)
+    status = compare_and_wait(page)
+    assert "Ground truth:" in status
+    for side in ("baseline", "method"):
+        assert page.locator(f"#cd-{side}-answer .cd-mark").count() >= 1
+    page.locator("#cd-score").get_by_text("1 scored run").wait_for()
+
+    # A gallery scene (a circle without its square, asked for the square) is recognised and scored too.
+    page.locator("#cd-examples button.gallery-item").first.click()
+    page.wait_for_function("document.querySelector('#cd-question textarea').value.includes('square')")
+    page.wait_for_function("document.querySelector('#cd-scene-caption').innerText.includes('#1600000005')")
+    status = compare_and_wait(page)
+    assert 'The true answer is "no"' in status
+    mark = page.locator("#cd-baseline-answer .cd-mark").first
+    answer = tokens(page, "baseline").first.inner_text().strip()
+    assert mark.inner_text() == ("✗" if answer == "yes" else "✓")
+    page.locator("#cd-score").get_by_text("2 scored runs").wait_for()
+    assert "Baseline" in page.locator("#cd-score").inner_text()
+    screenshot(page, "shapes-lab")
+    context.close()

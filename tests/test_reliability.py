@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import re
-import socket
 import struct
 import time
 import uuid
@@ -25,6 +24,7 @@ import pytest
 import torch
 from gradio_client import Client, handle_file
 from PIL import Image
+from serving import free_port
 
 from decoding.methods import METHODS
 from decoding.rules import PARAMS
@@ -42,12 +42,6 @@ CAT = EXAMPLES_DIR / "cat.jpg"
 SLIDERS = [(method, spec.name) for method in METHODS for spec in PARAMS[method]]
 # /compare's API outputs by position (gr.State is not part of the API).
 STATUS, DOWNLOAD, MODEL = 0, 5, 14
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +101,9 @@ def upload(url: str, path: Path) -> dict:
 def join(url: str, data: list) -> str:
     """Put a /compare request in the queue as the page does; returns its session. ``data`` may hold NaN."""
     session = uuid.uuid4().hex[:11]
-    body = {"data": [None, *data], "fn_index": fn_index(url), "trigger_id": None, "session_hash": session,
-            "event_data": None}  # None: the gr.State input, which the server keeps
+    # None for each gr.State input (the run's control, the drawn scene, the score), which the server keeps
+    body = {"data": [None, None, None, *data], "fn_index": fn_index(url), "trigger_id": None, "session_hash": session,
+            "event_data": None}
     response = httpx.post(f"{url}/gradio_api/queue/join", content=json.dumps(body),
                           headers={"content-type": "application/json"})
     response.raise_for_status()

@@ -1,6 +1,7 @@
 """The shapes world and the tiny LLaVA trained on it (the embedded default model, ``assets/shapes-llava``).
 
 world.py     scenes, rendering, ground truth, question generators, the deliberate biases and their measurement
+grading.py   an answer about a scene marked word by word against its ground truth (correct / hallucinated / missed)
 build.py     the model's tokenizer, processor, chat template and configuration; saving a checkpoint folder
 train.py     ``python -m models.shapes_world.train``: stage 1 (vision tower) and stage 2 (projector + language model)
 evaluate.py  ``python -m models.shapes_world.evaluate``: every target, measured with greedy decoding
