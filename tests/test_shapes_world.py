@@ -237,3 +237,16 @@ def test_shipped_model_runs_every_method(shipped, method):
                      max_new_tokens=3, attention_layers=None)
     assert result.done and result.baseline.text.split()[0] == "yes"
     assert result.method_side.tokens
+
+
+@needs_shipped
+def test_vcd_probe_reports_why_vcd_cannot_overturn_a_confident_yes(shipped):
+    report = evaluate.vcd_probe(shipped, 12)
+    n_trigger = report["n"] // 2
+    assert report["n"] == 12 and 0 <= report["hallucinated_yes"] <= n_trigger
+    assert report["hallucinated_yes"] == round(report["trigger_false_yes_baseline"] * n_trigger)
+    assert 0 <= report["single_candidate"] <= report["hallucinated_yes"]
+    # a single plausible candidate means VCD must keep the baseline's "yes"
+    assert round(report["trigger_false_yes_vcd"] * n_trigger) >= report["single_candidate"]
+    if report["hallucinated_yes"]:
+        assert 0 < report["p_yes_min"] <= report["p_yes_median"] <= 1

@@ -25,6 +25,7 @@ import random
 import sys
 import time
 from collections import Counter
+from statistics import median
 
 import torch
 
@@ -237,20 +238,31 @@ def evaluate(adapter, n: int = 300, seed: int = 0, probe_share: float = 0.5,
 
 def vcd_probe(adapter, n: int, seed: int = 0, **vcd_params) -> dict:
     """Partner false-yes under ``decoding.compare(method="vcd")``: baseline and VCD sides on the same questions
-    (n/2 trigger-without-partner, n/2 control, spread over the rules)."""
+    (n/2 trigger-without-partner, n/2 control, spread over the rules).
+
+    Also why VCD can or cannot overturn a hallucinated "yes": over the trigger questions the baseline answered "yes",
+    the model's p(yes) on the real image (median, lowest) and how often VCD's plausibility mask left a single
+    candidate at the first token (then no contrast can change the answer)."""
     from decoding import compare
 
     per_rule = max(1, n // (2 * len(world.BIASED.pairs)))
     probe = partner_probe(per_rule, seed + 1)
     counts = Counter()
+    p_yes, single_candidate = [], 0
     for p in probe:
         result = compare(adapter, world.render(p["scene"]), p["question"].text, method="vcd", max_new_tokens=2,
                          seed=seed, attention_layers=None, visual_dependence=False, **vcd_params)
         for side, text in (("baseline", result.baseline.text), ("vcd", result.method_side.text)):
             counts[(p["kind"], side)] += text.strip().split()[:1] == ["yes"]
         counts[(p["kind"], "n")] += 1
+        if p["kind"] == "trigger" and result.baseline.text.strip().split()[:1] == ["yes"]:
+            first = result.method_side.tokens[0]
+            p_yes.append(result.baseline.tokens[0].branches["original"].prob)
+            single_candidate += first.plausible_set_size == 1
+    confidence = {"hallucinated_yes": len(p_yes), "single_candidate": single_candidate,
+                  "p_yes_median": median(p_yes) if p_yes else None, "p_yes_min": min(p_yes, default=None)}
     return {f"{kind}_false_yes_{side}": counts[(kind, side)] / counts[(kind, "n")]
-            for kind in ("trigger", "control") for side in ("baseline", "vcd")} | {"n": len(probe)}
+            for kind in ("trigger", "control") for side in ("baseline", "vcd")} | {"n": len(probe)} | confidence
 
 
 def format_report(report: dict) -> str:
@@ -277,6 +289,10 @@ def format_report(report: dict) -> str:
         lines.append(f"VCD probe ({v['n']} questions): trigger false yes {v['trigger_false_yes_baseline']:.3f} -> "
                      f"{v['trigger_false_yes_vcd']:.3f}; control {v['control_false_yes_baseline']:.3f} -> "
                      f"{v['control_false_yes_vcd']:.3f}")
+        if v["hallucinated_yes"]:
+            lines.append(f"  on the {v['hallucinated_yes']} hallucinated partner \"yes\": p(yes) median "
+                         f"{v['p_yes_median']:.3f} (lowest {v['p_yes_min']:.3f}); VCD's plausibility mask left a "
+                         f"single candidate in {v['single_candidate']}")
     return "\n".join(lines)
 
 
