@@ -114,12 +114,15 @@ def prepare_comparison(
 
     info = dict(plan.info)
     # The pictures each image-bearing contrast row really fed the model (noised, transformed, augmented ...).
+    def same_pixels(row) -> bool:
+        return torch.equal(row.vision_kwargs["pixel_values"], original.vision_kwargs["pixel_values"])
+
     images = {"original": branch_image(model, original)}
     images.update(
         {
             role: branch_image(model, row)
             for role, row in plan.contrast_rows.items()
-            if row.has_image and not torch.equal(row.vision_kwargs["pixel_values"], original.vision_kwargs["pixel_values"])
+            if row.has_image and not same_pixels(row)
         }
     )
     if visual_dependence:

@@ -186,7 +186,11 @@ def test_example_gallery_token_picker_and_colour_modes(page, screenshot):
     # The picker is the keyboard-friendly way to select: pick the baseline's third token.
     page.locator("#cd-baseline-token input").click()
     options = page.get_by_role("option")
-    assert options.count() == tokens(page, "baseline").count()
+    options.first.wait_for(state="visible")
+    # one option per token of the answer (the heatmap may render a moment after the picker under a busy CPU)
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('#cd-baseline-answer [data-token]').length === n", arg=options.count()
+    )
     options.nth(2).click()
     page.locator("#cd-baseline-attention img").wait_for(state="visible")
     page.wait_for_function("document.querySelector('#cd-baseline-candidates').innerText.includes('Token 2:')")
