@@ -106,6 +106,20 @@ def truth_text(scene: world.Scene, question: str) -> str:
     return f"Ground truth: {world.describe(scene)}.{answer}"
 
 
+def ground_truth_record(scene: world.Scene, question: str, grades: dict[str, grading.Grade]) -> dict:
+    """What a run's JSON download adds about its scene: the scene, the true answer and each side's marks."""
+    asked = grading.question_about(scene, question)
+    return {
+        "scene": scene.to_dict(),
+        "description": world.describe(scene),
+        "true_answer": asked.answer if asked is not None else None,
+        "grades": {
+            name: {"marks": list(g.marks), "correct": g.correct, "hallucinated": g.hallucinated, "missed": g.missed}
+            for name, g in grades.items()
+        },
+    }
+
+
 @dataclass
 class SideScore:
     correct: int = 0
@@ -164,6 +178,7 @@ __all__ = [
     "SideScore",
     "draw_scene",
     "example_file",
+    "ground_truth_record",
     "known_scene",
     "random_seed",
     "same_picture",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import math
 import tempfile
@@ -495,16 +496,20 @@ class ComparisonApp:
         update[self.status] = _with_notice(status, notice)
         update[self.baseline.token] = gr.Dropdown(choices=render.token_choices(comparison.baseline), value=None)
         update[self.method.token] = gr.Dropdown(choices=render.token_choices(comparison.method_side), value=None)
-        update[self.download] = self._write_download(control, comparison)
+        update[self.download] = self._write_download(control, comparison, truth)
         return update
 
-    def _write_download(self, control: RunControl, comparison: Comparison) -> str:
+    def _write_download(self, control: RunControl, comparison: Comparison, truth: world.Scene | None = None) -> str:
+        """The run as JSON (the library's record, plus the scene's ground truth and the marks when it is known)."""
         if control.download is not None:
             Path(control.download).unlink(missing_ok=True)
         folder = Path(self._downloads.name)
         _remove_expired(folder, "comparison-*.json", DOWNLOAD_TTL_S)  # left by sessions that have gone
         path = folder / f"comparison-{comparison.method}-{uuid.uuid4().hex}.json"
-        path.write_text(comparison.to_json(indent=1), encoding="utf-8")
+        record = comparison.to_dict()
+        if truth is not None:
+            record["shapes_world"] = shapes_lab.ground_truth_record(truth, comparison.question, _grades(comparison, truth))
+        path.write_text(json.dumps(record, indent=1), encoding="utf-8")
         control.download = str(path)
         return control.download
 

@@ -1,12 +1,14 @@
 """The shapes-world lab in the served app, with the embedded model: new scenes, answers marked, the running score."""
 
 import html
+import json
 import re
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
 from serving import free_port
-from test_app_api import BASELINE_HTML, METHOD_HTML, STATUS, compare_args, panel_text
+from test_app_api import BASELINE_HTML, DOWNLOAD, METHOD_HTML, STATUS, compare_args, panel_text
 
 from demo import shapes_lab
 from demo.examples import EXAMPLES_DIR, shapes_examples
@@ -57,6 +59,10 @@ def test_a_new_scene_is_answered_marked_against_its_ground_truth_and_scored(serv
         expected = [m for m in grading.grade_answer(scene, question, pieces).marks if m is not None]
         assert marks == expected
     assert scored_runs(out[SCORE_HTML]) == 1 and "<td>Baseline</td>" in out[SCORE_HTML]
+    # the JSON download carries the scene and the same marks
+    record = json.loads(Path(out[DOWNLOAD]).read_text())["shapes_world"]
+    assert record["scene"]["seed"] == scene.seed and record["description"] in caption
+    assert [m for m in record["grades"]["baseline"]["marks"] if m] == marks_in(out[BASELINE_HTML])
 
     # A photo: no ground truth, no marks, the score stays, and the app says the embedded model cannot read it.
     photo = handle_file(str(EXAMPLES_DIR / "cat.jpg"))
@@ -69,12 +75,10 @@ def test_a_new_scene_is_answered_marked_against_its_ground_truth_and_scored(serv
 def test_gallery_scenes_are_scored_without_a_draw_and_the_trap_shows(served):
     pool, url = served
     client = Client(url, verbose=False)  # a new session: its own score
-    total = 0
-    for name, question in shapes_examples()[:3]:  # the partner questions: the truth is "no" each time
+    for total, (name, question) in enumerate(shapes_examples()[:3], start=1):  # the partner questions: the truth is "no" each time
         picture = handle_file(str(EXAMPLES_DIR / name))
         out = client.predict(*compare_args(pool, picture, question, max_new_tokens=4), api_name="/compare")
         assert 'The true answer is "no"' in out[STATUS]
         answer = re.match(r"\s*(yes|no)", panel_text(out[BASELINE_HTML])).group(1)
         assert marks_in(out[BASELINE_HTML])[0] == ("hallucinated" if answer == "yes" else "correct")
-        total += 1
         assert scored_runs(out[SCORE_HTML]) == total
