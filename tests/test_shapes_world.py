@@ -250,3 +250,7 @@ def test_vcd_probe_reports_why_vcd_cannot_overturn_a_confident_yes(shipped):
     assert round(report["trigger_false_yes_vcd"] * n_trigger) >= report["single_candidate"]
     if report["hallucinated_yes"]:
         assert 0 < report["p_yes_min"] <= report["p_yes_median"] <= 1
+    # the per-rule figures add up to the totals
+    rules = report["by_rule"].values()
+    for key in ("trigger_false_yes_baseline", "trigger_false_yes_vcd"):
+        assert sum(r[key] for r in rules) / len(rules) == pytest.approx(report[key])

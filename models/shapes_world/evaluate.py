@@ -253,16 +253,25 @@ def vcd_probe(adapter, n: int, seed: int = 0, **vcd_params) -> dict:
         result = compare(adapter, world.render(p["scene"]), p["question"].text, method="vcd", max_new_tokens=2,
                          seed=seed, attention_layers=None, visual_dependence=False, **vcd_params)
         for side, text in (("baseline", result.baseline.text), ("vcd", result.method_side.text)):
-            counts[(p["kind"], side)] += text.strip().split()[:1] == ["yes"]
+            said_yes = text.strip().split()[:1] == ["yes"]
+            counts[(p["kind"], side)] += said_yes
+            counts[(p["rule"], p["kind"], side)] += said_yes
         counts[(p["kind"], "n")] += 1
+        counts[(p["rule"], p["kind"], "n")] += 1
         if p["kind"] == "trigger" and result.baseline.text.strip().split()[:1] == ["yes"]:
             first = result.method_side.tokens[0]
             p_yes.append(result.baseline.tokens[0].branches["original"].prob)
             single_candidate += first.plausible_set_size == 1
     confidence = {"hallucinated_yes": len(p_yes), "single_candidate": single_candidate,
                   "p_yes_median": median(p_yes) if p_yes else None, "p_yes_min": min(p_yes, default=None)}
+    by_rule = {  # where VCD helps one co-occurrence and hurts another, it shows here
+        rule: {f"{kind}_false_yes_{side}": counts[(rule, kind, side)] / counts[(rule, kind, "n")]
+               for kind in ("trigger", "control") for side in ("baseline", "vcd")}
+        for rule in sorted({p["rule"] for p in probe})
+    }
     return {f"{kind}_false_yes_{side}": counts[(kind, side)] / counts[(kind, "n")]
-            for kind in ("trigger", "control") for side in ("baseline", "vcd")} | {"n": len(probe)} | confidence
+            for kind in ("trigger", "control") for side in ("baseline", "vcd")} | {"n": len(probe)} | confidence | {
+        "by_rule": by_rule}
 
 
 def format_report(report: dict) -> str:
@@ -289,6 +298,10 @@ def format_report(report: dict) -> str:
         lines.append(f"VCD probe ({v['n']} questions): trigger false yes {v['trigger_false_yes_baseline']:.3f} -> "
                      f"{v['trigger_false_yes_vcd']:.3f}; control {v['control_false_yes_baseline']:.3f} -> "
                      f"{v['control_false_yes_vcd']:.3f}")
+        for rule, r in v["by_rule"].items():
+            lines.append(f"  {rule:<18} trigger false yes {r['trigger_false_yes_baseline']:.3f} -> "
+                         f"{r['trigger_false_yes_vcd']:.3f}; control {r['control_false_yes_baseline']:.3f} -> "
+                         f"{r['control_false_yes_vcd']:.3f}")
         if v["hallucinated_yes"]:
             lines.append(f"  on the {v['hallucinated_yes']} hallucinated partner \"yes\": p(yes) median "
                          f"{v['p_yes_median']:.3f} (lowest {v['p_yes_min']:.3f}); VCD's plausibility mask left a "
