@@ -176,6 +176,12 @@ def test_one_training_step_of_each_stage_then_load(tmp_path):
     assert all(torch.equal(state["model"][k], v) for k, v in tower.items())
     adapter = load_model(folder)
     assert adapter.family == "llava" and next(adapter.model.parameters()).dtype == torch.float32
+    # A saved model folder can be fine-tuned further: stage 2 starts from all of its weights.
+    tuned = tmp_path / "tuned"
+    train.main(["stage2", "--tiny", "--steps", "1", "--batch", "4", "--init", str(folder), "--lr", "0",
+                "--save", str(tuned)])
+    before, after = adapter.model.state_dict(), load_model(tuned).model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
 # ---- the shipped checkpoint --------------------------------------------------------------------------------------

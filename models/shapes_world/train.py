@@ -171,6 +171,17 @@ class Progress:
               f"{rate:.3f} s/step eta {eta / 60:.1f} min", file=self.stream, flush=True)
 
 
+def initial_weights(source: str) -> dict[str, torch.Tensor]:
+    """Stage 2's starting weights: a stage-1 training state (its vision tower; the rest is freshly initialised) or a
+    saved model folder (all of it, in float32: fine-tuning a shipped checkpoint further)."""
+    if os.path.isdir(source):
+        from transformers import LlavaForConditionalGeneration
+
+        saved = LlavaForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
+        return saved.state_dict()
+    return torch.load(source, map_location="cpu", weights_only=True)["model"]
+
+
 def train(args) -> None:
     torch.set_num_threads(args.threads)
     processor = build.build_processor()
@@ -185,8 +196,7 @@ def train(args) -> None:
         trainable = list(model.model.vision_tower.parameters()) + list(heads.parameters())
     else:
         if args.init:
-            state = torch.load(args.init, map_location="cpu", weights_only=True)
-            model.load_state_dict(state["model"])
+            model.load_state_dict(initial_weights(args.init))
         model.model.vision_tower.requires_grad_(False)
         trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.98))
@@ -265,7 +275,8 @@ def parse_args(argv=None):
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", help="training state file: written every --save-every steps, resumed from")
-    parser.add_argument("--init", help="stage 2: the stage-1 checkpoint whose vision tower is used")
+    parser.add_argument("--init", help="stage 2: the stage-1 checkpoint whose vision tower is used, or a saved model "
+                                       "folder to fine-tune further")
     parser.add_argument("--save", help="stage 2: the folder to write the fp16 model + processor to")
     parser.add_argument("--partner-question-rate", type=float, default=0.0,
                         help="how often an absent partner is asked about on trigger-without-partner scenes")
