@@ -539,10 +539,10 @@ class ComparisonApp:
         return shapes_lab.scene_caption(shapes_lab.known_scene(picture, drawn))
 
     @staticmethod
-    def stop(control: RunControl):
+    def stop(control: RunControl) -> str:
         """Ask this session's running comparison to stop after its current token (nothing to do when none runs)."""
         if not control.running:
-            return gr.skip()
+            return "No comparison is running."
         control.stop_requested = True
         return "Stopping…"
 
@@ -684,6 +684,9 @@ class ComparisonApp:
                         run_button = gr.Button("Compare", variant="primary", elem_id="cd-run")
                         stop_button = gr.Button("Stop", variant="stop", elem_id="cd-stop")
                     self.status = gr.Markdown("", min_height=48, elem_id="cd-status")
+                    # What /stop answers (for API callers). Not the status line: the run's own stream shows the stop,
+                    # and a separate reply could land after the run's last update and overwrite "Stopped".
+                    stop_reply = gr.Markdown(visible=False)
             with gr.Row():
                 colour_by = gr.Radio(
                     choices=list(render.COLOUR_MODES),
@@ -759,7 +762,7 @@ class ComparisonApp:
             )
             # Not queued: Stop must get through while the run it stops holds the queue's only slot. The small handlers
             # below skip the queue too, so inspecting a finished run never waits behind other visitors' comparisons.
-            stop_button.click(self.stop, inputs=[control], outputs=[self.status], queue=False, api_name="stop")
+            stop_button.click(self.stop, inputs=[control], outputs=[stop_reply], queue=False, api_name="stop")
             new_scene_button.click(
                 self.new_scene,
                 outputs=[image, question, drawn_scene, scene_caption],

@@ -158,7 +158,7 @@ def test_stop_ends_the_run_early_and_keeps_what_was_written(served):
     assert "stopped" in {trace["baseline"]["stop_reason"], trace["method_side"]["stop_reason"]}
     assert trace["steps"] < 100
     # Nothing is running now: Stop says so and the next run is not affected.
-    client.predict(api_name="/stop")
+    assert client.predict(api_name="/stop") == "No comparison is running."
     args = compare_args(pool, handle_file(CAT), "What is this?", max_new_tokens=3)
     final = client.predict(*args, api_name="/compare")
     assert final[STATUS].startswith("Done")
