@@ -266,6 +266,16 @@ def method_title(method: str) -> str:
     return METHOD_TITLES.get(method, method)
 
 
+def short_method_title(method: str) -> str:
+    """The method's name alone ("VCD", "RITUAL + VCD"), for tables and one-line summaries."""
+    return method_title(method).split(":")[0]
+
+
+def was_stopped(comparison: Comparison) -> bool:
+    """Whether the visitor's Stop (or a closed page) ended either side."""
+    return any(side.stop_reason == "stopped" for side in sides(comparison))
+
+
 def branch_notes(comparison: Comparison | None) -> str:
     """Markdown: what the method's pre-steps did (its augmentation and reason, its description, its transform ...)."""
     if comparison is None:
@@ -317,10 +327,9 @@ def status_text(comparison: Comparison | None, seconds: float | None = None) -> 
     if not comparison.done:
         return f"Generating… token {comparison.steps} of at most {total}."
     ended = [
-        f"{'baseline' if side.name == 'baseline' else method_title(comparison.method).split(':')[0]}: "
+        f"{'baseline' if side.name == 'baseline' else short_method_title(comparison.method)}: "
         f"{len(side.tokens)} tokens ({side.stop_reason})"
         for side in sides(comparison)
     ]
-    stopped = any(side.stop_reason == "stopped" for side in sides(comparison))
     took = f" in {seconds:.1f} s" if seconds is not None else ""
-    return f"{'Stopped' if stopped else 'Done'}{took}. " + "; ".join(ended) + "."
+    return f"{'Stopped' if was_stopped(comparison) else 'Done'}{took}. " + "; ".join(ended) + "."

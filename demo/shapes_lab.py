@@ -8,6 +8,7 @@ word and yes/no answer, and the session's score adds both sides up. Pure logic: 
 
 from __future__ import annotations
 
+import functools
 import html
 import random
 from dataclasses import dataclass, field
@@ -69,10 +70,15 @@ def same_picture(picture: Image.Image, scene: world.Scene) -> bool:
     return np.array_equal(np.asarray(picture.convert("RGB")), np.asarray(world.render(scene)))
 
 
+@functools.cache
+def _gallery_scenes() -> tuple[world.Scene, ...]:
+    # Built once: every run and every image change looks for its picture among them. Read only, never mutated.
+    return tuple(draw_scene(seed)[0] for seed in EXAMPLE_SEEDS)
+
+
 def known_scene(picture: Image.Image, drawn: world.Scene | None) -> world.Scene | None:
     """The ground truth of ``picture``: the scene the visitor drew, or a gallery scene; None for any other picture."""
-    candidates = [drawn] if drawn is not None else []
-    candidates += [draw_scene(seed)[0] for seed in EXAMPLE_SEEDS]
+    candidates = ([drawn] if drawn is not None else []) + list(_gallery_scenes())
     return next((scene for scene in candidates if same_picture(picture, scene)), None)
 
 

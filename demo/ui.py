@@ -358,8 +358,7 @@ class ComparisonApp:
                 yield self._streaming_update(comparison, colour_by, first, served, truth, notice)
                 first = False
             seconds = time.monotonic() - started
-            update = self._final_update(control, comparison, colour_by, seconds, served, truth, notice)
-            yield update | self._score_update(score, comparison, truth)
+            yield self._final_update(control, score, comparison, colour_by, seconds, served, truth, notice)
             outcome = "stopped" if control.stop_requested else "done"
         except StopRequested:
             outcome = "stopped"
@@ -413,13 +412,13 @@ class ComparisonApp:
         }
 
     def _heatmaps(
-        self, comparison: Comparison | None, colour_by: str, selected=(None, None), truth: world.Scene | None = None
+        self, comparison: Comparison | None, colour_by: str, selected=(None, None), grades: dict | None = None
     ) -> dict:
-        """Both heatmaps and the legend; with ``truth`` (the run's scene), each answer marked against it."""
+        """Both heatmaps and the legend; with ``grades`` (see _grades), each answer marked against its scene."""
         scale = render.colour_scale(comparison, colour_by)
         baseline = comparison.baseline if comparison is not None else None
         method_side = comparison.method_side if comparison is not None else None
-        marks = {name: grade.marks for name, grade in _grades(comparison, truth).items()}
+        marks = {name: grade.marks for name, grade in (grades or {}).items()}
         return {
             self.legend: render.legend_html(scale),
             self.baseline.heatmap: render.heatmap_html(
@@ -431,12 +430,11 @@ class ComparisonApp:
             ),
         }
 
-    def _score_update(self, score: shapes_lab.Scoreboard, comparison: Comparison, truth: world.Scene | None) -> dict:
-        """Add a finished run on a known scene to the session's running score (a stopped run is not scored)."""
-        stopped = any(side.stop_reason == "stopped" for side in render.sides(comparison))
-        if truth is not None and not stopped:
-            method = render.method_title(comparison.method).split(":")[0]
-            grades = _grades(comparison, truth)
+    def _score_update(self, score: shapes_lab.Scoreboard, comparison: Comparison, grades: dict) -> dict:
+        """Add a finished run on a known scene (``grades`` not empty) to the session's running score; a stopped run is
+        not scored."""
+        if grades and not render.was_stopped(comparison):
+            method = render.short_method_title(comparison.method)
             score.add({("Baseline" if name == "baseline" else method): grade for name, grade in grades.items()})
         return {self.score: score, self.score_html: score.html()}
 
@@ -448,17 +446,20 @@ class ComparisonApp:
         served: str,
         truth: world.Scene | None = None,
         notice: str | None = None,
+        grades: dict | None = None,
     ) -> dict:
         """The outputs after a token. ``complete`` adds everything else the run shows (sent on the first token, which
         clears the previous run's, and on the last, so an API caller's final result holds every output).
         ``served``: the model that runs; ``truth``: the scene the answers are marked against, if known; ``notice``:
-        what the visitor should know about the model (it failed to load, or the picture is outside its world)."""
+        what the visitor should know about the model (it failed to load, or the picture is outside its world);
+        ``grades``: the answers already scored against ``truth`` (scored here when not given)."""
         update = {
             self.status: _with_notice(render.status_text(comparison), notice),
             self.state: comparison,
             self.truth: truth,
         }
-        update.update(self._heatmaps(comparison, colour_by, truth=truth))
+        grades = _grades(comparison, truth) if grades is None else grades
+        update.update(self._heatmaps(comparison, colour_by, grades=grades))
         if complete:
             update.update(
                 {
@@ -482,6 +483,7 @@ class ComparisonApp:
     def _final_update(
         self,
         control: RunControl,
+        score: shapes_lab.Scoreboard,
         comparison: Comparison,
         colour_by: str,
         seconds: float,
@@ -489,17 +491,22 @@ class ComparisonApp:
         truth: world.Scene | None = None,
         notice: str | None = None,
     ) -> dict:
-        update = self._streaming_update(comparison, colour_by, True, served, truth)
+        """The last update: everything, the download, and the run added to the session's score (answers scored once)."""
+        grades = _grades(comparison, truth)
+        update = self._streaming_update(comparison, colour_by, True, served, truth, grades=grades)
         status = render.status_text(comparison, seconds)
         if truth is not None:
             status += " " + shapes_lab.truth_text(truth, comparison.question)
         update[self.status] = _with_notice(status, notice)
         update[self.baseline.token] = gr.Dropdown(choices=render.token_choices(comparison.baseline), value=None)
         update[self.method.token] = gr.Dropdown(choices=render.token_choices(comparison.method_side), value=None)
-        update[self.download] = self._write_download(control, comparison, truth)
+        update[self.download] = self._write_download(control, comparison, truth, grades)
+        update.update(self._score_update(score, comparison, grades))
         return update
 
-    def _write_download(self, control: RunControl, comparison: Comparison, truth: world.Scene | None = None) -> str:
+    def _write_download(
+        self, control: RunControl, comparison: Comparison, truth: world.Scene | None = None, grades: dict | None = None
+    ) -> str:
         """The run as JSON (the library's record, plus the scene's ground truth and the marks when it is known)."""
         if control.download is not None:
             Path(control.download).unlink(missing_ok=True)
@@ -508,7 +515,7 @@ class ComparisonApp:
         path = folder / f"comparison-{comparison.method}-{uuid.uuid4().hex}.json"
         record = comparison.to_dict()
         if truth is not None:
-            record["shapes_world"] = shapes_lab.ground_truth_record(truth, comparison.question, _grades(comparison, truth))
+            record["shapes_world"] = shapes_lab.ground_truth_record(truth, comparison.question, grades or {})
         path.write_text(json.dumps(record, indent=1), encoding="utf-8")
         control.download = str(path)
         return control.download
@@ -561,7 +568,7 @@ class ComparisonApp:
             overlay = None
             if token is not None and token.image_attention and "original" in comparison.images:
                 overlay = attention_overlay(comparison.images["original"], token.image_attention["grid"])
-            update = self._heatmaps(comparison, colour_by, selected, truth)
+            update = self._heatmaps(comparison, colour_by, selected, _grades(comparison, truth))
             update.update(
                 {
                     panel.attention: gr.Image(value=overlay, label=render.attention_caption(token)),
@@ -824,7 +831,7 @@ class ComparisonApp:
                     queue=False,
                 )
             colour_by.change(
-                lambda comparison, truth, colour, b, m: self._heatmaps(comparison, colour, (b, m), truth),
+                lambda comparison, truth, colour, b, m: self._heatmaps(comparison, colour, (b, m), _grades(comparison, truth)),
                 inputs=[self.state, self.truth, colour_by, self.baseline.token, self.method.token],
                 outputs=[self.legend, self.baseline.heatmap, self.method.heatmap],
                 api_visibility="private",

@@ -252,13 +252,14 @@ def vcd_probe(adapter, n: int, seed: int = 0, **vcd_params) -> dict:
     for p in probe:
         result = compare(adapter, world.render(p["scene"]), p["question"].text, method="vcd", max_new_tokens=2,
                          seed=seed, attention_layers=None, visual_dependence=False, **vcd_params)
-        for side, text in (("baseline", result.baseline.text), ("vcd", result.method_side.text)):
-            said_yes = text.strip().split()[:1] == ["yes"]
-            counts[(p["kind"], side)] += said_yes
-            counts[(p["rule"], p["kind"], side)] += said_yes
+        said_yes = {side: text.strip().split()[:1] == ["yes"]
+                    for side, text in (("baseline", result.baseline.text), ("vcd", result.method_side.text))}
+        for side, said in said_yes.items():
+            counts[(p["kind"], side)] += said
+            counts[(p["rule"], p["kind"], side)] += said
         counts[(p["kind"], "n")] += 1
         counts[(p["rule"], p["kind"], "n")] += 1
-        if p["kind"] == "trigger" and result.baseline.text.strip().split()[:1] == ["yes"]:
+        if p["kind"] == "trigger" and said_yes["baseline"]:
             first = result.method_side.tokens[0]
             p_yes.append(result.baseline.tokens[0].branches["original"].prob)
             single_candidate += first.plausible_set_size == 1
