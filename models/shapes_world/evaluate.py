@@ -4,10 +4,11 @@
 
 Test sets (held-out scene seeds, never used in training; every set is seeded and rebuilt identically):
 - toy-POPE: ``n`` scenes, half drawn from the biased world and half "trigger without partner" scenes (a trigger shape
-  is forced in and its partner kept out: the scenes a co-occurrence prior gets wrong). Each scene gives up to 3
-  "is there a <kind> in the image ?" questions about present kinds and as many about absent kinds, chosen per split:
-  random (uniform), popular (most frequent kinds in the training world), adversarial (kinds that co-occur most with
-  the present ones in the training world).
+  is forced in and its partner kept out: the scenes a co-occurrence prior gets wrong). Each scene gives one
+  "is there a <kind> in the image ?" question about a present kind and one about an absent kind
+  (``--pope-per-side``; why one: ``POPE_QUESTIONS_PER_SIDE``), the absent one chosen per split: random (uniform),
+  popular (most frequent kinds in the training world), adversarial (kinds that co-occur most with the present ones in
+  the training world). The report also gives the largest gap this construction allows (``pope_gap_ceiling``).
 - colour, count, position: one question of the family on each of ``n`` biased-world scenes, yes/no balanced.
 - descriptions: "describe the image ." on ``n`` biased-world scenes; exact match with the canonical description, and
   CHAIR_i-like hallucinated shape mentions.
@@ -32,7 +33,13 @@ import torch
 from . import build, world
 
 EVAL_SEED_BASE = 1_000_000_000
-POPE_QUESTIONS_PER_SIDE = 3
+# Questions about present kinds (and as many about absent kinds) per toy-POPE scene. POPE asks about 3 of ~77 absent
+# COCO categories, so its random split seldom hits the adversarial split's pick. With 10 kinds, 3 of ~7 absent kinds
+# would ask about the absent partner in about 3/7 of trigger scenes in the random split too: then even a model that
+# says "yes" to every absent partner and answers everything else right is only 0.080 (n=300) or 0.072 (n=1000) more
+# accurate on random than on adversarial (``pope_gap_ceiling``), so the 0.08 gap target would be out of reach of any
+# real model. One per side (1 of ~7 absent kinds, the nearest to POPE's sparsity) lets that model show 0.225.
+POPE_QUESTIONS_PER_SIDE = 1
 TRAINING_STATISTICS_SCENES = 5000
 TARGETS = {
     "pope_random_accuracy": (">=", 0.90),
@@ -86,6 +93,20 @@ def pope_questions(scenes: list[world.Scene], split: str, seed: int = 0,
             raise ValueError(f"unknown POPE split {split!r}")
         out += [(index, world.existence_question(scene, k)) for k in positives + negatives]
     return out
+
+
+def pope_gap_ceiling(scenes: list[world.Scene], seed: int = 0, statistics: tuple[dict, dict] | None = None,
+                     per_side: int = POPE_QUESTIONS_PER_SIDE) -> float:
+    """The random − adversarial accuracy gap of a model that answers every toy-POPE question right except that it
+    says "yes" to every absent partner of a present trigger: the most of the co-occurrence hallucination that this
+    construction (scenes, questions per side) can show as a gap."""
+    statistics = statistics or training_world_statistics()
+    accuracy = {}
+    for split in ("random", "adversarial"):
+        pairs = pope_questions(scenes, split, seed, statistics, per_side)
+        wrong = sum(q.subject[0] in world.absent_partners(scenes[i]) for i, q in pairs)
+        accuracy[split] = 1 - wrong / len(pairs)
+    return accuracy["random"] - accuracy["adversarial"]
 
 
 def family_questions(family: str, n: int, seed: int = 0) -> list[tuple[world.Scene, world.Question]]:
@@ -165,7 +186,9 @@ def _binary(truth: list[str], said: list[str]) -> dict:
     n = len(truth)
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
-    return {"n": n, "accuracy": sum(t == s for t, s in zip(truth, said)) / n, "precision": precision,
+    # anything but "yes" reads as "no", as in POPE's own rule (and as precision and recall above read it)
+    correct = sum((t == "yes") == (s == "yes") for t, s in zip(truth, said))
+    return {"n": n, "accuracy": correct / n, "precision": precision,
             "recall": recall, "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
             "yes_ratio": sum(s == "yes" for s in said) / n}
 
@@ -183,6 +206,7 @@ def evaluate(adapter, n: int = 300, seed: int = 0, probe_share: float = 0.5,
         pairs = pope_questions(scenes, split, seed, statistics, pope_per_side)
         said = answerer.first_tokens([scenes[i] for i, _ in pairs], [q.text for _, q in pairs])
         report["pope"][split] = _binary([q.answer for _, q in pairs], said)
+    report["adversarial_gap_ceiling"] = pope_gap_ceiling(scenes, seed, statistics, pope_per_side)
 
     for family in ("colour", "count", "position"):
         pairs = family_questions(family, n, seed)
@@ -294,6 +318,8 @@ def format_report(report: dict) -> str:
     for key, (op, bound) in TARGETS.items():
         verdict = "met" if report["targets_met"][key] else "NOT MET"
         lines.append(f"  {key:<22} {report[key]:.3f}  {op} {bound:.2f}  {verdict}")
+    lines.append(f"  (the gap of a model perfect but for always seeing the absent partner: "
+                 f"{report['adversarial_gap_ceiling']:.3f}, with {report['pope_per_side']} question(s) per side)")
     if "vcd" in report:
         v = report["vcd"]
         lines.append(f"VCD probe ({v['n']} questions): trigger false yes {v['trigger_false_yes_baseline']:.3f} -> "
