@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -97,3 +98,19 @@ def test_eval_command_scores_the_shapes_benchmark_with_the_embedded_model(bench_
         assert 0.0 <= metrics[side]["accuracy"] <= 1.0
     # the embedded model sees: on these held-out questions its plain answers are mostly right
     assert metrics["baseline"]["accuracy"] >= 4 / 6
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(EMBEDDED, "config.json")), reason="embedded model not built")
+def test_every_printed_eval_command_runs(tmp_path):
+    # what `python -m models.shapes_world.benchmark` tells users to run must work as printed (CHAIR once asked for
+    # eval's default 512 new tokens, more than the embedded model's context)
+    benchmark.write_benchmark(str(tmp_path), n=4, seed=0)
+    commands = benchmark.eval_commands(str(tmp_path), model=EMBEDDED, methods=" --method vcd")
+    assert [shlex.split(c)[3] for c in commands] == ["pope", "pope", "mme", "chair"]
+    for command in commands:
+        argv = [sys.executable] + shlex.split(command)[1:] + ["--limit", "2", "--no-progress"]
+        done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+        words = shlex.split(command)
+        metrics = json.loads((tmp_path / words[words.index("--out") + 1] / "metrics.json").read_text())
+        assert metrics["metrics"], command

@@ -176,16 +176,20 @@ def eval_commands(out: str, model: str = "assets/shapes-llava", methods: str = "
     pope_files = " ".join(os.path.join(out, "pope", f"shapes_pope_{s}.json") for s in SPLITS)
     probe_files = " ".join(os.path.join(out, "pope", f"shapes_probe_{k}.json") for k in ("trigger", "control"))
     chair = os.path.join(out, "chair")
+    # yes/no answers need a token or two; a description of six shapes is 24 words, and the default of 512 new tokens
+    # would not fit the embedded model's 256-token context
     return [
         f"python -m eval pope --model {model}{methods} --questions {pope_files} "
-        f"--images {os.path.join(out, 'pope', 'images')} --prompt-suffix none --out {out}/results-pope",
+        f"--images {os.path.join(out, 'pope', 'images')} --prompt-suffix none --max-new-tokens 4 "
+        f"--out {out}/results-pope",
         f"python -m eval pope --model {model}{methods} --questions {probe_files} "
-        f"--images {os.path.join(out, 'pope', 'images')} --prompt-suffix none --out {out}/results-probe",
+        f"--images {os.path.join(out, 'pope', 'images')} --prompt-suffix none --max-new-tokens 4 "
+        f"--out {out}/results-probe",
         f"python -m eval mme --model {model}{methods} --root {os.path.join(out, 'mme')} --prompt-suffix none "
-        f"--out {out}/results-mme",
+        f"--max-new-tokens 4 --out {out}/results-mme",
         f"python -m eval chair --model {model}{methods} --images {chair}/images --instances {chair}/instances.json "
         f"--captions {chair}/captions.json --synonyms {chair}/synonyms.txt --num-images 1000000 "
-        f"--prompt '{world.DESCRIBE_PROMPT}' --out {out}/results-chair",
+        f"--prompt '{world.DESCRIBE_PROMPT}' --max-new-tokens 64 --out {out}/results-chair",
     ]
 
 
