@@ -184,6 +184,38 @@ def test_one_training_step_of_each_stage_then_load(tmp_path):
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_a_run_in_segments_equals_the_run_in_one_go(tmp_path):
+    stage1 = str(tmp_path / "stage1.pt")
+    train.main(["stage1", "--tiny", "--steps", "1", "--batch", "4", "--checkpoint", stage1])
+    whole, parts = str(tmp_path / "whole.pt"), str(tmp_path / "parts.pt")
+    common = ["stage2", "--tiny", "--steps", "4", "--batch", "4", "--warmup", "1", "--init", stage1]
+    train.main(common + ["--checkpoint", whole])
+    train.main(common + ["--stop-at", "2", "--checkpoint", parts])
+    assert torch.load(parts, weights_only=True)["step"] == 2
+    train.main(common + ["--stop-at", "1", "--checkpoint", parts])  # already past: leaves the state alone
+    assert torch.load(parts, weights_only=True)["step"] == 2
+    train.main(common + ["--checkpoint", parts])
+    a, b = torch.load(whole, weights_only=True)["model"], torch.load(parts, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(SystemExit):
+        train.parse_args(["stage2", "--steps", "4", "--stop-at", "5"])
+
+
+def test_the_recipe_is_made_of_valid_train_commands(tmp_path, capsys):
+    from models.shapes_world import recipe
+
+    runs = recipe.runs(str(tmp_path), str(tmp_path / "model"))
+    stages = [train.parse_args(argv) for argv in runs]
+    assert [a.stage for a in stages] == ["stage1"] + ["stage2"] * 5
+    assert stages[-1].save == str(tmp_path / "model")
+    # each stage-2 run starts from what the run before it made
+    assert stages[1].init == stages[0].checkpoint and stages[4].init == stages[3].save
+    assert stages[5].init == stages[4].save
+    recipe.main(["--workdir", str(tmp_path), "--save", str(tmp_path / "model"), "--dry-run"])
+    assert capsys.readouterr().out.count("python -m models.shapes_world.train") == len(runs)
+    assert not list(tmp_path.iterdir())  # a dry run trains nothing
+
+
 # ---- the shipped checkpoint --------------------------------------------------------------------------------------
 
 needs_shipped = pytest.mark.skipif(not os.path.isdir(SHIPPED), reason="assets/shapes-llava has not been trained")

@@ -223,12 +223,16 @@ def train(args) -> None:
         torch.save(state, args.checkpoint + ".tmp")
         os.replace(args.checkpoint + ".tmp", args.checkpoint)  # never leave a half-written checkpoint
 
+    end = args.stop_at or args.steps
+    if start > end:
+        print(f"{args.checkpoint} is at step {start}, past --stop-at {end}: nothing to do", file=sys.stderr, flush=True)
+        return
     model.train()
     model.model.vision_tower.train(args.stage == "stage1")
     torch.manual_seed(args.seed)
-    progress = Progress(args.stage, args.steps, start, every=args.log_every)
+    progress = Progress(args.stage, end, start, every=args.log_every)
     smooth = None
-    for step in range(start, args.steps):
+    for step in range(start, end):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         if args.stage == "stage1":
@@ -248,7 +252,8 @@ def train(args) -> None:
         progress.update(step, loss=smooth, **metrics)
         if (step + 1) % args.save_every == 0:
             save(step + 1)
-    save(args.steps)
+    if start < end:
+        save(end)
     if args.save:
         model.eval()
         build.save_checkpoint(model, processor, args.save)
@@ -270,6 +275,9 @@ def parse_args(argv=None):
     parser.add_argument("stage", choices=("stage1", "stage2"))
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--batch", type=int, default=None, help="default 96 (stage 1) / 32 (stage 2)")
+    parser.add_argument("--stop-at", type=int, default=None,
+                        help="end this run at this step, on the learning-rate schedule of --steps (a later run with "
+                             "a larger --stop-at or none resumes from --checkpoint: how a run is made in segments)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--weight-decay", type=float, default=0.01)
@@ -288,6 +296,8 @@ def parse_args(argv=None):
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--tiny", action="store_true", help="a very small model (tests)")
     args = parser.parse_args(argv)
+    if args.stop_at is not None and not 0 < args.stop_at <= args.steps:
+        parser.error(f"--stop-at must be between 1 and --steps ({args.steps})")
     if args.batch is None:
         args.batch = 96 if args.stage == "stage1" else 32
     return args
