@@ -184,6 +184,25 @@ def test_one_training_step_of_each_stage_then_load(tmp_path):
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_stage2_loss_means_per_example_or_per_token():
+    # two examples: one answer token with loss log 2, three answer tokens with loss log 4 each
+    vocab = 4
+    logits = torch.zeros(2, 4, vocab)
+    logits[0, 0] = torch.tensor([0.0, 0.0, -1e9, -1e9])  # p(target 0) = 1/2
+    targets = torch.tensor([[0, -100, -100, -100], [1, 2, 3, -100]])
+
+    class FixedLogits(torch.nn.Module):
+        def forward(self, input_ids, pixel_values):
+            return type("Output", (), {"logits": logits})()
+
+    batch = {"input_ids": None, "pixel_values": None, "targets": targets}
+    log2, log4 = np.log(2), np.log(4)
+    assert train.stage2_loss(FixedLogits(), batch).item() == pytest.approx((log2 + log4) / 2)
+    assert train.stage2_loss(FixedLogits(), batch, "token").item() == pytest.approx((log2 + 3 * log4) / 4)
+    with pytest.raises(ValueError, match="mean"):
+        train.stage2_loss(FixedLogits(), batch, "batch")
+
+
 def test_a_run_in_segments_equals_the_run_in_one_go(tmp_path):
     stage1 = str(tmp_path / "stage1.pt")
     train.main(["stage1", "--tiny", "--steps", "1", "--batch", "4", "--checkpoint", stage1])
@@ -206,11 +225,11 @@ def test_the_recipe_is_made_of_valid_train_commands(tmp_path, capsys):
 
     runs = recipe.runs(str(tmp_path), str(tmp_path / "model"))
     stages = [train.parse_args(argv) for argv in runs]
-    assert [a.stage for a in stages] == ["stage1"] + ["stage2"] * 5
+    assert [a.stage for a in stages] == ["stage1"] + ["stage2"] * 6
     assert stages[-1].save == str(tmp_path / "model")
     # each stage-2 run starts from what the run before it made
-    assert stages[1].init == stages[0].checkpoint and stages[4].init == stages[3].save
-    assert stages[5].init == stages[4].save
+    assert stages[1].init == stages[0].checkpoint and stages[5].init == stages[4].save
+    assert stages[6].init == stages[5].save and stages[1].loss_mean == "token"
     recipe.main(["--workdir", str(tmp_path), "--save", str(tmp_path / "model"), "--dry-run"])
     assert capsys.readouterr().out.count("python -m models.shapes_world.train") == len(runs)
     assert not list(tmp_path.iterdir())  # a dry run trains nothing

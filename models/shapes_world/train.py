@@ -132,14 +132,20 @@ def stage2_examples(step: int, batch: int, seed: int, partner_question_rate: flo
     return examples
 
 
-def stage2_loss(model, batch: dict) -> torch.Tensor:
-    """Cross-entropy averaged over each example's answer tokens, then over examples: a one-word answer weighs as
-    much as a 20-token description (a plain token mean lets descriptions drown the yes/no questions)."""
+def stage2_loss(model, batch: dict, mean: str = "example") -> torch.Tensor:
+    """Cross-entropy on the answer tokens. ``mean="example"``: averaged over each example's answer tokens, then over
+    examples, so a one-word answer weighs as much as a 20-token description (a plain token mean lets descriptions
+    drown the yes/no questions). ``mean="token"``: that plain mean over all answer tokens of the batch, which the
+    shipped model's first 1,400 stage-2 steps used (its descriptions taught colours early; see the model card)."""
+    if mean not in ("example", "token"):
+        raise ValueError(f"mean must be 'example' or 'token', not {mean!r}")
     logits = model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"]).logits
     targets = batch["targets"]
     per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
                                 reduction="none").view(targets.shape)
     answered = (targets != -100).float()
+    if mean == "token":
+        return (per_token * answered).sum() / answered.sum().clamp(min=1)
     return ((per_token * answered).sum(1) / answered.sum(1).clamp(min=1)).mean()
 
 
@@ -242,7 +248,7 @@ def train(args) -> None:
             examples = stage2_examples(step, args.batch, args.seed, args.partner_question_rate, args.family_weights)
             batch = encoder.batch([world.render(s) for s, _ in examples], [q.text for _, q in examples],
                                   [q.answer for _, q in examples])
-            loss, metrics = stage2_loss(model, batch), {}
+            loss, metrics = stage2_loss(model, batch, args.loss_mean), {}
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -291,6 +297,8 @@ def parse_args(argv=None):
     parser.add_argument("--family-weights", type=_family_weights, default=None,
                         help="stage 2 question mix, e.g. existence=0.45,colour=0.15,count=0.15,position=0.15,"
                              "description=0.1 (default: world.TRAINING_FAMILY_WEIGHTS)")
+    parser.add_argument("--loss-mean", choices=("example", "token"), default="example",
+                        help="stage 2: average the answer loss per example (default) or over all answer tokens")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--log-every", type=int, default=25)
