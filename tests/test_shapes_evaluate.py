@@ -14,10 +14,6 @@ def statistics():
     return evaluate.training_world_statistics()
 
 
-def _object(kind, colour, row, col):
-    return SceneObject(kind, colour, row, col, col * world.CELL + world.CELL / 2, row * world.CELL + world.CELL / 2, 6)
-
-
 def test_binary_metrics_by_hand():
     truth = ["yes", "yes", "no", "no", "no"]
     said = ["yes", "no", "yes", "no", "no"]
@@ -55,8 +51,9 @@ def test_adversarial_split_asks_about_the_absent_partner(statistics):
 
 
 def test_gap_ceiling_on_hand_built_scenes(statistics):
-    lonely_circle = Scene([_object("circle", "red", 0, 0)], seed=1)  # its partner, the square, is absent
-    no_trigger = Scene([_object("moon", "blue", 0, 1)], seed=2)
+    # ground truth only (nothing is drawn), so the objects need no pixel centres
+    lonely_circle = Scene([SceneObject("circle", "red", 0, 0)], seed=1)  # its partner, the square, is absent
+    no_trigger = Scene([SceneObject("moon", "blue", 0, 1)], seed=2)
     assert evaluate.pope_gap_ceiling([no_trigger] * 20, statistics=statistics) == 0
     scenes = [lonely_circle] * 40
     random_squares = sum(q.subject[0] == "square"
