@@ -15,7 +15,8 @@ from PIL import Image
 from eval.chair import read_coco_captions, read_coco_instances, read_synonyms
 from eval.mme import read_mme
 from eval.pope import read_pope
-from models.shapes_world import benchmark, evaluate, world
+from eval.shapes_world import benchmark, evaluate
+from models.shapes_world import world
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMBEDDED = os.path.join(REPO, "assets", "shapes-llava")
@@ -102,7 +103,7 @@ def test_eval_command_scores_the_shapes_benchmark_with_the_embedded_model(bench_
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(EMBEDDED, "config.json")), reason="embedded model not built")
 def test_every_printed_eval_command_runs(tmp_path):
-    # what `python -m models.shapes_world.benchmark` tells users to run must work as printed (CHAIR once asked for
+    # what `python -m eval.shapes_world.benchmark` tells users to run must work as printed (CHAIR once asked for
     # eval's default 512 new tokens, more than the embedded model's context)
     benchmark.write_benchmark(str(tmp_path), n=4, seed=0)
     commands = benchmark.eval_commands(str(tmp_path), model=EMBEDDED, methods=" --method vcd")

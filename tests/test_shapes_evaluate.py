@@ -1,11 +1,12 @@
-"""Tests of the shapes-world evaluation's arithmetic (models/shapes_world/evaluate.py): the yes/no metrics, how the
+"""Tests of the shapes-world evaluation's arithmetic (eval/shapes_world/evaluate.py): the yes/no metrics, how the
 toy-POPE splits choose their questions, and the largest random − adversarial gap a construction allows."""
 
 from __future__ import annotations
 
 import pytest
 
-from models.shapes_world import evaluate, world
+from eval.shapes_world import evaluate
+from models.shapes_world import world
 from models.shapes_world.world import Scene, SceneObject
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from models import load_model
-from models.shapes_world import build, evaluate, train, world
+from eval.shapes_world import evaluate
+from models.shapes_world import build, train, world
 from models.shapes_world.world import Scene, SceneObject
 
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "shapes-llava")

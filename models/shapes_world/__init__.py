@@ -4,7 +4,10 @@ world.py     scenes, rendering, ground truth, question generators, the deliberat
 grading.py   an answer about a scene marked word by word against its ground truth (correct / hallucinated / missed)
 build.py     the model's tokenizer, processor, chat template and configuration; saving a checkpoint folder
 train.py     ``python -m models.shapes_world.train``: stage 1 (vision tower) and stage 2 (projector + language model)
-evaluate.py  ``python -m models.shapes_world.evaluate``: every target, measured with greedy decoding
+recipe.py    ``python -m models.shapes_world.recipe``: the shipped model's whole training history in one command
+
+Scoring the model (``python -m eval.shapes_world.evaluate``) and writing its benchmark files
+(``python -m eval.shapes_world.benchmark``) live in ``eval.shapes_world``.
 """
 
 from .world import (

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from . import build, world
 
-# Scene seeds of each stage start here (and stay below the next base); evaluate.EVAL_SEED_BASE keeps test scenes apart.
+# Scene seeds of each stage start here (and stay below the next base); eval.shapes_world.evaluate.EVAL_SEED_BASE
+# keeps test scenes apart.
 STAGE1_SEED_BASE = 10_000_000
 STAGE2_SEED_BASE = 20_000_000
 _MIN_PATCH_PIXELS = 6  # a patch is labelled with the object covering most of it, if at least this many pixels

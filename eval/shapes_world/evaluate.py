@@ -1,6 +1,6 @@
 """Measure the shapes-world model against its targets, with greedy decoding (the app's baseline).
 
-    python -m models.shapes_world.evaluate --model assets/shapes-llava --n 300 [--json out.json] [--vcd 100]
+    python -m eval.shapes_world.evaluate --model assets/shapes-llava --n 300 [--json out.json] [--vcd 100]
 
 Test sets (held-out scene seeds, never used in training; every set is seeded and rebuilt identically):
 - toy-POPE: ``n`` scenes, half drawn from the biased world and half "trigger without partner" scenes (a trigger shape
@@ -30,7 +30,7 @@ from statistics import median
 
 import torch
 
-from . import build, world
+from models.shapes_world import build, world
 
 EVAL_SEED_BASE = 1_000_000_000
 # Questions about present kinds (and as many about absent kinds) per toy-POPE scene. POPE asks about 3 of ~77 absent

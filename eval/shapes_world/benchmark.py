@@ -1,7 +1,7 @@
 """The shapes world's held-out benchmark, written in the published POPE, MME and CHAIR (COCO) formats, so that the
 same evaluation command scores the toy lab and the real benchmarks.
 
-    python -m models.shapes_world.benchmark --out runs/shapes-bench [--n 300] [--seed 0]
+    python -m eval.shapes_world.benchmark --out runs/shapes-bench [--n 300] [--seed 0]
 
 writes, under ``--out``:
 
@@ -23,7 +23,9 @@ import json
 import os
 import random
 
-from . import evaluate, world
+from models.shapes_world import world
+
+from . import evaluate
 
 SPLITS = ("random", "popular", "adversarial")
 MME_SUBTASKS = ("existence", "count", "position", "color")
