@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from models import load_model
 from eval.shapes_world import evaluate
+from models import load_model
 from models.shapes_world import build, train, world
 from models.shapes_world.world import Scene, SceneObject
 
