@@ -1,7 +1,9 @@
-"""Contrastive decoding for vision-language models: the per-step rules, the branch builders and one batched engine.
+"""Contrastive decoding for vision-language models: the per-step rules, the method registry, the branch builders and
+one batched engine.
 
-Nothing here imports gradio. Entry points (imported lazily, so `import decoding.rules` stays light):
-`compare`, `stream_compare`, `Comparison`, `answer_all` (several methods in one run), `METHODS`.
+Nothing here imports gradio. Entry points (imported lazily, so `import decoding.sampling` stays light):
+`compare`, `stream_compare`, `Comparison`, `answer_all` (several methods in one run), `METHODS` / `REGISTRY` /
+`get_method` (the methods), `SamplingConfig` (the decoding options).
 """
 
 _LAZY = {
@@ -11,9 +13,11 @@ _LAZY = {
     "prepare_comparison": "comparison",
     "answer_all": "comparison",
     "METHODS": "methods",
+    "REGISTRY": "methods",
+    "get_method": "methods",
     "Engine": "engine",
     "Side": "engine",
-    "SamplingConfig": "engine",
+    "SamplingConfig": "sampling",
 }
 
 

@@ -27,8 +27,9 @@ from PIL import Image
 from models import build_tiny, load_model, random_llava_1_5_7b
 
 from .comparison import prepare_comparison
-from .engine import Engine, SamplingConfig, Side
+from .engine import Engine, Side
 from .methods import METHODS
+from .sampling import SamplingConfig
 
 QUESTION = "Describe the image in detail."
 

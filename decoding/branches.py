@@ -63,8 +63,7 @@ def _rng(rng):
 
 
 def _uniform(rng, low: float, high: float) -> float:
-    if isinstance(rng, np.random.Generator):
-        return float(rng.uniform(low, high))
+    """Uniform float in ``[low, high)``: numpy's Generator and ``random.Random`` both spell it ``uniform``."""
     return float(rng.uniform(low, high))
 
 
@@ -119,7 +118,7 @@ def noise_coefficients(step: int = DEFAULT_NOISE_STEP) -> tuple[float, float]:
 
     ``beta_t = sigmoid(linspace(-6, 6, 1000)) * (5e-3 - 1e-5) + 1e-5``, ``abar = cumprod(1 - beta)`` and ``T`` is a
     **0-based** index into that cumulative product, as in the authors' code (``alphas_bar_sqrt[noise_step]``), i.e.
-    ``abar_T = prod_{t=0..T} (1 - beta_t)``: ``T = 500`` gives 0.8630 / 0.5052, the spec's figures (a 1-based reading
+    ``abar_T = prod_{t=0..T} (1 - beta_t)``: ``T = 500`` gives 0.8630 / 0.5052 (a 1-based reading
     would give 0.8641 / 0.5033). Valid steps: 0..999.
     """
     step = _noise_step(step)
@@ -371,7 +370,7 @@ def draw_augmentation_params(name: str, rng) -> dict:
 def _square(h: int, w: int, params: dict) -> tuple[int, int, int]:
     """(top, left, side) in pixels of the square described by relative ``params`` on an ``h x w`` view.
 
-    ``side = int(min(h, w) * params["side"])`` (``side`` = 0.5 by default: ``min(h, w) // 2``, the spec's size)."""
+    ``side = int(min(h, w) * params["side"])`` (``side`` = 0.5 by default: ``min(h, w) // 2``, the size Self-Aug's paper gives for crop and mask)."""
     u, v = float(params["top"]), float(params["left"])
     frac = float(params.get("side", 0.5))
     if not (0.0 <= u <= 1.0 and 0.0 <= v <= 1.0):
@@ -566,8 +565,8 @@ def parse_augmentation_choice(text: str) -> tuple[str, bool]:
     Looks at the text after the *last* ``"choice:"`` (case-insensitive; spaces before the colon allowed) and maps
     keywords by substring: crop -> random_crop, horizontal -> horizontal_flip, vertical -> vertical_flip,
     inver -> color_inversion, mask -> random_mask, noise -> noise. If several keywords appear, the one that occurs
-    *first* wins (the spec does not say; the first mention is the model's choice, later ones tend to be
-    explanations). No ``"choice:"`` or no keyword after it: ``("noise", False)``.
+    *first* wins (Self-Aug's paper does not say; the first mention is the model's choice, later ones tend
+    to be explanations). No ``"choice:"`` or no keyword after it: ``("noise", False)``.
     """
     if not isinstance(text, str):
         return FALLBACK_AUGMENTATION, False

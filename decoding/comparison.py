@@ -5,10 +5,11 @@
 
     model = load_model("llava-hf/llava-1.5-7b-hf")
     result = compare(model, image, "Is there a dog?", method="vcd", alpha=1.0, beta=0.1)
-    print(result.baseline.text, "|", result.method.text)
+    print(result.baseline.text, "|", result.method_side.text)
     result.to_json()          # trace, parameters, model id, seed: enough to reproduce the run
 
-`stream_compare` yields the same result object after every generated token.
+`stream_compare` yields the same result object after every generated token. The JSON's fields are described in
+README's "The exported run" table; ``SCHEMA_VERSION`` changes whenever they do.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from PIL import Image
 
 from models.adapters.base import FamilyAdapter
 
-from .engine import Engine, SamplingConfig, Side, same_prompt
-from .methods import VISUAL_DEPENDENCE_NOISE_STEP, METHODS, branch_image, noised_row, plan_method, resolve_params
+from .branch_rows import ProgressFn, branch_image, noised_row
+from .engine import Engine, Side, same_prompt
+from .methods import METHODS, VISUAL_DEPENDENCE_NOISE_STEP, BranchRequest, MethodPlan, get_method, plan_method
+from .sampling import SamplingConfig, check_max_new_tokens
 from .trace import SideResult
 
-SCHEMA_VERSION = 1
+# 2: per-step scalars under their STEP_SCALARS names in each token's "scalars" (1 had "alpha_t" / "beta_t").
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -45,10 +49,6 @@ class Comparison:
     images: dict[str, Image.Image] = field(default_factory=dict)  # what each image row fed the model (not serialised)
     steps: int = 0
     done: bool = False
-
-    @property
-    def method_result(self) -> SideResult:
-        return self.method_side
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,24 +86,26 @@ def prepare_comparison(
     method: str = "vcd",
     *,
     max_new_tokens: int = 64,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    seed: int = 0,
+    sampling: SamplingConfig | None = None,
+    do_sample: bool | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    seed: int | None = None,
     baseline: bool = True,
     attention_layers: list[int] | str | None = "all",
     visual_dependence: bool = True,
     ignore_eos: bool = False,
-    progress: Callable[[str, float], None] | None = None,
+    progress: ProgressFn | None = None,
     **params: Any,
 ) -> PreparedRun:
     """Validate the request, run the method's pre-steps and build every row and side (see ``stream_compare``)."""
-    method_params = resolve_params(method, params)
-    sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-    request = _Request.start(model, image, question, max_new_tokens, seed, visual_dependence)
-    image, question, original, distorted = request.image, request.question, request.original, request.distorted
-    plan = plan_method(model, image, question, original, method, method_params, seed=seed, progress=progress)
+    params = get_method(method).resolve(params)  # a bad method or parameter is refused before any model work
+    options = {"do_sample": do_sample, "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed}
+    sampling = _sampling(sampling, options)
+    request = _Request.start(model, image, question, max_new_tokens, sampling.seed, visual_dependence)
+    original, distorted = request.original, request.distorted
+    plan = plan_method(request.branch_request(model, progress), method, params)
 
     rows: list = []
     sides = []
@@ -113,31 +115,15 @@ def prepare_comparison(
     _check_length(model, rows, max_new_tokens)
 
     info = dict(plan.info)
-    # The pictures each image-bearing contrast row really fed the model (noised, transformed, augmented ...).
-    def same_pixels(row) -> bool:
-        return torch.equal(row.vision_kwargs["pixel_values"], original.vision_kwargs["pixel_values"])
-
-    images = {"original": branch_image(model, original)}
-    images.update(
-        {
-            role: branch_image(model, row)
-            for role, row in plan.contrast_rows.items()
-            if row.has_image and not same_pixels(row)
-        }
-    )
     if visual_dependence:
         info["visual_dependence_noise_step"] = VISUAL_DEPENDENCE_NOISE_STEP
     result = Comparison(
         model_id=model.model_id,
         method=method,
-        question=question,
-        params=method_params,
+        question=request.question,
+        params=plan.params,
         decoding={
-            "do_sample": do_sample,
-            "temperature": temperature,
-            "top_p": top_p,
-            "top_k": top_k,
-            "seed": seed,
+            **sampling.to_dict(),
             "max_new_tokens": max_new_tokens,
             "ignore_eos": ignore_eos,
             "attention_layers": attention_layers,
@@ -145,9 +131,34 @@ def prepare_comparison(
         branches=info,
         baseline=SideResult("baseline", "baseline") if baseline else None,
         method_side=SideResult("method", method),
-        images=images,
+        images=_branch_images(model, original, plan),
     )
     return PreparedRun(rows, sides, sampling, result)
+
+
+def _branch_images(model: FamilyAdapter, original, plan: MethodPlan) -> dict[str, Image.Image]:
+    """The pictures each image-bearing row really fed the model (original, noised, transformed, augmented ...)."""
+
+    def same_pixels(row) -> bool:
+        return torch.equal(row.vision_kwargs["pixel_values"], original.vision_kwargs["pixel_values"])
+
+    images = {"original": branch_image(model, original)}
+    for role, row in plan.contrast_rows.items():
+        if row.has_image and not same_pixels(row):
+            images[role] = branch_image(model, row)
+    return images
+
+
+def _sampling(sampling: SamplingConfig | None, options: dict[str, Any]) -> SamplingConfig:
+    """One SamplingConfig from either ``sampling=`` or the five keyword options (not both)."""
+    given = {name: value for name, value in options.items() if value is not None}
+    if sampling is None:
+        return SamplingConfig(**given)
+    if not isinstance(sampling, SamplingConfig):
+        raise ValueError(f"sampling must be a SamplingConfig, got {type(sampling).__name__}")
+    if given:
+        raise ValueError(f"pass either sampling= or {', '.join(sorted(given))}, not both")
+    return sampling
 
 
 @dataclass
@@ -160,19 +171,23 @@ class _Request:
     original: Any
     distorted: Any
 
+    seed: int
+
     @classmethod
-    def start(cls, model, image, question, max_new_tokens, seed, visual_dependence) -> "_Request":
+    def start(cls, model, image, question, max_new_tokens, seed, visual_dependence) -> _Request:
         if not isinstance(image, Image.Image):
             raise ValueError("image must be a PIL image")
         if not isinstance(question, str) or not question.strip():
             raise ValueError("the question is empty")
-        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+        check_max_new_tokens(max_new_tokens)
         image, question = image.convert("RGB"), question.strip()
         original = model.build_row(question, image)
         _check_length(model, [original], max_new_tokens)
         distorted = noised_row(original, VISUAL_DEPENDENCE_NOISE_STEP, seed) if visual_dependence else None
-        return cls(image, question, original, distorted)
+        return cls(image, question, original, distorted, seed)
+
+    def branch_request(self, model: FamilyAdapter, progress: ProgressFn | None = None) -> BranchRequest:
+        return BranchRequest(model, self.image, self.question, self.original, self.seed, progress)
 
 
 def _check_length(model: FamilyAdapter, rows: list, max_new_tokens: int) -> None:
@@ -198,7 +213,7 @@ def _baseline_side(original, distorted, rows: list, name: str = "baseline") -> S
     return Side(name, "baseline", roles, distorted_role="distorted" if distorted is not None else None)
 
 
-def _method_side(name: str, method: str, plan, original, distorted, rows: list) -> Side:
+def _method_side(name: str, method: str, plan: MethodPlan, original, distorted, rows: list) -> Side:
     roles = {"original": _add(rows, original)}
     roles.update({role: _add(rows, row) for role, row in plan.contrast_rows.items()})
     distorted_role = None
@@ -219,13 +234,9 @@ def answer_all(
     question: str,
     methods: list[str | tuple[str, dict[str, Any]]],
     *,
+    sampling: SamplingConfig | None = None,
     baseline: bool = True,
     max_new_tokens: int = 64,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    seed: int = 0,
     attention_layers: list[int] | str | None = None,
     visual_dependence: bool = False,
     ignore_eos: bool = False,
@@ -243,14 +254,14 @@ def answer_all(
         raise ValueError(f"each method may appear once (and none may be called 'baseline'), got {names}")
     if not specs and not baseline:
         raise ValueError("nothing to decode: no method and no baseline")
-    sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-    request = _Request.start(model, image, question, max_new_tokens, seed, visual_dependence)
-    image, question, original, distorted = request.image, request.question, request.original, request.distorted
+    sampling = _sampling(sampling, {})
+    request = _Request.start(model, image, question, max_new_tokens, sampling.seed, visual_dependence)
+    original, distorted = request.original, request.distorted
     rows: list = []
     sides = [_baseline_side(original, distorted, rows)] if baseline else []
     infos = {}
     for method, params in specs:
-        plan = plan_method(model, image, question, original, method, resolve_params(method, params), seed=seed)
+        plan = plan_method(request.branch_request(model), method, params)
         sides.append(_method_side(method, method, plan, original, distorted, rows))
         infos[method] = dict(plan.info)
     _check_length(model, rows, max_new_tokens)
@@ -290,9 +301,12 @@ def stream_compare(
 ) -> Iterator[Comparison]:
     """Yield the comparison after every generated token (the same object, updated), ending with ``done=True``.
 
-    method:     one of METHODS; its hyperparameters are keyword arguments (defaults: the papers', ``rules.PARAMS``).
+    method:     one of METHODS; its hyperparameters are keyword arguments (defaults: the papers', in
+                ``decoding.methods.REGISTRY[method].params``).
     Options, with their defaults:
-    max_new_tokens=64; do_sample=False, temperature=1.0, top_p=1.0, top_k=0 (off), seed=0;
+    max_new_tokens=64;
+    sampling=SamplingConfig(): greedy; or the same as keywords do_sample=False, temperature=1.0, top_p=1.0,
+                top_k=0 (off), seed=0 (one or the other, not both);
     baseline=True:  also decode the plain answer in the same batch (the left panel);
     attention_layers="all": record each token's image attention, head mean over these language-model layers
                 (a list of indices, or None to skip; it needs eager attention for the run);
@@ -334,10 +348,7 @@ def compare(model: FamilyAdapter, image: Image.Image, question: str, method: str
     return result
 
 
-def _same_inputs(a, b) -> bool:
-    from .engine import _same_prompt
-
-    return _same_prompt(a, b)
-
-
-__all__ = ["Comparison", "METHODS", "PreparedRun", "answer_all", "compare", "prepare_comparison", "stream_compare"]
+__all__ = [
+    "Comparison", "METHODS", "PreparedRun", "SamplingConfig", "answer_all", "compare", "prepare_comparison",
+    "stream_compare",
+]

@@ -21,61 +21,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
-from transformers.generation.logits_process import (
-    LogitsProcessorList,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
 
 from models.adapters.base import FamilyAdapter, RowInputs
 
+from .sampling import SamplingConfig, check_max_new_tokens
 from .trace import BranchView, TokenTrace, top_candidates
 
 
 @dataclass
-class SamplingConfig:
-    """Greedy by default. The papers' numbers use sampling at temperature 1, top-p 1, no top-k.
-
-    Both sides draw from their own generator seeded with the same ``seed``: common random numbers, so where the two
-    distributions agree the two answers agree, and differences come from the method rather than the dice.
-    """
-
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int = 0
-
-    def __post_init__(self):
-        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            raise ValueError(f"temperature must be a number > 0, got {self.temperature!r}")
-        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not (isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 0):
-            raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
-        if not (isinstance(self.seed, int) and not isinstance(self.seed, bool)):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
-
-    def warpers(self) -> LogitsProcessorList:
-        """Applied after the method's rule and its plausibility mask, as the spec requires."""
-        warpers = LogitsProcessorList()
-        if self.temperature != 1.0:
-            warpers.append(TemperatureLogitsWarper(float(self.temperature)))
-        if self.top_k > 0:
-            warpers.append(TopKLogitsWarper(self.top_k))
-        if self.top_p < 1.0:
-            warpers.append(TopPLogitsWarper(float(self.top_p)))
-        return warpers
-
-
-@dataclass
 class Combination:
-    """A side's combined logits for one step (float32, (1, vocab)), with the rule's per-step scalars."""
+    """A side's combined logits for one step (float32, (1, vocab)), with the rule's per-step scalars by their
+    ``decoding.methods.STEP_SCALARS`` names."""
 
     logits: torch.Tensor
-    alpha_t: float | None = None
-    beta_t: float | None = None
+    scalars: dict[str, float] = field(default_factory=dict)
 
 
 Combine = Callable[[dict[str, torch.Tensor], int], Combination]
@@ -178,13 +137,13 @@ class _RowGroup:
         with torch.inference_mode():
             out = self.model(
                 **inputs,
-                past_key_values=self.cache,
+                cache=self.cache,
                 use_cache=True,
                 logits_to_keep=1,
                 output_attentions=want_attention,
                 return_dict=True,
             )
-        self.cache = out.past_key_values
+        self.cache = out.cache
         return out.logits[:, -1, :].float(), (out.attentions if want_attention else None)
 
     # -- running -------------------------------------------------------------------------------------------------
@@ -409,8 +368,7 @@ class _SideState:
             changed=token != int(original_lp.argmax()),
             visual_dependence=visual_dependence,
             contrast_shift=contrast_shift,
-            alpha_t=combination.alpha_t,
-            beta_t=combination.beta_t,
+            scalars=dict(combination.scalars),
             image_attention=attention.get(side.roles["original"]),
         )
 
@@ -471,8 +429,7 @@ def _check_run(rows, sides, max_new_tokens, attention_layers) -> None:
         raise ValueError("a run needs at least one row")
     if not sides:
         raise ValueError("a run needs at least one side")
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    check_max_new_tokens(max_new_tokens)
     names = [s.name for s in sides]
     if len(set(names)) != len(names):
         raise ValueError(f"side names must be distinct, got {names}")

@@ -1,15 +1,26 @@
-"""Each method as data: which contrast rows it feeds and which rule combines them.
+"""The one registry of decoding methods: a ``Method`` record per method, read by the app, ``eval``, the bench and
+the tests alike.
 
-A method's plan is built in two separate parts, as the guide asks: *branch construction* (noise, transforms,
-augmentations, descriptions: `decoding.branches` and the model pre-steps here) and the per-step *rule*
-(`decoding.rules`). The engine runs every plan the same way.
+A record says everything about a method except the per-step math, which is a pure function in ``decoding.rules``:
+its name and titles, its parameters (default, slider range, one-line help, where the default comes from), how its
+contrast rows are built (``build``: branch construction, from ``decoding.branches`` / ``decoding.branch_rows``), how
+one step's logits are combined (``step``: a thin binding of the rule to the rows and parameters) and which per-step
+scalars it reports (names from ``STEP_SCALARS``, the same meaning for every method). One engine runs every method.
+
+Adding a method is one rule in ``rules.py``, one record here, and its tests.
+
+>>> get_method("vcd").short_name, [p.name for p in get_method("vcd").params]
+('VCD', ['alpha', 'beta', 'noise_step'])
+>>> get_method("ritual").resolve({"alpha_pos": 2})
+{'alpha_pos': 2.0, 'beta': 0.1}
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
+import math
+import numbers
 import random
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,240 +30,357 @@ from PIL import Image
 
 from models.adapters.base import FamilyAdapter, RowInputs
 
-from . import branches, rules
-from .engine import Combination, Engine, SamplingConfig, Side
-
-METHODS = ("vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd")
-
-METHOD_TITLES = {
-    "vcd": "VCD: contrast with a noised image",
-    "ritual": "RITUAL: add a randomly transformed image",
-    "ritual_vcd": "RITUAL + VCD: transformed image added, noised image subtracted",
-    "savcd": "Self-augmented VCD: the model picks its augmentation; entropy-adaptive threshold",
-    "code": "CODE: contrast with the model's own description",
-    "m3id": "M3ID: contrast with the prompt without the image, growing with each token",
-    "icd": "ICD: contrast with a disturbing system instruction",
-}
+from . import branch_rows, branches, rules
+from .engine import Combination
 
 # Visual dependence is measured against this distortion, the same for every method and both panels.
 VISUAL_DEPENDENCE_NOISE_STEP = 500
 
-ProgressFn = Callable[[str, float], None]
+
+# ---- parameters and per-step scalars -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Param:
+    """One tunable parameter of a method.
+
+    default:  the authors' default (``source`` says where it is set).
+    low/high: the UI slider's range; validity is ``minimum`` / ``maximum`` (``alpha >= 0`` has no upper bound).
+    step:     the slider step; ``integer`` for integer parameters (``noise_step``).
+    minimum / min_inclusive / maximum: the valid domain (maximum inclusive; None = unbounded).
+    """
+
+    name: str
+    default: float
+    low: float
+    high: float
+    help: str
+    source: str = ""
+    step: float = 0.01
+    integer: bool = False
+    minimum: float | None = 0.0
+    min_inclusive: bool = True
+    maximum: float | None = None
+
+    def validate(self, value):
+        """``value`` checked against the domain, as float (int for integer parameters); else ValueError naming it."""
+        if self.integer:
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"{self.name} must be an integer, got {value!r}")
+            v = int(value)
+        else:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"{self.name} must be a real number, got {value!r}")
+            v = float(value)
+            if math.isnan(v):
+                raise ValueError(f"{self.name} must not be NaN")
+            if math.isinf(v):
+                raise ValueError(f"{self.name} must be finite, got {v}")
+        if self.minimum is not None:
+            if self.min_inclusive and v < self.minimum:
+                raise ValueError(f"{self.name} must be >= {self.minimum:g}, got {v}")
+            if not self.min_inclusive and v <= self.minimum:
+                raise ValueError(f"{self.name} must be > {self.minimum:g}, got {v}")
+        if self.maximum is not None and v > self.maximum:
+            raise ValueError(f"{self.name} must be <= {self.maximum:g}, got {v}")
+        return v
+
+
+@dataclass(frozen=True)
+class StepScalar:
+    symbol: str
+    meaning: str
+
+
+# Every per-step scalar any method reports, by the one name it has everywhere (trace, JSON, app, tests).
+STEP_SCALARS = {
+    "contrast_weight": StepScalar(
+        "α_t",
+        "this step's contrast weight in out = (1+α_t)·l − α_t·l′ (CODE: 1 − BD; M3ID: (1−γ_t)/γ_t, as "
+        "l + (l − l_u)·(1−γ_t)/γ_t is that form)",
+    ),
+    "plausibility_cut": StepScalar(
+        "β_t",
+        "this step's plausibility cut: tokens with p < β_t·max(p) under the original branch are dropped "
+        "(SAVCD: sigmoid(−γ·H); CODE: BD)",
+    ),
+}
+
+
+# ---- the record ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BranchRequest:
+    """What a method's branch construction may use: the model, the request, its original row, the run's seed."""
+
+    adapter: FamilyAdapter
+    image: Image.Image
+    question: str
+    original: RowInputs
+    seed: int
+    progress: branch_rows.ProgressFn | None = None
+
+
+@dataclass
+class Branches:
+    """A method's contrast rows by role, and what was done to build them (reported to the user)."""
+
+    rows: dict[str, RowInputs]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+StepFn = Callable[[dict[str, torch.Tensor], int, dict[str, Any]], Combination]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One decoding method. ``build(request, params)`` makes its contrast rows (roles ``contrast_roles``);
+    ``step(logits_by_role, t, params)`` combines one step's float32 ``(1, vocab)`` logits into the distribution to
+    decode from, with the per-step ``scalars`` it reports."""
+
+    name: str
+    title: str
+    short_name: str
+    source: str
+    params: tuple[Param, ...]
+    contrast_roles: tuple[str, ...]
+    build: Callable[[BranchRequest, dict[str, Any]], Branches]
+    step: StepFn
+    scalars: tuple[str, ...] = ()
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def resolve(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The defaults overridden by ``params``; unknown names and bad values raise ValueError."""
+        params = dict(params or {})
+        names = [p.name for p in self.params]
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise ValueError(f"{self.name} has no parameter(s) {unknown}; it takes {sorted(names)}")
+        return {p.name: p.validate(params.get(p.name, p.default)) for p in self.params}
+
+    def combine(self, params: dict[str, Any]) -> Callable[[dict[str, torch.Tensor], int], Combination]:
+        """The per-step rule bound to resolved ``params``: what the engine calls at every step."""
+        return functools.partial(self.step, params=params)
+
+
+def get_method(name: str) -> Method:
+    """The registered method called ``name``; the one place an unknown method name is refused."""
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+# ---- branch construction -------------------------------------------------------------------------------------------
+def _noised(request: BranchRequest, params: dict) -> Branches:
+    """VCD's distorted image: diffusion noise at ``noise_step`` on the preprocessed pixels."""
+    row = branch_rows.noised_row(request.original, params["noise_step"], request.seed)
+    return Branches({"noised": row}, {"noise_step": params["noise_step"], "noise_seed": request.seed})
+
+
+def _transformed(request: BranchRequest, params: dict) -> Branches:
+    """RITUAL's randomly transformed image, drawn once per query from the run's seed."""
+    adapter = request.adapter
+    image, transform = branches.ritual_transform(
+        request.image, random.Random(request.seed), output_size=adapter.image_size
+    )
+    return Branches(
+        {"transformed": adapter.build_row(request.question, image)},
+        {"transform": transform, "transform_seed": request.seed},
+    )
+
+
+def _transformed_and_noised(request: BranchRequest, params: dict) -> Branches:
+    built, noised = _transformed(request, params), _noised(request, params)
+    return Branches({**built.rows, **noised.rows}, {**built.info, **noised.info})
+
+
+def _self_augmented(request: BranchRequest, params: dict) -> Branches:
+    """Self-Aug: the model, text-only, picks the augmentation that most disrupts this question; applied to the
+    preprocessed views."""
+    adapter = request.adapter
+    name, reason, parsed = branch_rows.choose_augmentation(adapter, request.question, progress=request.progress)
+    row, aug_info = branch_rows.augmented_row(adapter, request.original, name, request.seed)
+    info = {"augmentation": name, "augmentation_reason": reason, "choice_parsed": parsed, **aug_info}
+    return Branches({"augmented": row}, info)
+
+
+def _described(request: BranchRequest, params: dict) -> Branches:
+    """CODE: the question over the model's own description of the image, with no image."""
+    description = branch_rows.describe_image(request.adapter, request.image, progress=request.progress)
+    context = branches.description_context(description)
+    return Branches(
+        {"description": request.adapter.build_row(request.question, None, context=context)},
+        {"description": description},
+    )
+
+
+def _text_only(request: BranchRequest, params: dict) -> Branches:
+    """M3ID: the same prompt without the image."""
+    return Branches({"text_only": request.adapter.build_row(request.question, None)})
+
+
+def _disturbed(request: BranchRequest, params: dict) -> Branches:
+    """ICD: the same image and question under a disturbing system instruction."""
+    instruction = branches.ICD_DISTURBANCE_INSTRUCTION
+    row = request.adapter.build_row(request.question, request.image, system=instruction)
+    return Branches({"disturbed": row}, {"instruction": instruction})
+
+
+# ---- per-step rules bound to the rows ------------------------------------------------------------------------------
+def _vcd_step(L: dict, t: int, params: dict) -> Combination:
+    return Combination(rules.vcd(L["original"], L["noised"], alpha=params["alpha"], beta=params["beta"]))
+
+
+def _ritual_step(L: dict, t: int, params: dict) -> Combination:
+    return Combination(rules.ritual(L["original"], L["transformed"], alpha=params["alpha_pos"], beta=params["beta"]))
+
+
+def _ritual_vcd_step(L: dict, t: int, params: dict) -> Combination:
+    p = params
+    logits = rules.ritual_vcd(
+        L["original"], L["transformed"], L["noised"], alpha_pos=p["alpha_pos"], alpha=p["alpha"], beta=p["beta"]
+    )
+    return Combination(logits)
+
+
+def _savcd_step(L: dict, t: int, params: dict) -> Combination:
+    original, gamma = L["original"], params["gamma"]
+    logits = rules.savcd(original, L["augmented"], alpha=params["alpha"], gamma=gamma)
+    scalars = {"plausibility_cut": float(rules.savcd_beta(original, gamma=gamma)[0])}
+    return Combination(logits, scalars)
+
+
+def _code_step(L: dict, t: int, params: dict) -> Combination:
+    exponent = params["exponent"]
+    divergence = float(rules.code_divergence(L["original"], L["description"], exponent=exponent)[0])
+    logits = rules.code(L["original"], L["description"], exponent=exponent)
+    return Combination(logits, {"contrast_weight": 1.0 - divergence, "plausibility_cut": divergence})
+
+
+def _m3id_step(L: dict, t: int, params: dict) -> Combination:
+    lam = params["lam"]
+    logits = rules.m3id(L["original"], L["text_only"], step=t, lam=lam, beta=params["beta"])
+    return Combination(logits, {"contrast_weight": float(rules.m3id_weight(t, lam=lam))})
+
+
+def _icd_step(L: dict, t: int, params: dict) -> Combination:
+    return Combination(rules.icd(L["original"], L["disturbed"], alpha=params["alpha"], beta=params["beta"]))
+
+
+# ---- the registry ----------------------------------------------------------------------------------------------------
+_ALPHA_HELP = "Contrast strength: out = (1+alpha)·l − alpha·l′; 0 = no contrast, larger pushes harder away from l′."
+_BETA_HELP = "Plausibility cut: keep only tokens with p ≥ beta·max(p) under the original branch; 1 keeps only the top."
+
+
+def _alpha(branch: str, source: str) -> Param:
+    return Param("alpha", 1.0, 0.0, 5.0, f"{_ALPHA_HELP} Contrast branch: {branch}.", source)
+
+
+def _beta(source: str) -> Param:
+    return Param("beta", 0.1, 0.001, 1.0, _BETA_HELP, source, 0.001, minimum=0.0, min_inclusive=False, maximum=1.0)
+
+
+_NOISE_STEP = Param(
+    "noise_step", 500, 0, 999,
+    "Diffusion step T (0–999) of the noise added to the image for the contrast branch; 500 ≈ 0.86·x + 0.51·noise.",
+    "VCD: noise_step 500 (experiments/eval/object_hallucination_vqa_llava.py L115)", 1, integer=True, maximum=999,
+)
+_ALPHA_POS_HELP = (
+    "Weight of the transformed-image branch added to the original: l + alpha_pos·l_T; the weights sum to 1+alpha_pos, "
+    "so it also sharpens."
+)
+
+_VCD = "Leng et al., Visual Contrastive Decoding, CVPR 2024 (arXiv 2311.16922)"
+_RITUAL = "Woo et al., RITUAL: Random Image Transformations as a Universal Anti-hallucination Lever, arXiv 2405.17821"
+
+REGISTRY: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "vcd", "VCD: contrast with a noised image", "VCD", _VCD,
+            (_alpha("the image with diffusion noise", "VCD: cd_alpha 1 (object_hallucination_vqa_llava.py L117)"),
+             _beta("VCD: cd_beta 0.1 (same file L118; its POPE script uses 0.2)"), _NOISE_STEP),
+            ("noised",), _noised, _vcd_step,
+        ),
+        Method(
+            "ritual", "RITUAL: add a randomly transformed image", "RITUAL", _RITUAL,
+            (Param("alpha_pos", 3.0, 0.0, 10.0, _ALPHA_POS_HELP, "RITUAL: ritual_alpha_pos 3 (ritual_sample.py L166)"),
+             _beta("RITUAL: ritual_beta 0.1 (ritual_sample.py L168)")),
+            ("transformed",), _transformed, _ritual_step,
+        ),
+        Method(
+            "ritual_vcd", "RITUAL + VCD: transformed image added, noised image subtracted", "RITUAL + VCD",
+            f"{_RITUAL}, stacked with VCD as its paper reports (the combination rule is ours: decoding.rules.ritual_vcd)",
+            (Param("alpha_pos", 3.0, 0.0, 10.0,
+                   "Weight of the transformed-image branch in the expert l + alpha_pos·l_T (RITUAL's part).",
+                   "RITUAL: ritual_alpha_pos 3 (ritual_sample.py L166)"),
+             Param("alpha", 1.0, 0.0, 5.0,
+                   "Contrast strength against the noised-image branch: (1+alpha)·expert − alpha·l_noised (VCD's part).",
+                   "VCD: cd_alpha 1"),
+             _beta("RITUAL and VCD: 0.1"), _NOISE_STEP),
+            ("transformed", "noised"), _transformed_and_noised, _ritual_vcd_step,
+        ),
+        Method(
+            "savcd", "Self-augmented VCD: the model picks its augmentation; entropy-adaptive threshold",
+            "Self-augmented VCD", "Im et al., self-augmented visual contrastive decoding, ICLR 2026 (code: eunwooim/selfaug)",
+            (_alpha("the augmentation the model picked itself", "Self-Aug: cd_alpha 1 (src/eval/pope.py L91)"),
+             Param("gamma", 0.5, 0.0, 5.0,
+                   "Entropy sensitivity of the adaptive cut beta_t = sigmoid(−gamma·H), H in bits: confident steps "
+                   "keep few tokens (beta_t→0.5), flat steps many; 0 fixes beta_t = 0.5.",
+                   "Self-Aug: cd_tau 0.5 in src/script/*.bash (the .py default None turns the adaptive cut off)")),
+            ("augmented",), _self_augmented, _savcd_step, ("plausibility_cut",),
+        ),
+        Method(
+            "code", "CODE: contrast with the model's own description", "CODE",
+            "Kim et al., CODE: Contrasting Self-generated Description, NeurIPS 2024 (arXiv 2406.01920)",
+            (Param("exponent", 0.7, 0.1, 2.0,
+                   "Exponent a of the bounded divergence BD = ½·Σ log2(|p_v−p_d|^a + 1)(p_v+p_d); sets how fast the "
+                   "weight alpha_t = 1 − BD and the cut p ≥ BD·max(p) react to disagreement with the description "
+                   "branch.", "CODE: cd_alpha 0.7 in evaluate.py L126–128 (cd_utils.py's own fallback is 0.2)", min_inclusive=False),),
+            ("description",), _described, _code_step, ("contrast_weight", "plausibility_cut"),
+        ),
+        Method(
+            "m3id", "M3ID: contrast with the prompt without the image, growing with each token", "M3ID",
+            "Favero et al., Multi-Modal Hallucination Control by Visual Information Grounding, CVPR 2024 "
+            "(arXiv 2403.14003)",
+            (Param("lam", 0.02, 0.0, 0.2,
+                   "Decay rate of gamma_t = exp(−lam·t): the text-only contrast weight (1−gamma_t)/gamma_t grows with "
+                   "the number t of generated tokens; 0 = no contrast.", "M3ID: 0.02, hard-coded in RITUAL's re-implementation (ritual_sample.py L178)", 0.001),
+             _beta("0.1, as in RITUAL's M3ID re-implementation")),
+            ("text_only",), _text_only, _m3id_step, ("contrast_weight",),
+        ),
+        Method(
+            "icd", "ICD: contrast with a disturbing system instruction", "ICD",
+            "Wang et al., Instruction Contrastive Decoding, Findings of ACL 2024 (arXiv 2403.18715)",
+            (_alpha("a 'disturbance' system instruction", "ICD: cd_alpha 1 (icd_llava_pope.py L27)"),
+             _beta("ICD: cd_beta 0.1 (icd_llava_pope.py L28)")),
+            ("disturbed",), _disturbed, _icd_step,
+        ),
+    )
+}
+
+METHODS: tuple[str, ...] = tuple(REGISTRY)
 
 
 @dataclass
 class MethodPlan:
-    """The method side's contrast rows, its rule, and what was done to build them (reported to the user)."""
+    """A method ready to run on one request: its contrast rows, its rule bound to the parameters, and what was done
+    to build the rows."""
 
     method: str
+    params: dict[str, Any]
     contrast_rows: dict[str, RowInputs]
     combine: Callable[[dict[str, torch.Tensor], int], Combination]
-    info: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any]
 
 
-def resolve_params(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
-    """The method's defaults overridden by ``params``; unknown names and bad values raise ValueError."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    specs = {spec.name: spec for spec in rules.PARAMS[method]}
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(specs))
-    if unknown:
-        raise ValueError(f"{method} has no parameter(s) {unknown}; it takes {sorted(specs)}")
-    resolved = {}
-    for name, spec in specs.items():
-        resolved[name] = spec.validate(params.get(name, spec.default))
-    return resolved
-
-
-def plan_method(
-    adapter: FamilyAdapter,
-    image: Image.Image,
-    question: str,
-    original: RowInputs,
-    method: str,
-    params: dict[str, Any],
-    *,
-    seed: int,
-    progress: ProgressFn | None = None,
-) -> MethodPlan:
-    """Build the method's contrast rows from the image and question, and bind its rule to ``params``."""
-    p = params
-    if method == "vcd":
-        noised = noised_row(original, p["noise_step"], seed)
-        return MethodPlan(
-            method,
-            {"noised": noised},
-            lambda L, t: Combination(rules.vcd(L["original"], L["noised"], alpha=p["alpha"], beta=p["beta"])),
-            {"noise_step": p["noise_step"], "noise_seed": seed},
-        )
-    if method in ("ritual", "ritual_vcd"):
-        transformed_image, transform = branches.ritual_transform(
-            image, random.Random(seed), output_size=adapter.image_size
-        )
-        contrast = {"transformed": adapter.build_row(question, transformed_image)}
-        info = {"transform": transform, "transform_seed": seed}
-        if method == "ritual":
-            combine = lambda L, t: Combination(  # noqa: E731
-                rules.ritual(L["original"], L["transformed"], alpha=p["alpha_pos"], beta=p["beta"])
-            )
-        else:
-            contrast["noised"] = noised_row(original, p["noise_step"], seed)
-            info.update(noise_step=p["noise_step"], noise_seed=seed)
-            combine = lambda L, t: Combination(  # noqa: E731
-                rules.ritual_vcd(
-                    L["original"], L["transformed"], L["noised"], alpha_pos=p["alpha_pos"], alpha=p["alpha"], beta=p["beta"]
-                )
-            )
-        return MethodPlan(method, contrast, combine, info)
-    if method == "savcd":
-        name, reason, parsed = choose_augmentation(adapter, question, progress=progress)
-        augmented, aug_info = augmented_row(adapter, original, name, seed)
-        combine = lambda L, t: Combination(  # noqa: E731
-            rules.savcd(L["original"], L["augmented"], alpha=p["alpha"], gamma=p["gamma"]),
-            beta_t=float(rules.savcd_beta(L["original"], gamma=p["gamma"])[0]),
-        )
-        info = {"augmentation": name, "augmentation_reason": reason, "choice_parsed": parsed, **aug_info}
-        return MethodPlan(method, {"augmented": augmented}, combine, info)
-    if method == "code":
-        description = describe_image(adapter, image, progress=progress)
-        row = adapter.build_row(question, None, context=branches.description_context(description))
-        combine = lambda L, t: _code_combination(L, p["exponent"])  # noqa: E731
-        return MethodPlan(method, {"description": row}, combine, {"description": description})
-    if method == "m3id":
-        row = adapter.build_row(question, None)
-        combine = lambda L, t: Combination(  # noqa: E731
-            rules.m3id(L["original"], L["text_only"], step=t, lam=p["lam"], beta=p["beta"]),
-            alpha_t=float(rules.m3id_weight(t, lam=p["lam"])),
-        )
-        return MethodPlan(method, {"text_only": row}, combine, {})
-    if method == "icd":
-        row = adapter.build_row(question, image, system=branches.ICD_DISTURBANCE_INSTRUCTION)
-        combine = lambda L, t: Combination(  # noqa: E731
-            rules.icd(L["original"], L["disturbed"], alpha=p["alpha"], beta=p["beta"])
-        )
-        return MethodPlan(method, {"disturbed": row}, combine, {"instruction": branches.ICD_DISTURBANCE_INSTRUCTION})
-    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-
-
-def _code_combination(L: dict[str, torch.Tensor], exponent: float) -> Combination:
-    divergence = float(rules.code_divergence(L["original"], L["description"], exponent=exponent)[0])
-    return Combination(
-        rules.code(L["original"], L["description"], exponent=exponent), alpha_t=1.0 - divergence, beta_t=divergence
-    )
-
-
-# ---- branch rows ---------------------------------------------------------------------------------------------------
-def noised_row(original: RowInputs, step: int, seed: int) -> RowInputs:
-    """The original prompt with VCD's forward-diffusion noise on its preprocessed pixels."""
-    generator = torch.Generator().manual_seed(seed)
-    vision = dict(original.vision_kwargs)
-    vision["pixel_values"] = branches.diffusion_noise(original.vision_kwargs["pixel_values"], step, generator=generator)
-    return _with_vision(original, vision)
-
-
-def augmented_row(adapter: FamilyAdapter, original: RowInputs, name: str, seed: int) -> tuple[RowInputs, dict]:
-    """Self-augmented VCD's augmentation on every view of the preprocessed pixels, with the same relative placement."""
-    views, params = branches.augment_views(
-        adapter.pixel_views(original.vision_kwargs),
-        name,
-        random.Random(seed),
-        adapter.image_mean,
-        adapter.image_std,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    vision = adapter.with_pixel_views(original.vision_kwargs, views)
-    return _with_vision(original, vision), {"augmentation_params": params, "augmentation_seed": seed}
-
-
-def branch_image(adapter: FamilyAdapter, row: RowInputs) -> Image.Image:
-    """What the model actually sees in a row: its first preprocessed view, un-normalised, as a picture."""
-    view = adapter.pixel_views(row.vision_kwargs)[0].float()
-    return branches.view_to_image(view, adapter.image_mean, adapter.image_std)
-
-
-def _with_vision(row: RowInputs, vision: dict) -> RowInputs:
-    return RowInputs(
-        input_ids=row.input_ids,
-        position_ids=row.position_ids,
-        token_kwargs=row.token_kwargs,
-        vision_kwargs=vision,
-        image_token_positions=row.image_token_positions,
-        image_grid=row.image_grid,
-    )
-
-
-# ---- model pre-steps (cached) -------------------------------------------------------------------------------------
-class _LRU:
-    def __init__(self, size: int):
-        self.size, self.items = size, OrderedDict()
-
-    def get(self, key):
-        if key in self.items:
-            self.items.move_to_end(key)
-            return self.items[key]
-        return None
-
-    def put(self, key, value):
-        self.items[key] = value
-        self.items.move_to_end(key)
-        while len(self.items) > self.size:
-            self.items.popitem(last=False)
-
-
-_DESCRIPTIONS = _LRU(64)
-_CHOICES = _LRU(256)
-
-DESCRIPTION_MAX_NEW_TOKENS = 512
-SELECTION_MAX_NEW_TOKENS = 96
-
-
-def greedy_answer(adapter: FamilyAdapter, row: RowInputs, max_new_tokens: int, progress=None, stage="") -> str:
-    """A plain greedy answer for one row, through the same engine."""
-    side = Side("answer", "baseline", {"original": 0})
-    text = ""
-    for event in Engine(adapter).run([row], [side], max_new_tokens=max_new_tokens, sampling=SamplingConfig()):
-        text += event.tokens["answer"].piece
-        if progress is not None:
-            progress(stage, (event.step + 1) / max_new_tokens)
-    return text.strip()
-
-
-def describe_image(adapter: FamilyAdapter, image: Image.Image, progress: ProgressFn | None = None) -> str:
-    """CODE's self-description: greedy, up to 512 new tokens, with the image; cached per model and image."""
-    key = (_model_key(adapter), _image_key(image), branches.DESCRIPTION_PROMPT, DESCRIPTION_MAX_NEW_TOKENS)
-    cached = _DESCRIPTIONS.get(key)
-    if cached is None:
-        row = adapter.build_row(branches.DESCRIPTION_PROMPT, image)
-        cached = greedy_answer(adapter, row, DESCRIPTION_MAX_NEW_TOKENS, progress, "describing the image")
-        _DESCRIPTIONS.put(key, cached)
-    return cached
-
-
-def choose_augmentation(
-    adapter: FamilyAdapter, question: str, progress: ProgressFn | None = None
-) -> tuple[str, str, bool]:
-    """Self-augmentation: the model, text-only and greedy, picks the augmentation that most disrupts this question.
-
-    Returns (augmentation name, the model's full answer as its reason, whether the choice parsed; noise if not).
-    Cached per model and question.
-    """
-    key = (_model_key(adapter), question)
-    cached = _CHOICES.get(key)
-    if cached is None:
-        row = adapter.build_row(branches.build_selection_prompt(question), None)
-        answer = greedy_answer(adapter, row, SELECTION_MAX_NEW_TOKENS, progress, "choosing an augmentation")
-        name, parsed = branches.parse_augmentation_choice(answer)
-        cached = (name, answer, parsed)
-        _CHOICES.put(key, cached)
-    return cached
-
-
-def _model_key(adapter: FamilyAdapter):
-    return (adapter.model_id, id(adapter.model))
-
-
-def _image_key(image: Image.Image) -> str:
-    digest = hashlib.sha1(image.tobytes())
-    digest.update(f"{image.mode}{image.size}".encode())
-    return digest.hexdigest()
+def plan_method(request: BranchRequest, name: str, params: dict[str, Any] | None = None) -> MethodPlan:
+    """Resolve ``params``, build the method's contrast rows and bind its rule."""
+    method = get_method(name)
+    resolved = method.resolve(params)
+    built = method.build(request, resolved)
+    if tuple(built.rows) != method.contrast_roles:
+        raise AssertionError(f"{name} built rows {tuple(built.rows)}, its record says {method.contrast_roles}")
+    return MethodPlan(name, resolved, built.rows, method.combine(resolved), dict(built.info))

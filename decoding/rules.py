@@ -1,8 +1,8 @@
-"""Per-step combination rules of the training-free contrastive decoding methods.
+"""Per-step combination rules of the training-free contrastive decoding methods: the pure math, nothing else.
 
-Every rule is a small *pure* function of one decoding step's next-token logits, in the spirit of the logits
-processors of ``transformers.generation.logits_process`` but written as plain functions: no hidden state, no
-randomness, inputs never modified. Notation (see each docstring):
+Every rule is a small *pure* function of one decoding step's next-token logits, in the spirit of transformers'
+``EpsilonLogitsWarper`` and ``ClassifierFreeGuidanceLogitsProcessor`` (``generation/logits_process.py``), written as
+plain functions: no hidden state, no randomness, inputs never modified. Notation (see each docstring):
 
 - ``l``   the logits of the *original* branch (real image + prompt), shape ``(batch, vocab)``;
 - ``l'``  the logits of a *contrast* branch, same shape;
@@ -15,38 +15,31 @@ Conventions shared by all rules:
 - Tokens outside the plausible set are ``-inf`` in the result. The set is computed from the original branch's raw
   logits (never from the combined ones) and must be applied *before* temperature / top-p / top-k, which the engine
   runs afterwards. The original branch's argmax always survives, so a row is never all ``-inf``.
-- Invalid arguments raise ``ValueError`` with a message naming the argument (wrong types included, so that callers
-  such as the UI only need to catch one exception type).
+- Invalid arguments raise ``ValueError`` with a message naming the argument and the bad value (wrong types included,
+  so that callers such as the UI only need to catch one exception type).
 - Nothing here synchronises with the device (parameters are Python numbers, validated on the host), so the rules are
   cheap to call once per generated token on a GPU.
 
-The per-step scalars some methods compute (SAVCD's ``beta_t``, CODE's ``BD`` and ``alpha_t``, M3ID's ``gamma_t``)
-are exposed by separate pure companion functions (``savcd_beta``, ``code_divergence``, ``m3id_gamma``) and, uniformly
-for every method, by :func:`step_scalars`; the rules with the method names return the logits tensor itself.
+The per-step scalars some methods compute (SAVCD's ``beta_t``, CODE's ``BD``, M3ID's ``gamma_t``) come from separate
+pure companion functions (``savcd_beta``, ``code_divergence``, ``m3id_gamma``, ``m3id_weight``). Which method uses
+which rule, with which parameters and contrast rows, is ``decoding.methods.REGISTRY``.
 
-``RULES`` maps method names to rules, ``CONTRAST_BRANCHES`` names each rule's contrast arguments in order, and
-``PARAMS`` / ``DEFAULTS`` describe the tunable parameters for the UI.
+The examples share ``l = [2, 1, -1, 0]``: with ``beta = 0.1`` the cut is ``max(l) + log(0.1) = -0.303``, so the third
+token (``-1``) is outside the plausible set.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "ParamSpec",
-    "PARAMS",
-    "DEFAULTS",
-    "RULES",
-    "CONTRAST_BRANCHES",
     "plausibility_mask",
     "apply_mask",
     "entropy_bits",
+    "distribution_l2",
     "vcd",
     "icd",
     "ritual",
@@ -58,9 +51,6 @@ __all__ = [
     "m3id",
     "m3id_gamma",
     "m3id_weight",
-    "rule_kwargs",
-    "distribution_l2",
-    "step_scalars",
 ]
 
 _LN2 = math.log(2.0)
@@ -184,6 +174,14 @@ def plausibility_mask(logits: torch.Tensor, beta=0.1) -> torch.Tensor:
 
     Returns:
         ``(batch, vocab)`` bool tensor, True = kept.
+
+    Source: VCD's adaptive plausibility constraint, ``DAMO-NLP-SG/VCD@d6568ff vcd_utils/vcd_sample.py`` L150, L153:
+    ``cutoff = log(cd_beta) + logits.max(-1)``; ``masked_fill(logits < cutoff, -inf)``.
+
+    Example:
+
+    >>> plausibility_mask(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), beta=0.1)
+    tensor([[ True,  True, False,  True]])
     """
     l = _logits("logits", logits)
     if isinstance(beta, torch.Tensor) and beta.numel() != 1:
@@ -204,6 +202,11 @@ def entropy_bits(logits: torch.Tensor) -> torch.Tensor:
     """Shannon entropy of ``softmax(logits)`` per row, in bits: ``H = -sum_i p_i log2 p_i`` (``0 log 0 = 0``).
 
     Returns a float32 ``(batch,)`` tensor in ``[0, log2(vocab)]``.
+
+    Example:
+
+    >>> entropy_bits(torch.log(torch.tensor([[0.5, 0.25, 0.125, 0.125]])))
+    tensor([1.7500])
     """
     l = _logits("logits", logits)
     p = torch.softmax(l, dim=-1)
@@ -215,6 +218,11 @@ def distribution_l2(logits: torch.Tensor, other_logits: torch.Tensor) -> torch.T
 
     VACoDe's criterion for picking, at the first step, the augmentation whose distribution is farthest from the
     original one (then decoded with :func:`vcd`). Returns a float32 ``(batch,)`` tensor.
+
+    Example:
+
+    >>> distribution_l2(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]))
+    tensor([0.5638])
     """
     l, c = _branches(logits, other_logits=other_logits)
     return torch.linalg.vector_norm(torch.softmax(l, dim=-1) - torch.softmax(c, dim=-1), ord=2, dim=-1)
@@ -235,6 +243,16 @@ def vcd(logits: torch.Tensor, contrast_logits: torch.Tensor, alpha: float = 1.0,
         contrast_logits: ``(batch, vocab)`` distorted-image branch.
         alpha: contrast strength, ``>= 0`` (0 = original logits on the plausible set).
         beta: plausibility cut in ``(0, 1]``.
+
+    Source: ``DAMO-NLP-SG/VCD@d6568ff vcd_utils/vcd_sample.py`` L150–153: ``(1+cd_alpha)*next_token_logits -
+    cd_alpha*next_token_logits_cd``, masked below ``log(cd_beta) + max``. Defaults alpha 1, beta 0.1 from
+    ``experiments/eval/object_hallucination_vqa_llava.py`` L117–118 (the sampler's own fallback alpha is 0.5; the POPE
+    script ``cd_scripts/llava1.5_pope.bash`` uses beta 0.2).
+
+    Example (``2l - l'`` on the plausible set):
+
+    >>> vcd(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]), alpha=1.0, beta=0.1)
+    tensor([[3., 0., -inf, 0.]])
     """
     l, c = _branches(logits, contrast_logits=contrast_logits)
     alpha = _non_negative("alpha", alpha)
@@ -247,6 +265,14 @@ def icd(logits: torch.Tensor, contrast_logits: torch.Tensor, alpha: float = 1.0,
     system instruction. Same combination as VCD:
 
     ``out = (1 + alpha) * l - alpha * l'``   on ``{i : l_i >= log(beta) + max(l)}``, ``-inf`` elsewhere.
+
+    Source: ``p1k0pan/ICD@2fa44c5 icd_utils/icd_sample_llava.py`` L169–172 (VCD's combine and cut); defaults alpha 1,
+    beta 0.1 from ``experiments/gen_scripts/icd_llava_pope.py`` L27–28.
+
+    Example:
+
+    >>> icd(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]))
+    tensor([[3., 0., -inf, 0.]])
     """
     return vcd(logits, contrast_logits, alpha=alpha, beta=beta)
 
@@ -271,6 +297,14 @@ def ritual(
         transformed_logits: ``(batch, vocab)`` transformed-image ("complement") branch.
         alpha: ``alpha_pos``, weight of the transformed branch, ``>= 0``.
         beta: plausibility cut in ``(0, 1]``.
+
+    Source: ``sangminwoo/RITUAL@52065a6 ritual_utils/ritual_sample.py`` L171–182: ``next_token_logits +
+    ritual_alpha_pos * next_token_logits_pos``, masked below ``log(ritual_beta) + max``; defaults L166–168.
+
+    Example (``l + 3 l_T``: the second token, preferred by the transformed view, wins):
+
+    >>> ritual(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]), alpha=3.0, beta=0.1)
+    tensor([[5., 7., -inf, 0.]])
     """
     l, t = _branches(logits, transformed_logits=transformed_logits)
     alpha = _non_negative("alpha", alpha)
@@ -290,7 +324,7 @@ def ritual_vcd(
 
     ``out = (1 + alpha) * (l + alpha_pos * l_T) - alpha * l_noised``   on ``{i : l_i >= log(beta) + max(l)}``.
 
-    Chosen combination (the authors' code cannot stack the two; the spec asks to choose and document one): first
+    Chosen combination (the RITUAL paper reports RITUAL + VCD, but the authors' code cannot stack the two): first
     RITUAL's positive combination forms the "expert" ``l + alpha_pos * l_T``, then VCD's contrast is applied to it
     with the noised branch as the "amateur". The plausibility mask is VCD/RITUAL's, computed from the *original*
     branch only (not from the combined expert), so that the plausible set is the same as for the two methods alone.
@@ -298,6 +332,14 @@ def ritual_vcd(
     Weights sum to ``(1 + alpha) * (1 + alpha_pos) - alpha = 1 + alpha_pos * (1 + alpha)`` (7 with the defaults): this
     sharpens more than RITUAL alone (4). With ``alpha = 0`` it is exactly :func:`ritual`; with ``alpha_pos = 0``
     exactly :func:`vcd`.
+
+    Source: ours (see above); its two halves are :func:`ritual` and :func:`vcd`.
+
+    Example (``2 (l + 3 l_T) - l_noised``):
+
+    >>> l, t = torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]])
+    >>> ritual_vcd(l, t, t, alpha_pos=3.0, alpha=1.0, beta=0.1)
+    tensor([[ 9., 12., -inf,  0.]])
     """
     l, t, n = _branches(logits, transformed_logits=transformed_logits, noised_logits=noised_logits)
     alpha_pos = _non_negative("alpha_pos", alpha_pos)
@@ -318,6 +360,14 @@ def savcd_beta(logits: torch.Tensor, gamma: float = 0.5) -> torch.Tensor:
     A confident step (``H -> 0``) gives ``beta_t -> 0.5`` (few candidates kept); a flat step gives a small ``beta_t``
     (many kept). ``gamma = 0`` gives ``beta_t = 0.5`` always. Returns a float32 ``(batch,)`` tensor in ``(0, 0.5]``
     (it can underflow to 0 for huge ``gamma * H``; :func:`savcd` works with ``log(beta_t)`` and is not affected).
+
+    Source: ``eunwooim/selfaug@ff3c77c src/utils/utils.py`` L58–72: ``sigmoid(gamma * sum(p log2 p))`` (``= sigmoid(-gamma
+    H)``); gamma (``cd_tau``) 0.5 in ``src/script/*.bash`` (the .py default ``None`` turns the adaptive cut off).
+
+    Example (``H = 1.367`` bits, ``sigmoid(-0.5 H)``):
+
+    >>> savcd_beta(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), gamma=0.5)
+    tensor([0.3355])
     """
     gamma = _non_negative("gamma", gamma)
     return torch.sigmoid(-gamma * entropy_bits(logits))
@@ -338,6 +388,14 @@ def savcd(
         contrast_logits: ``(batch, vocab)`` branch of the self-selected augmentation.
         alpha: contrast strength, ``>= 0``.
         gamma: entropy sensitivity, ``>= 0``.
+
+    Source: ``eunwooim/selfaug@ff3c77c src/utils/vcd_sample.py`` L154–168 (VCD's combine with ``cd_beta`` from
+    :func:`savcd_beta`); alpha 1 from ``src/eval/pope.py`` L91.
+
+    Example (``beta_t = 0.3355`` cuts deeper than VCD's 0.1: the fourth token goes too):
+
+    >>> savcd(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]), alpha=1.0, gamma=0.5)
+    tensor([[3., 0., -inf, -inf]])
     """
     l, c = _branches(logits, contrast_logits=contrast_logits)
     alpha = _non_negative("alpha", alpha)
@@ -369,6 +427,14 @@ def code_divergence(
     ``p_d = softmax(l_d)`` and ``a = exponent``. CODE's per-step weight is ``alpha_t = 1 - BD``.
 
     Returns a float32 ``(batch,)`` tensor; identical branches give exactly 0.
+
+    Source: ``IVY-LVLM/CODE@31adf82 models/contrastive_decoding/cd_utils.py`` L12 (``kl_d``); exponent ``cd_alpha`` 0.7
+    from ``evaluate.py`` L126–128 (the function's own fallback is 0.2).
+
+    Example:
+
+    >>> code_divergence(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]))
+    tensor([0.5332])
     """
     l, d = _branches(logits, description_logits=description_logits)
     exponent = _positive("exponent", exponent)
@@ -393,6 +459,14 @@ def code(logits: torch.Tensor, description_logits: torch.Tensor, exponent: float
         logits: ``(batch, vocab)`` image branch.
         description_logits: ``(batch, vocab)`` branch with the image replaced by its self-generated description.
         exponent: ``a > 0`` in the bounded divergence.
+
+    Source: ``IVY-LVLM/CODE@31adf82 models/contrastive_decoding/cd_utils.py`` L12–20: ``kld_alpha = 1 - kl_d``,
+    ``cutoff = kl_d * p_v.max()``, ``(1 + kld_alpha) * l - kld_alpha * l_cd`` masked where ``p_v < cutoff``.
+
+    Example (``BD = 0.533``, so ``alpha_t = 0.467`` and only tokens with ``p >= 0.533 max(p)`` stay):
+
+    >>> code(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]), exponent=0.7)
+    tensor([[2.4668,   -inf,   -inf,   -inf]])
     """
     l, d = _branches(logits, description_logits=description_logits)
     exponent = _positive("exponent", exponent)
@@ -408,14 +482,29 @@ def code(logits: torch.Tensor, description_logits: torch.Tensor, exponent: float
 # ---------------------------------------------------------------------------------------------------------------------
 def m3id_gamma(step: int, lam: float = 0.02) -> float:
     r"""M3ID's visual-information weight ``gamma_t = exp(-lam * t)`` with ``t = step`` the number of tokens generated
-    so far (``gamma_0 = 1``: no correction on the first token)."""
+    so far (``gamma_0 = 1``: no correction on the first token).
+
+    Source: Favero et al., CVPR 2024 (no official code); as re-implemented in
+    ``sangminwoo/RITUAL@52065a6 ritual_utils/ritual_sample.py`` L178 (``exp(-0.02 * t)``, ``t`` from 0).
+
+    Example:
+
+    >>> round(m3id_gamma(10, lam=0.02), 4)
+    0.8187
+    """
     step = _step(step)
     lam = _non_negative("lam", lam)
     return math.exp(-lam * step)
 
 
 def m3id_weight(step: int, lam: float = 0.02) -> float:
-    r"""M3ID's contrast weight ``(1 - gamma_t) / gamma_t = exp(lam * t) - 1`` (0 at ``t = 0``; ``inf`` on overflow)."""
+    r"""M3ID's contrast weight ``(1 - gamma_t) / gamma_t = exp(lam * t) - 1`` (0 at ``t = 0``; ``inf`` on overflow).
+
+    Example:
+
+    >>> round(m3id_weight(10, lam=0.02), 4)
+    0.2214
+    """
     step = _step(step)
     lam = _non_negative("lam", lam)
     x = lam * step
@@ -441,6 +530,15 @@ def m3id(
         beta: plausibility cut in ``(0, 1]``.
 
     Raises ValueError when ``lam * step`` is so large that the weight overflows float32 (``lam * step > ~88``).
+
+    Source: Favero et al., CVPR 2024 (no official code); as re-implemented in
+    ``sangminwoo/RITUAL@52065a6 ritual_utils/ritual_sample.py`` L178–180 with ``t`` counted from 0 (AvisC's
+    re-implementation counts from 1, giving a weight of 0.02 on the first token).
+
+    Example (at ``t = 10`` the weight is ``e^0.2 - 1 = 0.2214``):
+
+    >>> m3id(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]), step=10, lam=0.02, beta=0.1)
+    tensor([[2.2214, 0.7786,   -inf, 0.0000]])
     """
     l, u = _branches(logits, text_only_logits=text_only_logits)
     step = _step(step)
@@ -452,212 +550,3 @@ def m3id(
             f"lam * step = {lam * step:g} is too large: the M3ID weight (1 - gamma_t) / gamma_t overflows float32"
         )
     return apply_mask(l + (l - u) * weight, _keep_log(l, math.log(beta)))
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# registry
-# ---------------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ParamSpec:
-    """One tunable parameter of a method, for the UI and for validating user input.
-
-    name:     the parameter's name at the method level (what the UI shows and ``PARAMS`` / ``DEFAULTS`` use).
-    default:  the papers' default.
-    low/high: the suggested slider range (validity is ``minimum`` / ``maximum`` below: e.g. ``alpha >= 0`` has no
-              upper bound).
-    help:     a one-line explanation.
-    step:     the slider step.
-    integer:  an integer parameter (``noise_step``).
-    kind:     ``"rule"``: a keyword of the per-step rule; ``"branch"``: used to build a contrast branch (the
-              diffusion noise step), not passed to the rule.
-    arg:      the rule's keyword when it differs from ``name`` (RITUAL's ``alpha_pos`` is ``ritual(alpha=...)``).
-    minimum / min_inclusive / maximum: the valid domain (maximum inclusive; None = unbounded).
-    """
-
-    name: str
-    default: float
-    low: float
-    high: float
-    help: str
-    step: float = 0.01
-    integer: bool = False
-    kind: str = "rule"
-    arg: str | None = None
-    minimum: float | None = 0.0
-    min_inclusive: bool = True
-    maximum: float | None = None
-
-    @property
-    def rule_arg(self) -> str:
-        return self.arg or self.name
-
-    def validate(self, value):
-        """``value`` checked against the domain and returned as float (int for integer parameters); else
-        ValueError."""
-        if self.integer:
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise ValueError(f"{self.name} must be an integer, got {value!r}")
-            v = int(value)
-        else:
-            v = _real(self.name, value)
-        if self.minimum is not None:
-            if self.min_inclusive and v < self.minimum:
-                raise ValueError(f"{self.name} must be >= {self.minimum:g}, got {v}")
-            if not self.min_inclusive and v <= self.minimum:
-                raise ValueError(f"{self.name} must be > {self.minimum:g}, got {v}")
-        if self.maximum is not None and v > self.maximum:
-            raise ValueError(f"{self.name} must be <= {self.maximum:g}, got {v}")
-        return v
-
-
-_ALPHA_HELP = "Contrast strength: out = (1+alpha)·l − alpha·l′; 0 = no contrast, larger pushes harder away from l′."
-_BETA_HELP = "Plausibility cut: keep only tokens with p ≥ beta·max(p) under the original branch; 1 keeps only the top."
-
-
-def _beta_spec() -> ParamSpec:
-    return ParamSpec("beta", 0.1, 0.001, 1.0, _BETA_HELP, 0.001, minimum=0.0, min_inclusive=False, maximum=1.0)
-
-
-def _noise_step_spec() -> ParamSpec:
-    return ParamSpec(
-        "noise_step", 500, 0, 999,
-        "Diffusion step T (0–999) of the noise added to the image for the contrast branch; 500 ≈ 0.86·x + 0.51·noise.",
-        1, integer=True, kind="branch", maximum=999,
-    )
-
-
-PARAMS: dict[str, tuple[ParamSpec, ...]] = {
-    "vcd": (
-        ParamSpec("alpha", 1.0, 0.0, 5.0, _ALPHA_HELP + " Contrast branch: the image with diffusion noise."),
-        _beta_spec(),
-        _noise_step_spec(),
-    ),
-    "icd": (
-        ParamSpec("alpha", 1.0, 0.0, 5.0, _ALPHA_HELP + " Contrast branch: a 'disturbance' system instruction."),
-        _beta_spec(),
-    ),
-    "ritual": (
-        ParamSpec(
-            "alpha_pos", 3.0, 0.0, 10.0,
-            "Weight of the transformed-image branch added to the original: l + alpha_pos·l_T; the weights sum to "
-            "1+alpha_pos, so it also sharpens.",
-            arg="alpha",
-        ),
-        _beta_spec(),
-    ),
-    "ritual_vcd": (
-        ParamSpec(
-            "alpha_pos", 3.0, 0.0, 10.0,
-            "Weight of the transformed-image branch in the expert l + alpha_pos·l_T (RITUAL's part).",
-        ),
-        ParamSpec(
-            "alpha", 1.0, 0.0, 5.0,
-            "Contrast strength against the noised-image branch: (1+alpha)·expert − alpha·l_noised (VCD's part).",
-        ),
-        _beta_spec(),
-        _noise_step_spec(),
-    ),
-    "savcd": (
-        ParamSpec(
-            "alpha", 1.0, 0.0, 5.0, _ALPHA_HELP + " Contrast branch: the augmentation the model picked itself."
-        ),
-        ParamSpec(
-            "gamma", 0.5, 0.0, 5.0,
-            "Entropy sensitivity of the adaptive cut beta_t = sigmoid(−gamma·H), H in bits: confident steps keep "
-            "few tokens (beta_t→0.5), flat steps many; 0 fixes beta_t = 0.5.",
-        ),
-    ),
-    "code": (
-        ParamSpec(
-            "exponent", 0.7, 0.1, 2.0,
-            "Exponent a of the bounded divergence BD = ½·Σ log2(|p_v−p_d|^a + 1)(p_v+p_d); sets how fast the weight "
-            "alpha_t = 1 − BD and the cut p ≥ BD·max(p) react to disagreement with the description branch.",
-            min_inclusive=False,
-        ),
-    ),
-    "m3id": (
-        ParamSpec(
-            "lam", 0.02, 0.0, 0.2,
-            "Decay rate of gamma_t = exp(−lam·t): the text-only contrast weight (1−gamma_t)/gamma_t grows with the "
-            "number t of generated tokens; 0 = no contrast.",
-            0.001,
-        ),
-        _beta_spec(),
-    ),
-}
-
-# Every method's parameters with their defaults (rule and branch parameters; see ``rule_kwargs`` for the rule's).
-DEFAULTS: dict[str, dict[str, float]] = {
-    method: {p.name: p.default for p in specs} for method, specs in PARAMS.items()
-}
-
-RULES: dict[str, Callable[..., torch.Tensor]] = {
-    "vcd": vcd,
-    "icd": icd,
-    "ritual": ritual,
-    "ritual_vcd": ritual_vcd,
-    "savcd": savcd,
-    "code": code,
-    "m3id": m3id,
-}
-
-# Positional contrast arguments of each rule, after the original branch, in order. ``m3id`` also needs ``step=``.
-CONTRAST_BRANCHES: dict[str, tuple[str, ...]] = {
-    "vcd": ("noised",),
-    "icd": ("disturbed",),
-    "ritual": ("transformed",),
-    "ritual_vcd": ("transformed", "noised"),
-    "savcd": ("augmented",),
-    "code": ("description",),
-    "m3id": ("text_only",),
-}
-
-
-def rule_kwargs(method: str, params: dict | None = None) -> dict:
-    """The keyword arguments of ``RULES[method]`` from method-level ``params`` (missing ones: defaults).
-
-    Drops branch parameters (``noise_step``) and renames where the rule's keyword differs (RITUAL's ``alpha_pos`` ->
-    ``alpha``). Every value (branch parameters included) is validated; unknown names raise ValueError.
-    """
-    if method not in PARAMS:
-        raise ValueError(f"unknown method {method!r}; known: {sorted(PARAMS)}")
-    params = dict(params or {})
-    specs = {s.name: s for s in PARAMS[method]}
-    unknown = sorted(set(params) - set(specs))
-    if unknown:
-        raise ValueError(f"{method} has no parameter(s) {unknown}; it takes {sorted(specs)}")
-    values = {name: s.validate(params.get(name, s.default)) for name, s in specs.items()}
-    return {s.rule_arg: values[name] for name, s in specs.items() if s.kind == "rule"}
-
-
-def step_scalars(method: str, logits: torch.Tensor, *contrast_logits: torch.Tensor, step: int | None = None, **params):
-    """The per-step scalars of ``method`` for the trace, as float32 ``(batch,)`` tensors; ``{}`` for methods without.
-
-    - ``savcd``: ``{"beta_t", "entropy_bits"}``
-    - ``code``:  ``{"bd", "alpha_t"}`` (``alpha_t = 1 - bd``)
-    - ``m3id``:  ``{"gamma_t", "weight"}`` (``weight = (1 - gamma_t) / gamma_t``; needs ``step=``)
-
-    ``params`` are method-level parameters as in ``PARAMS`` (missing ones take the defaults). Pure: recomputes what
-    it needs from the logits.
-    """
-    if method not in RULES:
-        raise ValueError(f"unknown method {method!r}; known: {sorted(RULES)}")
-    expected = len(CONTRAST_BRANCHES[method])
-    if len(contrast_logits) != expected:
-        raise ValueError(f"{method} takes {expected} contrast branch(es), got {len(contrast_logits)}")
-    kw = rule_kwargs(method, params)
-    if method == "savcd":
-        return {"beta_t": savcd_beta(logits, kw["gamma"]), "entropy_bits": entropy_bits(logits)}
-    if method == "code":
-        bd = code_divergence(logits, contrast_logits[0], kw["exponent"])
-        return {"bd": bd, "alpha_t": 1.0 - bd}
-    if method == "m3id":
-        if step is None:
-            raise ValueError("m3id's scalars need step=")
-        l = _logits("logits", logits)
-        rows = l.shape[0]
-        full = lambda v: torch.full((rows,), v, dtype=torch.float32, device=l.device)  # noqa: E731
-        return {"gamma_t": full(m3id_gamma(step, kw["lam"])), "weight": full(m3id_weight(step, kw["lam"]))}
-    return {}

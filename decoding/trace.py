@@ -55,8 +55,7 @@ class TokenTrace:
     changed: bool
     visual_dependence: float | None = None
     contrast_shift: float = 0.0
-    alpha_t: float | None = None
-    beta_t: float | None = None
+    scalars: dict[str, float] = field(default_factory=dict)
     image_attention: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ each row with its own cache, seeded sampling, stopping, finished rows leaving th
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -11,8 +12,9 @@ import torch
 from PIL import Image
 
 from decoding import answer_all, compare, prepare_comparison, stream_compare
-from decoding.engine import Engine, SamplingConfig, Side
+from decoding.engine import Engine, Side
 from decoding.methods import METHODS
+from decoding.sampling import SamplingConfig
 from models import TINY_FAMILIES, build_tiny, load_model
 
 QUESTION = "Is there a red circle in the picture?"
@@ -245,3 +247,25 @@ def test_a_question_longer_than_the_context_is_refused_up_front(llava, image):
     row = llava.build_row(QUESTION, image)
     with pytest.raises(ValueError, match="too long"):
         compare(llava, image, QUESTION, "vcd", max_new_tokens=limit - row.length + 1)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_no_method_uses_a_deprecated_transformers_argument(model, image, method):
+    """transformers 5.24 renamed ``past_key_values`` to ``cache`` and removes the old name in 5.40; the old name (or
+    anything else deprecated) warns with FutureWarning, which is an error here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        result = compare(model, image, QUESTION, method, max_new_tokens=3, ignore_eos=True)
+    assert len(result.method_side.tokens) == 3
+
+
+def test_sampling_config_and_keywords_give_the_same_run(llava, image):
+    config = SamplingConfig(do_sample=True, temperature=0.8, top_p=0.9, top_k=5, seed=11)
+    by_config = compare(llava, image, QUESTION, "vcd", max_new_tokens=6, sampling=config)
+    by_keywords = compare(llava, image, QUESTION, "vcd", max_new_tokens=6, **config.to_dict())
+    assert by_config.to_dict() == by_keywords.to_dict()
+    assert by_config.decoding["top_k"] == 5 and by_config.decoding["do_sample"] is True
+    with pytest.raises(ValueError, match="not both"):
+        compare(llava, image, QUESTION, "vcd", max_new_tokens=2, sampling=config, seed=3)
+    with pytest.raises(ValueError, match="SamplingConfig"):
+        compare(llava, image, QUESTION, "vcd", max_new_tokens=2, sampling={"do_sample": True})

@@ -259,7 +259,7 @@ def test_incremental_decoding_continues_positions_with_max_plus_one(adapter):
             token = logits.argmax()
             tokens.append(int(token))
             step_pos = torch.full((*row.position_ids.shape[:-1], 1), position, dtype=torch.long)
-            out = model(input_ids=token.view(1, 1), position_ids=step_pos, past_key_values=out.past_key_values,
+            out = model(input_ids=token.view(1, 1), position_ids=step_pos, cache=out.cache,
                         use_cache=True)
             position += 1
     assert tokens == reference

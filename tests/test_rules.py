@@ -1,19 +1,16 @@
-"""Tests of decoding.rules: hand-computed vectors, properties, dtypes and argument validation."""
+"""Tests of decoding.rules: hand-computed vectors, properties, dtypes and argument validation (the registry's
+bindings of the rules are in test_methods.py)."""
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import pytest
 import torch
 
 from decoding import rules
+from decoding.methods import REGISTRY, get_method
 from decoding.rules import (
-    CONTRAST_BRANCHES,
-    DEFAULTS,
-    PARAMS,
-    RULES,
     code,
     code_divergence,
     distribution_l2,
@@ -25,10 +22,8 @@ from decoding.rules import (
     plausibility_mask,
     ritual,
     ritual_vcd,
-    rule_kwargs,
     savcd,
     savcd_beta,
-    step_scalars,
     vcd,
 )
 
@@ -51,10 +46,10 @@ def assert_logits(out, expected, tol=1e-5):
 
 
 def call_rule(method, l, contrasts, step=0, **params):
-    kw = rule_kwargs(method, params)
-    if method == "m3id":
-        kw["step"] = step
-    return RULES[method](l, *contrasts, **kw)
+    """A method's rule as the engine calls it: through its registry record, with method-level parameters."""
+    record = get_method(method)
+    logits = {"original": l, **dict(zip(record.contrast_roles, contrasts, strict=True))}
+    return record.step(logits, step, record.resolve(params)).logits
 
 
 # Shared small example: l = [2, 1, -1, 0]; threshold = max + log(0.1) = 2 - 2.3026 = -0.3026,
@@ -299,25 +294,25 @@ def test_ritual_sharpens_weights_sum_to_four():
     torch.testing.assert_close(sharp, torch.softmax(4 * l.masked_fill(~keep, NEG_INF), -1))
 
 
-@pytest.mark.parametrize("method", sorted(RULES))
+@pytest.mark.parametrize("method", sorted(REGISTRY))
 def test_argmax_of_original_always_survives(method):
     for seed in range(60):
         g = torch.Generator().manual_seed(seed)
         scale = [0.1, 1.0, 5.0, 30.0][seed % 4]
         l = torch.randn(4, 50, generator=g) * scale
-        contrasts = [torch.randn(4, 50, generator=g) * scale for _ in CONTRAST_BRANCHES[method]]
+        contrasts = [torch.randn(4, 50, generator=g) * scale for _ in REGISTRY[method].contrast_roles]
         out = call_rule(method, l, contrasts, step=seed)
         top = l.argmax(-1)
         assert torch.isfinite(out.gather(-1, top[:, None])).all(), (method, seed)
         assert not torch.isnan(out).any()
 
 
-@pytest.mark.parametrize("method", sorted(RULES))
+@pytest.mark.parametrize("method", sorted(REGISTRY))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_any_dtype_gives_float32(method, dtype):
     g = torch.Generator().manual_seed(8)
     l = torch.randn(2, 30, generator=g).to(dtype)
-    contrasts = [torch.randn(2, 30, generator=g).to(dtype) for _ in CONTRAST_BRANCHES[method]]
+    contrasts = [torch.randn(2, 30, generator=g).to(dtype) for _ in REGISTRY[method].contrast_roles]
     out = call_rule(method, l, contrasts, step=3)
     assert out.dtype == torch.float32 and out.shape == (2, 30)
     # and the same values as with float32 inputs (the inputs are cast first)
@@ -330,11 +325,11 @@ def test_mixed_dtypes_between_branches():
     assert_logits(out, [[3.0, 0.0, NEG_INF, 0.0]])
 
 
-@pytest.mark.parametrize("method", sorted(RULES))
+@pytest.mark.parametrize("method", sorted(REGISTRY))
 def test_inputs_are_not_modified(method):
     g = torch.Generator().manual_seed(9)
     l = torch.randn(2, 30, generator=g)
-    contrasts = [torch.randn(2, 30, generator=g) for _ in CONTRAST_BRANCHES[method]]
+    contrasts = [torch.randn(2, 30, generator=g) for _ in REGISTRY[method].contrast_roles]
     before = [l.clone()] + [c.clone() for c in contrasts]
     out = call_rule(method, l, contrasts, step=2)
     assert out.data_ptr() != l.data_ptr()
@@ -414,15 +409,6 @@ NAN = float("nan")
         (lambda: m3id(L, torch.zeros(1, 3), step=0), "shape"),
         (lambda: savcd(L, torch.zeros(4)), "2-D"),
         (lambda: plausibility_mask(torch.zeros(3), 0.1), "2-D"),
-        # registry helpers
-        (lambda: rule_kwargs("nope"), "unknown"),
-        (lambda: rule_kwargs("vcd", {"gamma": 1.0}), "no parameter"),
-        (lambda: rule_kwargs("vcd", {"alpha": -1.0}), "alpha"),
-        (lambda: rule_kwargs("vcd", {"noise_step": 1000}), "noise_step"),
-        (lambda: rule_kwargs("vcd", {"noise_step": 2.5}), "noise_step"),
-        (lambda: step_scalars("nope", L), "unknown"),
-        (lambda: step_scalars("m3id", L, C), "step"),
-        (lambda: step_scalars("vcd", L), "contrast"),
     ],
 )
 def test_value_errors(call, match):
@@ -436,52 +422,6 @@ def test_boundary_parameter_values_are_accepted():
     m3id(L, C, step=0, lam=0.0)
     code(L, C, exponent=1e-3)
     vcd(L, C, alpha=torch.tensor(1.0), beta=torch.tensor(0.1))  # 0-dim tensors are numbers too
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# registry
-# ---------------------------------------------------------------------------------------------------------------------
-def test_defaults_follow_the_spec():
-    assert DEFAULTS["vcd"] == {"alpha": 1.0, "beta": 0.1, "noise_step": 500}
-    assert DEFAULTS["icd"] == {"alpha": 1.0, "beta": 0.1}
-    assert DEFAULTS["ritual"] == {"alpha_pos": 3.0, "beta": 0.1}
-    assert DEFAULTS["ritual_vcd"] == {"alpha_pos": 3.0, "alpha": 1.0, "beta": 0.1, "noise_step": 500}
-    assert DEFAULTS["savcd"] == {"alpha": 1.0, "gamma": 0.5}
-    assert DEFAULTS["code"] == {"exponent": 0.7}
-    assert DEFAULTS["m3id"] == {"lam": 0.02, "beta": 0.1}
-    # the rules' own keyword defaults agree with the registry
-    for method, fn in RULES.items():
-        sig = inspect.signature(fn)
-        for arg, value in rule_kwargs(method).items():
-            assert sig.parameters[arg].default == value, (method, arg)
-
-
-def test_registry_shapes():
-    assert set(RULES) == set(PARAMS) == set(DEFAULTS) == set(CONTRAST_BRANCHES)
-    for method, specs in PARAMS.items():
-        for s in specs:
-            assert s.low <= s.default <= s.high and s.help, (method, s.name)
-            assert s.validate(s.default) == s.default
-            assert s.validate(s.low) == s.low and s.validate(s.high) == s.high
-    assert rule_kwargs("ritual", {"alpha_pos": 2.0}) == {"alpha": 2.0, "beta": 0.1}
-    assert rule_kwargs("vcd", {"noise_step": 300}) == {"alpha": 1.0, "beta": 0.1}
-    noise = next(s for s in PARAMS["vcd"] if s.name == "noise_step")
-    assert noise.kind == "branch" and noise.validate(250.0) == 250 and isinstance(noise.validate(250.0), int)
-
-
-def test_step_scalars():
-    l = torch.log(T([4.0, 2.0, 1.0, 1.0]))
-    s = step_scalars("savcd", l, l, gamma=0.5)
-    assert s["beta_t"].item() == pytest.approx(0.294215, abs=1e-6)
-    assert s["entropy_bits"].item() == pytest.approx(1.75, abs=1e-5)
-    lv, ld = torch.log(T([0.7, 0.2, 0.1])), torch.log(T([0.1, 0.2, 0.7]))
-    s = step_scalars("code", lv, ld)
-    assert s["bd"].item() == pytest.approx(0.611999, abs=1e-6)
-    assert s["alpha_t"].item() == pytest.approx(0.388001, abs=1e-6)
-    s = step_scalars("m3id", torch.cat([L, L]), torch.cat([C, C]), step=10)
-    assert s["gamma_t"].shape == (2,) and s["gamma_t"][0].item() == pytest.approx(0.818731, abs=1e-6)
-    assert s["weight"][1].item() == pytest.approx(0.221403, abs=1e-6)
-    assert step_scalars("vcd", L, C) == {} and step_scalars("ritual_vcd", L, C, C) == {}
 
 
 def test_rules_do_not_depend_on_global_state():

@@ -1,0 +1,130 @@
+"""The method registry: every record's parameters, its bound rule and the per-step scalars it reports — the very
+objects the app, eval and the bench use."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from decoding import rules
+from decoding.methods import METHODS, REGISTRY, STEP_SCALARS, Param, get_method
+
+L = torch.tensor([[2.0, 1.0, -1.0, 0.0]])
+C = torch.tensor([[1.0, 2.0, 0.0, 0.0]])
+
+# Each method's rule called with the rule's own keyword defaults (the authors' values).
+RULE_WITH_ITS_DEFAULTS = {
+    "vcd": lambda L, t: rules.vcd(L["original"], L["noised"]),
+    "ritual": lambda L, t: rules.ritual(L["original"], L["transformed"]),
+    "ritual_vcd": lambda L, t: rules.ritual_vcd(L["original"], L["transformed"], L["noised"]),
+    "savcd": lambda L, t: rules.savcd(L["original"], L["augmented"]),
+    "code": lambda L, t: rules.code(L["original"], L["description"]),
+    "m3id": lambda L, t: rules.m3id(L["original"], L["text_only"], step=t),
+    "icd": lambda L, t: rules.icd(L["original"], L["disturbed"]),
+}
+
+
+def branch_logits(method: str, *contrasts: torch.Tensor) -> dict[str, torch.Tensor]:
+    roles = REGISTRY[method].contrast_roles
+    contrasts = contrasts or tuple(C * (i + 1) for i in range(len(roles)))
+    return {"original": L, **dict(zip(roles, contrasts, strict=True))}
+
+
+def test_the_registry_lists_every_method_once_in_display_order():
+    assert METHODS == ("vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd")
+    assert set(RULE_WITH_ITS_DEFAULTS) == set(METHODS)
+    assert all(REGISTRY[name].name == name for name in METHODS)
+    assert [REGISTRY[m].short_name for m in METHODS] == [
+        "VCD", "RITUAL", "RITUAL + VCD", "Self-augmented VCD", "CODE", "M3ID", "ICD"
+    ]
+
+
+def test_defaults_are_the_authors():
+    defaults = {m: REGISTRY[m].defaults for m in METHODS}
+    assert defaults["vcd"] == {"alpha": 1.0, "beta": 0.1, "noise_step": 500}
+    assert defaults["icd"] == {"alpha": 1.0, "beta": 0.1}
+    assert defaults["ritual"] == {"alpha_pos": 3.0, "beta": 0.1}
+    assert defaults["ritual_vcd"] == {"alpha_pos": 3.0, "alpha": 1.0, "beta": 0.1, "noise_step": 500}
+    assert defaults["savcd"] == {"alpha": 1.0, "gamma": 0.5}
+    assert defaults["code"] == {"exponent": 0.7}
+    assert defaults["m3id"] == {"lam": 0.02, "beta": 0.1}
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("step", [0, 7])
+def test_the_bound_rule_with_registry_defaults_is_the_rule_with_its_own(method, step):
+    record = get_method(method)
+    logits = branch_logits(method)
+    bound = record.step(logits, step, record.defaults)
+    assert torch.equal(bound.logits, RULE_WITH_ITS_DEFAULTS[method](logits, step))
+    assert torch.equal(record.combine(record.defaults)(logits, step).logits, bound.logits)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_parameter_has_a_range_help_and_source(method):
+    for param in REGISTRY[method].params:
+        assert isinstance(param, Param)
+        assert param.low <= param.default <= param.high and param.help and param.source, (method, param.name)
+        assert param.validate(param.default) == param.default
+        assert param.validate(param.low) == param.low and param.validate(param.high) == param.high
+    assert REGISTRY[method].source and REGISTRY[method].title.startswith(REGISTRY[method].short_name)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_reports_the_scalars_its_record_names(method):
+    record = get_method(method)
+    out = record.step(branch_logits(method), 5, record.defaults)
+    assert tuple(out.scalars) == record.scalars
+    assert set(record.scalars) <= set(STEP_SCALARS)
+    assert all(isinstance(v, float) and math.isfinite(v) for v in out.scalars.values())
+
+
+def test_every_named_scalar_is_reported_by_some_method():
+    assert set(STEP_SCALARS) == {name for m in METHODS for name in REGISTRY[m].scalars}
+
+
+def test_scalar_values_by_hand():
+    # H(0.5, 0.25, 0.125, 0.125) = 1.75 bits; beta_t = sigmoid(-0.5 * 1.75) = 0.294215
+    l = torch.log(torch.tensor([[0.5, 0.25, 0.125, 0.125]]))
+    savcd = get_method("savcd")
+    out = savcd.step({"original": l, "augmented": l}, 0, savcd.defaults)
+    assert out.scalars["plausibility_cut"] == pytest.approx(0.294215, abs=1e-6)
+    # BD = 0.5 * 2 * 0.8 * 0.764998 = 0.611999 (see test_rules), alpha_t = 1 - BD
+    lv, ld = torch.log(torch.tensor([[0.7, 0.2, 0.1]])), torch.log(torch.tensor([[0.1, 0.2, 0.7]]))
+    code = get_method("code")
+    out = code.step({"original": lv, "description": ld}, 0, code.defaults)
+    assert out.scalars["plausibility_cut"] == pytest.approx(0.611999, abs=1e-6)
+    assert out.scalars["contrast_weight"] == pytest.approx(0.388001, abs=1e-6)
+    # M3ID at t = 10: (1 - gamma_t) / gamma_t = e^0.2 - 1
+    m3id = get_method("m3id")
+    out = m3id.step({"original": L, "text_only": C}, 10, m3id.defaults)
+    assert out.scalars["contrast_weight"] == pytest.approx(math.expm1(0.2), abs=1e-9)
+
+
+def test_parameters_resolve_renamed_and_checked():
+    assert get_method("ritual").resolve({"alpha_pos": 2}) == {"alpha_pos": 2.0, "beta": 0.1}
+    noise = get_method("vcd").resolve({"noise_step": 250.0})["noise_step"]
+    assert noise == 250 and isinstance(noise, int)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: get_method("nope"), "unknown method 'nope'"),
+        (lambda: get_method(None), "unknown method None"),
+        (lambda: get_method("vcd").resolve({"gamma": 1.0}), r"vcd has no parameter\(s\) \['gamma'\]"),
+        (lambda: get_method("vcd").resolve({"alpha": -1.0}), "alpha must be >= 0, got -1.0"),
+        (lambda: get_method("vcd").resolve({"beta": 0.0}), "beta must be > 0"),
+        (lambda: get_method("vcd").resolve({"noise_step": 1000}), "noise_step must be <= 999, got 1000"),
+        (lambda: get_method("vcd").resolve({"noise_step": 2.5}), "noise_step must be an integer, got 2.5"),
+        (lambda: get_method("vcd").resolve({"alpha": math.nan}), "alpha must not be NaN"),
+        (lambda: get_method("vcd").resolve({"alpha": math.inf}), "alpha must be finite"),
+        (lambda: get_method("vcd").resolve({"alpha": "1"}), "alpha must be a real number"),
+        (lambda: get_method("code").resolve({"exponent": 0.0}), "exponent must be > 0"),
+    ],
+)
+def test_bad_names_and_values_are_refused_naming_them(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
