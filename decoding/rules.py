@@ -408,9 +408,15 @@ def savcd(
 # CODE
 # ---------------------------------------------------------------------------------------------------------------------
 def _bounded_divergence(l: torch.Tensor, d: torch.Tensor, exponent: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(BD per row, p_v) for validated float32 logits."""
-    p_v = torch.softmax(l, dim=-1)
-    p_d = torch.softmax(d, dim=-1)
+    """(BD per row, p_v), both float64 (float32 on Apple's MPS, which has no float64), for validated logits.
+
+    float64 because a confident step collapses in float32: when both branches give the top token 1 - 1e-9, float32
+    rounds both to 1, the top token's |p_v - p_d| (the term that dominates BD) becomes 0 and BD ~1e-18 instead of
+    ~1e-6, so the cut ``p_v >= BD * max(p_v)`` keeps the whole vocabulary where the rule keeps one token.
+    """
+    wide = torch.float32 if l.device.type == "mps" else torch.float64
+    p_v = torch.softmax(l.to(wide), dim=-1)
+    p_d = torch.softmax(d.to(wide), dim=-1)
     # log2(x + 1) via log1p for accuracy at small x. Each term is <= 1 and sum(p_v + p_d) = 2, so BD <= 1; the clamp
     # only removes rounding excursions (BD slightly > 1 would mask the argmax).
     terms = torch.log1p((p_v - p_d).abs().pow(exponent)) / _LN2 * (p_v + p_d)
@@ -438,7 +444,7 @@ def code_divergence(
     """
     l, d = _branches(logits, description_logits=description_logits)
     exponent = _positive("exponent", exponent)
-    return _bounded_divergence(l, d, exponent)[0]
+    return _bounded_divergence(l, d, exponent)[0].to(torch.float32)
 
 
 def code(logits: torch.Tensor, description_logits: torch.Tensor, exponent: float = 0.7) -> torch.Tensor:
@@ -471,7 +477,7 @@ def code(logits: torch.Tensor, description_logits: torch.Tensor, exponent: float
     l, d = _branches(logits, description_logits=description_logits)
     exponent = _positive("exponent", exponent)
     bd, p_v = _bounded_divergence(l, d, exponent)
-    alpha_t = (1.0 - bd).unsqueeze(-1)
+    alpha_t = (1.0 - bd).to(torch.float32).unsqueeze(-1)
     combined = (1.0 + alpha_t) * l - alpha_t * d
     keep = (p_v >= bd.unsqueeze(-1) * p_v.max(dim=-1, keepdim=True).values) & (l > float("-inf"))
     return apply_mask(combined, keep)

@@ -237,6 +237,22 @@ def test_code_divergence_bounds():
     assert_logits(out, [[100.0, NEG_INF]], tol=1e-3)
 
 
+def test_code_divergence_at_a_confident_step_does_not_collapse():
+    """Both branches give the top token 1 - 8e-10 / 1 - 2e-9 (57 tokens, as the embedded model's vocabulary). float32
+    rounds both to 1, so a float32 BD loses the top token's term (~1e-6) and the cut keeps all 57 tokens."""
+    l = torch.full((1, 57), -25.0)
+    d = torch.full((1, 57), -24.0)
+    l[0, 0] = d[0, 0] = 0.0
+    p_v, p_d = torch.softmax(l.double(), -1), torch.softmax(d.double(), -1)
+    expected = float(0.5 * (torch.log2((p_v - p_d).abs() ** 0.7 + 1) * (p_v + p_d)).sum())
+    assert 1e-7 < expected < 1e-5
+    assert code_divergence(l, d).item() == pytest.approx(expected, rel=1e-5)
+    out = code(l, d)
+    assert torch.isfinite(out).sum() == 1 and torch.isfinite(out[0, 0])
+    # the same logits in float16 and bfloat16 (as a GPU model gives them) agree
+    assert code_divergence(l.half(), d.half()).item() == pytest.approx(expected, rel=1e-3)
+
+
 def test_m3id_hand():
     u = T([1.0, 1.0, 0.0, -1.0])
     # step 10, lam 0.02: gamma = e^-0.2 = 0.818731; (1 - gamma) / gamma = e^0.2 - 1 = 0.221403
