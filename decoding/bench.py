@@ -162,7 +162,8 @@ def main(argv=None) -> int:
             print(f"  {name:<22} {mode:<9} {figures['per_token_s'] * 1e3:8.2f} ms/token", file=sys.stderr)
 
     plain = next(r for r in rows if r["workload"] == "plain")
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    cpu_name = f"CPU, {torch.get_num_threads()} threads"
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name
     print(f"\nmodel {model.model_id} on {device_name}, {model.model.dtype}, {args.tokens} new tokens, "
           f"median of {args.repeats} after {args.warmup} warm-up")
     print(f"language-model weights {weights / 2**20:.1f} MiB; copy bandwidth {bandwidth / 1e9:.1f} GB/s; "
@@ -176,9 +177,9 @@ def main(argv=None) -> int:
         vs_separate = f"{r['per_token_s'] / separate['per_token_s']:.2f}" if separate and r["mode"] == "batched" else ""
         peak = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else ""
         print(
-            f"| {r['workload']} | {r['mode']} | {r['rows']} | {r['prefill_s'] * 1e3:.1f} | {r['per_token_s'] * 1e3:.2f} "
-            f"| {r['tokens_per_s']:.1f} | {r['total_s']:.3f} | {peak} | {r['per_token_s'] / plain['per_token_s']:.2f} "
-            f"| {vs_separate} |"
+            f"| {r['workload']} | {r['mode']} | {r['rows']} | {r['prefill_s'] * 1e3:.1f} "
+            f"| {r['per_token_s'] * 1e3:.2f} | {r['tokens_per_s']:.1f} | {r['total_s']:.3f} | {peak} "
+            f"| {r['per_token_s'] / plain['per_token_s']:.2f} | {vs_separate} |"
         )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"\nprocess peak RSS {rss:.2f} GiB")

@@ -370,7 +370,8 @@ def draw_augmentation_params(name: str, rng) -> dict:
 def _square(h: int, w: int, params: dict) -> tuple[int, int, int]:
     """(top, left, side) in pixels of the square described by relative ``params`` on an ``h x w`` view.
 
-    ``side = int(min(h, w) * params["side"])`` (``side`` = 0.5 by default: ``min(h, w) // 2``, the size Self-Aug's paper gives for crop and mask)."""
+    ``side = int(min(h, w) * params["side"])`` (``side`` = 0.5 by default: ``min(h, w) // 2``, the size Self-Aug
+    uses for crop and mask: ``crop_ratio`` / ``mask_ratio`` 2.0 in its ``src/eval/pope.py``)."""
     u, v = float(params["top"]), float(params["left"])
     frac = float(params.get("side", 0.5))
     if not (0.0 <= u <= 1.0 and 0.0 <= v <= 1.0):

@@ -342,9 +342,7 @@ def stream_compare(
 
 def compare(model: FamilyAdapter, image: Image.Image, question: str, method: str = "vcd", **kwargs) -> Comparison:
     """Run ``stream_compare`` to the end and return the finished comparison."""
-    result = None
-    for result in stream_compare(model, image, question, method, **kwargs):
-        pass
+    *_, result = stream_compare(model, image, question, method, **kwargs)  # its last update is the finished run
     return result
 
 

@@ -173,8 +173,9 @@ class _RowGroup:
         self.mrope = positions.dim() == 3
         return logits, self._attention_maps(attentions, attention_layers)
 
-    def step(self, tokens: torch.Tensor, attention_layers) -> tuple[torch.Tensor, dict[int, dict]]:
+    def step(self, tokens_by_row: dict[int, int], attention_layers) -> tuple[torch.Tensor, dict[int, dict]]:
         """Feed each row its side's chosen token."""
+        tokens = torch.tensor([tokens_by_row[row] for row in self.row_ids])
         n = len(self.row_ids)
         self.attention_mask = torch.cat(
             [self.attention_mask, torch.ones((n, 1), dtype=self.attention_mask.dtype, device=self.device)], dim=1
@@ -204,7 +205,9 @@ class _RowGroup:
             self.cache = None
             return
         idx = torch.tensor(local, device=self.device)
-        self.cache.batch_select_indices(idx)
+        # reorder_cache, not batch_select_indices: the same index_select, and it exists on every cache layer type
+        # (Qwen3.5's linear-attention layers have no batch_select_indices in transformers 5.24).
+        self.cache.reorder_cache(idx)
         self.attention_mask = self.attention_mask.index_select(0, idx)
         self.next_position = self.next_position.index_select(0, idx)
 
@@ -268,8 +271,8 @@ class Engine:
             else [_RowGroup(adapter, [i], rows, attention_rows) for i in row_ids]
         )
         state = {side.name: _SideState(side, adapter) for side in sides}
-        attention_context = _eager_attention(adapter.model) if attention_layers is not None else contextlib.nullcontext()
-        with attention_context:
+        eager = attention_layers is not None
+        with _eager_attention(adapter.model) if eager else contextlib.nullcontext():
             logits, attention = self._gather(groups, len(rows), lambda g: g.prefill(attention_layers))
             for step in range(max_new_tokens):
                 if should_stop is not None and should_stop():
@@ -298,9 +301,7 @@ class Engine:
                 tokens_by_row = {row: state[row_side[row].name].tokens[-1] for row in row_ids}
                 yield event
                 logits, attention = self._gather(
-                    groups,
-                    len(rows),
-                    lambda g: g.step(torch.tensor([tokens_by_row[r] for r in g.row_ids]), attention_layers),
+                    groups, len(rows), lambda g, chosen=tokens_by_row: g.step(chosen, attention_layers)
                 )
 
     @staticmethod
@@ -437,7 +438,9 @@ def _check_run(rows, sides, max_new_tokens, attention_layers) -> None:
     for side in sides:
         for role, row in side.roles.items():
             if not 0 <= row < len(rows):
-                raise ValueError(f"side {side.name!r} role {role!r} points at row {row}, but there are {len(rows)} rows")
+                raise ValueError(
+                    f"side {side.name!r} role {role!r} points at row {row}, but there are {len(rows)} rows"
+                )
             if row in owner and owner[row] != side.name:
                 # A row is fed its side's tokens: sharing it between sides would mix two answers in one cache.
                 raise ValueError(f"row {row} belongs to both {owner[row]!r} and {side.name!r}")
@@ -448,4 +451,6 @@ def _check_run(rows, sides, max_new_tokens, attention_layers) -> None:
         if not isinstance(attention_layers, (list, tuple)) or not all(
             isinstance(i, int) and not isinstance(i, bool) for i in attention_layers
         ):
-            raise ValueError(f"attention_layers must be None, 'all' or a list of layer indices, got {attention_layers!r}")
+            raise ValueError(
+                f"attention_layers must be None, 'all' or a list of layer indices, got {attention_layers!r}"
+            )

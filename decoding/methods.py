@@ -17,6 +17,7 @@ Adding a method is one rule in ``rules.py``, one record here, and its tests.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import numbers
@@ -288,79 +289,111 @@ _NOISE_STEP = Param(
     "VCD: noise_step 500 (experiments/eval/object_hallucination_vqa_llava.py L115)", 1, integer=True, maximum=999,
 )
 _ALPHA_POS_HELP = (
-    "Weight of the transformed-image branch added to the original: l + alpha_pos·l_T; the weights sum to 1+alpha_pos, "
-    "so it also sharpens."
+    "Weight of the transformed-image branch added to the original: l + alpha_pos·l_T; the weights sum to "
+    "1+alpha_pos, so it also sharpens."
 )
 
 _VCD = "Leng et al., Visual Contrastive Decoding, CVPR 2024 (arXiv 2311.16922)"
 _RITUAL = "Woo et al., RITUAL: Random Image Transformations as a Universal Anti-hallucination Lever, arXiv 2405.17821"
+_ALPHA_POS = Param(
+    "alpha_pos", 3.0, 0.0, 10.0, _ALPHA_POS_HELP, "RITUAL: ritual_alpha_pos 3 (ritual_sample.py L166)"
+)
 
-REGISTRY: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method(
-            "vcd", "VCD: contrast with a noised image", "VCD", _VCD,
-            (_alpha("the image with diffusion noise", "VCD: cd_alpha 1 (object_hallucination_vqa_llava.py L117)"),
-             _beta("VCD: cd_beta 0.1 (same file L118; its POPE script uses 0.2)"), _NOISE_STEP),
-            ("noised",), _noised, _vcd_step,
+_RECORDS = (
+    Method(
+        name="vcd", title="VCD: contrast with a noised image", short_name="VCD", source=_VCD,
+        params=(
+            _alpha("the image with diffusion noise", "VCD: cd_alpha 1 (object_hallucination_vqa_llava.py L117)"),
+            _beta("VCD: cd_beta 0.1 (same file L118; its POPE script uses 0.2)"),
+            _NOISE_STEP,
         ),
-        Method(
-            "ritual", "RITUAL: add a randomly transformed image", "RITUAL", _RITUAL,
-            (Param("alpha_pos", 3.0, 0.0, 10.0, _ALPHA_POS_HELP, "RITUAL: ritual_alpha_pos 3 (ritual_sample.py L166)"),
-             _beta("RITUAL: ritual_beta 0.1 (ritual_sample.py L168)")),
-            ("transformed",), _transformed, _ritual_step,
+        contrast_roles=("noised",), build=_noised, step=_vcd_step,
+    ),
+    Method(
+        name="ritual", title="RITUAL: add a randomly transformed image", short_name="RITUAL", source=_RITUAL,
+        params=(_ALPHA_POS, _beta("RITUAL: ritual_beta 0.1 (ritual_sample.py L168)")),
+        contrast_roles=("transformed",), build=_transformed, step=_ritual_step,
+    ),
+    Method(
+        name="ritual_vcd", title="RITUAL + VCD: transformed image added, noised image subtracted",
+        short_name="RITUAL + VCD",
+        source=f"{_RITUAL}, stacked with VCD as its paper reports (the stacking rule is ours: rules.ritual_vcd)",
+        params=(
+            dataclasses.replace(
+                _ALPHA_POS,
+                help="Weight of the transformed-image branch in the expert l + alpha_pos·l_T (RITUAL's part).",
+            ),
+            Param(
+                "alpha", 1.0, 0.0, 5.0,
+                "Contrast strength against the noised-image branch: (1+alpha)·expert − alpha·l_noised (VCD's part).",
+                "VCD: cd_alpha 1",
+            ),
+            _beta("RITUAL and VCD: 0.1"),
+            _NOISE_STEP,
         ),
-        Method(
-            "ritual_vcd", "RITUAL + VCD: transformed image added, noised image subtracted", "RITUAL + VCD",
-            f"{_RITUAL}, stacked with VCD as its paper reports (the combination rule is ours: decoding.rules.ritual_vcd)",
-            (Param("alpha_pos", 3.0, 0.0, 10.0,
-                   "Weight of the transformed-image branch in the expert l + alpha_pos·l_T (RITUAL's part).",
-                   "RITUAL: ritual_alpha_pos 3 (ritual_sample.py L166)"),
-             Param("alpha", 1.0, 0.0, 5.0,
-                   "Contrast strength against the noised-image branch: (1+alpha)·expert − alpha·l_noised (VCD's part).",
-                   "VCD: cd_alpha 1"),
-             _beta("RITUAL and VCD: 0.1"), _NOISE_STEP),
-            ("transformed", "noised"), _transformed_and_noised, _ritual_vcd_step,
+        contrast_roles=("transformed", "noised"), build=_transformed_and_noised, step=_ritual_vcd_step,
+    ),
+    Method(
+        name="savcd", title="Self-augmented VCD: the model picks its augmentation; entropy-adaptive threshold",
+        short_name="Self-augmented VCD",
+        source="Im et al., self-augmented visual contrastive decoding, ICLR 2026 (code: eunwooim/selfaug)",
+        params=(
+            _alpha("the augmentation the model picked itself", "Self-Aug: cd_alpha 1 (src/eval/pope.py L91)"),
+            Param(
+                "gamma", 0.5, 0.0, 5.0,
+                "Entropy sensitivity of the adaptive cut beta_t = sigmoid(−gamma·H), H in bits: confident steps "
+                "keep few tokens (beta_t→0.5), flat steps many; 0 fixes beta_t = 0.5.",
+                "Self-Aug: cd_tau 0.5 in src/script/*.bash (the .py default None turns the adaptive cut off)",
+            ),
         ),
-        Method(
-            "savcd", "Self-augmented VCD: the model picks its augmentation; entropy-adaptive threshold",
-            "Self-augmented VCD", "Im et al., self-augmented visual contrastive decoding, ICLR 2026 (code: eunwooim/selfaug)",
-            (_alpha("the augmentation the model picked itself", "Self-Aug: cd_alpha 1 (src/eval/pope.py L91)"),
-             Param("gamma", 0.5, 0.0, 5.0,
-                   "Entropy sensitivity of the adaptive cut beta_t = sigmoid(−gamma·H), H in bits: confident steps "
-                   "keep few tokens (beta_t→0.5), flat steps many; 0 fixes beta_t = 0.5.",
-                   "Self-Aug: cd_tau 0.5 in src/script/*.bash (the .py default None turns the adaptive cut off)")),
-            ("augmented",), _self_augmented, _savcd_step, ("plausibility_cut",),
+        contrast_roles=("augmented",), build=_self_augmented, step=_savcd_step, scalars=("plausibility_cut",),
+    ),
+    Method(
+        name="code", title="CODE: contrast with the model's own description", short_name="CODE",
+        source="Kim et al., CODE: Contrasting Self-generated Description, NeurIPS 2024 (arXiv 2406.01920)",
+        params=(
+            Param(
+                "exponent", 0.7, 0.1, 2.0,
+                "Exponent a of the bounded divergence BD = ½·Σ log2(|p_v−p_d|^a + 1)(p_v+p_d); sets how fast the "
+                "weight alpha_t = 1 − BD and the cut p ≥ BD·max(p) react to disagreement with the description "
+                "branch.",
+                "CODE: cd_alpha 0.7 in evaluate.py L126–128 (cd_utils.py's own fallback is 0.2)",
+                min_inclusive=False,
+            ),
         ),
-        Method(
-            "code", "CODE: contrast with the model's own description", "CODE",
-            "Kim et al., CODE: Contrasting Self-generated Description, NeurIPS 2024 (arXiv 2406.01920)",
-            (Param("exponent", 0.7, 0.1, 2.0,
-                   "Exponent a of the bounded divergence BD = ½·Σ log2(|p_v−p_d|^a + 1)(p_v+p_d); sets how fast the "
-                   "weight alpha_t = 1 − BD and the cut p ≥ BD·max(p) react to disagreement with the description "
-                   "branch.", "CODE: cd_alpha 0.7 in evaluate.py L126–128 (cd_utils.py's own fallback is 0.2)", min_inclusive=False),),
-            ("description",), _described, _code_step, ("contrast_weight", "plausibility_cut"),
+        contrast_roles=("description",), build=_described, step=_code_step,
+        scalars=("contrast_weight", "plausibility_cut"),
+    ),
+    Method(
+        name="m3id", title="M3ID: contrast with the prompt without the image, growing with each token",
+        short_name="M3ID",
+        source="Favero et al., Multi-Modal Hallucination Control by Visual Information Grounding, CVPR 2024 "
+        "(arXiv 2403.14003)",
+        params=(
+            Param(
+                "lam", 0.02, 0.0, 0.2,
+                "Decay rate of gamma_t = exp(−lam·t): the text-only contrast weight (1−gamma_t)/gamma_t grows with "
+                "the number t of generated tokens; 0 = no contrast.",
+                "M3ID: 0.02, hard-coded in RITUAL's re-implementation (ritual_sample.py L178)",
+                0.001,
+            ),
+            _beta("0.1, as in RITUAL's M3ID re-implementation"),
         ),
-        Method(
-            "m3id", "M3ID: contrast with the prompt without the image, growing with each token", "M3ID",
-            "Favero et al., Multi-Modal Hallucination Control by Visual Information Grounding, CVPR 2024 "
-            "(arXiv 2403.14003)",
-            (Param("lam", 0.02, 0.0, 0.2,
-                   "Decay rate of gamma_t = exp(−lam·t): the text-only contrast weight (1−gamma_t)/gamma_t grows with "
-                   "the number t of generated tokens; 0 = no contrast.", "M3ID: 0.02, hard-coded in RITUAL's re-implementation (ritual_sample.py L178)", 0.001),
-             _beta("0.1, as in RITUAL's M3ID re-implementation")),
-            ("text_only",), _text_only, _m3id_step, ("contrast_weight",),
+        contrast_roles=("text_only",), build=_text_only, step=_m3id_step, scalars=("contrast_weight",),
+    ),
+    Method(
+        name="icd", title="ICD: contrast with a disturbing system instruction", short_name="ICD",
+        source="Wang et al., Instruction Contrastive Decoding, Findings of ACL 2024 (arXiv 2403.18715)",
+        params=(
+            _alpha("a 'disturbance' system instruction", "ICD: cd_alpha 1 (icd_llava_pope.py L27)"),
+            _beta("ICD: cd_beta 0.1 (icd_llava_pope.py L28)"),
         ),
-        Method(
-            "icd", "ICD: contrast with a disturbing system instruction", "ICD",
-            "Wang et al., Instruction Contrastive Decoding, Findings of ACL 2024 (arXiv 2403.18715)",
-            (_alpha("a 'disturbance' system instruction", "ICD: cd_alpha 1 (icd_llava_pope.py L27)"),
-             _beta("ICD: cd_beta 0.1 (icd_llava_pope.py L28)")),
-            ("disturbed",), _disturbed, _icd_step,
-        ),
-    )
-}
+        contrast_roles=("disturbed",), build=_disturbed, step=_icd_step,
+    ),
+)
 
+# Display order is the records' order.
+REGISTRY: dict[str, Method] = {record.name: record for record in _RECORDS}
 METHODS: tuple[str, ...] = tuple(REGISTRY)
 
 

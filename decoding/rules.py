@@ -361,8 +361,9 @@ def savcd_beta(logits: torch.Tensor, gamma: float = 0.5) -> torch.Tensor:
     (many kept). ``gamma = 0`` gives ``beta_t = 0.5`` always. Returns a float32 ``(batch,)`` tensor in ``(0, 0.5]``
     (it can underflow to 0 for huge ``gamma * H``; :func:`savcd` works with ``log(beta_t)`` and is not affected).
 
-    Source: ``eunwooim/selfaug@ff3c77c src/utils/utils.py`` L58–72: ``sigmoid(gamma * sum(p log2 p))`` (``= sigmoid(-gamma
-    H)``); gamma (``cd_tau``) 0.5 in ``src/script/*.bash`` (the .py default ``None`` turns the adaptive cut off).
+    Source: ``eunwooim/selfaug@ff3c77c src/utils/utils.py`` L58–72: ``sigmoid(gamma * sum(p log2 p))``
+    (``= sigmoid(-gamma H)``); gamma (``cd_tau``) 0.5 in ``src/script/*.bash`` (the .py default ``None`` turns the
+    adaptive cut off).
 
     Example (``H = 1.367`` bits, ``sigmoid(-0.5 H)``):
 

@@ -31,17 +31,22 @@ class BranchView:
 
 @dataclass
 class TokenTrace:
-    """Why one token was chosen.
+    """Why one token was chosen (one entry of a side's ``tokens`` in the exported JSON).
 
+    step:       0-based index of the token in the answer.
+    token_id, piece: the chosen token, and the text it adds to the decoded answer (spaces kept).
     branches:   role -> BranchView, for "original" and every contrast role of the side ("noised", "transformed",
-                "text_only", "description", "disturbed", "distorted" ...). The baseline side has "original" (and
-                "distorted", used only for visual dependence).
+                "augmented", "text_only", "description", "disturbed", and "distorted", the row visual dependence is
+                measured against). The baseline side has "original" (and "distorted").
     final:      the distribution actually decoded from (after the method's rule, its plausibility mask and the
                 sampling warpers).
     plausible_set_size: how many tokens the final distribution keeps (finite logits).
     changed:    the chosen token is not the original branch's argmax (the contrast, or sampling, moved the choice).
     visual_dependence: log p(token | image) - log p(token | distorted image), natural log; None when not measured.
     contrast_shift: log p_final(token) - log p_original(token): how far the method moved this token (0 on baseline).
+    scalars:    the method's per-step scalars by their ``decoding.methods.STEP_SCALARS`` names ("contrast_weight":
+                α_t of (1+α_t)·l − α_t·l′; "plausibility_cut": β_t of p ≥ β_t·max p); {} for methods whose
+                weights are constant and for the baseline.
     image_attention: {"grid": rows x cols floats summing to 1 over the image tokens, "share": the attention mass on
                 image tokens out of all keys}, head mean over the chosen layers; None when not recorded.
     """

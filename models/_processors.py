@@ -45,7 +45,8 @@ def processor_class(processor_cls):
 
 
 def load_processor(source: str, model_type: str | None = None, **kwargs):
-    """``AutoProcessor.from_pretrained``; where that fails for want of torchvision, the family's image-only processor."""
+    """``AutoProcessor.from_pretrained``; where that fails for want of torchvision, the family's image-only
+    processor."""
     from transformers import AutoProcessor
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 

@@ -97,7 +97,7 @@ def _hub_offline() -> bool:
         from huggingface_hub import constants
 
         return bool(constants.HF_HUB_OFFLINE)
-    except Exception:
+    except Exception:  # noqa: BLE001 (an old or broken huggingface_hub: then we are not told to stay offline)
         return False
 
 
@@ -150,7 +150,7 @@ def _resolve(name: str, trust_remote_code: bool):
         raise ModelLoadError(f"{name!r} is neither an existing folder nor a valid Hugging Face Hub id: {e}") from e
     try:  # the local cache first: no network at all
         return name, {"local_files_only": True}, _load_config(name, trust_remote_code, local_files_only=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (any failure from the cache: the Hub is tried next, and both are reported)
         cache_error = e
     if _hub_offline():
         raise ModelLoadError(

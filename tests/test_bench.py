@@ -7,7 +7,8 @@ from decoding import bench
 
 def test_bench_prints_every_workload_in_both_modes(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert bench.main(["--methods", "vcd,m3id", "--tokens", "3", "--repeats", "1", "--warmup", "0", "--json", str(out)]) == 0
+    args = ["--methods", "vcd,m3id", "--tokens", "3", "--repeats", "1", "--warmup", "0", "--json", str(out)]
+    assert bench.main(args) == 0
     table = capsys.readouterr().out
     data = json.loads(out.read_text())
     workloads = {(r["workload"], r["mode"]) for r in data["rows"]}

@@ -37,9 +37,11 @@ def runs(workdir: str, save: str) -> list[list[str]]:
         ["stage2", "--init", stage1, "--steps", "6000", "--family-weights", _MIX_STAGE2C, "--checkpoint", stage2,
          "--save", base],
         ["stage2", "--init", base, "--steps", "1500", "--lr", "2e-4", "--warmup", "50", "--seed", "1",
-         "--family-weights", _MIX_FINE_TUNE_1, "--checkpoint", os.path.join(workdir, "fine-tune-1.pt"), "--save", tuned],
+         "--family-weights", _MIX_FINE_TUNE_1, "--checkpoint", os.path.join(workdir, "fine-tune-1.pt"),
+         "--save", tuned],
         ["stage2", "--init", tuned, "--steps", "1500", "--lr", "2e-4", "--warmup", "50", "--seed", "2",
-         "--family-weights", _MIX_FINE_TUNE_2, "--checkpoint", os.path.join(workdir, "fine-tune-2.pt"), "--save", save],
+         "--family-weights", _MIX_FINE_TUNE_2, "--checkpoint", os.path.join(workdir, "fine-tune-2.pt"),
+         "--save", save],
     ]
 
 
