@@ -10,7 +10,8 @@ Command line: ``python -m eval {pope,chair,mme} --help``. Library:
     from eval.runner import RunConfig, run_benchmark
 
 The readers are plain functions of a path, so any generator of data in these formats (the shapes world, say) can be
-scored the same way. Nothing here imports torch until a run starts.
+scored the same way; ``eval.shapes_world`` writes the embedded model's benchmark in them and measures its targets.
+Importing the package (readers, metrics) does not import torch; the command line does, for the library's method names.
 """
 
 from .chair import (

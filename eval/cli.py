@@ -9,13 +9,11 @@ import argparse
 import sys
 import textwrap
 
+from decoding.sampling import SamplingConfig
+
 from . import mme, pope
 from .benchmarks import CHAIR_PROMPT, DEFAULT_MAX_NEW_TOKENS, chair_benchmark, mme_benchmark, pope_benchmark
 from .errors import EvalInputError
-
-# decoding.methods.METHODS, written out so that --help and input errors answer without importing torch (a test
-# keeps the two equal).
-METHODS = ("vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd")
 
 _DESCRIPTION = """\
 Score decoding methods against hallucination on POPE, CHAIR or MME, stored locally, the way the papers do.
@@ -55,10 +53,10 @@ def parse_method(spec: str) -> tuple[str, dict[str, float | int]]:
             params[key.strip()] = int(value) if value.lstrip("+-").isdigit() else float(value)
         except ValueError:
             raise EvalInputError(f"--method {spec!r}: {key.strip()} must be a number, got {value!r}") from None
-    from decoding.methods import resolve_params
+    from decoding.methods import get_method
 
     try:
-        return name, resolve_params(name, params)
+        return name, get_method(name).resolve(params)
     except ValueError as e:
         raise EvalInputError(f"--method {spec!r}: {e}") from None
 
@@ -77,7 +75,18 @@ class _HelpFormatter(argparse.HelpFormatter):
         return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
+def sampling_config(args: argparse.Namespace) -> SamplingConfig:
+    """The decoding options of the command line as one SamplingConfig; a bad value raises EvalInputError."""
+    try:
+        return SamplingConfig(do_sample=args.do_sample, temperature=args.temperature, top_p=args.top_p,
+                              top_k=args.top_k, seed=args.seed)
+    except ValueError as e:
+        raise EvalInputError(f"decoding options: {e}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from decoding.methods import METHODS  # the library's names (this imports torch)
+
     common = argparse.ArgumentParser(add_help=False)
     run = common.add_argument_group("model and run")
     run.add_argument("--model", required=True, help="Hugging Face Hub id or local model folder (models.load_model)")
@@ -178,6 +187,7 @@ def build_benchmark(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        sampling = sampling_config(args)
         benchmark = build_benchmark(args)
         methods = [parse_method(spec) for spec in args.method]
         names = [name for name, _ in methods]
@@ -188,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         config = RunConfig(
             model=args.model, methods=methods,
             max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[benchmark.name],
-            do_sample=args.do_sample, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-            seed=args.seed, device=args.device, dtype=args.dtype,
+            sampling=sampling, device=args.device, dtype=args.dtype,
             quantization=None if args.quantization == "none" else args.quantization,
         )
         summary = run_benchmark(benchmark, config, args.out, progress=not args.no_progress)

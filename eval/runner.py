@@ -24,8 +24,10 @@ import os
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from decoding.sampling import SamplingConfig
 
 from .benchmarks import Benchmark, Request
 from .errors import EvalInputError
@@ -37,16 +39,13 @@ SHARD_PATTERN = "answers.shard-*.jsonl"
 
 @dataclass
 class RunConfig:
-    """What defines the answers: the model and how it is loaded, the methods with their parameters, the decoding."""
+    """What defines the answers: the model and how it is loaded, the methods with their parameters, the decoding
+    (``sampling``: greedy or sampled, and the run's seed, from which each request's seed is derived)."""
 
     model: str
     methods: list[tuple[str, dict[str, Any]]]
     max_new_tokens: int
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int = 0
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     device: str | None = None
     dtype: str | None = None
     quantization: str | None = None
@@ -62,15 +61,18 @@ class RunConfig:
         }
 
     def decoding(self) -> dict[str, Any]:
-        return {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, "temperature": self.temperature,
-                "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed}
+        # Written out, in this order, so that run.json and metrics.json keep their exact content.
+        s = self.sampling
+        return {"max_new_tokens": self.max_new_tokens, "do_sample": s.do_sample, "temperature": s.temperature,
+                "top_p": s.top_p, "top_k": s.top_k, "seed": s.seed}
 
     def decoding_label(self) -> str:
-        if self.do_sample:
-            mode = f"sampling (temperature {self.temperature:g}, top-p {self.top_p:g}, top-k {self.top_k or 'off'})"
+        s = self.sampling
+        if s.do_sample:
+            mode = f"sampling (temperature {s.temperature:g}, top-p {s.top_p:g}, top-k {s.top_k or 'off'})"
         else:
             mode = "greedy"
-        return f"{mode}, at most {self.max_new_tokens} new tokens, seed {self.seed}"
+        return f"{mode}, at most {self.max_new_tokens} new tokens, seed {s.seed}"
 
 
 @dataclass
@@ -193,19 +195,15 @@ def decode_request(model, benchmark: Benchmark, request: Request, config: RunCon
     """One request's answers from every side, by one batched ``answer_all`` run."""
     from decoding import answer_all
 
-    seed = request_seed(config.seed, request.key)
+    seed = request_seed(config.sampling.seed, request.key)
     sides, branches = answer_all(
         model,
         _open_image(benchmark.image_root, request),
         request.prompt,
         config.methods,
+        sampling=replace(config.sampling, seed=seed),
         baseline=True,
         max_new_tokens=config.max_new_tokens,
-        do_sample=config.do_sample,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        top_k=config.top_k,
-        seed=seed,
     )
     return {
         "key": request.key,

@@ -18,7 +18,6 @@ import pytest
 from PIL import Image
 
 from eval import caption_report, coco_vocabulary, parse_pope_answer, pope_metrics
-from eval import cli
 from eval.cli import main
 from models import build_tiny
 
@@ -155,12 +154,6 @@ def test_rerun_decodes_only_what_is_missing(model_dir, data, tmp_path, capsys):
     assert len(shard_records(out)) == 5
 
 
-def test_method_names_match_the_library():
-    from decoding.methods import METHODS
-
-    assert cli.METHODS == METHODS
-
-
 def test_wrong_input_exits_2_with_the_file_named(model_dir, data, tmp_path, capsys):
     missing = str(tmp_path / "coco_pope_random.json")
     assert main(["pope", "--model", model_dir, "--questions", missing, "--images", data["images"],
@@ -182,6 +175,15 @@ def test_bad_method_parameters_are_input_errors(model_dir, data, tmp_path, capsy
         assert main(pope_args(model_dir, data, tmp_path / "out", "--method", spec)) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_bad_decoding_options_are_input_errors(model_dir, data, tmp_path, capsys):
+    for option, name in ((["--top-p", "0"], "top_p"), (["--temperature", "0"], "temperature"),
+                         (["--top-k", "-1"], "top_k")):
+        assert main(pope_args(model_dir, data, tmp_path / "out", "--do-sample", *option)) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: decoding options: ") and name in error and "Traceback" not in error
+    assert not (tmp_path / "out").exists()  # refused before the model was loaded or anything written
 
 
 SHARDED_OPTIONS = ["--limit", "2", "--method", "vcd", "--method", "ritual:alpha_pos=2", "--do-sample", "--seed", "7"]

@@ -268,6 +268,7 @@ def vcd_probe(adapter, n: int, seed: int = 0, **vcd_params) -> dict:
     the model's p(yes) on the real image (median, lowest) and how often VCD's plausibility mask left a single
     candidate at the first token (then no contrast can change the answer)."""
     from decoding import compare
+    from decoding.sampling import SamplingConfig
 
     per_rule = max(1, n // (2 * len(world.BIASED.pairs)))
     probe = partner_probe(per_rule, seed + 1)
@@ -275,7 +276,8 @@ def vcd_probe(adapter, n: int, seed: int = 0, **vcd_params) -> dict:
     p_yes, single_candidate = [], 0
     for p in probe:
         result = compare(adapter, world.render(p["scene"]), p["question"].text, method="vcd", max_new_tokens=2,
-                         seed=seed, attention_layers=None, visual_dependence=False, **vcd_params)
+                         sampling=SamplingConfig(seed=seed), attention_layers=None, visual_dependence=False,
+                         **vcd_params)
         said_yes = {side: text.strip().split()[:1] == ["yes"]
                     for side, text in (("baseline", result.baseline.text), ("vcd", result.method_side.text))}
         for side, said in said_yes.items():
