@@ -98,7 +98,8 @@ def test_imports_flow_one_way(package):
 @pytest.mark.parametrize("path, source, expected", [
     ("models/loader.py", "from decoding import x", ["decoding.x"]),
     ("models/loader.py", "import decoding.engine as engine", ["decoding.engine"]),
-    ("models/loader.py", "def load():\n    if True:\n        from eval.runner import RunConfig\n", ["eval.runner.RunConfig"]),
+    ("models/loader.py", "def load():\n    if True:\n        from eval.runner import RunConfig\n",
+     ["eval.runner.RunConfig"]),
     ("models/loader.py", "class A:\n    def f(self):\n        import demo.ui\n", ["demo.ui"]),
     ("models/loader.py", "from ..decoding import y", ["decoding.y"]),
     ("models/loader.py", "from .. import demo", ["demo"]),
