@@ -4,7 +4,7 @@ the tests alike.
 A record says everything about a method except the per-step math, which is a pure function in ``decoding.rules``:
 its name and titles, its parameters (default, slider range, one-line help, where the default comes from), how its
 contrast rows are built (``build``: branch construction, from ``decoding.branches`` / ``decoding.branch_rows``), how
-one step's logits are combined (``step``: a thin binding of the rule to the rows and parameters) and which per-step
+one step's logits are combined (``rule``: a thin binding of the pure rule to the rows and parameters) and which per-step
 scalars it reports (names from ``STEP_SCALARS``, the same meaning for every method). One engine runs every method.
 
 Adding a method is one rule in ``rules.py``, one record here, and its tests.
@@ -129,13 +129,13 @@ class Branches:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-StepFn = Callable[[dict[str, torch.Tensor], int, dict[str, Any]], Combination]
+RuleFn = Callable[[dict[str, torch.Tensor], int, dict[str, Any]], Combination]
 
 
 @dataclass(frozen=True)
 class Method:
     """One decoding method. ``build(request, params)`` makes its contrast rows (roles ``contrast_roles``);
-    ``step(logits_by_role, t, params)`` combines one step's float32 ``(1, vocab)`` logits into the distribution to
+    ``rule(logits_by_role, t, params)`` combines step ``t``'s float32 ``(1, vocab)`` logits into the distribution to
     decode from, with the per-step ``scalars`` it reports."""
 
     name: str
@@ -145,7 +145,7 @@ class Method:
     params: tuple[Param, ...]
     contrast_roles: tuple[str, ...]
     build: Callable[[BranchRequest, dict[str, Any]], Branches]
-    step: StepFn
+    rule: RuleFn
     scalars: tuple[str, ...] = ()
 
     @property
@@ -163,7 +163,7 @@ class Method:
 
     def combine(self, params: dict[str, Any]) -> Callable[[dict[str, torch.Tensor], int], Combination]:
         """The per-step rule bound to resolved ``params``: what the engine calls at every step."""
-        return functools.partial(self.step, params=params)
+        return functools.partial(self.rule, params=params)
 
 
 def get_method(name: str) -> Method:
@@ -230,15 +230,15 @@ def _disturbed(request: BranchRequest, params: dict) -> Branches:
 
 
 # ---- per-step rules bound to the rows ------------------------------------------------------------------------------
-def _vcd_step(L: dict, t: int, params: dict) -> Combination:
+def _vcd_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.vcd(L["original"], L["noised"], alpha=params["alpha"], beta=params["beta"]))
 
 
-def _ritual_step(L: dict, t: int, params: dict) -> Combination:
+def _ritual_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.ritual(L["original"], L["transformed"], alpha=params["alpha_pos"], beta=params["beta"]))
 
 
-def _ritual_vcd_step(L: dict, t: int, params: dict) -> Combination:
+def _ritual_vcd_rule(L: dict, t: int, params: dict) -> Combination:
     p = params
     logits = rules.ritual_vcd(
         L["original"], L["transformed"], L["noised"], alpha_pos=p["alpha_pos"], alpha=p["alpha"], beta=p["beta"]
@@ -246,27 +246,27 @@ def _ritual_vcd_step(L: dict, t: int, params: dict) -> Combination:
     return Combination(logits)
 
 
-def _savcd_step(L: dict, t: int, params: dict) -> Combination:
+def _savcd_rule(L: dict, t: int, params: dict) -> Combination:
     original, gamma = L["original"], params["gamma"]
     logits = rules.savcd(original, L["augmented"], alpha=params["alpha"], gamma=gamma)
     scalars = {"plausibility_cut": float(rules.savcd_beta(original, gamma=gamma)[0])}
     return Combination(logits, scalars)
 
 
-def _code_step(L: dict, t: int, params: dict) -> Combination:
+def _code_rule(L: dict, t: int, params: dict) -> Combination:
     exponent = params["exponent"]
     divergence = float(rules.code_divergence(L["original"], L["description"], exponent=exponent)[0])
     logits = rules.code(L["original"], L["description"], exponent=exponent)
     return Combination(logits, {"contrast_weight": 1.0 - divergence, "plausibility_cut": divergence})
 
 
-def _m3id_step(L: dict, t: int, params: dict) -> Combination:
+def _m3id_rule(L: dict, t: int, params: dict) -> Combination:
     lam = params["lam"]
     logits = rules.m3id(L["original"], L["text_only"], step=t, lam=lam, beta=params["beta"])
     return Combination(logits, {"contrast_weight": float(rules.m3id_weight(t, lam=lam))})
 
 
-def _icd_step(L: dict, t: int, params: dict) -> Combination:
+def _icd_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.icd(L["original"], L["disturbed"], alpha=params["alpha"], beta=params["beta"]))
 
 
@@ -307,12 +307,12 @@ _RECORDS = (
             _beta("VCD: cd_beta 0.1 (same file L118; its POPE script uses 0.2)"),
             _NOISE_STEP,
         ),
-        contrast_roles=("noised",), build=_noised, step=_vcd_step,
+        contrast_roles=("noised",), build=_noised, rule=_vcd_rule,
     ),
     Method(
         name="ritual", title="RITUAL: add a randomly transformed image", short_name="RITUAL", source=_RITUAL,
         params=(_ALPHA_POS, _beta("RITUAL: ritual_beta 0.1 (ritual_sample.py L168)")),
-        contrast_roles=("transformed",), build=_transformed, step=_ritual_step,
+        contrast_roles=("transformed",), build=_transformed, rule=_ritual_rule,
     ),
     Method(
         name="ritual_vcd", title="RITUAL + VCD: transformed image added, noised image subtracted",
@@ -331,7 +331,7 @@ _RECORDS = (
             _beta("RITUAL and VCD: 0.1"),
             _NOISE_STEP,
         ),
-        contrast_roles=("transformed", "noised"), build=_transformed_and_noised, step=_ritual_vcd_step,
+        contrast_roles=("transformed", "noised"), build=_transformed_and_noised, rule=_ritual_vcd_rule,
     ),
     Method(
         name="savcd", title="Self-augmented VCD: the model picks its augmentation; entropy-adaptive threshold",
@@ -346,7 +346,7 @@ _RECORDS = (
                 "Self-Aug: cd_tau 0.5 in src/script/*.bash (the .py default None turns the adaptive cut off)",
             ),
         ),
-        contrast_roles=("augmented",), build=_self_augmented, step=_savcd_step, scalars=("plausibility_cut",),
+        contrast_roles=("augmented",), build=_self_augmented, rule=_savcd_rule, scalars=("plausibility_cut",),
     ),
     Method(
         name="code", title="CODE: contrast with the model's own description", short_name="CODE",
@@ -361,7 +361,7 @@ _RECORDS = (
                 min_inclusive=False,
             ),
         ),
-        contrast_roles=("description",), build=_described, step=_code_step,
+        contrast_roles=("description",), build=_described, rule=_code_rule,
         scalars=("contrast_weight", "plausibility_cut"),
     ),
     Method(
@@ -379,7 +379,7 @@ _RECORDS = (
             ),
             _beta("0.1, as in RITUAL's M3ID re-implementation"),
         ),
-        contrast_roles=("text_only",), build=_text_only, step=_m3id_step, scalars=("contrast_weight",),
+        contrast_roles=("text_only",), build=_text_only, rule=_m3id_rule, scalars=("contrast_weight",),
     ),
     Method(
         name="icd", title="ICD: contrast with a disturbing system instruction", short_name="ICD",
@@ -388,7 +388,7 @@ _RECORDS = (
             _alpha("a 'disturbance' system instruction", "ICD: cd_alpha 1 (icd_llava_pope.py L27)"),
             _beta("ICD: cd_beta 0.1 (icd_llava_pope.py L28)"),
         ),
-        contrast_roles=("disturbed",), build=_disturbed, step=_icd_step,
+        contrast_roles=("disturbed",), build=_disturbed, rule=_icd_rule,
     ),
 )
 

@@ -57,7 +57,7 @@ def test_defaults_are_the_authors():
 def test_the_bound_rule_with_registry_defaults_is_the_rule_with_its_own(method, step):
     record = get_method(method)
     logits = branch_logits(method)
-    bound = record.step(logits, step, record.defaults)
+    bound = record.rule(logits, step, record.defaults)
     assert torch.equal(bound.logits, RULE_WITH_ITS_DEFAULTS[method](logits, step))
     assert torch.equal(record.combine(record.defaults)(logits, step).logits, bound.logits)
 
@@ -75,7 +75,7 @@ def test_every_parameter_has_a_range_help_and_source(method):
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_reports_the_scalars_its_record_names(method):
     record = get_method(method)
-    out = record.step(branch_logits(method), 5, record.defaults)
+    out = record.rule(branch_logits(method), 5, record.defaults)
     assert tuple(out.scalars) == record.scalars
     assert set(record.scalars) <= set(STEP_SCALARS)
     assert all(isinstance(v, float) and math.isfinite(v) for v in out.scalars.values())
@@ -89,17 +89,17 @@ def test_scalar_values_by_hand():
     # H(0.5, 0.25, 0.125, 0.125) = 1.75 bits; beta_t = sigmoid(-0.5 * 1.75) = 0.294215
     l = torch.log(torch.tensor([[0.5, 0.25, 0.125, 0.125]]))
     savcd = get_method("savcd")
-    out = savcd.step({"original": l, "augmented": l}, 0, savcd.defaults)
+    out = savcd.rule({"original": l, "augmented": l}, 0, savcd.defaults)
     assert out.scalars["plausibility_cut"] == pytest.approx(0.294215, abs=1e-6)
     # BD = 0.5 * 2 * 0.8 * 0.764998 = 0.611999 (see test_rules), alpha_t = 1 - BD
     lv, ld = torch.log(torch.tensor([[0.7, 0.2, 0.1]])), torch.log(torch.tensor([[0.1, 0.2, 0.7]]))
     code = get_method("code")
-    out = code.step({"original": lv, "description": ld}, 0, code.defaults)
+    out = code.rule({"original": lv, "description": ld}, 0, code.defaults)
     assert out.scalars["plausibility_cut"] == pytest.approx(0.611999, abs=1e-6)
     assert out.scalars["contrast_weight"] == pytest.approx(0.388001, abs=1e-6)
     # M3ID at t = 10: (1 - gamma_t) / gamma_t = e^0.2 - 1
     m3id = get_method("m3id")
-    out = m3id.step({"original": L, "text_only": C}, 10, m3id.defaults)
+    out = m3id.rule({"original": L, "text_only": C}, 10, m3id.defaults)
     assert out.scalars["contrast_weight"] == pytest.approx(math.expm1(0.2), abs=1e-9)
 
 

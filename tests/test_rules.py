@@ -49,7 +49,7 @@ def call_rule(method, l, contrasts, step=0, **params):
     """A method's rule as the engine calls it: through its registry record, with method-level parameters."""
     record = get_method(method)
     logits = {"original": l, **dict(zip(record.contrast_roles, contrasts, strict=True))}
-    return record.step(logits, step, record.resolve(params)).logits
+    return record.rule(logits, step, record.resolve(params)).logits
 
 
 # Shared small example: l = [2, 1, -1, 0]; threshold = max + log(0.1) = 2 - 2.3026 = -0.3026,
