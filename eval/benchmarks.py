@@ -84,6 +84,13 @@ def _check_image(root: str, image: str, named_in: str) -> None:
 
 # ---- POPE ------------------------------------------------------------------------------------------------------------
 
+_POPE_COLUMNS = [
+    Column("split", "Split"), Column("method", "Method"), Column("accuracy", "Accuracy", 2),
+    Column("precision", "Precision", 2), Column("recall", "Recall", 2), Column("f1", "F1", 2),
+    Column("yes_ratio", "Yes ratio", 2), Column("n", "Questions", 0),
+]
+
+
 def pope_benchmark(
     question_files: list[str],
     image_dir: str,
@@ -120,12 +127,7 @@ def pope_benchmark(
                 metrics = pope.pope_metrics(labels, predictions)
                 details.setdefault(split, {})[side] = metrics
                 rows.append({"split": split, "method": side, **{k: _percent(k, v) for k, v in metrics.items()}})
-        columns = [
-            Column("split", "Split"), Column("method", "Method"), Column("accuracy", "Accuracy", 2),
-            Column("precision", "Precision", 2), Column("recall", "Recall", 2), Column("f1", "F1", 2),
-            Column("yes_ratio", "Yes ratio", 2), Column("n", "Questions", 0),
-        ]
-        return Scored(Table("POPE (%)", columns, rows), details)
+        return Scored(Table("POPE (%)", _POPE_COLUMNS, rows), details)
 
     return Benchmark(
         "pope", image_dir, requests.all(), score,
@@ -142,6 +144,12 @@ def _percent(key: str, value):
 
 
 # ---- CHAIR -----------------------------------------------------------------------------------------------------------
+
+_CHAIR_COLUMNS = [
+    Column("method", "Method"), Column("chair_s", "CHAIR_s", 1), Column("chair_i", "CHAIR_i", 1),
+    Column("recall", "Recall", 1), Column("length", "Words", 1), Column("n", "Images", 0),
+]
+
 
 def chair_benchmark(
     image_dir: str,
@@ -161,14 +169,7 @@ def chair_benchmark(
     vocabulary = chair.read_synonyms(synonyms_path) if synonyms_path else chair.coco_vocabulary()
     instances = chair.read_coco_instances(instances_path)
     captions = chair.read_coco_captions(captions_path) if captions_path else None
-    if image_list:
-        image_ids = chair.read_image_list(image_list, instances)
-    else:
-        image_ids = chair.sample_images(instances, num_images, sample_seed)
-    if limit:
-        image_ids = image_ids[:limit]
-    if not image_ids:
-        raise EvalInputError(f"{instances_path} lists no images")
+    image_ids = _chair_image_ids(instances, instances_path, image_list, num_images, sample_seed, limit)
     for image_id in image_ids:
         _check_image(image_dir, instances.file_names[image_id], f"{instances_path}, image id {image_id}")
     truth = chair.ground_truth_objects(vocabulary, instances, captions, image_ids)
@@ -182,15 +183,11 @@ def chair_benchmark(
             metrics = chair.chair_metrics(reports)
             details[side] = metrics
             rows.append({"method": side, **{k: _percent(k, v) for k, v in metrics.items()}})
-        columns = [
-            Column("method", "Method"), Column("chair_s", "CHAIR_s", 1), Column("chair_i", "CHAIR_i", 1),
-            Column("recall", "Recall", 1), Column("length", "Words", 1), Column("n", "Images", 0),
-        ]
         notes = [] if captions is not None else [
             "Ground truth from instance annotations only (no --captions): CHAIR's published figures also use the "
             "objects the human captions name, so these overcount hallucinations."
         ]
-        return Scored(Table("CHAIR (CHAIR_s, CHAIR_i, recall in %)", columns, rows, notes), details)
+        return Scored(Table("CHAIR (CHAIR_s, CHAIR_i, recall in %)", _CHAIR_COLUMNS, rows, notes), details)
 
     return Benchmark(
         "chair", image_dir, requests.all(), score,
@@ -201,6 +198,21 @@ def chair_benchmark(
          "synonyms": os.path.abspath(synonyms_path) if synonyms_path else "CHAIR's COCO table",
          "prompt": prompt, "limit": limit, "image_ids": image_ids},
     )
+
+
+def _chair_image_ids(instances, instances_path: str, image_list: str | None, num_images: int, sample_seed: int,
+                     limit: int | None) -> list[int]:
+    """The images to describe: those of ``image_list``, else ``num_images`` drawn with ``sample_seed``; the first
+    ``limit`` of them."""
+    if image_list:
+        image_ids = chair.read_image_list(image_list, instances)
+    else:
+        image_ids = chair.sample_images(instances, num_images, sample_seed)
+    if limit:
+        image_ids = image_ids[:limit]
+    if not image_ids:
+        raise EvalInputError(f"{instances_path} lists no images")
+    return image_ids
 
 
 # ---- MME -------------------------------------------------------------------------------------------------------------

@@ -85,6 +85,18 @@ def sampling_config(args: argparse.Namespace) -> SamplingConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(prog="python -m eval", description=_DESCRIPTION, epilog=_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    benchmarks = parser.add_subparsers(dest="benchmark", required=True, metavar="{pope,chair,mme}")
+    _add_pope(benchmarks, common)
+    _add_chair(benchmarks, common)
+    _add_mme(benchmarks, common)
+    return parser
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """The options every benchmark takes: the model and the run, and the decoding."""
     from decoding.methods import METHODS  # the library's names (this imports torch)
 
     common = argparse.ArgumentParser(add_help=False)
@@ -116,11 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     decoding.add_argument("--top-k", type=int, default=0, help="top-k sampling (default 0: off)")
     decoding.add_argument("--seed", type=int, default=0,
                           help="run seed; each item's seed is derived from it and the item (default 0)")
+    return common
 
-    parser = argparse.ArgumentParser(prog="python -m eval", description=_DESCRIPTION, epilog=_EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    benchmarks = parser.add_subparsers(dest="benchmark", required=True, metavar="{pope,chair,mme}")
 
+def _add_pope(benchmarks, common: argparse.ArgumentParser) -> None:
     p = benchmarks.add_parser(
         "pope", parents=[common], formatter_class=_HelpFormatter,
         help="POPE: yes/no object questions; accuracy, precision, recall, F1, yes-ratio",
@@ -139,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                         + " (one-word after a space, single-word-or-phrase on a new line); any other text is appended "
                           "after a space (default: none)")
 
+
+def _add_chair(benchmarks, common: argparse.ArgumentParser) -> None:
     c = benchmarks.add_parser(
         "chair", parents=[common], formatter_class=_HelpFormatter,
         help="CHAIR: object hallucination in image descriptions",
@@ -159,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another object synonym table, one object a line: 'name, synonym, ...' (default: CHAIR's "
                         "COCO table, eval/data/coco_synonyms.txt)")
 
+
+def _add_mme(benchmarks, common: argparse.ArgumentParser) -> None:
     m = benchmarks.add_parser(
         "mme", parents=[common], formatter_class=_HelpFormatter,
         help="MME: perception scores of the hallucination subtasks",
@@ -171,7 +186,6 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--prompt-suffix", default="none", metavar="SUFFIX",
                    help="appended to every question, as for pope (default: none; MME's questions already end in "
                         "'Please answer yes or no.')")
-    return parser
 
 
 def build_benchmark(args: argparse.Namespace):

@@ -198,27 +198,45 @@ def evaluate(adapter, n: int = 300, seed: int = 0, probe_share: float = 0.5,
     """Every measurement of the model card, greedy. Returns a dict (see ``TARGETS`` for the headline keys)."""
     answerer = GreedyAnswerer(adapter)
     report: dict = {"n": n, "seed": seed, "pope_probe_share": probe_share, "pope_per_side": pope_per_side}
-
-    statistics = training_world_statistics()
-    scenes = pope_scenes(n, seed, probe_share)
-    report["pope"] = {}
-    for split in ("random", "popular", "adversarial"):
-        pairs = pope_questions(scenes, split, seed, statistics, pope_per_side)
-        said = answerer.first_tokens([scenes[i] for i, _ in pairs], [q.text for _, q in pairs])
-        report["pope"][split] = _binary([q.answer for _, q in pairs], said)
-    report["adversarial_gap_ceiling"] = pope_gap_ceiling(scenes, seed, statistics, pope_per_side)
-
+    report.update(_pope_report(answerer, n, seed, probe_share, pope_per_side))
     for family in ("colour", "count", "position"):
         pairs = family_questions(family, n, seed)
         said = answerer.first_tokens([s for s, _ in pairs], [q.text for _, q in pairs])
         report[family] = _binary([q.answer for _, q in pairs], said)
+    report["description"] = _description_report(answerer, n, seed)
+    report.update(_partner_report(answerer, n, seed))
 
+    report["pope_random_accuracy"] = report["pope"]["random"]["accuracy"]
+    report["adversarial_gap"] = report["pope"]["random"]["accuracy"] - report["pope"]["adversarial"]["accuracy"]
+    report["colour_accuracy"] = report["colour"]["accuracy"]
+    report["count_accuracy"] = report["count"]["accuracy"]
+    report["position_accuracy"] = report["position"]["accuracy"]
+    report["description_exact"] = report["description"]["exact"]
+    report["targets_met"] = {key: (report[key] >= bound if op == ">=" else report[key] <= bound)
+                             for key, (op, bound) in TARGETS.items()}
+    return report
+
+
+def _pope_report(answerer: GreedyAnswerer, n: int, seed: int, probe_share: float, per_side: int) -> dict:
+    """Toy-POPE's three splits ("pope") and the gap this construction allows ("adversarial_gap_ceiling")."""
+    statistics = training_world_statistics()
+    scenes = pope_scenes(n, seed, probe_share)
+    pope = {}
+    for split in ("random", "popular", "adversarial"):
+        pairs = pope_questions(scenes, split, seed, statistics, per_side)
+        said = answerer.first_tokens([scenes[i] for i, _ in pairs], [q.text for _, q in pairs])
+        pope[split] = _binary([q.answer for _, q in pairs], said)
+    return {"pope": pope, "adversarial_gap_ceiling": pope_gap_ceiling(scenes, seed, statistics, per_side)}
+
+
+def _description_report(answerer: GreedyAnswerer, n: int, seed: int) -> dict:
+    """Descriptions of ``n`` biased scenes: exact matches, parses, CHAIR_i / CHAIR_s over shape words, recall."""
     described = [s for s, _ in family_questions("description", n, seed)]
     texts = answerer.describe(described)
     exact = [t == world.describe(s) for s, t in zip(described, texts)]
     mentioned = [world.mentioned_kinds(t) for t in texts]
     hallucinated = sum(len(m - s.kinds) for s, m in zip(described, mentioned))
-    report["description"] = {
+    return {
         "n": n,
         "exact": sum(exact) / n,
         "parses": sum(world.parse_description(t) is not None for t in texts) / n,
@@ -228,16 +246,20 @@ def evaluate(adapter, n: int = 300, seed: int = 0, probe_share: float = 0.5,
         "examples": [{"truth": world.describe(s), "said": t} for s, t in list(zip(described, texts))[:5]],
     }
 
+
+def _partner_report(answerer: GreedyAnswerer, n: int, seed: int) -> dict:
+    """The partner probe: false "yes" per rule and kind, overall, and how often descriptions of trigger-without-partner
+    scenes name the absent partner."""
     probe = partner_probe(n, seed)
     said = answerer.first_tokens([p["scene"] for p in probe], [p["question"].text for p in probe])
     by = Counter()
     for p, s in zip(probe, said):
         by[(p["rule"], p["kind"], "n")] += 1
         by[(p["rule"], p["kind"], "yes")] += s == "yes"
-    report["partner_probe"] = {
+    report: dict = {"partner_probe": {
         rule: {kind: by[(rule, kind, "yes")] / by[(rule, kind, "n")] for kind in ("trigger", "control")}
         for rule in sorted({p["rule"] for p in probe})
-    }
+    }}
     for kind in ("trigger", "control"):
         report[f"{'partner' if kind == 'trigger' else 'control'}_false_yes"] = (
             sum(s == "yes" for p, s in zip(probe, said) if p["kind"] == kind)
@@ -248,15 +270,6 @@ def evaluate(adapter, n: int = 300, seed: int = 0, probe_share: float = 0.5,
     texts = answerer.describe(trigger_descriptions)
     report["partner_in_description"] = sum(partner_of[r] in world.mentioned_kinds(t)
                                            for r, t in zip(rules, texts)) / len(texts)
-
-    report["pope_random_accuracy"] = report["pope"]["random"]["accuracy"]
-    report["adversarial_gap"] = report["pope"]["random"]["accuracy"] - report["pope"]["adversarial"]["accuracy"]
-    report["colour_accuracy"] = report["colour"]["accuracy"]
-    report["count_accuracy"] = report["count"]["accuracy"]
-    report["position_accuracy"] = report["position"]["accuracy"]
-    report["description_exact"] = report["description"]["exact"]
-    report["targets_met"] = {key: (report[key] >= bound if op == ">=" else report[key] <= bound)
-                             for key, (op, bound) in TARGETS.items()}
     return report
 
 
