@@ -27,7 +27,7 @@ def biased_statistics():
 
 
 def test_co_occurrence_bias_is_realised(biased_statistics):
-    for trigger, (partner, intended) in world.BIASED.pairs.items():
+    for trigger, (_partner, intended) in world.BIASED.pairs.items():
         with_trigger = biased_statistics["partner_given_trigger"][trigger]
         without = biased_statistics["partner_given_no_trigger"][trigger]
         # A full scene (6 objects) can cut a partner off, so the realised rate sits a little under the intended one.
