@@ -51,7 +51,8 @@ def test_noise_coefficients_at_500():
     assert b == pytest.approx(0.5052, abs=5e-5)
     assert a * a + b * b == pytest.approx(1.0, abs=1e-12)
     assert noise_coefficients() == (a, b)
-    # 0-based index into the cumulative product: step 499 is the 1-based reading's T = 500, and it is not the spec's
+    # 0-based index into the cumulative product, as VCD's vcd_add_noise.py indexes it; step 499 is what a 1-based
+    # reading of T = 500 would give
     a499, b499 = noise_coefficients(499)
     assert a499 == pytest.approx(0.8641, abs=5e-5) and b499 == pytest.approx(0.5033, abs=5e-5)
 
