@@ -51,6 +51,18 @@ __all__ = [
     "m3id",
     "m3id_gamma",
     "m3id_weight",
+    "pai_cfg",
+    "pai_amplify",
+    "sid",
+    "sid_keep_tokens",
+    "avisc",
+    "avisc_blind_tokens",
+    "vacode_choice",
+    "dola_select_layer",
+    "dola",
+    "apc_only",
+    "olm",
+    "opera_column_scores",
 ]
 
 _LN2 = math.log(2.0)
@@ -557,3 +569,597 @@ def m3id(
             f"lam * step = {lam * step:g} is too large: the M3ID weight (1 - gamma_t) / gamma_t overflows float32"
         )
     return apply_mask(l + (l - u) * weight, _keep_log(l, math.log(beta)))
+
+
+# =====================================================================================================================
+# Methods, part 2: PAI, SID, AvisC, VACoDe, DoLa, the Mirage controls (APC-only, OLM), OPERA's scoring
+#
+# Snapshots read (repo@commit): LALBJ/PAI@9bbd8bd, huofushuo/SID@127dd41, sangminwoo/AvisC@772eba4,
+# eunwooim/selfaug@ff3c77c (VACoDe re-implementation; no code of the VACoDe authors is known), voidism/DoLa@805230e,
+# ustc-hyin/cd_rethink@4303279, shikiw/OPERA@61426ef. Line numbers below refer to those snapshots.
+# =====================================================================================================================
+_OPERA_EPS = 1e-7  # OPERA's constant factor of the column score (utils.py L3427)
+
+
+def _integer(name: str, value, minimum: int = 0) -> int:
+    """``value`` as a Python int ``>= minimum`` (a one-element integer tensor is accepted), or ValueError."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"{name} must be a single integer, got a tensor {value!r}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    v = int(value)
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
+
+
+def _unit(name: str, value) -> float:
+    """``value`` as a float in the closed interval ``[0, 1]``, or ValueError."""
+    v = _real(name, value)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {v}")
+    return v
+
+
+def _float_tensor(name: str, t, dims: str, min_dim: int, max_dim: int | None = None) -> torch.Tensor:
+    """Validate a floating, non-empty tensor with ``min_dim <= t.dim() <= max_dim``; return it as float32.
+
+    ``dims`` names the expected layout for the message (e.g. ``"(layers, image tokens)"``). As :func:`_logits`, the
+    result may be the input object itself: never modify it.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() < min_dim or (max_dim is not None and t.dim() > max_dim):
+        raise ValueError(f"{name} must have shape {dims}, got shape {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must have a floating dtype, got {t.dtype}")
+    if t.numel() == 0:
+        raise ValueError(f"{name} must be non-empty, got shape {tuple(t.shape)}")
+    return t.to(torch.float32)
+
+
+def _matching(ref_name: str, ref: torch.Tensor, name: str, t) -> torch.Tensor:
+    """Validate ``t`` as ``(batch, vocab)`` logits of the same shape and device as ``ref``; return it as float32."""
+    c = _logits(name, t)
+    if c.shape != ref.shape:
+        raise ValueError(
+            f"shape mismatch: {ref_name} has shape {tuple(ref.shape)} but {name} has shape {tuple(c.shape)}"
+        )
+    if c.device != ref.device:
+        raise ValueError(f"device mismatch: {ref_name} on {ref.device} but {name} on {c.device}")
+    return c
+
+
+def _wide(device: torch.device) -> torch.dtype:
+    """float64 for accuracy, except on Apple's MPS (no float64)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# PAI (Paying More Attention to Image)
+# ---------------------------------------------------------------------------------------------------------------------
+def pai_cfg(
+    logits: torch.Tensor, text_only_logits: torch.Tensor, gamma: float = 1.1, beta: float = 0.1
+) -> torch.Tensor:
+    r"""PAI's classifier-free-guidance term (Liu, Zheng, Chen, ECCV 2024): push away from the text-only branch.
+
+    ``s = log_softmax(l)``, ``u = log_softmax(l_u)``,  ``out = gamma * (s - u) + u``   on
+    ``{i : s_i >= log(beta) + max(s)}``, ``-inf`` elsewhere.
+
+    The weights ``gamma`` and ``1 - gamma`` sum to 1, so raw logits would give the same distribution; the output is
+    in log-probability units as the released processor's. The plausible set is computed on ``s`` (as CFG.py L53
+    does), which is the raw-logit set of :func:`plausibility_mask` up to float rounding at the boundary.
+
+    ``gamma == 1`` returns ``s`` itself, **without** the cut, as the released processor does (CFG.py L30-31:
+    ``if guidance_scale == 1: return scores``): gamma 1 means "CFG off".
+
+    Args:
+        logits: ``(batch, vocab)`` original branch (real image + prompt; in PAI the attention-amplified model).
+        text_only_logits: ``(batch, vocab)`` branch of the prompt with the image placeholder removed (the M3ID row).
+        gamma: guidance scale, ``>= 0`` (``> 1`` contrasts; the paper's ``gamma``).
+        beta: plausibility cut in ``(0, 1]`` (hard-coded 0.1 in the release).
+
+    Source: ``LALBJ/PAI@9bbd8bd CFG.py`` L28-58: ``scores = log_softmax(scores)`` (L29), ``unconditional_logits =
+    log_softmax(out.logits[:, -1])`` (L51), ``cutoff = log(0.1) + scores.max()`` (L53), ``guidance_scale * (scores -
+    unconditional_logits) + unconditional_logits`` (L54-56), ``masked_fill(scores < cutoff, -inf)`` (L57). Defaults:
+    the README commands (L65, L68, L82) pass ``--gamma 1.1``; the ``.py`` default is 2 (``pope_eval.py`` L53,
+    ``chair_eval.py`` identical) — 1.1 is used here.
+
+    Traps: with ``--use-cfg`` the release gives the *first* generated token no attention amplification (the edit is
+    gated ``use_attn and not use_cfg``, attention.py L90, and the flag is reset only after the text-only prefill,
+    CFG.py L48-49), so a POPE Yes/No answer comes from CFG alone. In HF 4.37 the processor runs after the built-in
+    processors and before temperature / top-k / top-p, as here.
+
+    Example (``1.1 s - 0.1 u``; ``s = l - 2.4402``, ``u = l_u - 2.4938``; the third token is outside the cut):
+
+    >>> pai_cfg(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]), gamma=1.1, beta=0.1)
+    tensor([[-0.3348, -1.5348,    -inf, -2.4348]])
+    """
+    l, lu = _branches(logits, text_only_logits=text_only_logits)
+    gamma = _non_negative("gamma", gamma)
+    beta = _beta(beta)
+    s = torch.log_softmax(l, dim=-1)
+    if gamma == 1.0:
+        return s
+    u = torch.log_softmax(lu, dim=-1)
+    return apply_mask(gamma * (s - u) + u, _keep_log(s, math.log(beta)))
+
+
+def pai_amplify(scores: torch.Tensor, image_mask: torch.Tensor, alpha: float = 0.2) -> torch.Tensor:
+    r"""PAI's attention amplification on pre-softmax scores: image columns raised by ``alpha * |score|``.
+
+    ``out_j = a_j + alpha * |a_j|``  where ``image_mask_j`` (image key column), ``out_j = a_j`` elsewhere.
+
+    A positive score is multiplied by ``1 + alpha``, a negative one by ``1 - alpha``: image scores always go up.
+    ``-inf`` (masked) scores stay ``-inf`` (the formula would give ``-inf + inf = NaN`` there); the release clamps
+    masked scores at ``finfo.min`` first (attention.py L72-75), which the edit leaves hugely negative too.
+
+    Args:
+        scores: ``(..., keys)`` pre-softmax attention scores ``q K^T / sqrt(d)`` (+ additive mask) of the query rows
+            to edit, any floating dtype. PAI edits only the *last* query row (``scores[..., -1, :]`` of a
+            ``(batch, heads, queries, keys)`` tensor), all heads, in decoder layers 2..31.
+        image_mask: bool tensor, True on the image key columns; shape ``(keys,)`` or any shape that broadcasts to
+            ``scores.shape`` without enlarging it (e.g. ``(batch, 1, keys)`` for per-row image spans).
+        alpha: amplification, ``>= 0`` (0 = unchanged).
+
+    Returns:
+        a new float32 tensor of ``scores``' shape (cast it back to the model dtype if needed; the release runs the
+        softmax in float32, attention.py L97).
+
+    Source: ``LALBJ/PAI@9bbd8bd attention.py`` L90-94: ``attn_weights[:, :, -1, img_start:img_end] =
+    attn_weights[...].abs() * alpha + attn_weights[...]``; layers ``[start_layer, end_layer) = [2, 32)`` set by
+    ``llama_modify`` (L120-128); alpha 0.2 (``pope_eval.py`` L50 and the README commands).
+
+    Example (columns 1..3 are image tokens; ``-2 + 0.2*2 = -1.6``, ``0.5 * 1.2 = 0.6``):
+
+    >>> pai_amplify(torch.tensor([[1.0, -2.0, float("-inf"), 0.5]]), torch.tensor([False, True, True, True]))
+    tensor([[ 1.0000, -1.6000,    -inf,  0.6000]])
+    """
+    a = _float_tensor("scores", scores, "(..., keys)", 1)
+    if not isinstance(image_mask, torch.Tensor):
+        raise ValueError(f"image_mask must be a torch.Tensor, got {type(image_mask).__name__}")
+    if image_mask.dtype != torch.bool:
+        raise ValueError(f"image_mask must be a bool tensor, got {image_mask.dtype}")
+    if image_mask.dim() == 0 or image_mask.dim() > a.dim() or image_mask.shape[-1] != a.shape[-1]:
+        raise ValueError(
+            f"image_mask must have shape (keys,) = ({a.shape[-1]},) or broadcast to scores' shape {tuple(a.shape)}, "
+            f"got {tuple(image_mask.shape)}"
+        )
+    try:
+        broadcast = torch.broadcast_shapes(image_mask.shape, a.shape)
+    except RuntimeError:
+        broadcast = None
+    if broadcast != a.shape:
+        raise ValueError(
+            f"image_mask of shape {tuple(image_mask.shape)} does not broadcast to scores' shape {tuple(a.shape)}"
+        )
+    if image_mask.device != a.device:
+        raise ValueError(f"device mismatch: scores on {a.device} but image_mask on {image_mask.device}")
+    alpha = _non_negative("alpha", alpha)
+    edit = image_mask & (a != float("-inf"))
+    return torch.where(edit, a + alpha * a.abs(), a)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# SID (Self-Introspective Decoding)
+# ---------------------------------------------------------------------------------------------------------------------
+def sid(logits: torch.Tensor, contrast_logits: torch.Tensor, alpha: float = 0.5, beta: float = 0.1) -> torch.Tensor:
+    r"""SID (Huo et al., ICLR 2025): contrast with the same image and prompt whose later layers see only the *least*
+    attended image tokens (CT²S, see :func:`sid_keep_tokens`). VCD's combination:
+
+    ``out = (1 + alpha) * l - alpha * l_sid``   on ``{i : l_i >= log(beta) + max(l)}``, ``-inf`` elsewhere.
+
+    Args:
+        logits: ``(batch, vocab)`` original branch.
+        contrast_logits: ``(batch, vocab)`` SID row (same image, same prompt, same length, image columns masked from
+            layer 2 on except the kept tokens).
+        alpha: contrast strength ``>= 0``; beta: plausibility cut in ``(0, 1]``.
+
+    Source: ``huofushuo/SID@127dd41 vcd_sample.py`` L168-169 (``cd_alpha`` or **0.5**, ``cd_beta`` or 0.1),
+    L177-184 (cut and ``(1+cd_alpha)*next_token_logits - cd_alpha*next_token_logits_cd``). Defaults: ``pope_eval.py``
+    L106-107 parse ``--cd-alpha 1 --cd-beta 0.1`` but never pass them on (L329-330 commented out), so the released
+    runs use the sampler's fallbacks alpha 0.5, beta 0.1 — alpha 0.5 here.
+
+    Trap: the released greedy path (``--sample-greedy``, default True) takes ``argmax(diffs)`` of the *unmasked*
+    difference (L190-191), i.e. it skips the plausibility cut; this rule applies it (the sampling path's form, L184).
+    For "as released" greedy take the argmax of ``(1 + alpha) * l - alpha * l_sid`` directly.
+
+    Example (``1.5 l - 0.5 l'``):
+
+    >>> sid(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]))
+    tensor([[2.5000, 0.5000,   -inf, 0.0000]])
+    """
+    return vcd(logits, contrast_logits, alpha=alpha, beta=beta)
+
+
+def sid_keep_tokens(image_attention: torch.Tensor, k: int = 100) -> torch.Tensor:
+    r"""SID's CT²S selection: the indices of the ``k`` *least* attended image tokens, which the SID row keeps visible.
+
+    ``keep = the k smallest entries of a``, ``a`` = layer ``K-1``'s attention probabilities (mean over heads) of the
+    last query row over the image columns (``K = 2``, so layer 1). Every other image column is hidden from the SID
+    row at layers ``>= K``.
+
+    Args:
+        image_attention: ``(..., image tokens)`` attention over the image columns, any floating dtype (the release
+            uses batch 0 only: pass ``(image tokens,)``).
+        k: ``ATTENTION_RANK``, integer ``>= 0``; a ``k`` larger than the number of image tokens keeps them all.
+
+    Returns:
+        ``(..., min(k, image tokens))`` int64 indices *within the image span* (add the image start position for cache
+        coordinates), **sorted ascending by index** (it is a set; ``torch.topk`` orders by value instead). The set is
+        ``torch.topk(a, k, largest=False)``'s; ties are resolved deterministically — among equal attention values the
+        lower index is kept first (stable sort), where ``topk`` leaves the choice unspecified. NaN sorts as the
+        largest value (never kept before a number).
+
+    Source: ``huofushuo/SID@127dd41 transformers/src/transformers/models/llama/modeling_llama.py`` L785-803:
+    ``torch.mean(last_layer_attention, dim=1)[0][-1][SYS_LENGTH:SYS_LENGTH+IMAGE_TOKEN_LENGTH]`` (L787-791),
+    ``.topk(ATTENTION_RANK, largest=False).indices + SYS_LENGTH`` (L793), then all image columns masked except those
+    (L796-798). Defaults: ``--fast-v-attention-rank 100``, ``--fast-v-agg-layer 2`` (``pope_eval.py`` L91, L93);
+    the CHAIR script uses rank **50** (``eval_utils/chair_eval.py`` L96). The release's ``topk`` raises for
+    ``k > 576``; ``fast_v_agg_layer = 0`` gives a random keep set instead (L805-815), not reproduced here.
+
+    Example (the two least attended of four image tokens; the tie 0.1 / 0.1 keeps both):
+
+    >>> sid_keep_tokens(torch.tensor([0.4, 0.1, 0.3, 0.1]), k=2)
+    tensor([1, 3])
+    """
+    a = _float_tensor("image_attention", image_attention, "(..., image tokens)", 1)
+    k = _integer("k", k, 0)
+    order = torch.sort(a, dim=-1, stable=True).indices[..., : min(k, a.shape[-1])]
+    return torch.sort(order, dim=-1).values
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# AvisC (Attentional Vision Calibration)
+# ---------------------------------------------------------------------------------------------------------------------
+def avisc(logits: torch.Tensor, contrast_logits: torch.Tensor, alpha: float = 1.0, beta: float = 0.1) -> torch.Tensor:
+    r"""AvisC (Woo et al., 2024): contrast with a row in which only the over-attended "blind" image tokens survive
+    (see :func:`avisc_blind_tokens`). VCD's combination:
+
+    ``out = (1 + alpha) * l - alpha * l_blind``   on ``{i : l_i >= log(beta) + max(l)}``, ``-inf`` elsewhere.
+
+    A contrast row containing NaN is replaced by the original row (out = ``l`` on the plausible set), as the release
+    does (L200-201) — per row here (the release checks the whole batch of 1), with no host synchronisation.
+
+    Args:
+        logits: ``(batch, vocab)`` original branch.
+        contrast_logits: ``(batch, vocab)`` AvisC row (same prompt and image; non-blind image embeddings zeroed).
+        alpha: contrast strength ``>= 0``; beta: plausibility cut in ``(0, 1]``.
+
+    Source: ``sangminwoo/AvisC@772eba4 avisc_utils/avisc_sample.py`` L200-208 (NaN fallback; ``cd_alpha`` or 1.0,
+    ``cd_beta`` or 0.1; cut and ``(1+avisc_alpha)*next_token_logits - avisc_alpha*next_token_logits_method``).
+    Defaults ``eval_bench/pope_eval_llavab.py`` L71 (cd_alpha 1.0) and L85 (cd_beta 0.1); the AMBER script
+    ``amber_eval.sh`` uses alpha 2.5. Released decoding samples (T = 1, top-p 1, no top-k).
+
+    Example (``2 l - l'``):
+
+    >>> avisc(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]))
+    tensor([[3., 0., -inf, 0.]])
+    """
+    l, c = _branches(logits, contrast_logits=contrast_logits)
+    alpha = _non_negative("alpha", alpha)
+    beta = _beta(beta)
+    c = torch.where(torch.isnan(c).any(dim=-1, keepdim=True), l, c)
+    return apply_mask((1.0 + alpha) * l - alpha * c, _keep_log(l, math.log(beta)))
+
+
+def avisc_blind_tokens(layer_image_attention: torch.Tensor, gamma: float = 0.5, lam: float = 1.0) -> torch.Tensor:
+    r"""AvisC's blind-token selection (prefill only): which image tokens the contrast row keeps intact.
+
+    With ``a_l`` the head-mean attention of the last prompt token over the image columns in layer ``l``:
+
+    1. layer shares ``r_l = sum(a_l) / sum_l sum(a_l)``;
+    2. ``k = #{cumsum(r sorted descending) < gamma} + 1`` (at most the number of layers);
+    3. the ``k`` layers with the largest shares; ``m = mean of a_l over them`` (per image token);
+    4. ``blind = m >= mean(m) + lam * std(m)`` (``std`` unbiased, as ``torch.std``).
+
+    Returns a bool ``(image tokens,)`` tensor: **True = blind token**, kept as it is in the contrast row; **False =
+    overwritten** by the masking scheme (zeros by default) in the contrast row's prefill. Only the over-attended tokens
+    survive, so the contrast row "sees" what the model over-trusts.
+
+    Computed as ``not (m < threshold)``, exactly the complement of the release's masked set, also when the threshold
+    is NaN (a single image token: unbiased std is NaN, the release masks nothing, so that token is True). Layer ties
+    in step 3 go to the lower layer index (stable sort; ``torch.topk`` leaves them unspecified). No host sync: ``k``
+    stays a tensor.
+
+    Args:
+        layer_image_attention: ``(layers, image tokens)`` attention probabilities, any floating dtype.
+        gamma: ``layer_gamma`` in ``[0, 1]`` (0 = the top layer only; 1 = all layers).
+        lam: ``lamb``, ``>= 0``: the threshold in standard deviations above the mean.
+
+    Source: ``sangminwoo/AvisC@772eba4 avisc_utils/avisc_sample.py`` L138-145 (``count_top_p``: ``(cumsum(sorted,
+    desc) < top_p).sum() + 1``), L160-170 (shares, ``topk`` of layers), L175-179 (mean over those layers;
+    ``torch.where(img_att_logits < mean + std * lamb)`` are the *masked* indices). Defaults:
+    ``eval_bench/pope_eval_llavab.py`` L79 (layer_gamma 0.5), L81 (lamb **0.99**); the released scripts pass
+    ``lamb=1.0`` (``pope_eval_batch.sh``, ``amber_eval.sh``) — 1.0 here. Traps: the release hard-codes the image
+    columns 35..610 (LLaVA-1.5 with the llava_v1 system prompt, L155) and flattens the batch into the mean/std.
+
+    Example (3 layers x 4 image tokens; shares ``[0.46, 0.13, 0.41]``, cumsum ``[0.46, 0.87, 1]`` -> ``k = 2``,
+    layers 0 and 2; ``m = [0.15, 0.1, 0.5, 0.1]``, threshold ``0.2125 + 0.1931 = 0.4056``):
+
+    >>> a = torch.tensor([[0.1, 0.1, 0.6, 0.1], [0.05, 0.05, 0.1, 0.05], [0.2, 0.1, 0.4, 0.1]])
+    >>> avisc_blind_tokens(a, gamma=0.5, lam=1.0)
+    tensor([False, False,  True, False])
+    """
+    a = _float_tensor("layer_image_attention", layer_image_attention, "(layers, image tokens)", 2, 2)
+    gamma = _unit("gamma", gamma)
+    lam = _non_negative("lam", lam)
+    n_layers, n_tokens = a.shape
+    if n_tokens == 1:  # unbiased std of one value is NaN: nothing is below the threshold (and torch.std would warn)
+        return torch.ones(1, dtype=torch.bool, device=a.device)
+    share = a.sum(dim=-1)
+    share = share / share.sum()
+    sorted_share, order = torch.sort(share, descending=True, stable=True)
+    k = ((torch.cumsum(sorted_share / sorted_share.sum(), dim=0) < gamma).sum() + 1).clamp(max=n_layers)
+    chosen_sorted = torch.arange(n_layers, device=a.device) < k
+    chosen = torch.zeros(n_layers, dtype=torch.bool, device=a.device).scatter(0, order, chosen_sorted)
+    m = torch.where(chosen.unsqueeze(-1), a, 0.0).sum(dim=0) / k
+    threshold = m.mean() + lam * m.std()
+    return ~(m < threshold)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# VACoDe (adaptive augmentation selection; then VCD)
+# ---------------------------------------------------------------------------------------------------------------------
+def vacode_choice(first_logits: torch.Tensor, candidate_first_logits: torch.Tensor) -> torch.Tensor:
+    r"""VACoDe's augmentation choice: the candidate whose first-step distribution is farthest from the original's.
+
+    ``d_a = ||softmax(l_0) - softmax(l_a)||_2``,  ``choice = argmax_a d_a`` (the first candidate wins ties, as the
+    release's strict ``>`` loop does). The chosen augmentation's image is then the contrast row of :func:`vcd`.
+
+    Args:
+        first_logits: ``(1, vocab)`` first-step logits of the original image.
+        candidate_first_logits: ``(n_candidates, vocab)`` first-step logits, one row per augmentation (the release's
+            order: random_crop, color_inversion, horizontal_flip, vertical_flip, random_mask, noise).
+
+    Returns:
+        a 0-d int64 tensor (``int(...)`` for a Python index; kept on the device to avoid a host sync). A NaN distance
+        never wins (the strict ``>`` is False for NaN); if all are NaN the result is 0.
+
+    Source: ``eunwooim/selfaug@ff3c77c src/models/llava_model.py`` L119-140 (no code of the VACoDe authors is known):
+    ``softmax(generate(...).scores[0])``, per augmentation ``softmax(forward(...).logits[:, -1])``,
+    ``vector_norm(logits - score, ord=2)``, ``if l2_norm > max_dist``. Trap: the release's runs then decode with
+    ``cd_tau = 0.5`` (Self-Aug's entropy-adaptive cut); a faithful VACoDe uses VCD's fixed beta 0.1.
+
+    Example (candidate 0 is the original itself, distance 0; candidate 1 at 0.5638; the uniform one at 0.4790):
+
+    >>> l = torch.tensor([[2.0, 1.0, -1.0, 0.0]])
+    >>> vacode_choice(l, torch.tensor([[2.0, 1.0, -1.0, 0.0], [1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]))
+    tensor(1)
+    """
+    f = _logits("first_logits", first_logits)
+    if f.shape[0] != 1:
+        raise ValueError(f"first_logits must have shape (1, vocab), got {tuple(f.shape)}")
+    c = _logits("candidate_first_logits", candidate_first_logits)
+    if c.shape[1] != f.shape[1]:
+        raise ValueError(
+            f"vocab mismatch: first_logits has {f.shape[1]} columns but candidate_first_logits has {c.shape[1]}"
+        )
+    if c.device != f.device:
+        raise ValueError(f"device mismatch: first_logits on {f.device} but candidate_first_logits on {c.device}")
+    d = torch.linalg.vector_norm(torch.softmax(f, dim=-1) - torch.softmax(c, dim=-1), ord=2, dim=-1)
+    return torch.argmax(torch.nan_to_num(d, nan=float("-inf")))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# DoLa (Decoding by Contrasting Layers)
+# ---------------------------------------------------------------------------------------------------------------------
+def dola_select_layer(final_logits: torch.Tensor, candidate_logits: torch.Tensor) -> torch.Tensor:
+    r"""DoLa's dynamic premature layer: the candidate layer whose distribution differs most from the final one.
+
+    ``p_N = softmax(l_N)``, ``p_j = softmax(l_j)``, ``M = (p_N + p_j) / 2``,
+    ``JSD_j = 0.5 * (kl_div(log p_N, M) + kl_div(log p_j, M))`` with ``kl_div`` = ``F.kl_div(..., reduction="none")
+    .mean(-1)``, i.e. ``mean_v M_v (log M_v - log p_v)``; ``j* = argmax_j JSD_j`` (first candidate on ties).
+
+    Note what the authors' code computes: ``F.kl_div(input, target)`` is ``KL(target || exp(input))``, so each term is
+    ``KL(M || p)`` (not the textbook ``KL(p || M)``), divided by the vocabulary size (a mean, not a sum). Both are
+    reproduced here as the selection criterion; the argmax is what matters.
+
+    Args:
+        final_logits: ``(batch, vocab)`` the mature (final, normed) layer's logits.
+        candidate_logits: ``(n_candidates, batch, vocab)`` early-exit logits ``lm_head(h_j[:, -1])`` of the candidate
+            layers (**no** final norm, as DoLa), stacked on dim 0 as voidism does.
+
+    Returns:
+        ``(batch,)`` int64 indices into the candidate dimension (not layer numbers). Per row: voidism and the Hub code
+        average the JSD over the batch first (L2694) and pick one layer for all rows; with a batch of 1 (as they run)
+        this is the same, and here batched rows stay independent.
+
+    Source: ``voidism/DoLa@805230e transformers-4.28.1/src/transformers/generation/utils.py`` L2674-2695
+    (``dola_greedy_decode``): ``M = 0.5 * (softmax_mature[None] + softmax_premature)``, ``kl1 = F.kl_div(
+    log_softmax_mature[None], M, reduction='none').mean(-1)``, ``kl2`` likewise, ``js_divs = 0.5 * (kl1 + kl2)``,
+    ``.mean(-1)`` over the batch, argmax. Candidate layers: ``--early-exit-layers`` (e.g. ``0,2,...,14,32`` for
+    LLaMA-7B open-ended); the Hub/transformers ``dola_layers="low"`` is ``range(start, N//2, 2)``.
+
+    Example (candidate 0 equals the final layer, JSD 0; candidate 1 is flat):
+
+    >>> final = torch.tensor([[2.0, 1.0, -1.0, 0.0]])
+    >>> dola_select_layer(final, torch.stack([final, torch.zeros(1, 4)]))
+    tensor([1])
+    """
+    f = _logits("final_logits", final_logits)
+    c = _float_tensor("candidate_logits", candidate_logits, "(n_candidates, batch, vocab)", 3, 3)
+    if c.shape[1:] != f.shape:
+        raise ValueError(
+            f"shape mismatch: candidate_logits must have shape (n_candidates, {f.shape[0]}, {f.shape[1]}), "
+            f"got {tuple(c.shape)}"
+        )
+    if c.device != f.device:
+        raise ValueError(f"device mismatch: final_logits on {f.device} but candidate_logits on {c.device}")
+    log_f = torch.log_softmax(f, dim=-1).unsqueeze(0)
+    log_c = torch.log_softmax(c, dim=-1)
+    m = 0.5 * (log_f.exp() + log_c.exp())
+    kl1 = F.kl_div(log_f.expand_as(m), m, reduction="none").mean(-1)
+    kl2 = F.kl_div(log_c, m, reduction="none").mean(-1)
+    return (0.5 * (kl1 + kl2)).argmax(dim=0)
+
+
+def dola(final_logits: torch.Tensor, premature_logits: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
+    r"""DoLa (Chuang et al., ICLR 2024): contrast the final layer with a premature layer.
+
+    ``f = log_softmax(l_N)``, ``b = log_softmax(l_j*)``,  ``out = f - b``   on
+    ``{v : f_v >= min(max(f) + log(beta), f_(1))}``, ``-inf`` elsewhere, where ``f_(1)`` is the largest ``f``
+    (``relative_top_filter`` with ``min_tokens_to_keep = 1``; since ``log(beta) <= 0`` the ``min`` is always
+    ``max(f) + log(beta)``: the plausibility cut on ``f``, computed on the log-softmax as the release does).
+
+    Args:
+        final_logits: ``(batch, vocab)`` mature layer's logits.
+        premature_logits: ``(batch, vocab)`` early-exit logits of the chosen premature layer (see
+            :func:`dola_select_layer`; no final norm).
+        beta: ``relative_top`` in ``(0, 1]``.
+
+    Source: ``voidism/DoLa@805230e transformers-4.28.1/src/transformers/generation/utils.py`` L2456-2465
+    (``relative_top_filter``), L2698-2705 (``base_logits[0][mask] = -1e3``, ``logits = final_logits - base_logits``:
+    filtered tokens stay ``-inf``); relative_top 0.1 (``tfqa_eval.py`` L142). The Hub ``custom_generate`` uses
+    ``base_filter_value=-1e-3`` instead of ``-1e3``, with the same result. Traps: the voidism scripts decode DoLa with
+    ``repetition_penalty`` 1.2 (1.0 for the baseline, ``tfqa_eval.py`` L181-190) — a caller's processor, applied
+    after this rule; its sign-dependent division acts oddly on ``f - b`` (either sign). voidism indexes batch row 0
+    when masking ``b`` (L2703-2704); rows are independent here.
+
+    Example (``f - b = (l - l') + (2.4938 - 2.4402) = (l - l') + 0.0536``; the third token is outside the cut):
+
+    >>> dola(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]), beta=0.1)
+    tensor([[ 1.0536, -0.9464,    -inf,  0.0536]])
+    """
+    fl = _logits("final_logits", final_logits)
+    bl = _matching("final_logits", fl, "premature_logits", premature_logits)
+    beta = _beta(beta)
+    f = torch.log_softmax(fl, dim=-1)
+    b = torch.log_softmax(bl, dim=-1)
+    top = f.max(dim=-1, keepdim=True).values
+    keep = f >= torch.minimum(top + math.log(beta), top)
+    return apply_mask(f - b, keep)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The Mirage controls (cd_rethink): APC-only and OLM
+# ---------------------------------------------------------------------------------------------------------------------
+def apc_only(logits: torch.Tensor, beta: float = 0.2) -> torch.Tensor:
+    r"""APC-only control (Yin, Si, Wang 2025, "The Mirage of Performance Gains"): the plausibility cut alone.
+
+    ``out = l``   on ``{i : l_i >= log(beta) + max(l)}``, ``-inf`` elsewhere.
+
+    The released sampler runs a second forward with the *same* inputs and computes ``(1 + alpha) l - alpha l = l``,
+    so the contrast is a no-op and only the truncation remains; this rule needs no contrast row.
+
+    Args:
+        logits: ``(batch, vocab)`` original branch.
+        beta: plausibility cut in ``(0, 1]``; 0.2 as in the release (VCD's scripts use 0.1 or 0.2).
+
+    Source: ``ustc-hyin/cd_rethink@4303279 inference/spurious_utils/apc_utils.py`` L147-148 (``cd_alpha`` or 1,
+    ``cd_beta`` or **0.2**), L155-158 (``cutoff = log(cd_beta) + max``; ``diffs = (1+cd_alpha)*l - cd_alpha*l_cd``
+    with ``l_cd == l``; ``masked_fill(l < cutoff, -inf)``). Trap: ``scripts/pope_infer_spurious.sh`` passes no top-k,
+    so the checkpoint's generation-config defaults (HF's top-k 50) apply after this cut.
+
+    Example (cut at ``2 + log 0.2 = 0.391``; ``softmax -> [0.731059, 0.268941, 0, 0]``):
+
+    >>> apc_only(torch.tensor([[2.0, 1.0, 0.0, -1.0]]), beta=0.2)
+    tensor([[2., 1., -inf, -inf]])
+    """
+    l = _logits("logits", logits)
+    beta = _beta(beta)
+    return apply_mask(l, _keep_log(l, math.log(beta)))
+
+
+def olm(logits: torch.Tensor, yes_id: int, no_id: int, mass: float = 0.2, margin: float = 0.5) -> torch.Tensor:
+    r"""OLM control (cd_rethink, "output-level modification"): greedy, nudged towards "Yes" when Yes/No is uncertain.
+
+    ``p = softmax(l)``;  token = ``yes_id``  if ``p[yes] + p[no] > mass`` and ``|p[yes] - p[no]| < margin`` (both
+    strict), else ``argmax(l)`` (the first maximum on ties).
+
+    Args:
+        logits: ``(batch, vocab)`` scores after the caller's logits processors (the release applies them first).
+        yes_id, no_id: the first token of "Yes" / "No" in the model's tokenizer, distinct, in ``[0, vocab)``
+            (hard-coded 3869 "▁Yes" / 1939 "▁No" of the LLaMA/Vicuna tokenizer in the release).
+        mass: ``>= 0``, the least Yes+No probability for the nudge (0.2 in the release).
+        margin: ``>= 0``, the largest Yes/No gap nudged (0.5 in the release).
+
+    Returns:
+        ``(batch,)`` int64 token ids (a decision, not logits), applied at every step, per row (the release: batch 1).
+
+    Source: ``ustc-hyin/cd_rethink@4303279 inference/spurious_utils/olm_utils.py`` L113-141: ``probs =
+    softmax(logits_processor(l))`` (L126-127), ``if sum_prob > 0.2`` (L131), ``if abs_diff < 0.5`` -> YES_INDEX
+    (L133-134), else ``argmax(next_token_scores)`` (L136, L138).
+
+    Example (vocab [Yes, No, x, y]; ``p = [0.367, 0.448, 0.135, 0.050]``: mass 0.815 > 0.2 and gap 0.081 < 0.5, so
+    Yes although argmax is No):
+
+    >>> olm(torch.tensor([[1.0, 1.2, 0.0, -1.0]]), yes_id=0, no_id=1)
+    tensor([0])
+    """
+    l = _logits("logits", logits)
+    vocab = l.shape[1]
+    yes_id = _integer("yes_id", yes_id, 0)
+    no_id = _integer("no_id", no_id, 0)
+    for name, v in (("yes_id", yes_id), ("no_id", no_id)):
+        if v >= vocab:
+            raise ValueError(f"{name} must be < vocab size {vocab}, got {v}")
+    if yes_id == no_id:
+        raise ValueError(f"yes_id and no_id must differ, got {yes_id} for both")
+    mass = _non_negative("mass", mass)
+    margin = _non_negative("margin", margin)
+    p = torch.softmax(l, dim=-1)
+    p_yes, p_no = p[:, yes_id], p[:, no_id]
+    nudge = (p_yes + p_no > mass) & ((p_yes - p_no).abs() < margin)
+    greedy = l.argmax(dim=-1)
+    return torch.where(nudge, torch.full_like(greedy, yes_id), greedy)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# OPERA (over-trust penalty): column scores of the local attention window
+# ---------------------------------------------------------------------------------------------------------------------
+def opera_column_scores(local_attention: torch.Tensor, scale: float = 50.0) -> torch.Tensor:
+    r"""OPERA's over-trust column scores of a local window of attention (Huang et al., CVPR 2024).
+
+    ``phi_j = 1e-7 * prod_{i >= j} (scale * A_ij)``  for each column ``j`` of the ``W x W`` window ``A`` (the
+    column product of the lower triangle, diagonal included; entries above the diagonal are ignored).
+
+    The caller takes ``rollback_score, loc = phi.max(-1)`` (first column on ties): ``rollback_score`` is the penalty
+    subtracted from the candidate's logit (``c - penalty_weights * rollback_score``) once the window has more than 10
+    tokens (up to 10 the release uses ``-`` the candidate row's image-attention mass instead, L3432-3440), and ``loc``
+    feeds the retrospection (roll back when the same ``loc >= 10`` recurs more than ``threshold`` = 15 times).
+
+    Deviation (on purpose): the release computes the product in the attention dtype (float16: LLaVA is loaded in
+    float16, ``minigpt4/models/llava.py`` L76, and the attention probabilities are cast back to it) and stores
+    ``1e-7 * prod`` in a **float16** buffer (L3424-3428). So there (a) the *product* overflows to ``inf`` as soon as a
+    partial product exceeds 65504 — ``phi = inf`` already for a true ``phi`` above ~6.5e-3, and even when later
+    factors would bring the product back down (the result depends on the reduction order); (b) any ``phi`` below
+    ~3e-8 (a product below ~0.3) is stored as 0, and small values keep 1-2 significant digits; (c) ties among the
+    ``inf`` or ``0`` columns make ``loc`` the first of them (all zeros give ``loc = 0``, which never triggers a
+    rollback), and an ``inf`` rollback score sends the candidate to ``-inf``. Here the logarithms are summed in
+    float64 (float32 on MPS) and ``exp``'d into float32: the exact value, no underflow above ~1e-45, no overflow
+    below ~3e38, ``loc`` the true argmax. The release's values are not reproduced bit for bit (they depend on float16
+    rounding order); expect differences in ``loc`` and in the penalty wherever (a)-(c) occur. Zero attention gives
+    ``phi = 0`` (``log 0 = -inf``).
+
+    Args:
+        local_attention: ``(..., W, W)`` attention probabilities of the local window (rows and columns from the first
+            generated token on, incl. the candidate; in OPERA last-layer probabilities, max over heads, rows
+            renormalised to sum 1), any floating dtype; ``...`` e.g. (beams, candidates).
+        scale: ``scale_factor`` ``sigma > 0``.
+
+    Returns:
+        ``(..., W)`` float32 column scores.
+
+    Source: ``shikiw/OPERA@61426ef transformers-4.29.2/src/transformers/generation/utils.py`` L3420-3436:
+    ``attn_local = scale_factor * attn_last[..., response_start:, response_start:]`` (L3420-3423), ``1e-7 *
+    attn_local[..., j:, j].prod(-1)`` into a float16 buffer (L3424-3428), ``rollback_scores, rollback_locs =
+    attn_local_scores.max(-1)`` (L3436). scale_factor 50 in ``chair_eval.py`` L85 and the README (L116); the model
+    wrappers' own default is 1.0 (``minigpt4/models/llava.py`` L154).
+
+    Example (``W = 2``: ``phi_0 = 1e-7 * (50*1.0) * (50*0.5) = 1.25e-4``, ``phi_1 = 1e-7 * 50*0.5 = 2.5e-6``):
+
+    >>> opera_column_scores(torch.tensor([[1.0, 0.0], [0.5, 0.5]]), scale=50.0)
+    tensor([1.2500e-04, 2.5000e-06])
+    """
+    a = _float_tensor("local_attention", local_attention, "(..., W, W)", 2)
+    if a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"local_attention must be square in its last two dims (W, W), got shape {tuple(a.shape)}")
+    scale = _positive("scale", scale)
+    w = a.shape[-1]
+    log_a = torch.log(a.to(_wide(a.device)) * scale)
+    lower = torch.ones(w, w, dtype=torch.bool, device=a.device).tril()  # [i, j] True where i >= j
+    log_phi = math.log(_OPERA_EPS) + torch.where(lower, log_a, 0.0).sum(dim=-2)
+    return torch.exp(log_phi).to(torch.float32)
