@@ -2,14 +2,18 @@
 
 import logging
 
+from demo.allow_list import allowed_models
 from demo.cli import parse_args
-from demo.model_pool import LoadOptions, ModelPool, allowed_models
-from demo.ui import build_ui, launch
-from models import ModelLoadError
 
 
 def main(argv=None):
     args = parse_args(argv)
+    # Imported once the flags are read, so that --help (and a mistyped flag) answers at once, before gradio and torch
+    # are loaded.
+    from demo.model_pool import LoadOptions, ModelPool
+    from demo.ui import build_ui, launch
+    from models import ModelLoadError
+
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("demo").setLevel(logging.INFO)  # model fallbacks, failed and cancelled runs
     options = LoadOptions(args.quantization, args.device, args.dtype, trust_remote_code=args.trust_remote_code)

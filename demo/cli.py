@@ -1,12 +1,11 @@
-"""The command line of `python app.py`."""
+"""The command line of `python app.py`: light to import (no gradio, no torch), so that --help answers at once."""
 
 from __future__ import annotations
 
 import argparse
 
-from .images import DEFAULT_MAX_PIXELS
-from .model_pool import EMBEDDED_MODEL_DIR, MODELS_ENV, TINY_MODEL
-from .ui import DEFAULT_MAX_FILE_SIZE, DEFAULT_QUEUE_SIZE, parse_file_size
+from .allow_list import EMBEDDED_MODEL_DIR, MODELS_ENV, TINY_MODEL
+from .checks import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_QUEUE_SIZE, parse_file_size
 
 EPILOG = f"""\
 Models: visitors pick only from the allow-list the operator sets, by --model (repeatable) or, without it,

@@ -7,7 +7,8 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
-DEFAULT_MAX_PIXELS = 24_000_000
+from .checks import DEFAULT_MAX_PIXELS
+
 # Uploads are scaled down to this many pixels on their longer side before the model sees them: processors resize to
 # a few hundred pixels anyway, and dynamic-resolution families would otherwise spend thousands of tokens on a photo.
 MODEL_MAX_SIDE = 1024

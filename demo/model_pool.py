@@ -1,4 +1,4 @@
-"""Which models a visitor may pick (the operator's allow-list) and loading them on demand.
+"""Loading the models of the operator's allow-list (`demo.allow_list`) on demand, one in memory at a time.
 
 Visitors choose by display name from the allow-list; a name that is not on it is refused, so nothing a visitor sends
 is ever used as a path or a Hub id. A model that fails to load (a wrong id, no network, a broken folder) does not take
@@ -11,45 +11,15 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from models import FamilyAdapter, ModelLoadError, build_tiny, load_model
 
+from .allow_list import EMBEDDED_MODEL_DIR, TINY_MODEL, default_model, display_name
+
 log = logging.getLogger(__name__)
-
-# The allow-list entry for a tiny model with random weights, built in-process: the app runs with nothing to download.
-TINY_MODEL = "tiny-random-llava"
-TINY_LABEL = "tiny-random-llava (untrained: answers are gibberish)"
-EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes-llava"
-MODELS_ENV = "CD_MODELS"
-
-
-def default_model(embedded: Path = EMBEDDED_MODEL_DIR) -> str:
-    """The model served when the operator names none: the embedded shapes-world model once its folder exists, else
-    the untrained tiny one."""
-    return str(embedded) if (embedded / "config.json").is_file() else TINY_MODEL
-
-
-def allowed_models(
-    cli_models: Sequence[str] | None = None, env: Mapping[str, str] = os.environ, embedded: Path = EMBEDDED_MODEL_DIR
-) -> list[str]:
-    """The operator's allow-list: the --model flags if any, else $CD_MODELS (comma-separated), else the default."""
-    names = list(cli_models or []) or env.get(MODELS_ENV, "").split(",")
-    names = [name.strip() for name in names if name.strip()]
-    return list(dict.fromkeys(names)) or [default_model(embedded)]
-
-
-def display_name(source: str) -> str:
-    """What visitors see for an allow-list entry: a Hub id as it is, a local folder by its name only (the server's
-    paths are none of their business)."""
-    if source == TINY_MODEL:
-        return TINY_LABEL
-    path = Path(os.path.expanduser(source))
-    if path.is_absolute() or source.startswith((".", "~")) or path.is_dir():
-        return path.resolve().name
-    return source
 
 
 @dataclass(frozen=True)

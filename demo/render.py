@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from decoding.comparison import Comparison
-from decoding.methods import METHOD_TITLES
+from decoding.methods import REGISTRY, STEP_SCALARS
 from decoding.trace import SideResult, TokenTrace
 
 # colour-by choices: (label shown, key)
@@ -147,7 +147,8 @@ def heatmap_html(
 ) -> str:
     """The answer as one span per token, coloured by ``scale``; tokens the method changed are underlined and the
     selected one outlined. Each span carries ``data-token`` (its index) so a click can select it. ``marks``: per token,
-    its ground-truth mark ("correct", "hallucinated", "missed") or None, shown as a framed token and a symbol after it."""
+    its ground-truth mark ("correct", "hallucinated", "missed") or None, shown as a framed token and a symbol after
+    it."""
     if side is None or not side.tokens:
         return f'<div class="cd-heatmap cd-empty">{html.escape(empty)}</div>'
     spans = []
@@ -238,10 +239,7 @@ def candidates_html(token: TokenTrace | None) -> str:
         f"plausible set {token.plausible_set_size} tokens",
         "changed by the method" if token.changed else "same as plain decoding's top token",
     ]
-    if token.alpha_t is not None:
-        facts.append(f"α_t = {token.alpha_t:.3f}")
-    if token.beta_t is not None:
-        facts.append(f"β_t = {token.beta_t:.3f}")
+    facts += [f"{STEP_SCALARS[name].symbol} = {value:.3f}" for name, value in token.scalars.items()]
     header = f"<b>Token {token.step}: “{html.escape(visible_piece(token.piece))}”</b> · " + " · ".join(
         map(html.escape, facts)
     )
@@ -263,12 +261,7 @@ def attention_caption(token: TokenTrace | None) -> str:
 
 
 def method_title(method: str) -> str:
-    return METHOD_TITLES.get(method, method)
-
-
-def short_method_title(method: str) -> str:
-    """The method's name alone ("VCD", "RITUAL + VCD"), for tables and one-line summaries."""
-    return method_title(method).split(":")[0]
+    return REGISTRY[method].title
 
 
 def was_stopped(comparison: Comparison) -> bool:
@@ -327,7 +320,7 @@ def status_text(comparison: Comparison | None, seconds: float | None = None) -> 
     if not comparison.done:
         return f"Generating… token {comparison.steps} of at most {total}."
     ended = [
-        f"{'baseline' if side.name == 'baseline' else short_method_title(comparison.method)}: "
+        f"{'baseline' if side.name == 'baseline' else REGISTRY[comparison.method].short_name}: "
         f"{len(side.tokens)} tokens ({side.stop_reason})"
         for side in sides(comparison)
     ]

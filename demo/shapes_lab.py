@@ -8,9 +8,14 @@ word and yes/no answer, and the session's score adds both sides up. Pure logic: 
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import functools
 import html
 import random
+import re
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +23,8 @@ import numpy as np
 from PIL import Image
 
 from models.shapes_world import grading, world
+
+from . import checks
 
 # Scene seeds of the app's draws: apart from the training seeds (train.STAGE*_SEED_BASE, below 1e9) and from the
 # evaluation's held-out seeds (evaluate.EVAL_SEED_BASE, 1e9 to about 1.2e9).
@@ -89,6 +96,52 @@ def write_scene(scene: world.Scene, folder: Path, name: str | None = None) -> Pa
     return path
 
 
+def remove_expired(folder: Path, pattern: str, ttl_s: float) -> None:
+    """Delete the files matching ``pattern`` in ``folder`` that are older than ``ttl_s`` seconds."""
+    expired = time.time() - ttl_s
+    for old in folder.glob(pattern):
+        with contextlib.suppress(OSError):
+            if old.stat().st_mtime < expired:
+                old.unlink()
+
+
+# Scene pictures drawn for sessions are deleted after this long (gradio keeps its own copy for the page).
+SCENE_TTL_S = 3600
+
+
+@dataclass(frozen=True)
+class DrawnScene:
+    """What "New shapes-world scene" puts on the page: the picture's file, its question, the scene, the caption."""
+
+    path: str
+    question: str
+    scene: world.Scene
+    caption: str
+
+
+def new_scene(folder: Path, seed: int | None = None) -> DrawnScene:
+    """Draw a held-out scene (a random one unless ``seed`` is given) and write its picture into ``folder``."""
+    remove_expired(folder, "shapes-scene-*.png", SCENE_TTL_S)
+    scene, question = draw_scene(random_seed() if seed is None else seed)
+    return DrawnScene(str(write_scene(scene, folder)), question, scene, scene_caption(scene))
+
+
+def upload_caption(payload, drawn: world.Scene | None, upload_folder: str | Path) -> str:
+    """The caption under the inputs for the picture a visitor put there: its ground truth when it is a known scene.
+    Only a picture of the world's size is decoded (from gradio's upload folder), so photos cost nothing here."""
+    try:
+        path = checks.upload_path(payload, upload_folder)
+        if path is None:
+            return scene_caption(None)
+        with Image.open(path) as opened:
+            if opened.size != (world.IMAGE_SIZE, world.IMAGE_SIZE):
+                return scene_caption(None)
+            picture = opened.convert("RGB")
+    except (ValueError, OSError):
+        return scene_caption(None)
+    return scene_caption(known_scene(picture, drawn if isinstance(drawn, world.Scene) else None))
+
+
 DEFAULT_CAPTION = (
     "A random scene of the embedded model's world, with its ground truth: both answers get marked against it "
     "(✓ correct, ✗ hallucinated, ○ missed)."
@@ -124,6 +177,83 @@ def ground_truth_record(scene: world.Scene, question: str, grades: dict[str, gra
             for name, g in grades.items()
         },
     }
+
+
+def grade_sides(scene: world.Scene, question: str, pieces: dict[str, list[str]]) -> dict[str, grading.Grade]:
+    """Each side's whole answer scored against ``scene``: {side name: grade}."""
+    return {name: grading.grade_answer(scene, question, side_pieces) for name, side_pieces in pieces.items()}
+
+
+# A word as `grading.grade_answer` reads it: a run of a-z in the lower-cased answer.
+_WORD = re.compile(r"[a-z]+")
+
+
+class LiveMarks:
+    """The marks of an answer while it streams: after each new token, the same marks as ``grading.grade_answer`` on
+    the answer so far, without grading the whole answer again.
+
+    grade_answer marks a token by the words it overlaps; a word's mark depends only on the word and, for a colour
+    word, on the word after it, and a yes/no answer is the first "yes" or "no" of the text. So a token that ends
+    before the second-to-last word keeps its mark for good, and each new token grades only the tokens after those
+    (from the start of the first word they touch). tests/test_demo_live_marks.py checks the equality on random answers
+    cut into random tokens.
+    """
+
+    def __init__(self, scene: world.Scene, question: str):
+        self.scene, self.question = scene, question
+        asked = grading.question_about(scene, question)
+        self._yes_no = asked is not None and asked.family != "description"
+        self.marks: list[str | None] = []
+        self._given: list[str] = []  # the pieces as they came
+        self._pieces: list[str] = []  # lower-cased, as grade_answer reads them
+        self._text = ""
+        self._starts: list[int] = []  # where each piece starts in _text
+        self._final = 0  # the leading tokens whose marks can no longer change
+        self._checked = 0  # _text[:_checked] holds no yes/no answer (yes/no questions), or else _answered
+        self._answered = False
+        self._exact = True  # False once lower-casing changes a piece's length: then every token grades everything
+
+    def __len__(self) -> int:
+        return len(self._pieces)
+
+    def extend(self, pieces: Iterable[str]) -> tuple[str | None, ...]:
+        """Add the answer's next tokens; the marks of every token so far."""
+        for piece in pieces:
+            lowered = piece.lower()
+            self._exact = self._exact and len(lowered) == len(piece)
+            self._starts.append(len(self._text))
+            self._given.append(piece)
+            self._pieces.append(lowered)
+            self._text += lowered
+        if not self._pieces:
+            return ()
+        if not self._exact:  # the word positions grade_answer finds no longer match the pieces' own
+            self.marks = list(grading.grade_answer(self.scene, self.question, self._given).marks)
+            return tuple(self.marks)
+        first = self._final
+        start = self._word_start(self._starts[first])
+        if self._yes_no and not self._answered:  # does the text before the window (whole words) hold the answer?
+            before = grading.grade_answer(self.scene, self.question, [self._text[self._checked : start]])
+            self._answered, self._checked = before.marks[0] is not None, start
+        if self._answered:  # the answer lies before these tokens: nothing after it is marked
+            tail = [None] * (len(self._pieces) - first)
+        else:
+            window = [self._text[start : self._starts[first]], *self._pieces[first:]]
+            tail = list(grading.grade_answer(self.scene, self.question, window).marks[1:])
+        self.marks[first:] = tail
+        words = [match.start() for match in _WORD.finditer(self._text, start)]
+        if len(words) >= 2:  # the token holding the start of the second-to-last word, and all after it, may change
+            self._final = max(first, bisect.bisect_right(self._starts, words[-2]) - 1)
+        return tuple(self.marks)
+
+    def _word_start(self, position: int) -> int:
+        """The start of the word that runs across ``position``, else ``position``."""
+        text = self._text
+        if position >= len(text) or not _WORD.match(text, position):
+            return position
+        while position > 0 and _WORD.match(text, position - 1):
+            position -= 1
+        return position
 
 
 @dataclass
@@ -180,15 +310,21 @@ class Scoreboard:
 __all__ = [
     "DEFAULT_CAPTION",
     "EXAMPLE_SEEDS",
+    "DrawnScene",
+    "LiveMarks",
     "Scoreboard",
     "SideScore",
     "draw_scene",
     "example_file",
+    "grade_sides",
     "ground_truth_record",
     "known_scene",
+    "new_scene",
     "random_seed",
+    "remove_expired",
     "same_picture",
     "scene_caption",
     "truth_text",
+    "upload_caption",
     "write_scene",
 ]

@@ -3,6 +3,8 @@
 import html
 import re
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -12,12 +14,13 @@ from PIL import Image
 
 import app
 from decoding.comparison import compare
-from decoding.methods import METHODS
+from decoding.methods import METHODS, REGISTRY
 from demo import render
+from demo.allow_list import MODELS_ENV, TINY_MODEL, allowed_models, default_model, display_name
 from demo.cli import parse_args
 from demo.examples import EXAMPLES, EXAMPLES_DIR, gallery_examples, shapes_examples
 from demo.images import MODEL_MAX_SIDE, attention_overlay, read_upload
-from demo.model_pool import MODELS_ENV, TINY_MODEL, ModelPool, allowed_models, default_model, display_name
+from demo.model_pool import ModelPool
 
 
 # ---- command line and allow-list ------------------------------------------------------------------------------------
@@ -29,6 +32,24 @@ def test_help_documents_every_operator_setting(capsys):
     for flag in ("--model", "--host", "--port", "--quantization", "--share", "--max-file-size", "--max-pixels",
                  "--queue-size", MODELS_ENV):
         assert flag in text
+
+
+def test_help_answers_without_loading_gradio_or_torch():
+    """`python app.py --help` reads its defaults from modules that need neither (a wrapper reports what it loaded)."""
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['app.py', '--help']\n"
+        "try:\n"
+        "    runpy.run_path('app.py', run_name='__main__')\n"
+        "except SystemExit as done:\n"
+        "    assert done.code == 0, done.code\n"
+        "print(sorted(m for m in ('gradio', 'torch', 'transformers') if m in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--max-file-size" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_flags_parse_into_launch_settings():
@@ -231,4 +252,4 @@ def test_status_tells_how_each_side_ended(comparison):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_has_a_title(method):
-    assert render.method_title(method) != method
+    assert render.method_title(method) == REGISTRY[method].title != method

@@ -2,7 +2,6 @@
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,10 @@ from PIL import Image
 from serving import free_port
 
 from decoding.comparison import compare
+from demo.allow_list import TINY_MODEL
 from demo.examples import EXAMPLES_DIR
-from demo.model_pool import TINY_MODEL, ModelPool
+from demo.model_pool import ModelPool
+from demo.run import SLIDERS
 from demo.ui import build_ui, launch
 
 MAX_PIXELS = 1_000_000  # small, so that the "huge image" case needs no big file
@@ -34,13 +35,10 @@ def served():
 # The /compare endpoint's inputs in order, with the UI's defaults; the method's sliders follow (all methods' in METHODS
 # order; the ones of other methods are ignored).
 def compare_args(pool, image, question, method="vcd", max_new_tokens=10, **overrides):
-    from decoding.methods import METHODS
-    from decoding.rules import PARAMS
-
     settings = {"decoding": "greedy", "temperature": 1.0, "top_p": 1.0, "top_k": 0, "seed": 0}
     settings["colour_by"] = "visual_dependence"
     settings.update(overrides)
-    sliders = [spec.default for name in METHODS for spec in PARAMS[name]]
+    sliders = [param.default for _, param in SLIDERS]
     return [
         image, question, settings.pop("model", pool.default), method, settings["decoding"], settings["temperature"],
         settings["top_p"], settings["top_k"], settings["seed"], max_new_tokens, settings["colour_by"], *sliders,
@@ -95,10 +93,7 @@ def test_comparison_streams_token_by_token_and_ends_with_both_answers_and_the_tr
 def test_method_parameters_and_branch_inputs_reach_the_run(served):
     pool, client = served
     args = compare_args(pool, handle_file(EXAMPLES_DIR / "left_right.png"), "Which side is the circle on?", "savcd", 4)
-    from decoding.methods import METHODS
-    from decoding.rules import PARAMS
-
-    names = [(m, spec.name) for m in METHODS for spec in PARAMS[m]]
+    names = [(method, param.name) for method, param in SLIDERS]
     args[11 + names.index(("savcd", "gamma"))] = 1.5
     final = client.predict(*args, api_name="/compare")
     trace = json.loads(Path(final[DOWNLOAD]).read_text())
@@ -148,9 +143,7 @@ def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(served, tmp_pa
 def test_stop_ends_the_run_early_and_keeps_what_was_written(served):
     pool, client = served
     job = client.submit(*compare_args(pool, handle_file(CAT), "What is this?", "m3id", 256), api_name="/compare")
-    deadline = time.monotonic() + 60
-    while job.status().code.name != "ITERATING" and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert next(job)[STATUS].startswith("Generating")  # waits for the run's first token
     assert client.predict(api_name="/stop") == "Stopping…"
     final = job.result()
     trace = json.loads(Path(final[DOWNLOAD]).read_text())

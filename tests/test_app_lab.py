@@ -12,8 +12,10 @@ from test_app_api import BASELINE_HTML, DOWNLOAD, METHOD_HTML, STATUS, compare_a
 
 from demo import shapes_lab
 from demo.examples import EXAMPLES_DIR, shapes_examples
-from demo.model_pool import EMBEDDED_MODEL_DIR, ModelPool
-from demo.ui import NOT_A_SCENE_NOTICE, build_ui, launch
+from demo.allow_list import EMBEDDED_MODEL_DIR
+from demo.model_pool import ModelPool
+from demo.texts import NOT_A_SCENE_NOTICE
+from demo.ui import build_ui, launch
 from models.shapes_world import grading
 
 SCORE_HTML = -1  # the last output of /compare
@@ -75,7 +77,8 @@ def test_a_new_scene_is_answered_marked_against_its_ground_truth_and_scored(serv
 def test_gallery_scenes_are_scored_without_a_draw_and_the_trap_shows(served):
     pool, url = served
     client = Client(url, verbose=False)  # a new session: its own score
-    for total, (name, question) in enumerate(shapes_examples()[:3], start=1):  # the partner questions: the truth is "no" each time
+    # the first three are partner questions: the truth is "no" each time
+    for total, (name, question) in enumerate(shapes_examples()[:3], start=1):
         picture = handle_file(str(EXAMPLES_DIR / name))
         out = client.predict(*compare_args(pool, picture, question, max_new_tokens=4), api_name="/compare")
         assert 'The true answer is "no"' in out[STATUS]

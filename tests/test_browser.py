@@ -1,20 +1,25 @@
 """The app in a real browser: headless Debian chromium driven by Playwright, against the app served in-process.
 
-Screenshots go to pytest's tmp dir, and also to $CD_SCREENSHOT_DIR when it is set. Without chromium or Playwright the
-tests skip, except in CI (CI set), where they must run.
+Every step waits for what the page shows (Playwright's expect and wait_for_function), never for a while: a busy machine
+only makes the tests slower. Screenshots go to pytest's tmp dir, and also to $CD_SCREENSHOT_DIR when it is set. Without
+chromium or Playwright the tests skip, except in CI (CI set), where they must run.
 """
 
+import json
 import os
+import re
 import shutil
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 from PIL import Image
 from serving import free_port
 
-from decoding.methods import METHOD_TITLES, METHODS
+from decoding.methods import METHODS, REGISTRY
+from demo.allow_list import EMBEDDED_MODEL_DIR, TINY_MODEL
 from demo.examples import EXAMPLES_DIR
-from demo.model_pool import EMBEDDED_MODEL_DIR, TINY_MODEL, ModelPool
+from demo.model_pool import ModelPool
 from demo.ui import build_ui, launch
 
 CHROMIUM = "/usr/bin/chromium"
@@ -31,13 +36,17 @@ MAX_FILE_SIZE = "1mb"
 RUN_TIMEOUT_MS = 60_000
 
 
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:
+    expect = sync_playwright = None
+
+
 def _playwright():
     missing = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
+    if sync_playwright is None:
         missing = "the playwright package is not installed (pip install -r requirements-dev.txt)"
-    if missing is None and not os.path.exists(CHROMIUM):
+    elif not os.path.exists(CHROMIUM):
         missing = f"{CHROMIUM} is missing (apt-get install chromium)"
     if missing is not None:
         if os.environ.get("CI"):
@@ -67,13 +76,19 @@ def url(browser):
     blocks.close()
 
 
-@pytest.fixture
-def page(browser, url):
+def open_page(browser, address: str):
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     page = context.new_page()
     page.set_default_timeout(RUN_TIMEOUT_MS)
-    page.goto(url)
+    expect.set_options(timeout=RUN_TIMEOUT_MS)
+    page.goto(address)
     page.wait_for_selector("#cd-run")
+    return context, page
+
+
+@pytest.fixture
+def page(browser, url):
+    context, page = open_page(browser, url)
     yield page
     context.close()
 
@@ -95,22 +110,30 @@ def screenshot(tmp_path):
 
 # ---- helpers that act like a visitor -------------------------------------------------------------------------------
 def upload(page, path) -> None:
+    """Upload a picture and wait until the image box shows it (a run started before would send the previous one)."""
     page.locator("#cd-image input[type=file]").set_input_files(str(path))
+    page.wait_for_function(
+        "(name) => (document.querySelector('#cd-image img') || {src: ''}).src.endsWith('/' + name)", arg=Path(path).name
+    )
 
 
 def ask(page, question: str) -> None:
-    page.locator("#cd-question textarea").fill(question)
+    box = page.locator("#cd-question textarea")
+    box.fill(question)
+    expect(box).to_have_value(question)
 
 
 def choose(page, dropdown_id: str, option: str) -> None:
     page.locator(f"#{dropdown_id} input").click()
     page.get_by_role("option", name=option, exact=True).click()
+    expect(page.locator(f"#{dropdown_id} input")).to_have_value(option)
 
 
 def set_max_new_tokens(page, count: int) -> None:
     box = page.locator("#cd-max-new-tokens input[type=number]")
     box.fill(str(count))
     box.press("Enter")
+    expect(page.locator("#cd-max-new-tokens input[type=range]")).to_have_value(str(count))
 
 
 def download_name(page) -> str:
@@ -118,8 +141,22 @@ def download_name(page) -> str:
     return link.first.get_attribute("download") if link.count() else ""
 
 
+def downloaded_run(page) -> dict:
+    """The run the page offers to download (its JSON), once the link is there."""
+    link = page.locator("#cd-download a[download]").first
+    expect(link).to_be_visible()
+    return page.request.get(urljoin(page.url, link.get_attribute("href"))).json()
+
+
+def expect_answers_of(page, run: dict) -> None:
+    """Wait until both heatmaps show every token of ``run`` (the page may draw them after the status line)."""
+    expect(tokens(page, "baseline")).to_have_count(len(run["baseline"]["tokens"]))
+    expect(tokens(page, "method")).to_have_count(len(run["method_side"]["tokens"]))
+
+
 def compare_and_wait(page, while_running: str | None = None) -> str:
-    """Click Compare and wait until this run (not the previous one) has ended; returns the status line.
+    """Click Compare and wait until this run (not the previous one) has ended and both answers are drawn; returns the
+    status line.
 
     while_running: a JavaScript condition that must come true before the run ends (to see its progress)."""
     before = download_name(page)
@@ -134,11 +171,20 @@ def compare_and_wait(page, while_running: str | None = None) -> str:
         }""",
         arg=before,
     )
+    expect_answers_of(page, downloaded_run(page))
     return page.locator("#cd-status").inner_text().strip()
 
 
 def tokens(page, side: str):
     return page.locator(f"#cd-{side}-answer [data-token]")
+
+
+def styles(page, side: str) -> str:
+    return page.evaluate(
+        "(side) => JSON.stringify([...document.querySelectorAll(`#cd-${side}-answer [data-token]`)]"
+        ".map((span) => span.getAttribute('style')))",
+        side,
+    )
 
 
 def expect_error(page, text: str) -> None:
@@ -147,29 +193,30 @@ def expect_error(page, text: str) -> None:
 
 # ---- tests -----------------------------------------------------------------------------------------------------------
 def test_each_method_streams_both_panels_and_a_selected_token_shows_its_heatmap(page, screenshot):
-    assert page.locator("#cd-notice").is_visible()  # the untrained model says so
+    expect(page.locator("#cd-notice")).to_be_visible()  # the untrained model says so
     upload(page, EXAMPLES_DIR / "coffee.jpg")
     ask(page, "Is there a spoon in the image?")
     set_max_new_tokens(page, 6)
     for method in METHODS:
-        choose(page, "cd-method", METHOD_TITLES[method])
+        title = REGISTRY[method].title
+        choose(page, "cd-method", title)
         # CODE's description pre-step (512 tokens on this image) reports its progress over the status line.
         progress = "document.querySelector('#cd-status').innerText.includes('describing the image')"
         assert compare_and_wait(page, progress if method == "code" else None).startswith("Done")
         baseline, contrasted = tokens(page, "baseline"), tokens(page, "method")
         assert 1 <= baseline.count() <= 6 and 1 <= contrasted.count() <= 6
-        assert METHOD_TITLES[method] in page.locator("#cd-branch-notes").inner_text()
-        assert page.locator("#cd-branch-images img").count() >= 1
+        expect(page.locator("#cd-branch-notes")).to_contain_text(title)
+        expect(page.locator("#cd-branch-images img").first).to_be_attached()
 
         index = contrasted.count() - 1
         contrasted.nth(index).click()
-        page.locator("#cd-method-attention img").wait_for(state="visible")
-        assert "looked" in page.locator("#cd-method-attention").inner_text()
+        expect(page.locator("#cd-method-attention img")).to_be_visible()
+        expect(page.locator("#cd-method-attention")).to_contain_text("looked")
         candidates = page.locator("#cd-method-candidates table")
-        candidates.wait_for(state="visible")
-        assert "final" in candidates.inner_text() and "original" in candidates.inner_text()
-        assert f"Token {index}:" in page.locator("#cd-method-candidates").inner_text()
-        assert "cd-selected" in (contrasted.nth(index).get_attribute("class") or "")
+        expect(candidates).to_contain_text("final")
+        expect(candidates).to_contain_text("original")
+        expect(page.locator("#cd-method-candidates")).to_contain_text(f"Token {index}:")
+        expect(contrasted.nth(index)).to_have_class(re.compile(r"\bcd-selected\b"))
         shot = screenshot(page, f"method-{method}")
         with Image.open(shot) as image:
             assert image.width == 1400 and image.height > 1100
@@ -178,30 +225,33 @@ def test_each_method_streams_both_panels_and_a_selected_token_shows_its_heatmap(
 def test_example_gallery_token_picker_and_colour_modes(page, screenshot):
     # An example from the gallery fills in both the image and its question.
     page.locator("#cd-examples button.gallery-item").nth(3).click()
-    page.wait_for_function("document.querySelector('#cd-question textarea').value.includes('red circle')")
-    page.locator("#cd-image img").wait_for(state="visible")
+    expect(page.locator("#cd-question textarea")).to_have_value(re.compile("red circle"))
+    page.wait_for_function(
+        "() => (document.querySelector('#cd-image img') || {src: ''}).src.endsWith('/left_right.png')"
+    )
     set_max_new_tokens(page, 5)
     assert compare_and_wait(page).startswith("Done")
+    run = downloaded_run(page)
 
     # The picker is the keyboard-friendly way to select: pick the baseline's third token.
     page.locator("#cd-baseline-token input").click()
     options = page.get_by_role("option")
-    options.first.wait_for(state="visible")
-    # one option per token of the answer (the heatmap may render a moment after the picker under a busy CPU)
-    page.wait_for_function(
-        "(n) => document.querySelectorAll('#cd-baseline-answer [data-token]').length === n", arg=options.count()
-    )
+    expect(options).to_have_count(len(run["baseline"]["tokens"]))  # one option per token of the answer
     options.nth(2).click()
-    page.locator("#cd-baseline-attention img").wait_for(state="visible")
-    page.wait_for_function("document.querySelector('#cd-baseline-candidates').innerText.includes('Token 2:')")
-    assert "cd-selected" in (tokens(page, "baseline").nth(2).get_attribute("class") or "")
+    expect(page.locator("#cd-baseline-attention img")).to_be_visible()
+    expect(page.locator("#cd-baseline-candidates")).to_contain_text("Token 2:")
+    expect(tokens(page, "baseline").nth(2)).to_have_class(re.compile(r"\bcd-selected\b"))
 
     # Colouring by confidence changes the legend and the tokens' colours.
-    before = [tokens(page, "method").nth(i).get_attribute("style") for i in range(tokens(page, "method").count())]
+    before = styles(page, "method")
     page.locator("#cd-colour-by").get_by_text("confidence", exact=True).click()
-    page.wait_for_function("document.querySelector('#cd-legend').innerText.startsWith('confidence')")
-    after = [tokens(page, "method").nth(i).get_attribute("style") for i in range(tokens(page, "method").count())]
-    assert after != before
+    expect(page.locator("#cd-legend")).to_contain_text(re.compile(r"^\s*confidence"))
+    page.wait_for_function(
+        "(before) => JSON.stringify([...document.querySelectorAll('#cd-method-answer [data-token]')]"
+        ".map((span) => span.getAttribute('style'))) !== before",
+        arg=before,
+    )
+    assert json.loads(styles(page, "method")) != json.loads(before)
     screenshot(page, "token-picker-confidence")
 
 
@@ -232,13 +282,14 @@ def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(page, tmp_path
     elif case == "file over the upload limit":
         noisy = tmp_path / "noisy.bmp"
         Image.effect_noise((800, 800), 60).convert("RGB").save(noisy)  # about 1.9 MB against this server's 1 MB
-        upload(page, noisy)
+        page.locator("#cd-image input[type=file]").set_input_files(str(noisy))  # refused: the box stays empty
     if case != "file over the upload limit":
         page.locator("#cd-run").click()
     expect_error(page, expected)
     screenshot(page, f"bad-input-{case.replace(' ', '-')}")
 
-    upload(page, EXAMPLES_DIR / "cat.jpg")
+    if case != "empty question":  # there the cat is on the page already (the same file again would change nothing)
+        upload(page, EXAMPLES_DIR / "cat.jpg")
     ask(page, "What is this?")
     assert compare_and_wait(page).startswith("Done")
     assert tokens(page, "baseline").count() >= 1 and tokens(page, "method").count() >= 1
@@ -247,17 +298,19 @@ def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(page, tmp_path
 def test_stop_button_stops_a_long_run(page, screenshot):
     upload(page, EXAMPLES_DIR / "cat.jpg")
     ask(page, "What is this?")
-    choose(page, "cd-method", METHOD_TITLES["m3id"])
+    choose(page, "cd-method", REGISTRY["m3id"].title)
     set_max_new_tokens(page, 256)
     page.locator("#cd-run").click()
-    page.wait_for_function("document.querySelector('#cd-status').innerText.startsWith('Generating')")
+    expect(page.locator("#cd-status")).to_contain_text(re.compile(r"^\s*Generating"))
     page.locator("#cd-stop").click()
-    page.wait_for_function("document.querySelector('#cd-status').innerText.startsWith('Stopped')")
-    assert "(stopped)" in page.locator("#cd-status").inner_text()
+    expect(page.locator("#cd-status")).to_contain_text(re.compile(r"^\s*Stopped"))
+    expect(page.locator("#cd-status")).to_contain_text("(stopped)")
+    run = downloaded_run(page)  # the partial run can be downloaded
+    assert "stopped" in (run["baseline"]["stop_reason"], run["method_side"]["stop_reason"])
+    expect_answers_of(page, run)
     written = tokens(page, "baseline").count()
     assert 1 <= written < 100
-    assert "[stopped]" in page.locator("#cd-baseline-answer").inner_text()
-    page.locator("#cd-download a[download]").wait_for(state="visible")  # the partial run can be downloaded
+    expect(page.locator("#cd-baseline-answer")).to_contain_text("[stopped]")
     screenshot(page, "stopped")
 
 
@@ -273,36 +326,34 @@ def embedded_url(browser):
 
 
 def test_new_scene_marks_both_answers_against_the_ground_truth_and_keeps_score(browser, embedded_url, screenshot):
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    page = context.new_page()
-    page.set_default_timeout(RUN_TIMEOUT_MS)
-    page.goto(embedded_url)
-    page.wait_for_selector("#cd-run")
-    assert page.locator("#cd-embedded-notice").is_visible()
+    context, page = open_page(browser, embedded_url)
+    expect(page.locator("#cd-embedded-notice")).to_be_visible()
     # The shapes scenes come first in the gallery when the embedded model is served.
-    assert "shapes-" in (page.locator("#cd-examples button.gallery-item img").first.get_attribute("src") or "")
+    expect(page.locator("#cd-examples button.gallery-item img").first).to_have_attribute("src", re.compile("shapes-"))
 
     page.locator("#cd-new-scene").click()
-    page.wait_for_function("document.querySelector('#cd-scene-caption').innerText.includes('Ground truth')")
-    page.locator("#cd-image img").wait_for(state="visible")
-    assert page.locator("#cd-question textarea").input_value().strip()
+    expect(page.locator("#cd-scene-caption")).to_contain_text("Ground truth")
+    page.wait_for_function(
+        "() => /shapes-scene-\\d+\\.png$/.test((document.querySelector('#cd-image img') || {src: ''}).src)"
+    )
+    expect(page.locator("#cd-question textarea")).to_have_value(re.compile(r"\S"))
     set_max_new_tokens(page, 24)
     status = compare_and_wait(page)
     assert "Ground truth:" in status
     for side in ("baseline", "method"):
         assert page.locator(f"#cd-{side}-answer .cd-mark").count() >= 1
-    page.locator("#cd-score").get_by_text("1 scored run").wait_for()
+    expect(page.locator("#cd-score")).to_contain_text("1 scored run")
 
     # A gallery scene (a circle without its square, asked for the square) is recognised and scored too.
     page.locator("#cd-examples button.gallery-item").first.click()
-    page.wait_for_function("document.querySelector('#cd-question textarea').value.includes('square')")
-    page.wait_for_function("document.querySelector('#cd-scene-caption').innerText.includes('#1600000005')")
+    expect(page.locator("#cd-question textarea")).to_have_value(re.compile("square"))
+    expect(page.locator("#cd-scene-caption")).to_contain_text("#1600000005")
     status = compare_and_wait(page)
     assert 'The true answer is "no"' in status
     mark = page.locator("#cd-baseline-answer .cd-mark").first
     answer = tokens(page, "baseline").first.inner_text().strip()
     assert mark.inner_text() == ("✗" if answer == "yes" else "✓")
-    page.locator("#cd-score").get_by_text("2 scored runs").wait_for()
-    assert "Baseline" in page.locator("#cd-score").inner_text()
+    expect(page.locator("#cd-score")).to_contain_text("2 scored runs")
+    expect(page.locator("#cd-score")).to_contain_text("Baseline")
     screenshot(page, "shapes-lab")
     context.close()

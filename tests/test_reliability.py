@@ -1,4 +1,4 @@
-"""Issue #7: the app under bad input, faults and hostile requests (the app served in-process, tiny model, CPU).
+"""The app under bad input, faults and hostile requests (the app served in-process, tiny model, CPU).
 
 Every refusal must come back as a clear message through the API, and the app must answer the next request. Requests
 go through gradio_client like any API caller, or as raw HTTP (what a browser sends) where gradio_client cannot send
@@ -22,24 +22,26 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from gradio.utils import get_upload_folder
 from gradio_client import Client, handle_file
 from PIL import Image
 from serving import free_port
 
-from decoding.methods import METHODS
-from decoding.rules import PARAMS
+from demo.allow_list import TINY_LABEL, TINY_MODEL
+from demo.checks import upload_path
 from demo.cli import parse_args
 from demo.examples import EXAMPLES_DIR
 from demo.images import MODEL_MAX_ASPECT, MODEL_MIN_SIDE, read_upload
-from demo.model_pool import TINY_LABEL, TINY_MODEL, LoadOptions, ModelPool
-from demo.ui import ComparisonApp, _upload_path, launch
+from demo.model_pool import LoadOptions, ModelPool
+from demo.run import SLIDERS, Runner
+from demo.ui import build_blocks, launch
 from models import ModelLoadError
 
 MAX_PIXELS = 1_000_000
 MAX_FILE_SIZE = "1mb"
 OFFLINE_MODEL = "org/offline-model"  # on the allow-list, not in the cache, and the Hub is offline: it cannot load
 CAT = EXAMPLES_DIR / "cat.jpg"
-SLIDERS = [(method, spec.name) for method in METHODS for spec in PARAMS[method]]
+SLIDER_NAMES = [(method, param.name) for method, param in SLIDERS]
 # /compare's API outputs by position (gr.State is not part of the API).
 STATUS, DOWNLOAD, MODEL = 0, 5, 14
 
@@ -51,8 +53,8 @@ def served():
         patch.setenv("HF_HUB_OFFLINE", "1")
         pool = ModelPool([OFFLINE_MODEL, TINY_MODEL], fallback=TINY_MODEL)
         notice = pool.start()
-        app = ComparisonApp(pool, max_pixels=MAX_PIXELS, max_file_size=MAX_FILE_SIZE)
-        blocks = app.build()
+        app = Runner(pool, get_upload_folder(), max_pixels=MAX_PIXELS, max_file_size=MAX_FILE_SIZE)
+        blocks = build_blocks(app)
         _, url, _ = launch(
             blocks, host="127.0.0.1", port=free_port(), max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True,
             quiet=True,
@@ -67,9 +69,9 @@ def served():
 def inputs(image=None, question="What is in the picture?", *, model=TINY_LABEL, method="vcd", decoding="greedy",
            temperature=1.0, top_p=1.0, top_k=0, seed=0, max_new_tokens=2, colour_by="visual_dependence", **sliders):
     """/compare's API inputs in order; ``sliders`` overrides method parameters by "method__name"."""
-    values = [spec.default for name in METHODS for spec in PARAMS[name]]
+    values = [param.default for _, param in SLIDERS]
     for key, value in sliders.items():
-        values[SLIDERS.index(tuple(key.split("__")))] = value
+        values[SLIDER_NAMES.index(tuple(key.split("__")))] = value
     return [image, question, model, method, decoding, temperature, top_p, top_k, seed, max_new_tokens, colour_by,
             *values]
 
@@ -86,7 +88,7 @@ def still_serving(served, seconds: float = 30.0) -> None:
     assert completed["output"]["data"][STATUS].startswith("Done") and time.monotonic() - started < seconds
 
 
-# ---- raw HTTP: what a browser (or anyone) can send --------------------------------------------------------------------
+# ---- raw HTTP: what a browser (or anyone) can send -------------------------------------------------------------------
 def fn_index(url: str) -> int:
     config = httpx.get(f"{url}/config").json()
     return next(dep["id"] for dep in config["dependencies"] if dep.get("api_name") == "compare")
@@ -126,7 +128,7 @@ def raw_compare(url: str, data: list) -> dict:
     raise AssertionError("the stream ended without completing the request")
 
 
-# ---- files -------------------------------------------------------------------------------------------------------
+# ---- files -----------------------------------------------------------------------------------------------------------
 def png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG that claims ``width`` x ``height`` but holds almost no data (a decompression bomb's header)."""
     def chunk(kind, data):
@@ -195,7 +197,7 @@ def make_file(folder: Path, kind: str) -> Path:
     return path
 
 
-# ---- reading pictures of every kind ------------------------------------------------------------------------------------
+# ---- reading pictures of every kind ----------------------------------------------------------------------------------
 def test_every_picture_kind_is_read_upright_opaque_and_8_bit(tmp_path):
     def colour(picture, x, y):
         return tuple(int(c) for c in picture.getpixel((x, y)))
@@ -234,7 +236,7 @@ def test_read_upload_refuses_files_over_the_size_limit_and_files_that_are_gone(t
         read_upload(str(tmp_path / "deleted-by-the-cache-cleaner.png"))
 
 
-# ---- bad input through the API ----------------------------------------------------------------------------------------
+# ---- bad input through the API ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "kind, expected",
     [
@@ -327,7 +329,7 @@ def test_nan_and_infinity_get_a_clear_message(served, options, expected):
     assert re.search(expected, completed["output"]["error"])
 
 
-# ---- safety: nothing a visitor sends is used as a path ------------------------------------------------------------
+# ---- safety: nothing a visitor sends is used as a path ---------------------------------------------------------------
 @pytest.mark.parametrize(
     "payload",
     [
@@ -353,15 +355,15 @@ def test_image_payloads_naming_server_files_are_refused(served, payload):
 
 
 def test_the_handler_itself_opens_only_files_in_gradios_upload_folder(served, tmp_path):
-    from gradio.utils import get_upload_folder
-
-    for outside in ("/etc/passwd", str(CAT), str(tmp_path / "x.png"), f"{get_upload_folder()}/../../etc/passwd"):
+    folder = served["app"].upload_folder
+    assert folder == get_upload_folder()
+    for outside in ("/etc/passwd", str(CAT), str(tmp_path / "x.png"), f"{folder}/../../etc/passwd"):
         with pytest.raises(ValueError, match="uploaded to this app"):
-            _upload_path({"path": outside})
-    inside = Path(get_upload_folder()) / "abc" / "photo.png"
-    assert _upload_path({"path": str(inside)}) == str(inside.resolve())
+            upload_path({"path": outside}, folder)
+    inside = Path(folder) / "abc" / "photo.png"
+    assert upload_path({"path": str(inside)}, folder) == str(inside.resolve())
     with pytest.raises(ValueError, match="sent as an uploaded file"):
-        _upload_path("/etc/passwd")
+        upload_path("/etc/passwd", folder)
 
 
 def test_uploads_over_the_size_limit_are_refused(served, tmp_path):
@@ -436,7 +438,7 @@ def fail_once(model, make_error, witness: dict, on_call: int = 3):
     def forward(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == on_call:
-            witness["cache"] = weakref.ref(kwargs["past_key_values"])
+            witness["cache"] = weakref.ref(kwargs["cache"])
             witness.get("on_fault", lambda: None)()
             raise make_error()
         return real(*args, **kwargs)
@@ -470,7 +472,10 @@ def test_out_of_memory_fails_that_request_frees_its_memory_and_the_next_one_work
 def test_any_other_failure_while_running_gets_a_message_and_the_app_keeps_serving(served, monkeypatch):
     model = served["pool"].get(TINY_LABEL).model
     witness = {}
-    monkeypatch.setattr(model, "forward", fail_once(model, lambda: RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED"), witness))
+    def kernel_failure():
+        return RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED")
+
+    monkeypatch.setattr(model, "forward", fail_once(model, kernel_failure, witness))
     with pytest.raises(Exception, match=r"The model failed during the run \(RuntimeError: CUBLAS"):
         compare(served, handle_file(CAT), "Kernel failure?", max_new_tokens=8)
     monkeypatch.undo()
@@ -492,15 +497,16 @@ LONG_RUN = {"method": "m3id", "max_new_tokens": 256}
 
 
 def closed_runs(caplog) -> list[int]:
-    return [int(m.group(1)) for r in caplog.records if (m := re.match(r"run closed after (\d+) tokens", r.getMessage()))]
+    closed = (re.match(r"run closed after (\d+) tokens", record.getMessage()) for record in caplog.records)
+    return [int(found.group(1)) for found in closed if found]
 
 
 def test_cancelling_a_job_closes_the_run_at_once_and_frees_the_slot(served, caplog):
-    caplog.set_level(logging.INFO, logger="demo.ui")
+    caplog.set_level(logging.INFO, logger="demo.run")
     app, client = served["app"], served["client"]
     closed = app.runs["closed"]
     job = client.submit(*inputs(handle_file(CAT), "A long answer, please.", **LONG_RUN), api_name="/compare")
-    wait_for(lambda: job.status().code.name == "ITERATING", 60)
+    assert next(job)[STATUS].startswith("Generating")  # waits for the run's first token
     job.cancel()
     took = wait_for(lambda: app.runs["closed"] > closed, 10)
     assert app.active_runs == 0 and took < 5
@@ -509,7 +515,7 @@ def test_cancelling_a_job_closes_the_run_at_once_and_frees_the_slot(served, capl
 
 
 def test_closing_the_page_mid_run_closes_the_run_at_once(served, caplog):
-    caplog.set_level(logging.INFO, logger="demo.ui")
+    caplog.set_level(logging.INFO, logger="demo.run")
     app, url = served["app"], served["url"]
     closed = app.runs["closed"]
     session = join(url, inputs(upload(url, CAT), "A long answer, please.", **LONG_RUN))

@@ -1,4 +1,4 @@
-"""Issue #7, load: `python app.py` (its default model) in a subprocess, 20 concurrent gradio_client visitors.
+"""Under load: `python app.py` (its default model) in a subprocess, 20 concurrent gradio_client visitors.
 
 First every visitor gets one answer (retrying while the queue is full), so that every session holds its last run, as
 a visitor's page does; then 3 rounds in which all 20 ask at the same moment. Every request must be answered with its
@@ -24,10 +24,9 @@ from gradio_client import Client, handle_file
 from gradio_client.utils import QueueError
 from serving import free_port
 
-from decoding.methods import METHODS
-from decoding.rules import PARAMS
+from demo.allow_list import TINY_LABEL, TINY_MODEL, default_model, display_name
 from demo.examples import EXAMPLES_DIR
-from demo.model_pool import TINY_MODEL, default_model, display_name
+from demo.run import SLIDERS
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 20
@@ -84,14 +83,12 @@ def server(tmp_path_factory):
 
 
 def request_inputs(question: str, seed: int) -> list:
-    sliders = [spec.default for name in METHODS for spec in PARAMS[name]]
+    sliders = [param.default for _, param in SLIDERS]
     return [handle_file(CAT), question, default_label(), "vcd", "greedy", 1.0, 1.0, 0, seed, MAX_NEW_TOKENS,
             "visual_dependence", *sliders]
 
 
 def default_label() -> str:
-    from demo.model_pool import TINY_LABEL
-
     source = default_model()
     return TINY_LABEL if source == TINY_MODEL else display_name(source)
 
@@ -147,7 +144,7 @@ def test_twenty_concurrent_visitors_are_all_answered_or_told_busy_with_flat_memo
     warm = [None] * CLIENTS
 
     def first_visit(i):
-        for attempt in range(100):
+        for _ in range(100):
             outcome = visit(clients[i], url, f"Visitor {i}, first request: what is in the picture?", i)
             if outcome["outcome"] != "busy":
                 break

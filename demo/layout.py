@@ -1,0 +1,236 @@
+"""The page: every component, laid out, and returned as one record (`Components`) for `demo.ui` to wire.
+
+Nothing here reacts to anything; `build_layout` must be called inside a `gr.Blocks` context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from decoding.methods import METHODS, REGISTRY
+
+from . import render, shapes_lab, texts, views
+from .checks import (
+    DECODING_MODES,
+    DEFAULT_MAX_NEW_TOKENS,
+    MAX_NEW_TOKENS_LIMIT,
+    TEMPERATURE_RANGE,
+    TOP_K_RANGE,
+    TOP_P_RANGE,
+)
+from .examples import EXAMPLE_QUESTIONS, gallery_examples
+from .images import MODEL_MAX_SIDE
+from .model_pool import ModelPool
+from .run import SLIDERS, RunControl
+
+# A click on a token span selects it: gr.HTML passes the event to Python as a select event with the token index.
+SELECT_TOKEN_JS = """
+element.addEventListener('click', (event) => {
+  const span = event.target.closest('[data-token]');
+  if (span) trigger('select', {index: Number(span.dataset.token), value: span.textContent, selected: true});
+});
+"""
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One side's answer heatmap and its token inspector."""
+
+    heading: gr.Markdown
+    heatmap: gr.HTML
+    token: gr.Dropdown
+    attention: gr.Image
+    candidates: gr.HTML
+
+
+@dataclass(frozen=True)
+class Components:
+    """Every component an event reads or writes."""
+
+    # per session
+    control: gr.State  # RunControl: the Stop button's line to the running comparison
+    shown: gr.State  # views.ShownRun: the run on the page, for the inspector and the colour modes
+    drawn_scene: gr.State  # the shapes-world scene this session drew last
+    score: gr.State  # shapes_lab.Scoreboard: the session's running score
+    # the request
+    tiny_notice: gr.Markdown
+    embedded_notice: gr.Markdown
+    image: gr.Image
+    question: gr.Textbox
+    new_scene: gr.Button
+    scene_caption: gr.Markdown
+    model: gr.Dropdown
+    method: gr.Dropdown
+    method_groups: dict[str, gr.Group]  # the sliders of each method, shown while it is picked
+    sliders: tuple[gr.Slider, ...]  # every method's, in run.SLIDERS order
+    decoding_mode: gr.Radio
+    sampling_group: gr.Group
+    temperature: gr.Slider
+    top_p: gr.Slider
+    top_k: gr.Slider
+    seed: gr.Number
+    max_new_tokens: gr.Slider
+    run: gr.Button
+    stop: gr.Button
+    status: gr.Markdown
+    stop_reply: gr.Markdown  # what /stop answers API callers (hidden)
+    # the answers
+    colour_by: gr.Radio
+    legend: gr.HTML
+    baseline: Panel
+    method_panel: Panel
+    branch_images: gr.Gallery
+    branch_notes: gr.Markdown
+    score_html: gr.HTML
+    reset_score: gr.Button
+    download: gr.File
+
+    def panel(self, side_name: str) -> Panel:
+        return self.baseline if side_name == "baseline" else self.method_panel
+
+
+def build_layout(pool: ModelPool, max_pixels: int) -> Components:
+    gr.Markdown(texts.HEADER)
+    notices = {
+        "tiny_notice": gr.Markdown(texts.TINY_NOTICE, visible=pool.is_untrained(pool.default), elem_id="cd-notice"),
+        "embedded_notice": gr.Markdown(
+            texts.EMBEDDED_NOTICE, visible=pool.is_embedded(pool.default), elem_id="cd-embedded-notice"
+        ),
+    }
+    if pool.notice:  # the operator's model failed to load at start: say what is served instead
+        gr.Markdown(texts.FALLBACK_NOTICE.format(notice=pool.notice), elem_id="cd-fallback-notice")
+    session = {
+        "control": gr.State(RunControl()),
+        "shown": gr.State(None),
+        "drawn_scene": gr.State(None),
+        "score": gr.State(shapes_lab.Scoreboard()),
+    }
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            picture = _picture_inputs(pool)
+        with gr.Column(scale=2):
+            settings = _settings(pool, max_pixels)
+    return Components(**notices, **session, **picture, **settings, **_answers())
+
+
+def _picture_inputs(pool: ModelPool) -> dict:
+    image = gr.Image(
+        label="Image", type="filepath", sources=["upload", "webcam", "clipboard"], height=320, elem_id="cd-image"
+    )
+    question = gr.Textbox(
+        label="Question", placeholder="Ask something about the image", lines=2, elem_id="cd-question"
+    )
+    with gr.Row():
+        new_scene = gr.Button("New shapes-world scene", size="sm", elem_id="cd-new-scene", scale=0, min_width=220)
+        scene_caption = gr.Markdown(shapes_lab.DEFAULT_CAPTION, elem_id="cd-scene-caption")
+    gr.Examples(
+        examples=gallery_examples(shapes_first=pool.is_embedded(pool.default)),
+        inputs=[image, question],
+        label="Example images (each fills in a question too)",
+        examples_per_page=12,
+        visible_columns=[0],
+        elem_id="cd-examples",
+    )
+    gr.Examples(
+        examples=[[q] for q in EXAMPLE_QUESTIONS], inputs=[question], label="Example questions",
+        elem_id="cd-example-questions",
+    )
+    return {"image": image, "question": question, "new_scene": new_scene, "scene_caption": scene_caption}
+
+
+def _settings(pool: ModelPool, max_pixels: int) -> dict:
+    model = gr.Dropdown(
+        choices=pool.names, value=pool.default, label="Model", interactive=len(pool.names) > 1, elem_id="cd-model"
+    )
+    method = gr.Dropdown(
+        choices=[(REGISTRY[m].title, m) for m in METHODS], value=METHODS[0], label="Method", elem_id="cd-method"
+    )
+    groups, sliders = {}, []
+    for name in METHODS:
+        with gr.Group(visible=name == METHODS[0]) as groups[name]:
+            sliders += [_slider(name, param) for method_name, param in SLIDERS if method_name == name]
+    with gr.Accordion("Decoding", open=False):
+        decoding_mode = gr.Radio(choices=list(DECODING_MODES), value="greedy", label="Decoding", elem_id="cd-decoding")
+        with gr.Group(visible=False) as sampling_group:
+            temperature = gr.Slider(*TEMPERATURE_RANGE, value=1.0, step=0.05, label="temperature")
+            top_p = gr.Slider(*TOP_P_RANGE, value=1.0, step=0.01, label="top-p")
+            top_k = gr.Slider(*TOP_K_RANGE, value=0, step=1, label="top-k (0 = off)")
+        seed = gr.Number(value=0, precision=0, label="seed (noise, transforms, sampling)", minimum=0)
+    max_new_tokens = gr.Slider(
+        1, MAX_NEW_TOKENS_LIMIT, value=DEFAULT_MAX_NEW_TOKENS, step=1, label="max new tokens",
+        elem_id="cd-max-new-tokens",
+    )
+    gr.Markdown(texts.IMAGE_LIMITS.format(megapixels=max_pixels / 1e6, max_side=MODEL_MAX_SIDE))
+    with gr.Row():
+        run = gr.Button("Compare", variant="primary", elem_id="cd-run")
+        stop = gr.Button("Stop", variant="stop", elem_id="cd-stop")
+    status = gr.Markdown("", min_height=48, elem_id="cd-status")
+    # What /stop answers (for API callers). Not the status line: the run's own stream shows the stop, and a separate
+    # reply could land after the run's last update and overwrite "Stopped".
+    stop_reply = gr.Markdown(visible=False)
+    return {
+        "model": model, "method": method, "method_groups": groups, "sliders": tuple(sliders),
+        "decoding_mode": decoding_mode, "sampling_group": sampling_group, "temperature": temperature,
+        "top_p": top_p, "top_k": top_k, "seed": seed, "max_new_tokens": max_new_tokens, "run": run, "stop": stop,
+        "status": status, "stop_reply": stop_reply,
+    }
+
+
+def _slider(method: str, param) -> gr.Slider:
+    return gr.Slider(
+        minimum=param.low,
+        maximum=param.high,
+        value=param.default,
+        step=1 if param.integer else param.step,
+        label=f"{param.name} (paper default {param.default:g})",
+        info=param.help,
+        elem_id=f"cd-{method}-{param.name}",
+    )
+
+
+def _answers() -> dict:
+    with gr.Row():
+        colour_by = gr.Radio(
+            choices=list(render.COLOUR_MODES), value=render.DEFAULT_COLOUR_MODE, label="Colour tokens by", scale=1,
+            elem_id="cd-colour-by",
+        )
+        legend = gr.HTML(
+            render.legend_html(render.colour_scale(None, render.DEFAULT_COLOUR_MODE)), elem_id="cd-legend"
+        )
+    with gr.Row(equal_height=False):
+        baseline = _panel("baseline", texts.BASELINE_HEADING)
+        method_panel = _panel("method", texts.METHOD_HEADING.format(title=render.method_title(METHODS[0])))
+    with gr.Accordion("What each branch fed the model", open=True):
+        branch_images = gr.Gallery(
+            label="The picture each row fed the model", columns=4, rows=1, height=330, fit_columns=False,
+            object_fit="contain", allow_preview=True, elem_id="cd-branch-images",
+        )
+        branch_notes = gr.Markdown(elem_id="cd-branch-notes")
+    with gr.Row(equal_height=False):
+        score_html = gr.HTML(shapes_lab.Scoreboard().html(), elem_id="cd-score")
+        reset_score = gr.Button("Reset score", size="sm", scale=0, min_width=120, elem_id="cd-reset-score")
+    download = gr.File(
+        label="The whole run as JSON (trace, parameters, model id, seed)", interactive=False, height=80,
+        elem_id="cd-download",
+    )
+    return {
+        "colour_by": colour_by, "legend": legend, "baseline": baseline, "method_panel": method_panel,
+        "branch_images": branch_images, "branch_notes": branch_notes, "score_html": score_html,
+        "reset_score": reset_score, "download": download,
+    }
+
+
+def _panel(side_name: str, heading: str) -> Panel:
+    with gr.Column(scale=1, min_width=320, variant="panel"):
+        heading_md = gr.Markdown(heading)
+        heatmap = gr.HTML(views.empty_heatmap(), js_on_load=SELECT_TOKEN_JS, elem_id=f"cd-{side_name}-answer")
+        token = gr.Dropdown(
+            choices=[], value=None, label="Inspect token", interactive=True, elem_id=f"cd-{side_name}-token"
+        )
+        attention = gr.Image(
+            label=render.attention_caption(None), interactive=False, height=260, elem_id=f"cd-{side_name}-attention"
+        )
+        candidates = gr.HTML(render.candidates_html(None), elem_id=f"cd-{side_name}-candidates")
+    return Panel(heading_md, heatmap, token, attention, candidates)

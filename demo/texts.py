@@ -1,0 +1,60 @@
+"""What the app says to visitors, in one place: the page's prose, its notices and the messages of a run.
+
+(The rendered traces' own words are in `demo.render`, the shapes-world lab's in `demo.shapes_lab`.)
+"""
+
+TITLE = "Contrastive decoding lab"
+
+HEADER = """# Contrastive decoding lab
+Ask a question about an image and compare, side by side, the model's plain answer with its answer under a
+training-free contrastive decoding method against hallucination. Both answers come from the same batched run.
+Colour the tokens by how much the image supports them, how far the method moved them, or how confident the model was;
+click a token to see where the model looked and which candidates each branch preferred."""
+
+TINY_NOTICE = (
+    "⚠️ **Untrained demo model.** This server runs a tiny model with random weights, so that the app starts with "
+    "nothing to download: its answers are gibberish and its heatmaps mean nothing. Every control works the same with "
+    "a real model: start the app with `--model llava-hf/llava-1.5-7b-hf` (or set `CD_MODELS`)."
+)
+
+EMBEDDED_NOTICE = (
+    "ℹ️ **Embedded shapes-world model.** This server runs a 1.3 M-parameter LLaVA trained only on 48 × 48 pictures "
+    "of coloured shapes, in a closed vocabulary (\"is there a star in the image ?\", \"is the circle red ?\", "
+    "\"are there exactly two squares ?\", \"is the square left of the circle ?\", \"describe the image .\"). "
+    "On photos and free-form questions its answers mean nothing. For real images start the app with a real "
+    "vision-language model: `--model llava-hf/llava-1.5-7b-hf` (or set `CD_MODELS`)."
+)
+
+NOT_A_SCENE_NOTICE = (
+    "This picture is not a shapes-world scene: the embedded model only knows its 48 px world of coloured shapes, so "
+    "its answers here mean nothing. Press 'New shapes-world scene' or pick a shapes example, or serve a real LVLM."
+)
+
+FALLBACK_NOTICE = "⚠️ {notice}"  # the operator's model failed to load at start
+
+IMAGE_LIMITS = (
+    "Images over {megapixels:g} megapixels are refused; larger sides than {max_side} px are scaled down before the "
+    "model sees them."
+)
+
+BASELINE_HEADING = "### Baseline: plain decoding"
+METHOD_HEADING = "### {title}"
+BASELINE_EMPTY = "The plain answer goes here."
+METHOD_EMPTY = "The method's answer goes here."
+PANEL_WAITING = "…"
+
+# ---- a run ----------------------------------------------------------------------------------------------------------
+LOADING_MODEL = "loading the model"
+REFUSED_TITLE = "Cannot run this comparison"
+MODEL_UNAVAILABLE_TITLE = "Model unavailable"
+WITH_NOTICE = "{status} ⚠️ {notice}"
+STOPPED_IN_PRE_STEP = "Stopped before the first token (during the method's pre-step)."
+STOPPING = "Stopping…"
+NOTHING_TO_STOP = "No comparison is running."
+OUT_OF_MEMORY_TITLE = "Out of memory"
+OUT_OF_MEMORY = (
+    "The model ran out of memory during this comparison, so it was stopped and its memory freed. "
+    "Try again with fewer new tokens, a simpler method, or when the server is less busy."
+)
+RUN_FAILED_TITLE = "Run failed"
+RUN_FAILED = "The model failed during the run ({kind}: {error}). Please try again."

@@ -1,0 +1,97 @@
+"""What the page shows of a run, as plain values: both heatmaps with their legend, and the token inspector.
+
+These are the handlers of the page's small events (a token picked or clicked, another colour mode); no gradio here:
+`demo.ui` maps their results onto the components.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from decoding.comparison import Comparison
+from decoding.trace import SideResult, TokenTrace
+
+from . import render, texts
+from .images import attention_overlay
+
+SIDES = ("baseline", "method")
+
+
+@dataclass(frozen=True)
+class ShownRun:
+    """The run on the page, kept in the session: its comparison and, on a known scene, each side's marks."""
+
+    comparison: Comparison
+    marks: dict[str, tuple[str | None, ...]] = field(default_factory=dict)  # side name -> per token; {}: no truth
+
+
+@dataclass(frozen=True)
+class Heatmaps:
+    legend: str
+    baseline: str
+    method: str
+
+
+@dataclass(frozen=True)
+class TokenView:
+    """One side's inspector for its selected token, and both heatmaps with that token outlined."""
+
+    heatmaps: Heatmaps
+    attention: Image.Image | None
+    attention_caption: str
+    candidates: str
+
+
+def side(shown: ShownRun | None, side_name: str) -> SideResult | None:
+    if shown is None:
+        return None
+    comparison = shown.comparison
+    return comparison.baseline if side_name == "baseline" else comparison.method_side
+
+
+def heatmaps(shown: ShownRun | None, colour_by: str, selected=(None, None)) -> Heatmaps:
+    """Both answers coloured on one scale, the selected token of each (baseline, method) outlined, with the legend."""
+    comparison = shown.comparison if shown is not None else None
+    scale = render.colour_scale(comparison, colour_by)
+    baseline, method_side = side(shown, "baseline"), side(shown, "method")
+    marks = shown.marks if shown is not None else {}
+    return Heatmaps(
+        render.legend_html(scale),
+        render.heatmap_html(baseline, scale, selected[0], texts.BASELINE_EMPTY, marks.get("baseline")),
+        render.heatmap_html(
+            method_side, scale, selected[1], texts.METHOD_EMPTY,
+            marks.get(method_side.name) if method_side is not None else None,
+        ),
+    )
+
+
+def empty_heatmap() -> str:
+    """A panel before any run."""
+    return render.heatmap_html(None, render.colour_scale(None, render.DEFAULT_COLOUR_MODE), None, texts.PANEL_WAITING)
+
+
+def show_token(shown: ShownRun | None, side_name: str, index, other_index, colour_by: str) -> TokenView:
+    """The token ``index`` of one side picked (``other_index``: the other side's pick): where it looked, its
+    candidates, and the heatmaps with both picks outlined."""
+    answer = side(shown, side_name)
+    token: TokenTrace | None = None
+    if answer is not None and isinstance(index, int) and 0 <= index < len(answer.tokens):
+        token = answer.tokens[index]
+    overlay = None
+    if token is not None and token.image_attention and "original" in shown.comparison.images:
+        overlay = attention_overlay(shown.comparison.images["original"], token.image_attention["grid"])
+    selected = (index, other_index) if side_name == "baseline" else (other_index, index)
+    return TokenView(
+        heatmaps(shown, colour_by, selected), overlay, render.attention_caption(token), render.candidates_html(token)
+    )
+
+
+def clicked_token(shown: ShownRun | None, side_name: str, index) -> list[tuple[str, int]] | None:
+    """A click on token ``index`` of one side's heatmap: the picker's choices, to select it with (None: no such
+    token, the picker stays as it is)."""
+    answer = side(shown, side_name)
+    if answer is None or not isinstance(index, int) or not 0 <= index < len(answer.tokens):
+        return None
+    return render.token_choices(answer)
