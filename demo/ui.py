@@ -67,13 +67,13 @@ def _run_outputs(c: Components) -> list:
 
 def _show_update(c: Components, update: RunUpdate) -> dict:
     """A run's update as component values; what it leaves out stays as it is."""
-    shown = {c.status: update.status}
+    values = {c.status: update.status}
     if update.shown is not None:
-        shown |= {c.shown: update.shown, c.legend: update.heatmaps.legend}
-        shown |= {c.baseline.heatmap: update.heatmaps.baseline, c.method_panel.heatmap: update.heatmaps.method}
+        values |= {c.shown: update.shown, c.legend: update.heatmaps.legend}
+        values |= {c.baseline.heatmap: update.heatmaps.baseline, c.method_panel.heatmap: update.heatmaps.method}
     details = update.details
     if details is not None:
-        shown |= {
+        values |= {
             c.model: gr.Dropdown(choices=details.models, value=details.model),
             c.method_panel.heading: details.heading,
             c.branch_images: details.branch_images,
@@ -81,14 +81,14 @@ def _show_update(c: Components, update: RunUpdate) -> dict:
             c.download: details.download,
         }
         for panel, choices in zip((c.baseline, c.method_panel), details.token_choices):
-            shown |= {
+            values |= {
                 panel.token: gr.Dropdown(choices=choices, value=None),
                 panel.attention: gr.Image(value=None, label=render.attention_caption(None)),
                 panel.candidates: render.candidates_html(None),
             }
     if update.score is not None:
-        shown |= {c.score: update.score, c.score_html: update.score.html()}
-    return shown
+        values |= {c.score: update.score, c.score_html: update.score.html()}
+    return values
 
 
 def _wire_run(c: Components, runner: Runner) -> None:
@@ -151,9 +151,7 @@ def _wire_lab(c: Components, runner: Runner) -> None:
         score = shapes_lab.Scoreboard()
         return score, score.html()
 
-    c.reset_score.click(
-        reset_score, outputs=[c.score, c.score_html], queue=False, api_visibility="private"
-    )
+    c.reset_score.click(reset_score, outputs=[c.score, c.score_html], queue=False, api_visibility="private")
 
 
 # ---- the token inspector -----------------------------------------------------------------------------------------
