@@ -5,6 +5,7 @@ Command line: ``python -m eval {pope,chair,mme} --help``. Library:
 
     from eval import read_pope, parse_pope_answer, pope_metrics          # POPE question files, POPE's answer rule
     from eval import read_coco_instances, read_coco_captions, coco_vocabulary, caption_report, chair_metrics
+    coco_vocabulary("lvlm" or "original", tagger=None)   # CHAIR as the LVLM papers' / Rohrbach et al.'s chair.py
     from eval import read_mme, parse_mme_answer, mme_subtask_score
     from eval.benchmarks import pope_benchmark, chair_benchmark, mme_benchmark
     from eval.runner import RunConfig, run_benchmark
@@ -24,11 +25,14 @@ from .chair import (
     read_coco_instances,
     read_synonyms,
 )
+from .chair_words import CHAIR_VARIANTS, DEFAULT_CHAIR_VARIANT
 from .errors import EvalInputError
 from .mme import MmeItem, mme_subtask_score, parse_mme_answer, read_mme
 from .pope import PopeItem, parse_pope_answer, pope_metrics, read_pope
 
 __all__ = [
+    "CHAIR_VARIANTS",
+    "DEFAULT_CHAIR_VARIANT",
     "EvalInputError",
     "MmeItem",
     "ObjectVocabulary",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import chair, mme, pope
+from .chair_words import CHAIR_VARIANTS, DEFAULT_CHAIR_VARIANT, Tagger
 from .errors import EvalInputError
 from .report import Column, Table
 
@@ -147,7 +148,7 @@ def _percent(key: str, value):
 
 _CHAIR_COLUMNS = [
     Column("method", "Method"), Column("chair_s", "CHAIR_s", 1), Column("chair_i", "CHAIR_i", 1),
-    Column("recall", "Recall", 1), Column("length", "Words", 1), Column("n", "Images", 0),
+    Column("recall", "Recall", 1), Column("length", "Len", 1), Column("n", "Images", 0),
 ]
 
 
@@ -161,12 +162,15 @@ def chair_benchmark(
     prompt: str = CHAIR_PROMPT,
     synonyms_path: str | None = None,
     limit: int | None = None,
+    variant: str = DEFAULT_CHAIR_VARIANT,
+    tagger: Tagger | None = None,
 ) -> Benchmark:
     """CHAIR on COCO images: those of ``image_list`` (ids or file names), else ``num_images`` drawn with
-    ``sample_seed`` from the instances file; ``limit``: the first N of them."""
+    ``sample_seed`` from the instances file; ``limit``: the first N of them. ``variant``: the reference chair.py to
+    reproduce, "lvlm" or "original" (``chair_words.CHAIR_VARIANTS``); ``tagger`` replaces nltk's for lvlm."""
     if not os.path.isdir(image_dir):
         raise EvalInputError(f"image folder {image_dir!r} does not exist (expected the COCO val2014 images)")
-    vocabulary = chair.read_synonyms(synonyms_path) if synonyms_path else chair.coco_vocabulary()
+    vocabulary = _chair_vocabulary(synonyms_path, variant, tagger)
     instances = chair.read_coco_instances(instances_path)
     captions = chair.read_coco_captions(captions_path) if captions_path else None
     image_ids = _chair_image_ids(instances, instances_path, image_list, num_images, sample_seed, limit)
@@ -175,29 +179,46 @@ def chair_benchmark(
     truth = chair.ground_truth_objects(vocabulary, instances, captions, image_ids)
     requests = _Requests()
     keys = {image_id: requests.add(instances.file_names[image_id], prompt) for image_id in image_ids}
+    settings = {
+        "instances": os.path.abspath(instances_path),
+        "captions": os.path.abspath(captions_path) if captions_path else None,
+        "image_list": os.path.abspath(image_list) if image_list else None,
+        "num_images": None if image_list else num_images, "sample_seed": None if image_list else sample_seed,
+        "synonyms": os.path.abspath(synonyms_path) if synonyms_path else "CHAIR's COCO table",
+        "chair_variant": variant, "prompt": prompt, "limit": limit, "image_ids": image_ids,
+    }
 
     def score(answers: dict[str, dict[str, str]], sides: list[str]) -> Scored:
         rows, details = [], {}
         for side in sides:
             reports = [chair.caption_report(answers[keys[i]][side], truth[i], vocabulary) for i in image_ids]
-            metrics = chair.chair_metrics(reports)
-            details[side] = metrics
+            details[side] = metrics = chair.chair_metrics(reports)
             rows.append({"method": side, **{k: _percent(k, v) for k, v in metrics.items()}})
-        notes = [] if captions is not None else [
-            "Ground truth from instance annotations only (no --captions): CHAIR's published figures also use the "
-            "objects the human captions name, so these overcount hallucinations."
-        ]
-        return Scored(Table("CHAIR (CHAIR_s, CHAIR_i, recall in %)", _CHAIR_COLUMNS, rows, notes), details)
+        settings["chair_words"] = vocabulary.caption_words.provenance()  # what the words came from (metrics.json)
+        return Scored(Table(_chair_title(variant), _CHAIR_COLUMNS, rows, _chair_notes(captions is not None)), details)
 
-    return Benchmark(
-        "chair", image_dir, requests.all(), score,
-        {"instances": os.path.abspath(instances_path),
-         "captions": os.path.abspath(captions_path) if captions_path else None,
-         "image_list": os.path.abspath(image_list) if image_list else None,
-         "num_images": None if image_list else num_images, "sample_seed": None if image_list else sample_seed,
-         "synonyms": os.path.abspath(synonyms_path) if synonyms_path else "CHAIR's COCO table",
-         "prompt": prompt, "limit": limit, "image_ids": image_ids},
-    )
+    return Benchmark("chair", image_dir, requests.all(), score, settings)
+
+
+def _chair_vocabulary(synonyms_path: str | None, variant: str, tagger: Tagger | None) -> chair.ObjectVocabulary:
+    """The given synonym table, else CHAIR's COCO table, read for ``variant``."""
+    if synonyms_path:
+        return chair.read_synonyms(synonyms_path, variant=variant, tagger=tagger)
+    vocabulary = chair.coco_vocabulary(variant, tagger)
+    vocabulary.caption_words.require_data()  # COCO descriptions are open text: fail now, not after decoding them
+    return vocabulary
+
+
+def _chair_title(variant: str) -> str:
+    return f"CHAIR, {variant} variant ({CHAIR_VARIANTS[variant]}); CHAIR_s, CHAIR_i, recall in %"
+
+
+def _chair_notes(with_captions: bool) -> list[str]:
+    notes = ["Len: tokens a description, punctuation included, a double word (\"hot dog\") counting once."]
+    if not with_captions:
+        notes.append("Ground truth from instance annotations only (no --captions): CHAIR's published figures also use "
+                     "the objects the human captions name, so these overcount hallucinations.")
+    return notes
 
 
 def _chair_image_ids(instances, instances_path: str, image_list: str | None, num_images: int, sample_seed: int,

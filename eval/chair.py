@@ -1,24 +1,24 @@
 """CHAIR (Rohrbach et al., "Object Hallucination in Image Captioning", EMNLP 2018): how many objects a caption names
-that are not in the image.
+that are not in the image, computed as the reference chair.py computes it, in one of its two versions (``variant``):
 
-A caption's object mentions are found with CHAIR's table of the 80 COCO categories and their synonyms
-(``data/coco_synonyms.txt``), after singularising each word and joining CHAIR's "double words" ("hot dog",
-"teddy bear", ...). The ground truth of an image is the union of its COCO instance annotations and the objects its
-five human captions mention (both are needed: the instance labels miss objects that people name).
+- ``lvlm`` (default): the copy the LVLM decoding papers run, in the repositories of OPERA, RITUAL, HALC, SID, PAI and
+  ONLY (sangminwoo/RITUAL 52065a6 eval_bench/chair.py, shikiw/OPERA 61426ef chair.py): words lemmatised by WordNet
+  with nltk's part-of-speech tags. The papers' CHAIR figures (RITUAL's 26.2 / 9.3 for LLaVA-1.5) come from it.
+- ``original``: Rohrbach et al.'s (LisaAnne/Hallucination 6e4d33c utils/chair.py): words singularised by pattern.
+
+Both look the words up in CHAIR's table of the 80 COCO categories and their synonyms (``data/coco_synonyms.txt``)
+after joining CHAIR's "double words" ("hot dog", "teddy bear", ...); see ``chair_words`` for the words themselves. The
+ground truth of an image is the union of its COCO instance labels and the objects its human captions mention, found the
+same way (both are needed: the instance labels miss objects that people name).
 
     CHAIR_s = captions with at least one hallucinated object / captions
     CHAIR_i = hallucinated object mentions / all object mentions (repeated mentions count again)
     recall  = ground-truth objects the caption names / ground-truth objects (summed over images)
-    length  = words a caption (a method can lower CHAIR by saying less; recall and length show it)
+    length  = tokens a caption, punctuation included, a double word counting once (eval_bench/chair.py line 376;
+              utils/chair.py reports no length): a method can lower CHAIR by saying less, recall and length show it
 
-Where this differs from CHAIR's ``chair.py`` (github.com/LisaAnne/Hallucination, utils/chair.py):
-- Words are runs of letters and digits of the lower-cased caption (``nltk.word_tokenize`` there: "hot-dog" is one
-  token there and "hot", "dog" here; punctuation tokens are not words here, so lengths are shorter).
-- Singularisation is by suffix rules that only fire when the singular is a word of the table (``pattern.en``'s
-  ``singularize`` there); for the table's words both give the same object.
-- Table entries are stripped (see the note in data/coco_synonyms.txt).
-The double words are the original list plus "train track", as in the copies of chair.py that later LVLM papers
-reuse ("train tracks" alone must not count as a train).
+Both versions read the table as ``line.strip().split(', ')`` (utils/chair.py lines 54-61, eval_bench/chair.py lines
+155-162): an entry keeps a space that follows ", ", so " motor bike" and " cheesecake" match nothing there, nor here.
 """
 
 from __future__ import annotations
@@ -26,14 +26,15 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 from dataclasses import dataclass, field
 
+from . import chair_words
+from .chair_words import DEFAULT_CHAIR_VARIANT, LvlmWords, OriginalWords, Tagger, tokenize
 from .errors import EvalInputError
 
 COCO_SYNONYMS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "coco_synonyms.txt")
 
-# CHAIR's hard-coded rules for COCO, as in chair.py.
+# CHAIR's hard-coded rules for COCO: utils/chair.py lines 66-86, eval_bench/chair.py lines 167-187 (the same lists).
 COCO_DOUBLE_WORDS = (
     "motor bike", "motor cycle", "air plane", "traffic light", "street light", "traffic signal", "stop light",
     "fire hydrant", "stop sign", "parking meter", "suit case", "sports ball", "baseball bat", "baseball glove",
@@ -45,15 +46,11 @@ ANIMAL_WORDS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear
 # "passenger train" is a train, not a person.
 VEHICLE_WORDS = ("jet", "train")
 
-_WORD = re.compile(r"[a-z0-9]+")
-
-# Plurals of table words that no suffix rule reaches ("people", "children", "oxen" are in the table themselves).
-_IRREGULAR_PLURALS = {"mice": "mouse", "geese": "goose"}
-
 
 def coco_double_words() -> dict[str, str]:
     """CHAIR's double-word table: a two-word phrase -> the word it counts as. A phrase outside the synonym table
-    ("train track", "home plate") then counts as nothing, which is its purpose: "train" must not fire there."""
+    ("train track", "home plate", "motor bike") then counts as nothing, which is its purpose: "train" must not fire
+    there. ("stove top oven" has three words and never matches two.)"""
     table = {phrase: phrase for phrase in COCO_DOUBLE_WORDS}
     for animal in ANIMAL_WORDS:
         table[f"baby {animal}"] = animal
@@ -62,57 +59,39 @@ def coco_double_words() -> dict[str, str]:
         table[f"passenger {vehicle}"] = vehicle
     table["bow tie"] = "tie"
     table["toilet seat"] = "toilet"
-    table["wine glas"] = "wine glass"  # pattern's singularize("glass") == "glas" there; harmless here
+    table["wine glas"] = "wine glass"  # pattern's singularize("glass") == "glas"
     return table
 
 
 @dataclass
 class ObjectVocabulary:
-    """Object words: every synonym (a word or a phrase) -> its object's name, and the double words."""
+    """Object words: every synonym (a word or a phrase) -> its object's name, the double words, and how a caption
+    becomes words (``chair_words.LvlmWords`` or ``OriginalWords``, the two CHAIR variants)."""
 
     synonyms: dict[str, str]
     double_words: dict[str, str]
     objects: list[str] = field(default_factory=list)  # the object names, in the table's order
+    caption_words: LvlmWords | OriginalWords = field(default_factory=LvlmWords)
 
     def __post_init__(self):
-        # Singularisation only needs to reach words that can matter: synonyms and the words of double words.
-        self._known = set(self.synonyms)
-        for phrase, target in self.double_words.items():
-            self._known.update(phrase.split())
-            self._known.add(target)
+        # The words whose exact form matters beyond the object they name: those of the double words, and CHAIR's
+        # "toilet" / "seat" rule.
+        self._spelled = {word for phrase in self.double_words for word in phrase.split(" ")} | {"toilet", "seat"}
 
-    def singular(self, word: str) -> str:
-        """``word`` in the singular when that singular is an object word (or part of a double word), else
-        unchanged: "knives" -> "knife", "buses" -> "bus", "ponies" -> "pony", "policemen" -> "policeman"; words of
-        the table stay as they are ("skis", "people", "scissors"); "skies" stays "skies" (not "ski")."""
-        if word in self._known:
-            return word
-        if word in _IRREGULAR_PLURALS:
-            candidates = [_IRREGULAR_PLURALS[word]]
-        elif word.endswith("ies"):
-            candidates = [word[:-3] + "y", word[:-1]]
-        elif word.endswith("ves"):
-            candidates = [word[:-3] + "f", word[:-3] + "fe", word[:-1]]
-        elif word.endswith("men"):
-            candidates = [word[:-3] + "man"]
-        elif word.endswith("es"):
-            candidates = [word[:-2], word[:-1]]
-        elif word.endswith("s") and not word.endswith("ss"):
-            candidates = [word[:-1]]
-        else:
-            candidates = []
-        for candidate in candidates:
-            if candidate in self._known:
-                return candidate
-        return word
+    @property
+    def variant(self) -> str:
+        return self.caption_words.variant
 
-    def words(self, caption: str) -> list[str]:
-        """The caption's words (lower-cased runs of letters and digits)."""
-        return _WORD.findall(caption.lower())
+    def _key(self, word: str):
+        """What a word can do here: the object it names, and its spelling where a double word or CHAIR's toilet rule
+        reads it. Two words with the same key give the same mentions and the same length."""
+        return self.synonyms.get(word), word if word in self._spelled else None
 
-    def mentions(self, caption: str) -> list[tuple[str, str]]:
-        """Every object mention of the caption, in order, as (word as matched, object name); repeats kept."""
-        words = [self.singular(w) for w in self.words(caption)]
+    def analyse(self, caption: str) -> tuple[list[str], list[tuple[str, str]]]:
+        """The caption's words after joining double words (its length), and its object mentions in order as (word as
+        matched, object name), repeats kept: ``caption_to_words`` of both chair.py files (utils/chair.py lines
+        98-135, eval_bench/chair.py lines 212-256)."""
+        words = self.caption_words.words(tokenize(caption), self._key)
         merged: list[str] = []
         i = 0
         while i < len(words):
@@ -124,17 +103,26 @@ class ObjectVocabulary:
                 merged.append(words[i])
                 i += 1
         # CHAIR: "the seat of the toilet" must not fire "chair".
-        if "toilet" in merged and "seat" in merged:
-            merged = [w for w in merged if w != "seat"]
-        return [(w, self.synonyms[w]) for w in merged if w in self.synonyms]
+        kept = [w for w in merged if w != "seat"] if "toilet" in merged and "seat" in merged else merged
+        return merged, [(w, self.synonyms[w]) for w in kept if w in self.synonyms]
+
+    def words(self, caption: str) -> list[str]:
+        """The caption's words as CHAIR counts its length: tokens, punctuation included, double words joined."""
+        return self.analyse(caption)[0]
+
+    def mentions(self, caption: str) -> list[tuple[str, str]]:
+        """Every object mention of the caption, in order, as (word as matched, object name); repeats kept."""
+        return self.analyse(caption)[1]
 
     def objects_in(self, caption: str) -> set[str]:
         return {obj for _, obj in self.mentions(caption)}
 
 
-def read_synonyms(path: str | os.PathLike, double_words: dict[str, str] | None = None) -> ObjectVocabulary:
-    """Read a synonym table: one object a line, its name first, then its synonyms, separated by commas; lines
-    starting with "#" are comments. double_words: default, every two-word entry of the table counts as itself."""
+def read_synonyms(path: str | os.PathLike, double_words: dict[str, str] | None = None,
+                  variant: str = DEFAULT_CHAIR_VARIANT, tagger: Tagger | None = None) -> ObjectVocabulary:
+    """Read a synonym table: one object a line, its name first, then its synonyms, separated by ", " (comma and one
+    space), as chair.py splits them; lines starting with "#" are comments. double_words: default, every entry of two
+    words counts as itself. variant, tagger: see ``chair_words.caption_words``."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise EvalInputError(f"synonym table {path!r} does not exist; expected one object a line: 'name, synonym, ...'")
@@ -144,7 +132,7 @@ def read_synonyms(path: str | os.PathLike, double_words: dict[str, str] | None =
         for number, line in enumerate(f, 1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
-            entries = [entry.strip() for entry in line.split(",") if entry.strip()]
+            entries = [entry for entry in line.strip().split(", ") if entry]
             name = entries[0]
             if name in objects:
                 raise EvalInputError(f"{path}, line {number}: object {name!r} already has a line")
@@ -154,13 +142,13 @@ def read_synonyms(path: str | os.PathLike, double_words: dict[str, str] | None =
     if not objects:
         raise EvalInputError(f"synonym table {path!r} lists no objects")
     if double_words is None:
-        double_words = {entry: entry for entry in synonyms if len(entry.split()) == 2}
-    return ObjectVocabulary(synonyms, double_words, objects)
+        double_words = {entry: entry for entry in synonyms if len(entry.split(" ")) == 2 and "" not in entry.split(" ")}
+    return ObjectVocabulary(synonyms, double_words, objects, chair_words.caption_words(variant, tagger))
 
 
-def coco_vocabulary() -> ObjectVocabulary:
-    """CHAIR's COCO table with CHAIR's double words and special cases."""
-    return read_synonyms(COCO_SYNONYMS_PATH, coco_double_words())
+def coco_vocabulary(variant: str = DEFAULT_CHAIR_VARIANT, tagger: Tagger | None = None) -> ObjectVocabulary:
+    """CHAIR's COCO table with CHAIR's double words and special cases, words found as ``variant`` finds them."""
+    return read_synonyms(COCO_SYNONYMS_PATH, coco_double_words(), variant, tagger)
 
 
 # ---- COCO annotation files -------------------------------------------------------------------------------------------
@@ -296,18 +284,18 @@ def sample_images(instances: CocoInstances, count: int, seed: int) -> list[int]:
 
 def caption_report(caption: str, truth: set[str], vocabulary: ObjectVocabulary) -> dict:
     """One caption scored: its mentions, which are hallucinated, which true objects it names, its length."""
-    mentions = vocabulary.mentions(caption)
+    words, mentions = vocabulary.analyse(caption)
     return {
         "mentions": [obj for _, obj in mentions],
         "hallucinated": [obj for _, obj in mentions if obj not in truth],
         "covered": sorted({obj for _, obj in mentions if obj in truth}),
         "truth": sorted(truth),
-        "words": len(vocabulary.words(caption)),
+        "words": len(words),
     }
 
 
 def chair_metrics(reports: list[dict]) -> dict[str, float | int]:
-    """CHAIR_s, CHAIR_i, recall (fractions) and the mean length in words over ``caption_report`` results."""
+    """CHAIR_s, CHAIR_i, recall (fractions) and the mean length in tokens over ``caption_report`` results."""
     n = len(reports)
     mentions = sum(len(r["mentions"]) for r in reports)
     hallucinated_mentions = sum(len(r["hallucinated"]) for r in reports)

@@ -13,6 +13,7 @@ from decoding.sampling import SamplingConfig
 
 from . import mme, pope
 from .benchmarks import CHAIR_PROMPT, DEFAULT_MAX_NEW_TOKENS, chair_benchmark, mme_benchmark, pope_benchmark
+from .chair_words import CHAIR_VARIANTS, DEFAULT_CHAIR_VARIANT, NLTK_DOWNLOAD
 from .errors import EvalInputError
 
 _DESCRIPTION = """\
@@ -155,7 +156,8 @@ def _add_chair(benchmarks, common: argparse.ArgumentParser) -> None:
     c = benchmarks.add_parser(
         "chair", parents=[common], formatter_class=_HelpFormatter,
         help="CHAIR: object hallucination in image descriptions",
-        description="CHAIR (Rohrbach et al. 2018) on COCO images: CHAIR_s, CHAIR_i, recall and mean length in words.")
+        description="CHAIR (Rohrbach et al. 2018) on COCO images: CHAIR_s, CHAIR_i, recall and mean length in tokens, "
+                    "computed exactly as the chosen reference chair.py computes them (--chair-variant).")
     c.add_argument("--images", required=True, metavar="DIR", help="folder of the COCO images (val2014)")
     c.add_argument("--instances", required=True, metavar="FILE", help="COCO instances file (instances_val2014.json)")
     c.add_argument("--captions", default=None, metavar="FILE",
@@ -171,6 +173,12 @@ def _add_chair(benchmarks, common: argparse.ArgumentParser) -> None:
     c.add_argument("--synonyms", default=None, metavar="FILE",
                    help="another object synonym table, one object a line: 'name, synonym, ...' (default: CHAIR's "
                         "COCO table, eval/data/coco_synonyms.txt)")
+    c.add_argument("--chair-variant", default=DEFAULT_CHAIR_VARIANT, choices=list(CHAIR_VARIANTS),
+                   help="which reference chair.py to reproduce: "
+                        + "; ".join(f"{name} = {text}" for name, text in CHAIR_VARIANTS.items())
+                        + f" (default: {DEFAULT_CHAIR_VARIANT}, the numbers the LVLM papers print; it needs nltk's "
+                          f"tagger and WordNet, fetched once with `{NLTK_DOWNLOAD}`). Scoring only: rerun with the "
+                          "other variant and the same --out to rescore the stored answers without decoding")
 
 
 def _add_mme(benchmarks, common: argparse.ArgumentParser) -> None:
@@ -193,7 +201,7 @@ def build_benchmark(args: argparse.Namespace):
         return pope_benchmark(args.questions, args.images, args.prompt_suffix, args.limit)
     if args.benchmark == "chair":
         return chair_benchmark(args.images, args.instances, args.captions, args.image_list, args.num_images,
-                               args.sample_seed, args.prompt, args.synonyms, args.limit)
+                               args.sample_seed, args.prompt, args.synonyms, args.limit, args.chair_variant)
     subtasks = [s.strip() for s in args.subtasks.split(",") if s.strip()]
     return mme_benchmark(args.root, subtasks, args.prompt_suffix, args.limit)
 

@@ -115,7 +115,7 @@ def test_help_documents_every_option(capsys):
     expected = {
         "pope": ["--questions", "--images", "--prompt-suffix", "one-word", "single-word-or-phrase"],
         "chair": ["--instances", "--captions", "--image-list", "--num-images", "--sample-seed", "--prompt",
-                  "--synonyms"],
+                  "--synonyms", "--chair-variant", "lvlm", "original"],
         "mme": ["--root", "--subtasks", "--prompt-suffix"],
     }
     common = ["--model", "--out", "--method", "--device", "--dtype", "--quantization", "--limit", "--max-new-tokens",
@@ -263,26 +263,56 @@ def test_sharded_run_equals_single_process_run(model_dir, data, sharded_run, tmp
     assert (sharded / "metrics.md").read_text() == (single / "metrics.md").read_text()
 
 
-def test_chair_command_end_to_end(model_dir, data, tmp_path, capsys):
+def _hand_tagger(tokens):
+    """In place of nltk.pos_tag, whose tagger data CI does not download: every token a noun."""
+    return [(token, "NN") for token in tokens]
+
+
+def chair_args(model_dir, data, out, *extra):
+    return ["chair", "--model", model_dir, "--images", data["images"], "--instances", data["instances"],
+            "--captions", data["captions"], "--num-images", "3", "--limit", "2", "--method", "icd",
+            "--max-new-tokens", "6", "--out", str(out), "--no-progress", *extra]
+
+
+def test_chair_command_end_to_end(model_dir, data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("eval.chair_words.nltk_tagger", lambda: _hand_tagger)
     out = tmp_path / "chair"
-    assert main(["chair", "--model", model_dir, "--images", data["images"], "--instances", data["instances"],
-                 "--captions", data["captions"], "--num-images", "3", "--limit", "2", "--method", "icd",
-                 "--max-new-tokens", "6", "--out", str(out), "--no-progress"]) == 0
+    assert main(chair_args(model_dir, data, out)) == 0  # the default variant: lvlm
     printed = capsys.readouterr().out
-    assert "| Method | CHAIR_s | CHAIR_i | Recall | Words | Images |" in printed
+    assert "### CHAIR, lvlm variant (the LVLM papers' chair.py: nltk part-of-speech tags, WordNet lemmas)" in printed
+    assert "| Method | CHAIR_s | CHAIR_i | Recall | Len | Images |" in printed
     answers = read_jsonl(out / "answers.jsonl")
     assert [a["image"] for a in answers] == ["COCO_val2014_000000000001.jpg", "COCO_val2014_000000000002.jpg"]
     assert all(a["prompt"] == "Please describe this image in detail." for a in answers)
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["settings"]["image_ids"] == [1, 2]
-    vocabulary = coco_vocabulary()
     truth = {"COCO_val2014_000000000001.jpg": {"dog", "couch"}, "COCO_val2014_000000000002.jpg": {"person"}}
-    for side in ("baseline", "icd"):
-        reports = [caption_report(a["answers"][side], truth[a["image"]], vocabulary) for a in answers]
-        assert metrics["metrics"][side]["n"] == 2
-        assert metrics["metrics"][side]["truth_objects"] == 3
-        assert metrics["metrics"][side]["mentions"] == sum(len(r["mentions"]) for r in reports)
-        assert metrics["metrics"][side]["length"] == sum(r["words"] for r in reports) / 2
+    for variant in ("lvlm", "original"):
+        if variant == "original":  # the other variant rescores the stored answers: nothing is decoded again
+            assert main(chair_args(model_dir, data, out, "--chair-variant", "original")) == 0
+            printed = capsys.readouterr().out
+            assert "CHAIR, original variant (Rohrbach et al.'s chair.py: pattern's singularize)" in printed
+            assert "decoded 0 requests now, 2 were already done" in printed
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["settings"]["image_ids"] == [1, 2]
+        assert metrics["settings"]["chair_variant"] == metrics["settings"]["chair_words"]["variant"] == variant
+        vocabulary = coco_vocabulary(variant, _hand_tagger if variant == "lvlm" else None)
+        for side in ("baseline", "icd"):
+            reports = [caption_report(a["answers"][side], truth[a["image"]], vocabulary) for a in answers]
+            assert metrics["metrics"][side]["n"] == 2
+            assert metrics["metrics"][side]["truth_objects"] == 3
+            assert metrics["metrics"][side]["mentions"] == sum(len(r["mentions"]) for r in reports)
+            assert metrics["metrics"][side]["length"] == sum(r["words"] for r in reports) / 2
+
+
+def test_chair_command_says_how_to_get_the_lvlm_variants_data(model_dir, data, tmp_path, capsys, monkeypatch):
+    import nltk
+
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])  # nltk finds no data of its own here
+    nltk.tag._get_tagger.cache_clear()
+    assert main(chair_args(model_dir, data, tmp_path / "chair")) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: CHAIR's lvlm variant needs nltk's part-of-speech tagger")
+    assert "`python -m nltk.downloader averaged_perceptron_tagger_eng wordnet`" in error
+    assert not (tmp_path / "chair").exists()  # refused before loading the model or decoding anything
 
 
 def test_mme_command_end_to_end(model_dir, data, tmp_path, capsys):

@@ -25,6 +25,7 @@ import random
 
 from models.shapes_world import world
 
+from ..pattern_inflect import singularize
 from . import evaluate
 
 SPLITS = ("random", "popular", "adversarial")
@@ -158,9 +159,11 @@ def write_chair(out: str, n: int, seed: int = 0) -> dict[str, str]:
     with open(files["captions"], "w", encoding="utf-8") as f:
         json.dump({"images": coco_images, "annotations": captions}, f)
     with open(files["synonyms"], "w", encoding="utf-8") as f:
-        f.write("# The shapes world's object kinds for CHAIR: name first, then its other forms.\n")
+        f.write("# The shapes world's object kinds for CHAIR: name first, then its other forms, and what the original\n"
+                "# CHAIR's singularize makes of them where that is another word (\"cross\" -> \"cros\").\n")
         for kind in world.KINDS:
-            f.write(f"{kind}, {world.PLURALS[kind]}\n")
+            forms = [kind, world.PLURALS[kind], singularize(kind), singularize(world.PLURALS[kind])]
+            f.write(", ".join(dict.fromkeys(forms)) + "\n")
     return files
 
 
