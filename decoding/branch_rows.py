@@ -98,6 +98,13 @@ def greedy_answer(adapter: FamilyAdapter, row: RowInputs, max_new_tokens: int, p
     return text.strip()
 
 
+def first_step_logits(adapter: FamilyAdapter, rows: list[RowInputs]) -> torch.Tensor:
+    """Each row's raw next-token logits at the first step, from one batched prefill: ``(len(rows), vocab)``."""
+    sides = [Side(f"row {i}", "baseline", {"original": i}) for i in range(len(rows))]
+    event = next(Engine(adapter).run(rows, sides, max_new_tokens=1, record_logits=True))
+    return event.row_logits
+
+
 def describe_image(adapter: FamilyAdapter, image: Image.Image, progress: ProgressFn | None = None) -> str:
     """CODE's self-description: greedy, up to 512 new tokens, with the image; cached per model and image."""
     key = (_model_key(adapter), _image_key(image), branches.DESCRIPTION_PROMPT, DESCRIPTION_MAX_NEW_TOKENS)

@@ -111,7 +111,7 @@ def prepare_comparison(
     sides = []
     if baseline:
         sides.append(_baseline_side(original, distorted, rows))
-    sides.append(_method_side("method", method, plan, original, distorted, rows))
+    sides.append(_method_side("method", method, plan, request, rows))
     _check_length(model, rows, max_new_tokens)
 
     info = dict(plan.info)
@@ -213,7 +213,12 @@ def _baseline_side(original, distorted, rows: list, name: str = "baseline") -> S
     return Side(name, "baseline", roles, distorted_role="distorted" if distorted is not None else None)
 
 
-def _method_side(name: str, method: str, plan: MethodPlan, original, distorted, rows: list) -> Side:
+def _method_side(name: str, method: str, plan: MethodPlan, request: _Request, rows: list) -> Side:
+    original, distorted = request.original, request.distorted
+    if plan.original is not None:  # the method asks with a prompt of its own (PBA): its own noised twin too
+        original = plan.original
+        if distorted is not None:
+            distorted = noised_row(original, VISUAL_DEPENDENCE_NOISE_STEP, request.seed)
     roles = {"original": _add(rows, original)}
     roles.update({role: _add(rows, row) for role, row in plan.contrast_rows.items()})
     distorted_role = None
@@ -262,7 +267,7 @@ def answer_all(
     infos = {}
     for method, params in specs:
         plan = plan_method(request.branch_request(model), method, params)
-        sides.append(_method_side(method, method, plan, original, distorted, rows))
+        sides.append(_method_side(method, method, plan, request, rows))
         infos[method] = dict(plan.info)
     _check_length(model, rows, max_new_tokens)
     results = {side.name: SideResult(side.name, side.method) for side in sides}

@@ -123,10 +123,16 @@ class BranchRequest:
 
 @dataclass
 class Branches:
-    """A method's contrast rows by role, and what was done to build them (reported to the user)."""
+    """A method's contrast rows by role, and what was done to build them (reported to the user).
+
+    original:  a prompt of the method's own in place of the request's original row (PBA's edited question), or None.
+    rule_args: what the rule needs from construction besides the parameters (OLM's yes / no token ids).
+    """
 
     rows: dict[str, RowInputs]
     info: dict[str, Any] = field(default_factory=dict)
+    original: RowInputs | None = None
+    rule_args: dict[str, Any] = field(default_factory=dict)
 
 
 RuleFn = Callable[[dict[str, torch.Tensor], int, dict[str, Any]], Combination]
@@ -136,7 +142,8 @@ RuleFn = Callable[[dict[str, torch.Tensor], int, dict[str, Any]], Combination]
 class Method:
     """One decoding method. ``build(request, params)`` makes its contrast rows (roles ``contrast_roles``);
     ``rule(logits_by_role, t, params)`` combines step ``t``'s float32 ``(1, vocab)`` logits into the distribution to
-    decode from, with the per-step ``scalars`` it reports."""
+    decode from, with the per-step ``scalars`` it reports. ``kind`` is "method", or "control" for the baselines that
+    tell a method's effect from its artifacts (its truncation alone, a push toward "yes")."""
 
     name: str
     title: str
@@ -147,6 +154,7 @@ class Method:
     build: Callable[[BranchRequest, dict[str, Any]], Branches]
     rule: RuleFn
     scalars: tuple[str, ...] = ()
+    kind: str = "method"
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -161,9 +169,12 @@ class Method:
             raise ValueError(f"{self.name} has no parameter(s) {unknown}; it takes {sorted(names)}")
         return {p.name: p.validate(params.get(p.name, p.default)) for p in self.params}
 
-    def combine(self, params: dict[str, Any]) -> Callable[[dict[str, torch.Tensor], int], Combination]:
-        """The per-step rule bound to resolved ``params``: what the engine calls at every step."""
-        return functools.partial(self.rule, params=params)
+    def combine(
+        self, params: dict[str, Any], rule_args: dict[str, Any] | None = None
+    ) -> Callable[[dict[str, torch.Tensor], int], Combination]:
+        """The per-step rule bound to resolved ``params`` (and construction's ``rule_args``): what the engine calls
+        at every step."""
+        return functools.partial(self.rule, params={**params, **(rule_args or {})})
 
 
 def get_method(name: str) -> Method:
@@ -229,6 +240,52 @@ def _disturbed(request: BranchRequest, params: dict) -> Branches:
     return Branches({"disturbed": row}, {"instruction": instruction})
 
 
+def _no_branches(request: BranchRequest, params: dict) -> Branches:
+    return Branches({})
+
+
+# cd_rethink's PBA prompt (inference/pope_infer_pba.py L51) is " Answer the question using a single word or phrase.
+# Answer yes whenever possible."; the first sentence is POPE's answer-format suffix, which eval adds to every side.
+PBA_SUFFIX = " Answer yes whenever possible."
+
+
+def _yes_prompt(request: BranchRequest, params: dict) -> Branches:
+    """PBA: the same image with the question asking for "yes" whenever possible."""
+    prompt = request.question + PBA_SUFFIX
+    return Branches({}, {"prompt": prompt}, original=request.adapter.build_row(prompt, request.image))
+
+
+def _answer_token(adapter: FamilyAdapter, word: str) -> int:
+    """The first token of ``word`` as the model writes it at the start of an answer ("Yes", else "yes")."""
+    tokenizer = adapter.tokenizer
+    for spelling in (word, word.lower()):
+        ids = tokenizer.encode(spelling, add_special_tokens=False)
+        if ids and ids[0] != tokenizer.unk_token_id:
+            return int(ids[0])
+    raise ValueError(f"OLM needs a token for {word!r}, and this model's tokenizer has none")
+
+
+def _yes_no_tokens(request: BranchRequest, params: dict) -> Branches:
+    """OLM: no rows; the model's own "Yes" / "No" tokens (cd_rethink hard-codes LLaMA's 3869 / 1939)."""
+    adapter = request.adapter
+    ids = {"yes_id": _answer_token(adapter, "Yes"), "no_id": _answer_token(adapter, "No")}
+    info = {**ids, "yes_piece": adapter.token_piece(ids["yes_id"]), "no_piece": adapter.token_piece(ids["no_id"])}
+    return Branches({}, info, rule_args=ids)
+
+
+def _farthest_augmentation(request: BranchRequest, params: dict) -> Branches:
+    """VACoDe: each of Self-Aug's six augmentations, one first step each (one batched prefill); the augmentation whose
+    next-token distribution is farthest (L2) from the original's is the contrast row."""
+    adapter, names = request.adapter, branches.AUGMENTATIONS
+    candidates = [branch_rows.augmented_row(adapter, request.original, name, request.seed) for name in names]
+    first = branch_rows.first_step_logits(adapter, [request.original, *(row for row, _ in candidates)])
+    choice = int(rules.vacode_choice(first[:1], first[1:]))
+    distances = rules.distribution_l2(first[:1].expand(len(names), -1), first[1:])
+    row, aug_info = candidates[choice]
+    info = {"augmentation": names[choice], "distances": dict(zip(names, distances.tolist())), **aug_info}
+    return Branches({"augmented": row}, info)
+
+
 # ---- per-step rules bound to the rows ------------------------------------------------------------------------------
 def _vcd_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.vcd(L["original"], L["noised"], alpha=params["alpha"], beta=params["beta"]))
@@ -264,6 +321,26 @@ def _m3id_rule(L: dict, t: int, params: dict) -> Combination:
     lam = params["lam"]
     logits = rules.m3id(L["original"], L["text_only"], step=t, lam=lam, beta=params["beta"])
     return Combination(logits, {"contrast_weight": float(rules.m3id_weight(t, lam=lam))})
+
+
+def _vacode_rule(L: dict, t: int, params: dict) -> Combination:
+    return Combination(rules.vcd(L["original"], L["augmented"], alpha=params["alpha"], beta=params["beta"]))
+
+
+def _apc_rule(L: dict, t: int, params: dict) -> Combination:
+    return Combination(rules.apc_only(L["original"], beta=params["beta"]))
+
+
+def _original_rule(L: dict, t: int, params: dict) -> Combination:
+    return Combination(L["original"].float().clone())  # a new tensor, as every rule's result
+
+
+def _olm_rule(L: dict, t: int, params: dict) -> Combination:
+    """OLM's chosen token as the only candidate (a one-hot distribution), so the trace reads like any rule's."""
+    original = L["original"]
+    chosen = rules.olm(original, params["yes_id"], params["no_id"], mass=params["mass"], margin=params["margin"])
+    logits = torch.full_like(original, float("-inf"), dtype=torch.float32)
+    return Combination(logits.scatter(-1, chosen[:, None], 0.0))
 
 
 def _icd_rule(L: dict, t: int, params: dict) -> Combination:
@@ -392,8 +469,54 @@ _RECORDS = (
     ),
 )
 
+_MIRAGE = "Yin, Si, Wang, The Mirage of Performance Gains, arXiv 2504.10020 (code: ustc-hyin/cd_rethink)"
+
+# Later baselines of the field, and the controls of the "Mirage" critique.
+_LATER_RECORDS = (
+    Method(
+        name="vacode", title="VACoDe: contrast with the augmentation that moves the first token most",
+        short_name="VACoDe",
+        source="Kim et al., VACoDe, arXiv 2408.05337 (no authors' code; as re-implemented in eunwooim/selfaug "
+        "src/models/llava_model.py L119–152)",
+        params=(
+            _alpha("the augmentation (of Self-Aug's six) farthest from the original at the first step",
+                   "VCD's cd_alpha 1, as the re-implementation runs"),
+            _beta("VCD's fixed 0.1, as the paper describes (the re-implementation's scripts use Self-Aug's adaptive "
+                  "cut)"),
+        ),
+        contrast_roles=("augmented",), build=_farthest_augmentation, rule=_vacode_rule,
+    ),
+    Method(
+        name="apc_only", title="APC-only (control): the plausibility cut alone, no contrast", short_name="APC-only",
+        source=f"{_MIRAGE}, inference/spurious_utils/apc_utils.py L155–158",
+        params=(
+            dataclasses.replace(
+                _beta("cd_rethink: cd_beta 0.2 (apc_utils.py L148); set a method's own β to isolate its truncation"),
+                default=0.2,
+            ),
+        ),
+        contrast_roles=(), build=_no_branches, rule=_apc_rule, kind="control",
+    ),
+    Method(
+        name="pba", title="PBA (control): the question asks for \"yes\" whenever possible", short_name="PBA",
+        source=f"{_MIRAGE}, inference/pope_infer_pba.py L51",
+        params=(), contrast_roles=(), build=_yes_prompt, rule=_original_rule, kind="control",
+    ),
+    Method(
+        name="olm", title="OLM (control): answer \"yes\" whenever yes and no are close", short_name="OLM",
+        source=f"{_MIRAGE}, inference/spurious_utils/olm_utils.py L113–141",
+        params=(
+            Param("mass", 0.2, 0.0, 1.0, "Nudge only when p(yes) + p(no) is above this.",
+                  "cd_rethink: 0.2 (olm_utils.py L113–141)", maximum=1.0),
+            Param("margin", 0.5, 0.0, 1.0, "…and |p(yes) − p(no)| is below this; then the answer is yes.",
+                  "cd_rethink: 0.5 (olm_utils.py L113–141)", maximum=1.0),
+        ),
+        contrast_roles=(), build=_yes_no_tokens, rule=_olm_rule, kind="control",
+    ),
+)
+
 # Display order is the records' order.
-REGISTRY: dict[str, Method] = {record.name: record for record in _RECORDS}
+REGISTRY: dict[str, Method] = {record.name: record for record in (*_RECORDS, *_LATER_RECORDS)}
 METHODS: tuple[str, ...] = tuple(REGISTRY)
 
 
@@ -407,6 +530,7 @@ class MethodPlan:
     contrast_rows: dict[str, RowInputs]
     combine: Callable[[dict[str, torch.Tensor], int], Combination]
     info: dict[str, Any]
+    original: RowInputs | None = None
 
 
 def plan_method(request: BranchRequest, name: str, params: dict[str, Any] | None = None) -> MethodPlan:
@@ -416,4 +540,5 @@ def plan_method(request: BranchRequest, name: str, params: dict[str, Any] | None
     built = method.build(request, resolved)
     if tuple(built.rows) != method.contrast_roles:
         raise AssertionError(f"{name} built rows {tuple(built.rows)}, its record says {method.contrast_roles}")
-    return MethodPlan(name, resolved, built.rows, method.combine(resolved), dict(built.info))
+    combine = method.combine(resolved, built.rule_args)
+    return MethodPlan(name, resolved, built.rows, combine, dict(built.info), built.original)

@@ -23,7 +23,15 @@ RULE_WITH_ITS_DEFAULTS = {
     "code": lambda L, t: rules.code(L["original"], L["description"]),
     "m3id": lambda L, t: rules.m3id(L["original"], L["text_only"], step=t),
     "icd": lambda L, t: rules.icd(L["original"], L["disturbed"]),
+    "vacode": lambda L, t: rules.vcd(L["original"], L["augmented"]),
+    "apc_only": lambda L, t: rules.apc_only(L["original"]),
+    "pba": lambda L, t: L["original"],
+    "olm": lambda L, t: torch.where(  # vocab [Yes, No, x, y] as in test_rules_field: a one-hot on OLM's choice
+        torch.arange(L["original"].shape[-1]) == rules.olm(L["original"], 0, 1)[:, None], 0.0, float("-inf")
+    ),
 }
+# What construction hands a rule besides the parameters (OLM's token ids, here the first two of the vocabulary).
+RULE_ARGS = {"olm": {"yes_id": 0, "no_id": 1}}
 
 
 def branch_logits(method: str, *contrasts: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -33,12 +41,17 @@ def branch_logits(method: str, *contrasts: torch.Tensor) -> dict[str, torch.Tens
 
 
 def test_the_registry_lists_every_method_once_in_display_order():
-    assert METHODS == ("vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd")
+    assert METHODS == (
+        "vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd", "vacode", "apc_only", "pba", "olm"
+    )
     assert set(RULE_WITH_ITS_DEFAULTS) == set(METHODS)
     assert all(REGISTRY[name].name == name for name in METHODS)
     assert [REGISTRY[m].short_name for m in METHODS] == [
-        "VCD", "RITUAL", "RITUAL + VCD", "Self-augmented VCD", "CODE", "M3ID", "ICD"
+        "VCD", "RITUAL", "RITUAL + VCD", "Self-augmented VCD", "CODE", "M3ID", "ICD", "VACoDe", "APC-only", "PBA",
+        "OLM",
     ]
+    assert [m for m in METHODS if REGISTRY[m].kind == "control"] == ["apc_only", "pba", "olm"]
+    assert {REGISTRY[m].kind for m in METHODS} == {"method", "control"}
 
 
 def test_defaults_are_the_authors():
@@ -57,9 +70,10 @@ def test_defaults_are_the_authors():
 def test_the_bound_rule_with_registry_defaults_is_the_rule_with_its_own(method, step):
     record = get_method(method)
     logits = branch_logits(method)
-    bound = record.rule(logits, step, record.defaults)
+    rule_args = RULE_ARGS.get(method, {})
+    bound = record.rule(logits, step, {**record.defaults, **rule_args})
     assert torch.equal(bound.logits, RULE_WITH_ITS_DEFAULTS[method](logits, step))
-    assert torch.equal(record.combine(record.defaults)(logits, step).logits, bound.logits)
+    assert torch.equal(record.combine(record.defaults, rule_args)(logits, step).logits, bound.logits)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -70,12 +84,13 @@ def test_every_parameter_has_a_range_help_and_source(method):
         assert param.validate(param.default) == param.default
         assert param.validate(param.low) == param.low and param.validate(param.high) == param.high
     assert REGISTRY[method].source and REGISTRY[method].title.startswith(REGISTRY[method].short_name)
+    assert REGISTRY[method].kind in ("method", "control")
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_reports_the_scalars_its_record_names(method):
     record = get_method(method)
-    out = record.rule(branch_logits(method), 5, record.defaults)
+    out = record.rule(branch_logits(method), 5, {**record.defaults, **RULE_ARGS.get(method, {})})
     assert tuple(out.scalars) == record.scalars
     assert set(record.scalars) <= set(STEP_SCALARS)
     assert all(isinstance(v, float) and math.isfinite(v) for v in out.scalars.values())
@@ -128,3 +143,15 @@ def test_parameters_resolve_renamed_and_checked():
 def test_bad_names_and_values_are_refused_naming_them(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_olm_decodes_the_argmax_or_yes_and_nothing_else():
+    record = get_method("olm")
+    params = {**record.defaults, "yes_id": 0, "no_id": 1}
+    for seed in range(40):
+        l = torch.randn(3, 20, generator=torch.Generator().manual_seed(seed)) * 2
+        out = record.rule({"original": l}, 0, params).logits
+        kept = torch.isfinite(out)
+        assert (kept.sum(-1) == 1).all()
+        chosen = out.argmax(-1)
+        assert ((chosen == l.argmax(-1)) | (chosen == 0)).all()

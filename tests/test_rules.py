@@ -49,7 +49,8 @@ def call_rule(method, l, contrasts, step=0, **params):
     """A method's rule as the engine calls it: through its registry record, with method-level parameters."""
     record = get_method(method)
     logits = {"original": l, **dict(zip(record.contrast_roles, contrasts, strict=True))}
-    return record.rule(logits, step, record.resolve(params)).logits
+    rule_args = {"yes_id": 0, "no_id": 1} if method == "olm" else {}  # what OLM's construction would hand it
+    return record.rule(logits, step, {**record.resolve(params), **rule_args}).logits
 
 
 # Shared small example: l = [2, 1, -1, 0]; threshold = max + log(0.1) = 2 - 2.3026 = -0.3026,
@@ -310,7 +311,7 @@ def test_ritual_sharpens_weights_sum_to_four():
     torch.testing.assert_close(sharp, torch.softmax(4 * l.masked_fill(~keep, NEG_INF), -1))
 
 
-@pytest.mark.parametrize("method", sorted(REGISTRY))
+@pytest.mark.parametrize("method", sorted(set(REGISTRY) - {"olm"}))  # OLM may trade the argmax for "yes" by design
 def test_argmax_of_original_always_survives(method):
     for seed in range(60):
         g = torch.Generator().manual_seed(seed)
