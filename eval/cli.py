@@ -62,6 +62,13 @@ def parse_method(spec: str) -> tuple[str, dict[str, float | int]]:
         raise EvalInputError(f"--method {spec!r}: {e}") from None
 
 
+def control_methods() -> list[tuple[str, dict]]:
+    """Every control of the registry with its defaults, in the registry's order."""
+    from decoding.methods import REGISTRY
+
+    return [(name, record.defaults) for name, record in REGISTRY.items() if record.kind == "control"]
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -108,6 +115,10 @@ def _common_options() -> argparse.ArgumentParser:
     run.add_argument("--method", action="append", default=[], metavar="NAME[:k=v,...]",
                      help=f"a decoding method to compare with the baseline, repeatable; one of {', '.join(METHODS)}"
                           "; parameters after a colon, e.g. ritual:alpha_pos=2,beta=0.1 (defaults: the papers')")
+    run.add_argument("--controls", action="store_true",
+                     help="also decode every control beside the methods (APC-only, PBA, OLM: the plausibility cut "
+                          "alone, a push toward 'yes' by the prompt, and at the output), with their defaults, so "
+                          "each table shows what a method's truncation or a yes-bias alone would give")
     run.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda if available, else cpu; "
                                                     "under accelerate launch, each process's own GPU)")
     run.add_argument("--dtype", default=None,
@@ -215,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         names = [name for name, _ in methods]
         if len(set(names)) != len(names):
             raise EvalInputError(f"each method may be given once, got {names}; compare settings in separate runs")
+        if args.controls:
+            methods += [(name, params) for name, params in control_methods() if name not in names]
         from .runner import RunConfig, run_benchmark
 
         config = RunConfig(

@@ -118,8 +118,8 @@ def test_help_documents_every_option(capsys):
                   "--synonyms", "--chair-variant", "lvlm", "original"],
         "mme": ["--root", "--subtasks", "--prompt-suffix"],
     }
-    common = ["--model", "--out", "--method", "--device", "--dtype", "--quantization", "--limit", "--max-new-tokens",
-              "--do-sample", "--temperature", "--top-p", "--top-k", "--seed", "--no-progress"]
+    common = ["--model", "--out", "--method", "--controls", "--device", "--dtype", "--quantization", "--limit",
+              "--max-new-tokens", "--do-sample", "--temperature", "--top-p", "--top-k", "--seed", "--no-progress"]
     for benchmark, options in expected.items():
         with pytest.raises(SystemExit):
             main([benchmark, "--help"])
@@ -326,3 +326,17 @@ def test_mme_command_end_to_end(model_dir, data, tmp_path, capsys):
         assert (existence["questions"], existence["images"]) == (4, 2)
         assert existence["score"] == pytest.approx(100 * existence["acc"] + 100 * existence["acc_plus"])
         assert metrics["metrics"][side]["total"] == pytest.approx(existence["score"])
+
+
+def test_controls_join_every_table_with_their_defaults(model_dir, data, tmp_path, capsys):
+    out = tmp_path / "pope-controls"
+    args = pope_args(model_dir, data, out, "--method", "vcd", "--method", "apc_only:beta=0.1", "--controls")
+    assert main(args + ["--limit", "1"]) == 0
+    table = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    for split in metrics["metrics"].values():
+        assert list(split) == ["baseline", "vcd", "apc_only", "pba", "olm"]
+        assert all("yes_ratio" in side for side in split.values())
+    assert all(f"| random | {name} |" in table for name in ("apc_only", "pba", "olm"))
+    settings = json.loads((out / "run.json").read_text())
+    assert ["apc_only", {"beta": 0.1}] in settings["fingerprint"]["methods"]  # given by hand: kept, not the default
