@@ -52,6 +52,9 @@ class Side:
     roles:          role name -> index into the run's rows; "original" is required.
     combine:        rule turning the roles' float32 (1, vocab) logits at a step into the distribution to decode from.
     distorted_role: the role whose row holds a distorted image, for visual dependence (None: not measured).
+    layers:         hidden-state indices (0 = the embeddings, as in transformers' ``hidden_states``) whose early-exit
+                    logits of the original row, ``lm_head(h_j)`` with no final norm (DoLa's premature layers), the
+                    rule also receives, as ``"layer j"``; they are not rows and are not traced.
     """
 
     name: str
@@ -59,6 +62,7 @@ class Side:
     roles: dict[str, int]
     combine: Combine = original_only
     distorted_role: str | None = None
+    layers: tuple[int, ...] = ()
 
     def __post_init__(self):
         if "original" not in self.roles:
@@ -85,13 +89,21 @@ class StepEvent:
 class _RowGroup:
     """Rows that share one batched forward and one batched KV cache (row i of the cache belongs to row i only)."""
 
-    def __init__(self, adapter: FamilyAdapter, row_ids: list[int], rows: list[RowInputs], attention_rows: set[int]):
+    def __init__(
+        self,
+        adapter: FamilyAdapter,
+        row_ids: list[int],
+        rows: list[RowInputs],
+        attention_rows: set[int],
+        layer_rows: dict[int, tuple[int, ...]] | None = None,
+    ):
         self.adapter = adapter
         self.model = adapter.model
         self.device = adapter.device
         self.row_ids = list(row_ids)
         self.rows = [rows[i] for i in row_ids]
         self.attention_rows = attention_rows
+        self.layer_rows = layer_rows or {}
         self.cache = None
         lengths = [r.length for r in self.rows]
         self.width = max(lengths)
@@ -133,7 +145,11 @@ class _RowGroup:
         vision = self.adapter.batch_vision_kwargs(vision_rows) if vision_rows else {}
         return self.adapter.to_model(tokens), self.adapter.to_model(vision)
 
-    def _forward(self, want_attention: bool, **inputs):
+    def _forward(self, want_attention: bool, layers: list[int] | None = None, **inputs):
+        """(last-position logits, attentions or None, {layer: last-position hidden states} for ``layers``)."""
+        # All hidden states, not transformers 5's list of indices: that list reaches the vision tower too, which then
+        # drops the layer LLaVA takes its image features from.
+        extra = {"output_hidden_states": True} if layers else {}
         with torch.inference_mode():
             out = self.model(
                 **inputs,
@@ -142,28 +158,52 @@ class _RowGroup:
                 logits_to_keep=1,
                 output_attentions=want_attention,
                 return_dict=True,
+                **extra,
             )
         self.cache = out.cache
-        return out.logits[:, -1, :].float(), (out.attentions if want_attention else None)
+        hidden = {j: out.hidden_states[j][:, -1, :] for j in layers} if layers else {}
+        return out.logits[:, -1, :].float(), (out.attentions if want_attention else None), hidden
+
+    def _wanted_layers(self) -> list[int] | None:
+        """Every hidden-state index some row of this group needs, or None."""
+        wanted = {j for row in self.row_ids for j in self.layer_rows.get(row, ())}
+        return sorted(wanted) or None
+
+    def _layer_logits(self, hidden: dict[int, torch.Tensor]) -> dict[int, dict[int, torch.Tensor]]:
+        """Row id -> {layer: early-exit logits (vocab,)}: the output head on that layer's last hidden state, with no
+        final norm, as DoLa computes it (voidism/DoLa modeling_llama.py L699–704)."""
+        head = self.model.get_output_embeddings()
+        out = {}
+        with torch.inference_mode():
+            for local, row_id in enumerate(self.row_ids):
+                layers = self.layer_rows.get(row_id, ())
+                if layers and hidden:
+                    states = torch.stack([hidden[j][local] for j in layers])
+                    out[row_id] = dict(zip(layers, head(states).float(), strict=True))
+        return out
 
     # -- running -------------------------------------------------------------------------------------------------
-    def prefill(self, attention_layers) -> tuple[torch.Tensor, dict[int, dict]]:
+    def prefill(self, attention_layers) -> tuple[torch.Tensor, dict[int, dict], dict]:
         """Prefill the distinct prompts once, then fork the cache so every row has its own copy."""
         unique, index = _distinct_rows(self.rows)
         tokens, vision = self._padded_prompt([self.rows[i] for i in unique])
         want_attention = attention_layers is not None and bool(self.attention_rows & set(self.row_ids))
+        want_layers = self._wanted_layers()
         if want_attention:
             # The first token's attention is that of the last prompt position; asking every prefill position for its
             # attention would cost (rows x heads x L x L) per layer, so the last position runs as its own chunk.
             self._forward(False, **{k: v[..., :-1] for k, v in tokens.items()}, **vision)
             last = {k: tokens[k][..., -1:] for k in ("input_ids", "position_ids")}
-            logits, attentions = self._forward(True, **last, attention_mask=tokens["attention_mask"])
+            logits, attentions, hidden = self._forward(
+                True, want_layers, **last, attention_mask=tokens["attention_mask"]
+            )
         else:
-            logits, attentions = self._forward(False, **tokens, **vision)
+            logits, attentions, hidden = self._forward(False, want_layers, **tokens, **vision)
         fork = torch.tensor(index, device=self.device)
         if len(unique) != len(self.rows):
             self.cache.reorder_cache(fork)
         logits = logits.index_select(0, fork)
+        hidden = {j: h.index_select(0, fork) for j, h in hidden.items()}
         if attentions is not None:
             attentions = tuple(a.index_select(0, fork) for a in attentions)
         self.attention_mask = tokens["attention_mask"].index_select(0, fork)
@@ -171,9 +211,9 @@ class _RowGroup:
         last = positions.amax(dim=(0, 2)) if positions.dim() == 3 else positions.amax(dim=1)
         self.next_position = last.index_select(0, fork) + 1
         self.mrope = positions.dim() == 3
-        return logits, self._attention_maps(attentions, attention_layers)
+        return logits, self._attention_maps(attentions, attention_layers), self._layer_logits(hidden)
 
-    def step(self, tokens_by_row: dict[int, int], attention_layers) -> tuple[torch.Tensor, dict[int, dict]]:
+    def step(self, tokens_by_row: dict[int, int], attention_layers) -> tuple[torch.Tensor, dict[int, dict], dict]:
         """Feed each row its side's chosen token."""
         tokens = torch.tensor([tokens_by_row[row] for row in self.row_ids])
         n = len(self.row_ids)
@@ -184,14 +224,15 @@ class _RowGroup:
         if self.mrope:
             position_ids = position_ids[None].expand(3, n, 1)
         want_attention = attention_layers is not None and bool(self.attention_rows & set(self.row_ids))
-        logits, attentions = self._forward(
+        logits, attentions, hidden = self._forward(
             want_attention,
+            self._wanted_layers(),
             input_ids=tokens.to(self.device)[:, None],
             attention_mask=self.attention_mask,
             position_ids=position_ids,
         )
         self.next_position = self.next_position + 1
-        return logits, self._attention_maps(attentions, attention_layers)
+        return logits, self._attention_maps(attentions, attention_layers), self._layer_logits(hidden)
 
     def keep(self, keep_ids: list[int]) -> None:
         """Drop the rows not in ``keep_ids`` (their side finished): they stop costing work."""
@@ -263,17 +304,18 @@ class Engine:
         warpers = sampling.warpers() if sampling.do_sample else None
         generators = {side.name: torch.Generator().manual_seed(sampling.seed) for side in sides}
         attention_rows = {side.roles["original"] for side in sides} if attention_layers is not None else set()
+        layer_rows = {side.roles["original"]: side.layers for side in sides if side.layers}
         row_side = {row: side for side in sides for row in side.roles.values()}
         row_ids = list(range(len(rows)))
         groups = (
-            [_RowGroup(adapter, row_ids, rows, attention_rows)]
+            [_RowGroup(adapter, row_ids, rows, attention_rows, layer_rows)]
             if batched
-            else [_RowGroup(adapter, [i], rows, attention_rows) for i in row_ids]
+            else [_RowGroup(adapter, [i], rows, attention_rows, layer_rows) for i in row_ids]
         )
         state = {side.name: _SideState(side, adapter) for side in sides}
         eager = attention_layers is not None
         with _eager_attention(adapter.model) if eager else contextlib.nullcontext():
-            logits, attention = self._gather(groups, len(rows), lambda g: g.prefill(attention_layers))
+            logits, attention, layers = self._gather(groups, len(rows), lambda g: g.prefill(attention_layers))
             for step in range(max_new_tokens):
                 if should_stop is not None and should_stop():
                     for s in state.values():
@@ -284,7 +326,7 @@ class Engine:
                 for name, s in state.items():
                     if s.finished:
                         continue
-                    token_trace = s.choose(logits, step, warpers, generators[name], attention)
+                    token_trace = s.choose(logits, step, warpers, generators[name], attention, layers)
                     event.tokens[name] = token_trace
                     if token_trace.token_id in eos:
                         event.finished[name] = s.finish("eos")
@@ -300,7 +342,7 @@ class Engine:
                     groups = [g for g in groups if g.row_ids]
                 tokens_by_row = {row: state[row_side[row].name].tokens[-1] for row in row_ids}
                 yield event
-                logits, attention = self._gather(
+                logits, attention, layers = self._gather(
                     groups, len(rows), lambda g, chosen=tokens_by_row: g.step(chosen, attention_layers)
                 )
 
@@ -309,13 +351,15 @@ class Engine:
         """Run ``call`` on every group and put the rows' logits back in global row order (NaN for gone rows)."""
         logits = None
         attention: dict[int, dict] = {}
+        layers: dict[int, dict] = {}
         for group in groups:
-            group_logits, group_attention = call(group)
+            group_logits, group_attention, group_layers = call(group)
             if logits is None:
                 logits = torch.full((n_rows, group_logits.shape[-1]), float("nan"), device=group_logits.device)
             logits[torch.tensor(group.row_ids, device=logits.device)] = group_logits
             attention.update(group_attention)
-        return logits, attention
+            layers.update(group_layers)
+        return logits, attention, layers
 
 
 class _SideState:
@@ -333,10 +377,11 @@ class _SideState:
         self.finished, self.stop_reason = True, reason
         return reason
 
-    def choose(self, logits: torch.Tensor, step: int, warpers, generator, attention) -> TokenTrace:
+    def choose(self, logits: torch.Tensor, step: int, warpers, generator, attention, layers) -> TokenTrace:
         side = self.side
         branch_logits = {role: logits[row][None] for role, row in side.roles.items()}
-        combination = side.combine(branch_logits, step)
+        early_exits = layers.get(side.roles["original"], {})
+        combination = side.combine({**branch_logits, **{f"layer {j}": v[None] for j, v in early_exits.items()}}, step)
         final_logits = combination.logits.float()
         if warpers is not None:
             final_logits = warpers(None, final_logits)

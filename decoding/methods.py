@@ -100,6 +100,11 @@ STEP_SCALARS = {
         "this step's contrast weight in out = (1+α_t)·l − α_t·l′ (CODE: 1 − BD; M3ID: (1−γ_t)/γ_t, as "
         "l + (l − l_u)·(1−γ_t)/γ_t is that form)",
     ),
+    "premature_layer": StepScalar(
+        "j*",
+        "DoLa's premature layer at this step: the candidate whose early-exit distribution is farthest (JSD) from the "
+        "final layer's (a hidden-state index: 0 = the embeddings)",
+    ),
     "plausibility_cut": StepScalar(
         "β_t",
         "this step's plausibility cut: tokens with p < β_t·max(p) under the original branch are dropped "
@@ -127,12 +132,14 @@ class Branches:
 
     original:  a prompt of the method's own in place of the request's original row (PBA's edited question), or None.
     rule_args: what the rule needs from construction besides the parameters (OLM's yes / no token ids).
+    layers:    hidden-state indices whose early-exit logits the rule receives as "layer j" (DoLa's candidates).
     """
 
     rows: dict[str, RowInputs]
     info: dict[str, Any] = field(default_factory=dict)
     original: RowInputs | None = None
     rule_args: dict[str, Any] = field(default_factory=dict)
+    layers: tuple[int, ...] = ()
 
 
 RuleFn = Callable[[dict[str, torch.Tensor], int, dict[str, Any]], Combination]
@@ -286,6 +293,31 @@ def _farthest_augmentation(request: BranchRequest, params: dict) -> Branches:
     return Branches({"augmented": row}, info)
 
 
+def dola_candidate_layers(num_layers: int, high: bool, tied_embeddings: bool) -> tuple[int, ...]:
+    """DoLa's candidate premature layers as transformers' ``dola_layers="low" / "high"`` chose them (the
+    transformers-community/dola ``custom_generate`` code): the lower or upper half's even layers (for more than 40
+    layers, the first or last 20), skipping the embeddings (index 0) when the output head shares their weights.
+
+    >>> dola_candidate_layers(32, high=False, tied_embeddings=False), dola_candidate_layers(32, True, False)[:3]
+    ((0, 2, 4, 6, 8, 10, 12, 14), (16, 18, 20))
+    """
+    start = 2 if tied_embeddings and num_layers > 2 else 0
+    if num_layers <= 40:
+        layers = range(num_layers // 2, num_layers, 2) if high else range(start, num_layers // 2, 2)
+    else:
+        layers = range(num_layers - 20, num_layers, 2) if high else range(start, 20, 2)
+    return tuple(layers) or (start,)
+
+
+def _candidate_layers(request: BranchRequest, params: dict) -> Branches:
+    """DoLa: no rows; the premature layers to contrast the final one with, from the model's own depth."""
+    config = request.adapter.model.config
+    text = config.get_text_config()
+    tied = bool(getattr(text, "tie_word_embeddings", getattr(config, "tie_word_embeddings", False)))
+    layers = dola_candidate_layers(text.num_hidden_layers, bool(params["high_layers"]), tied)
+    return Branches({}, {"candidate_layers": list(layers)}, rule_args={"layers": layers}, layers=layers)
+
+
 # ---- per-step rules bound to the rows ------------------------------------------------------------------------------
 def _vcd_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.vcd(L["original"], L["noised"], alpha=params["alpha"], beta=params["beta"]))
@@ -341,6 +373,14 @@ def _olm_rule(L: dict, t: int, params: dict) -> Combination:
     chosen = rules.olm(original, params["yes_id"], params["no_id"], mass=params["mass"], margin=params["margin"])
     logits = torch.full_like(original, float("-inf"), dtype=torch.float32)
     return Combination(logits.scatter(-1, chosen[:, None], 0.0))
+
+
+def _dola_rule(L: dict, t: int, params: dict) -> Combination:
+    layers, final = params["layers"], L["original"]
+    candidates = torch.stack([L[f"layer {j}"] for j in layers])
+    pick = int(rules.dola_select_layer(final, candidates)[0])
+    logits = rules.dola(final, candidates[pick], beta=params["beta"])
+    return Combination(logits, {"premature_layer": float(layers[pick])})
 
 
 def _icd_rule(L: dict, t: int, params: dict) -> Combination:
@@ -487,6 +527,20 @@ _LATER_RECORDS = (
         contrast_roles=("augmented",), build=_farthest_augmentation, rule=_vacode_rule,
     ),
     Method(
+        name="dola", title="DoLa: contrast the final layer with an early exit of the same forward", short_name="DoLa",
+        source="Chuang et al., DoLa: Decoding by Contrasting Layers, ICLR 2024 (voidism/DoLa@805230e "
+        "transformers-4.28.1/src/transformers/generation/utils.py L2456–2465, L2674–2705)",
+        params=(
+            Param("high_layers", 0, 0, 1,
+                  "Candidate premature layers: 0 = the lower half's even layers (transformers' dola_layers='low', "
+                  "DoLa's choice for open-ended answers), 1 = the upper half's. No repetition penalty is applied "
+                  "(DoLa's scripts add 1.2).", "DoLa: early-exit layers 0, 2, …, 14 for LLaMA-7B open-ended (README)",
+                  1, integer=True, maximum=1),
+            _beta("DoLa: relative_top 0.1 (utils.py L2456–2465)"),
+        ),
+        contrast_roles=(), build=_candidate_layers, rule=_dola_rule, scalars=("premature_layer",),
+    ),
+    Method(
         name="apc_only", title="APC-only (control): the plausibility cut alone, no contrast", short_name="APC-only",
         source=f"{_MIRAGE}, inference/spurious_utils/apc_utils.py L155–158",
         params=(
@@ -531,6 +585,7 @@ class MethodPlan:
     combine: Callable[[dict[str, torch.Tensor], int], Combination]
     info: dict[str, Any]
     original: RowInputs | None = None
+    layers: tuple[int, ...] = ()
 
 
 def plan_method(request: BranchRequest, name: str, params: dict[str, Any] | None = None) -> MethodPlan:
@@ -541,4 +596,4 @@ def plan_method(request: BranchRequest, name: str, params: dict[str, Any] | None
     if tuple(built.rows) != method.contrast_roles:
         raise AssertionError(f"{name} built rows {tuple(built.rows)}, its record says {method.contrast_roles}")
     combine = method.combine(resolved, built.rule_args)
-    return MethodPlan(name, resolved, built.rows, combine, dict(built.info), built.original)
+    return MethodPlan(name, resolved, built.rows, combine, dict(built.info), built.original, built.layers)

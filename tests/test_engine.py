@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from decoding import answer_all, compare, prepare_comparison, stream_compare
-from decoding.engine import Engine, Side
+from decoding.engine import Combination, Engine, Side
 from decoding.methods import METHODS
 from decoding.sampling import SamplingConfig
 from models import TINY_FAMILIES, build_tiny, load_model
@@ -269,3 +269,32 @@ def test_sampling_config_and_keywords_give_the_same_run(llava, image):
         compare(llava, image, QUESTION, "vcd", max_new_tokens=2, sampling=config, seed=3)
     with pytest.raises(ValueError, match="SamplingConfig"):
         compare(llava, image, QUESTION, "vcd", max_new_tokens=2, sampling={"do_sample": True})
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_early_exit_logits_are_the_head_on_each_layers_hidden_state(llava, image, batched):
+    """DoLa's premature layers: lm_head(hidden_states[j][:, -1]) with no final norm, for the side's original row only,
+    at every step; hidden_states[N] (post-norm) through the head is the model's own logits."""
+    row = llava.build_row(QUESTION, image)
+    layers = (0, 1, 2)
+    seen = []
+
+    def record(L, t):
+        seen.append({j: L[f"layer {j}"].clone() for j in layers} | {"original": L["original"].clone()})
+        return Combination(L["original"].float())
+
+    side = Side("dola", "dola", {"original": 0}, combine=record, layers=layers)
+    other = Side("baseline", "baseline", {"original": 1})
+    events = list(Engine(llava).run([row, row], [side, other], max_new_tokens=3, ignore_eos=True, batched=batched))
+    tokens = [e.tokens["dola"].token_id for e in events]
+    ids = torch.cat([row.input_ids, torch.tensor([tokens[:2]])], dim=1)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **row.vision_kwargs}
+    with torch.inference_mode():
+        out = llava.model(**inputs, output_hidden_states=True)
+        head = llava.model.get_output_embeddings()
+        for step, got in enumerate(seen):
+            position = row.length - 1 + step
+            for j in layers:
+                expected = head(out.hidden_states[j][:, position]).float()
+                torch.testing.assert_close(got[j], expected, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(got[2], got["original"], atol=1e-4, rtol=1e-4)  # N = 2 layers: the final one

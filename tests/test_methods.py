@@ -24,6 +24,12 @@ RULE_WITH_ITS_DEFAULTS = {
     "m3id": lambda L, t: rules.m3id(L["original"], L["text_only"], step=t),
     "icd": lambda L, t: rules.icd(L["original"], L["disturbed"]),
     "vacode": lambda L, t: rules.vcd(L["original"], L["augmented"]),
+    "dola": lambda L, t: rules.dola(
+        L["original"],
+        torch.stack([L["layer 0"], L["layer 2"]])[
+            int(rules.dola_select_layer(L["original"], torch.stack([L["layer 0"], L["layer 2"]]))[0])
+        ],
+    ),
     "apc_only": lambda L, t: rules.apc_only(L["original"]),
     "pba": lambda L, t: L["original"],
     "olm": lambda L, t: torch.where(  # vocab [Yes, No, x, y] as in test_rules_field: a one-hot on OLM's choice
@@ -31,24 +37,25 @@ RULE_WITH_ITS_DEFAULTS = {
     ),
 }
 # What construction hands a rule besides the parameters (OLM's token ids, here the first two of the vocabulary).
-RULE_ARGS = {"olm": {"yes_id": 0, "no_id": 1}}
+RULE_ARGS = {"olm": {"yes_id": 0, "no_id": 1}, "dola": {"layers": (0, 2)}}
 
 
 def branch_logits(method: str, *contrasts: torch.Tensor) -> dict[str, torch.Tensor]:
     roles = REGISTRY[method].contrast_roles
     contrasts = contrasts or tuple(C * (i + 1) for i in range(len(roles)))
-    return {"original": L, **dict(zip(roles, contrasts, strict=True))}
+    layers = {f"layer {j}": C * (j - 1) for j in RULE_ARGS.get(method, {}).get("layers", ())}  # DoLa's early exits
+    return {"original": L, **dict(zip(roles, contrasts, strict=True)), **layers}
 
 
 def test_the_registry_lists_every_method_once_in_display_order():
     assert METHODS == (
-        "vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd", "vacode", "apc_only", "pba", "olm"
+        "vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd", "vacode", "dola", "apc_only", "pba", "olm"
     )
     assert set(RULE_WITH_ITS_DEFAULTS) == set(METHODS)
     assert all(REGISTRY[name].name == name for name in METHODS)
     assert [REGISTRY[m].short_name for m in METHODS] == [
-        "VCD", "RITUAL", "RITUAL + VCD", "Self-augmented VCD", "CODE", "M3ID", "ICD", "VACoDe", "APC-only", "PBA",
-        "OLM",
+        "VCD", "RITUAL", "RITUAL + VCD", "Self-augmented VCD", "CODE", "M3ID", "ICD", "VACoDe", "DoLa", "APC-only",
+        "PBA", "OLM",
     ]
     assert [m for m in METHODS if REGISTRY[m].kind == "control"] == ["apc_only", "pba", "olm"]
     assert {REGISTRY[m].kind for m in METHODS} == {"method", "control"}
@@ -155,3 +162,14 @@ def test_olm_decodes_the_argmax_or_yes_and_nothing_else():
         assert (kept.sum(-1) == 1).all()
         chosen = out.argmax(-1)
         assert ((chosen == l.argmax(-1)) | (chosen == 0)).all()
+
+
+def test_dola_candidate_layers_follow_transformers_buckets():
+    from decoding.methods import dola_candidate_layers
+
+    assert dola_candidate_layers(32, high=False, tied_embeddings=False) == (0, 2, 4, 6, 8, 10, 12, 14)
+    assert dola_candidate_layers(32, high=True, tied_embeddings=False) == (16, 18, 20, 22, 24, 26, 28, 30)
+    assert dola_candidate_layers(32, high=False, tied_embeddings=True)[0] == 2
+    assert dola_candidate_layers(48, high=True, tied_embeddings=False) == tuple(range(28, 48, 2))
+    assert dola_candidate_layers(48, high=False, tied_embeddings=False) == tuple(range(0, 20, 2))
+    assert dola_candidate_layers(2, high=False, tied_embeddings=False) == (0,)

@@ -49,7 +49,10 @@ def call_rule(method, l, contrasts, step=0, **params):
     """A method's rule as the engine calls it: through its registry record, with method-level parameters."""
     record = get_method(method)
     logits = {"original": l, **dict(zip(record.contrast_roles, contrasts, strict=True))}
-    rule_args = {"yes_id": 0, "no_id": 1} if method == "olm" else {}  # what OLM's construction would hand it
+    # What construction would hand the rule: OLM's token ids, DoLa's candidate layers (early exits made up here).
+    rule_args = {"olm": {"yes_id": 0, "no_id": 1}, "dola": {"layers": (0,)}}.get(method, {})
+    if method == "dola":
+        logits["layer 0"] = l.flip(-1)
     return record.rule(logits, step, {**record.resolve(params), **rule_args}).logits
 
 
