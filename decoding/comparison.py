@@ -230,7 +230,10 @@ def _method_side(name: str, method: str, plan: MethodPlan, request: _Request, ro
         else:
             roles["distorted"] = _add(rows, distorted)
             distorted_role = "distorted"
-    return Side(name, method, roles, combine=plan.combine, distorted_role=distorted_role, layers=plan.layers)
+    return Side(
+        name, method, roles, combine=plan.combine, distorted_role=distorted_role, layers=plan.layers,
+        amplify=plan.amplify,
+    )
 
 
 def answer_all(

@@ -24,6 +24,7 @@ import torch
 
 from models.adapters.base import FamilyAdapter, RowInputs
 
+from .attention import ImageAmplification, LabControl, lab_attention_for
 from .sampling import SamplingConfig, check_max_new_tokens
 from .trace import BranchView, TokenTrace, top_candidates
 
@@ -55,6 +56,7 @@ class Side:
     layers:         hidden-state indices (0 = the embeddings, as in transformers' ``hidden_states``) whose early-exit
                     logits of the original row, ``lm_head(h_j)`` with no final norm (DoLa's premature layers), the
                     rule also receives, as ``"layer j"``; they are not rows and are not traced.
+    amplify:        PAI's attention edit on the original row's image keys (``decoding.attention``), or None.
     """
 
     name: str
@@ -63,6 +65,7 @@ class Side:
     combine: Combine = original_only
     distorted_role: str | None = None
     layers: tuple[int, ...] = ()
+    amplify: ImageAmplification | None = None
 
     def __post_init__(self):
         if "original" not in self.roles:
@@ -96,6 +99,7 @@ class _RowGroup:
         rows: list[RowInputs],
         attention_rows: set[int],
         layer_rows: dict[int, tuple[int, ...]] | None = None,
+        amplify_rows: dict[int, ImageAmplification] | None = None,
     ):
         self.adapter = adapter
         self.model = adapter.model
@@ -104,6 +108,8 @@ class _RowGroup:
         self.rows = [rows[i] for i in row_ids]
         self.attention_rows = attention_rows
         self.layer_rows = layer_rows or {}
+        self.amplify_rows = amplify_rows or {}
+        self.forwards = 0  # complete forwards so far: 0 while prefilling, then one per generated token
         self.cache = None
         lengths = [r.length for r in self.rows]
         self.width = max(lengths)
@@ -145,11 +151,31 @@ class _RowGroup:
         vision = self.adapter.batch_vision_kwargs(vision_rows) if vision_rows else {}
         return self.adapter.to_model(tokens), self.adapter.to_model(vision)
 
-    def _forward(self, want_attention: bool, layers: list[int] | None = None, **inputs):
-        """(last-position logits, attentions or None, {layer: last-position hidden states} for ``layers``)."""
+    def _edited(self, local: int) -> bool:
+        edit = self.amplify_rows.get(self.row_ids[local])
+        return edit is not None and self.forwards >= edit.first_step
+
+    def _control(self, members: list[int] | None = None) -> LabControl | None:
+        """The attention edits of this forward, whose batch holds the rows at local indices ``members`` (all rows
+        unless the prefill merged identical prompts): the rows whose side amplifies its image, from their first
+        step."""
+        members = list(range(len(self.row_ids))) if members is None else members
+        amplify = {
+            b: (self.image_key_positions[local], self.amplify_rows[self.row_ids[local]])
+            for b, local in enumerate(members)
+            if self._edited(local)
+        }
+        return LabControl(amplify) if amplify else None
+
+    def _forward(self, want_attention: bool, layers: list[int] | None = None, control: LabControl | None = None,
+                 **inputs):
+        """(last-position logits, attentions or None, {layer: last-position hidden states} for ``layers``), with the
+        attention edits of ``control``."""
         # All hidden states, not transformers 5's list of indices: that list reaches the vision tower too, which then
         # drops the layer LLaVA takes its image features from.
         extra = {"output_hidden_states": True} if layers else {}
+        if control is not None:
+            extra["lab_control"] = control
         with torch.inference_mode():
             out = self.model(
                 **inputs,
@@ -185,20 +211,22 @@ class _RowGroup:
     # -- running -------------------------------------------------------------------------------------------------
     def prefill(self, attention_layers) -> tuple[torch.Tensor, dict[int, dict], dict]:
         """Prefill the distinct prompts once, then fork the cache so every row has its own copy."""
-        unique, index = _distinct_rows(self.rows)
+        unique, index = _distinct_rows(self.rows, [self._edited(i) for i in range(len(self.rows))])
         tokens, vision = self._padded_prompt([self.rows[i] for i in unique])
+        control = self._control(unique)
         want_attention = attention_layers is not None and bool(self.attention_rows & set(self.row_ids))
         want_layers = self._wanted_layers()
         if want_attention:
             # The first token's attention is that of the last prompt position; asking every prefill position for its
             # attention would cost (rows x heads x L x L) per layer, so the last position runs as its own chunk.
+            # (The edits, on the last query, wait for that chunk too.)
             self._forward(False, **{k: v[..., :-1] for k, v in tokens.items()}, **vision)
             last = {k: tokens[k][..., -1:] for k in ("input_ids", "position_ids")}
             logits, attentions, hidden = self._forward(
-                True, want_layers, **last, attention_mask=tokens["attention_mask"]
+                True, want_layers, control, **last, attention_mask=tokens["attention_mask"]
             )
         else:
-            logits, attentions, hidden = self._forward(False, want_layers, **tokens, **vision)
+            logits, attentions, hidden = self._forward(False, want_layers, control, **tokens, **vision)
         fork = torch.tensor(index, device=self.device)
         if len(unique) != len(self.rows):
             self.cache.reorder_cache(fork)
@@ -211,6 +239,7 @@ class _RowGroup:
         last = positions.amax(dim=(0, 2)) if positions.dim() == 3 else positions.amax(dim=1)
         self.next_position = last.index_select(0, fork) + 1
         self.mrope = positions.dim() == 3
+        self.forwards = 1
         return logits, self._attention_maps(attentions, attention_layers), self._layer_logits(hidden)
 
     def step(self, tokens_by_row: dict[int, int], attention_layers) -> tuple[torch.Tensor, dict[int, dict], dict]:
@@ -227,11 +256,13 @@ class _RowGroup:
         logits, attentions, hidden = self._forward(
             want_attention,
             self._wanted_layers(),
+            self._control(),
             input_ids=tokens.to(self.device)[:, None],
             attention_mask=self.attention_mask,
             position_ids=position_ids,
         )
         self.next_position = self.next_position + 1
+        self.forwards += 1
         return logits, self._attention_maps(attentions, attention_layers), self._layer_logits(hidden)
 
     def keep(self, keep_ids: list[int]) -> None:
@@ -305,16 +336,16 @@ class Engine:
         generators = {side.name: torch.Generator().manual_seed(sampling.seed) for side in sides}
         attention_rows = {side.roles["original"] for side in sides} if attention_layers is not None else set()
         layer_rows = {side.roles["original"]: side.layers for side in sides if side.layers}
+        amplify_rows = {side.roles["original"]: side.amplify for side in sides if side.amplify is not None}
         row_side = {row: side for side in sides for row in side.roles.values()}
         row_ids = list(range(len(rows)))
         groups = (
-            [_RowGroup(adapter, row_ids, rows, attention_rows, layer_rows)]
+            [_RowGroup(adapter, row_ids, rows, attention_rows, layer_rows, amplify_rows)]
             if batched
-            else [_RowGroup(adapter, [i], rows, attention_rows, layer_rows) for i in row_ids]
+            else [_RowGroup(adapter, [i], rows, attention_rows, layer_rows, amplify_rows) for i in row_ids]
         )
         state = {side.name: _SideState(side, adapter) for side in sides}
-        eager = attention_layers is not None
-        with _eager_attention(adapter.model) if eager else contextlib.nullcontext():
+        with _attention_for_run(adapter.model, attention_layers is not None, bool(amplify_rows)):
             logits, attention, layers = self._gather(groups, len(rows), lambda g: g.prefill(attention_layers))
             for step in range(max_new_tokens):
                 if should_stop is not None and should_stop():
@@ -427,13 +458,15 @@ class _SideState:
         return piece
 
 
-def _distinct_rows(rows: list[RowInputs]) -> tuple[list[int], list[int]]:
-    """Indices of the distinct prompts, and for every row the position of its prompt among them."""
+def _distinct_rows(rows: list[RowInputs], alone: list[bool] | None = None) -> tuple[list[int], list[int]]:
+    """Indices of the distinct prompts, and for every row the position of its prompt among them; a row marked
+    ``alone`` (its prefill is edited) shares its prefill with no other."""
+    alone = alone or [False] * len(rows)
     unique: list[int] = []
     index: list[int] = []
     for i, row in enumerate(rows):
         for u, j in enumerate(unique):
-            if same_prompt(row, rows[j]):
+            if not alone[i] and not alone[j] and same_prompt(row, rows[j]):
                 index.append(u)
                 break
         else:
@@ -454,6 +487,14 @@ def same_prompt(a: RowInputs, b: RowInputs) -> bool:
         and a.vision_kwargs.keys() == b.vision_kwargs.keys()
         and all(same(a.vision_kwargs[k], b.vision_kwargs[k]) for k in a.vision_kwargs)
     )
+
+
+def _attention_for_run(model, record: bool, edit: bool):
+    """The attention implementation a run needs: ours where a side edits attention (it also returns weights, for
+    recording), eager where attention is only recorded, else the model's own."""
+    if edit:
+        return lab_attention_for(model)
+    return _eager_attention(model) if record else contextlib.nullcontext()
 
 
 @contextlib.contextmanager

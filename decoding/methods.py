@@ -32,6 +32,7 @@ from PIL import Image
 from models.adapters.base import FamilyAdapter, RowInputs
 
 from . import branch_rows, branches, rules
+from .attention import ImageAmplification
 from .engine import Combination
 
 # Visual dependence is measured against this distortion, the same for every method and both panels.
@@ -133,6 +134,7 @@ class Branches:
     original:  a prompt of the method's own in place of the request's original row (PBA's edited question), or None.
     rule_args: what the rule needs from construction besides the parameters (OLM's yes / no token ids).
     layers:    hidden-state indices whose early-exit logits the rule receives as "layer j" (DoLa's candidates).
+    amplify:   an attention edit on the side's original row (PAI's image amplification), or None.
     """
 
     rows: dict[str, RowInputs]
@@ -140,6 +142,7 @@ class Branches:
     original: RowInputs | None = None
     rule_args: dict[str, Any] = field(default_factory=dict)
     layers: tuple[int, ...] = ()
+    amplify: ImageAmplification | None = None
 
 
 RuleFn = Callable[[dict[str, torch.Tensor], int, dict[str, Any]], Combination]
@@ -293,6 +296,16 @@ def _farthest_augmentation(request: BranchRequest, params: dict) -> Branches:
     return Branches({"augmented": row}, info)
 
 
+def _amplified_with_text_only(request: BranchRequest, params: dict) -> Branches:
+    """PAI: the original row's image attention amplified (``decoding.attention``), and the prompt without the image
+    for the CFG term (the row M3ID uses)."""
+    amplify = ImageAmplification(
+        alpha=params["alpha"], first_layer=params["first_layer"], first_step=1 if params["as_released"] else 0
+    )
+    info = {"amplified_from_token": 2 if params["as_released"] else 1, "first_layer": params["first_layer"]}
+    return Branches({"text_only": request.adapter.build_row(request.question, None)}, info, amplify=amplify)
+
+
 def dola_candidate_layers(num_layers: int, high: bool, tied_embeddings: bool) -> tuple[int, ...]:
     """DoLa's candidate premature layers as transformers' ``dola_layers="low" / "high"`` chose them (the
     transformers-community/dola ``custom_generate`` code): the lower or upper half's even layers (for more than 40
@@ -373,6 +386,10 @@ def _olm_rule(L: dict, t: int, params: dict) -> Combination:
     chosen = rules.olm(original, params["yes_id"], params["no_id"], mass=params["mass"], margin=params["margin"])
     logits = torch.full_like(original, float("-inf"), dtype=torch.float32)
     return Combination(logits.scatter(-1, chosen[:, None], 0.0))
+
+
+def _pai_rule(L: dict, t: int, params: dict) -> Combination:
+    return Combination(rules.pai_cfg(L["original"], L["text_only"], gamma=params["gamma"], beta=params["beta"]))
 
 
 def _dola_rule(L: dict, t: int, params: dict) -> Combination:
@@ -527,6 +544,29 @@ _LATER_RECORDS = (
         contrast_roles=("augmented",), build=_farthest_augmentation, rule=_vacode_rule,
     ),
     Method(
+        name="pai", title="PAI: pay more attention to the image, then contrast with the prompt without it",
+        short_name="PAI",
+        source="Liu, Zheng, Chen, Paying More Attention to Image, ECCV 2024 (LALBJ/PAI@9bbd8bd attention.py L90–94, "
+        "CFG.py L28–58)",
+        params=(
+            Param("alpha", 0.2, 0.0, 2.0,
+                  "Attention amplification: the last query's pre-softmax scores on image keys rise by alpha·|score| "
+                  "in decoder layers from first_layer on.", "PAI: alpha 0.2 (pope_eval.py L50, README commands)"),
+            Param("gamma", 1.1, 1.0, 3.0,
+                  "CFG weight against the prompt without the image: γ·(s − u) + u on log-probabilities; 1 turns the "
+                  "term (and its cut) off.", "PAI: gamma 1.1 in the README commands (the .py default is 2)"),
+            _beta("PAI: 0.1, hard-coded (CFG.py L53)"),
+            Param("first_layer", 2, 0, 80, "First decoder layer whose attention is amplified (PAI: 2 to the last).",
+                  "PAI: start-layer 2, end-layer 32 of LLaVA-1.5's 32", 1, integer=True),
+            Param("as_released", 1, 0, 1,
+                  "1 = as released: with the CFG term on, the first answer token is not amplified (the release "
+                  "clears its use_cfg flag only after the prefill); 0 = as described: amplified from the first "
+                  "token.", "LALBJ/PAI attention.py L90, CFG.py L48–49 (asked in LALBJ/PAI#22)", 1, integer=True,
+                  maximum=1),
+        ),
+        contrast_roles=("text_only",), build=_amplified_with_text_only, rule=_pai_rule,
+    ),
+    Method(
         name="dola", title="DoLa: contrast the final layer with an early exit of the same forward", short_name="DoLa",
         source="Chuang et al., DoLa: Decoding by Contrasting Layers, ICLR 2024 (voidism/DoLa@805230e "
         "transformers-4.28.1/src/transformers/generation/utils.py L2456–2465, L2674–2705)",
@@ -586,6 +626,7 @@ class MethodPlan:
     info: dict[str, Any]
     original: RowInputs | None = None
     layers: tuple[int, ...] = ()
+    amplify: ImageAmplification | None = None
 
 
 def plan_method(request: BranchRequest, name: str, params: dict[str, Any] | None = None) -> MethodPlan:
@@ -596,4 +637,6 @@ def plan_method(request: BranchRequest, name: str, params: dict[str, Any] | None
     if tuple(built.rows) != method.contrast_roles:
         raise AssertionError(f"{name} built rows {tuple(built.rows)}, its record says {method.contrast_roles}")
     combine = method.combine(resolved, built.rule_args)
-    return MethodPlan(name, resolved, built.rows, combine, dict(built.info), built.original, built.layers)
+    return MethodPlan(
+        name, resolved, built.rows, combine, dict(built.info), built.original, built.layers, built.amplify
+    )

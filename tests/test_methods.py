@@ -24,6 +24,7 @@ RULE_WITH_ITS_DEFAULTS = {
     "m3id": lambda L, t: rules.m3id(L["original"], L["text_only"], step=t),
     "icd": lambda L, t: rules.icd(L["original"], L["disturbed"]),
     "vacode": lambda L, t: rules.vcd(L["original"], L["augmented"]),
+    "pai": lambda L, t: rules.pai_cfg(L["original"], L["text_only"]),
     "dola": lambda L, t: rules.dola(
         L["original"],
         torch.stack([L["layer 0"], L["layer 2"]])[
@@ -49,13 +50,14 @@ def branch_logits(method: str, *contrasts: torch.Tensor) -> dict[str, torch.Tens
 
 def test_the_registry_lists_every_method_once_in_display_order():
     assert METHODS == (
-        "vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd", "vacode", "dola", "apc_only", "pba", "olm"
+        "vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd", "vacode", "pai", "dola", "apc_only", "pba",
+        "olm",
     )
     assert set(RULE_WITH_ITS_DEFAULTS) == set(METHODS)
     assert all(REGISTRY[name].name == name for name in METHODS)
     assert [REGISTRY[m].short_name for m in METHODS] == [
-        "VCD", "RITUAL", "RITUAL + VCD", "Self-augmented VCD", "CODE", "M3ID", "ICD", "VACoDe", "DoLa", "APC-only",
-        "PBA", "OLM",
+        "VCD", "RITUAL", "RITUAL + VCD", "Self-augmented VCD", "CODE", "M3ID", "ICD", "VACoDe", "PAI", "DoLa",
+        "APC-only", "PBA", "OLM",
     ]
     assert [m for m in METHODS if REGISTRY[m].kind == "control"] == ["apc_only", "pba", "olm"]
     assert {REGISTRY[m].kind for m in METHODS} == {"method", "control"}

@@ -1,0 +1,98 @@
+"""The project's attention function (decoding.attention): sdpa's numbers where nothing is edited, eager's weights when
+they are asked for, and PAI's amplification on exactly the rows, layers and steps it names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from decoding import compare
+from decoding.attention import ImageAmplification, LabControl, lab_attention_for
+from decoding.engine import Engine, Side
+from models import TINY_FAMILIES, build_tiny, load_model
+
+QUESTION = "Is there a red circle in the picture?"
+
+
+@pytest.fixture(scope="module", params=TINY_FAMILIES)
+def model(request, tmp_path_factory):
+    return load_model(build_tiny(request.param, tmp_path_factory.mktemp(request.param), seed=0))
+
+
+@pytest.fixture(scope="module")
+def image():
+    pixels = np.random.default_rng(0).integers(0, 255, size=(40, 56, 3), dtype=np.uint8)
+    pixels[10:30, 8:28] = (220, 30, 30)
+    return Image.fromarray(pixels)
+
+
+def _inputs(model, image):
+    row = model.build_row(QUESTION, image)
+    inputs = {"input_ids": row.input_ids, "attention_mask": torch.ones_like(row.input_ids), **row.token_kwargs}
+    return row, model.to_model({**inputs, "position_ids": row.position_ids, **row.vision_kwargs})
+
+
+def test_with_nothing_to_edit_it_is_sdpa_and_eager(model, image):
+    _, inputs = _inputs(model, image)
+    with torch.inference_mode():
+        plain = model.model(**inputs).logits
+        with lab_attention_for(model.model):
+            ours = model.model(**inputs).logits
+            ours_weights = model.model(**inputs, output_attentions=True).attentions
+        model.model.set_attn_implementation("eager")
+        eager = model.model(**inputs, output_attentions=True)
+        model.model.set_attn_implementation("sdpa")
+    torch.testing.assert_close(ours, plain, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ours, eager.logits, atol=1e-6, rtol=0)
+    assert len(ours_weights) == len(eager.attentions)
+    for a, b in zip(ours_weights, eager.attentions, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_amplification_raises_image_attention_on_its_layers_only(model, image):
+    row, inputs = _inputs(model, image)
+    edit = ImageAmplification(alpha=50.0, first_layer=1, first_step=0)  # large: a random model's scores are ~0
+    control = LabControl({0: (row.image_token_positions, edit)})
+    with torch.inference_mode(), lab_attention_for(model.model):
+        before = model.model(**inputs, output_attentions=True).attentions
+        after = model.model(**inputs, output_attentions=True, lab_control=control).attentions
+    image_keys = row.image_token_positions
+    for layer, (a, b) in enumerate(zip(before, after, strict=True)):
+        mass_before = float(a[0, :, -1, image_keys].sum(-1).mean())
+        mass_after = float(b[0, :, -1, image_keys].sum(-1).mean())
+        if layer < 1:
+            assert mass_after == pytest.approx(mass_before, abs=1e-6)
+        else:
+            assert mass_after > mass_before + 1e-3, (layer, mass_before, mass_after)
+        torch.testing.assert_close(a[0, :, :-1], b[0, :, :-1])  # only the last query row is edited
+
+
+def test_as_released_leaves_the_first_token_unamplified(image):
+    model = load_model("assets/shapes-llava")
+    shapes_image = Image.open("assets/examples/shapes-1600000001.png")
+    question = "is there a square in the image ?"
+    options = {"max_new_tokens": 3, "ignore_eos": True, "alpha": 1.0}
+    released = compare(model, shapes_image, question, "pai", **options)
+    described = compare(model, shapes_image, question, "pai", as_released=0, **options)
+    first = [r.method_side.tokens[0].branches["original"] for r in (released, described)]
+    baseline_first = released.baseline.tokens[0].branches["original"]
+    # The model is sure of its first word ("no", p = 0.999): the edit shows in the runner-up's probability.
+    runner_up = [view.top[1].prob for view in (*first, baseline_first)]
+    assert runner_up[0] == pytest.approx(runner_up[2], rel=1e-5)  # as released: the prefill is not edited
+    assert abs(runner_up[1] / runner_up[2] - 1) > 0.02  # as described: it is
+    second = released.method_side.tokens[1].image_attention["share"]
+    assert second > released.baseline.tokens[1].image_attention["share"]  # from the second token on, it is
+
+
+def test_other_rows_of_the_batch_are_untouched(image, tmp_path):
+    model = load_model(build_tiny("llava", tmp_path / "llava", seed=2))
+    row = model.build_row(QUESTION, image)
+    edit = ImageAmplification(alpha=50.0, first_layer=0, first_step=0)
+    sides = [Side("plain", "baseline", {"original": 0}), Side("pai", "pai", {"original": 1}, amplify=edit)]
+    run = Engine(model).run([row, row], sides, max_new_tokens=4, ignore_eos=True, record_logits=True)
+    logits = torch.stack([event.row_logits for event in run])
+    alone = Engine(model).run([row], sides[:1], max_new_tokens=4, ignore_eos=True, record_logits=True)
+    torch.testing.assert_close(logits[:, 0], torch.stack([event.row_logits[0] for event in alone]), atol=1e-5, rtol=0)
+    assert not torch.allclose(logits[:, 0], logits[:, 1])
