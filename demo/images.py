@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import struct
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -32,6 +35,17 @@ def read_upload(path: str | None, max_pixels: int = DEFAULT_MAX_PIXELS, max_byte
     an animation gives its first frame. It is then scaled down to ``MODEL_MAX_SIDE`` and, when it is tiny or a thin
     strip, enlarged or padded so that every model family's processor takes it.
     """
+    check_file(path, max_bytes)
+    try:
+        picture = _decode(path, max_pixels)
+    except _TextChunkTooLarge:  # a text chunk after the pixels (read by PIL's load_end)
+        picture = _decode(_text_stripped(path), max_pixels)
+    picture.thumbnail((MODEL_MAX_SIDE, MODEL_MAX_SIDE), Image.Resampling.LANCZOS)
+    return _fit_for_models(picture)
+
+
+def check_file(path: str | None, max_bytes: int | None = None) -> None:
+    """An upload is there and within the size limit; ValueError with a message for a visitor."""
     if not path:
         raise ValueError("No image: upload, paste or take a picture, or click one of the examples.")
     try:
@@ -40,25 +54,95 @@ def read_upload(path: str | None, max_pixels: int = DEFAULT_MAX_PIXELS, max_byte
         raise ValueError("The uploaded file is no longer on the server; please upload the picture again.") from None
     if max_bytes is not None and size > max_bytes:
         raise ValueError(f"The file is larger than {max_bytes / 2**20:g} MB; please send a smaller picture.")
+
+
+def open_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """A visitor's file opened (its header read, nothing decoded) by the decoders of ``IMAGE_FORMATS`` only: the one
+    way this app opens a visitor's bytes, so that no other PIL plugin (EPS runs Ghostscript) ever sees them and
+    every handler gives one file the same answer. ValueError with a message for a visitor."""
+    try:
+        return _open(source, max_pixels)
+    except _TextChunkTooLarge:
+        return _open(_text_stripped(source), max_pixels)
+
+
+def _open(source, max_pixels: int) -> Image.Image:
     try:
         Image.init()  # registers every decoder once, so that each of IMAGE_FORMATS can be named
-        image = Image.open(path, formats=[name for name in IMAGE_FORMATS if name in Image.OPEN])
-    except Image.DecompressionBombError:  # raised by PIL itself for absurd sizes, before our check can run
-        raise ValueError(_too_large(None, None, max_pixels)) from None
+        return Image.open(source, formats=[name for name in IMAGE_FORMATS if name in Image.OPEN])
+    except Image.DecompressionBombError as error:  # PIL's own check, for absurd sizes, before ours can run
+        raise ValueError(_bomb(str(error), max_pixels)) from None
+    except ValueError as error:
+        if _is_text_chunk_error(error):
+            raise _TextChunkTooLarge(_unreadable()) from error
+        raise ValueError(_unreadable()) from error
     except Exception as error:  # UnidentifiedImageError, or a header broken in any other way
         raise ValueError(_unreadable()) from error
-    with image:
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ValueError(_too_large(width, height, max_pixels))
+
+
+def _decode(source, max_pixels: int) -> Image.Image:
+    with open_image(source, max_pixels) as image:
+        check_pixels(image, max_pixels)
         try:
             image.seek(0)  # an animation: its first frame
-            picture = _to_rgb(ImageOps.exif_transpose(image))
+            return _to_rgb(ImageOps.exif_transpose(image))
+        except ValueError as error:
+            if _is_text_chunk_error(error):  # a text chunk after the pixel data, read by load_end
+                raise _TextChunkTooLarge(_unreadable()) from error
+            raise ValueError(_unreadable()) from error
         except Exception as error:
             # Truncated or corrupt data: OSError mostly, SyntaxError, EOFError or ValueError from some decoders.
             raise ValueError(_unreadable()) from error
-    picture.thumbnail((MODEL_MAX_SIDE, MODEL_MAX_SIDE), Image.Resampling.LANCZOS)
-    return _fit_for_models(picture)
+
+
+def check_pixels(image: Image.Image, max_pixels: int) -> None:
+    """An opened (not yet decoded) picture's pixel count, from its header, is within ``max_pixels``."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ValueError(_too_large(width, height, max_pixels))
+
+
+class _TextChunkTooLarge(ValueError):
+    """A PNG's text chunk unpacks to more than PIL reads (``PngImagePlugin.MAX_TEXT_CHUNK`` or ``MAX_TEXT_MEMORY``)."""
+
+
+def _is_text_chunk_error(error: ValueError) -> bool:
+    # The messages of PngImagePlugin._safe_zlib_decompress and PngStream.check_text_memory (Pillow 9 to 12).
+    message = str(error)
+    return "MAX_TEXT_CHUNK" in message or "MAX_TEXT_MEMORY" in message
+
+
+def _text_stripped(source) -> io.BytesIO:
+    """PIL refuses a PNG whose text metadata unpacks to over PngImagePlugin.MAX_TEXT_CHUNK (its guard against text
+    bombs); the pixels do not need the text, so the file is read again without its text chunks (it is within the
+    upload size limit, so in memory)."""
+    if isinstance(source, io.BytesIO):
+        data = source.getvalue()
+    else:
+        with open(source, "rb") as file:
+            data = file.read()
+    return io.BytesIO(_without_text_chunks(data))
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _without_text_chunks(data: bytes) -> bytes:
+    """A PNG file's bytes less its text chunks (ancillary: the PNG spec lets a decoder skip them). A file that is no
+    PNG, or whose chunk list is broken, is refused as unreadable."""
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError(_unreadable())
+    kept, position = [PNG_SIGNATURE], len(PNG_SIGNATURE)
+    while position + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        end = position + 12 + length  # length, type, data, CRC
+        if end > len(data):
+            raise ValueError(_unreadable())
+        if data[position + 4 : position + 8] not in PNG_TEXT_CHUNKS:
+            kept.append(data[position:end])
+        position = end
+    return b"".join(kept)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -106,9 +190,25 @@ def _unreadable() -> str:
     )
 
 
-def _too_large(width: int | None, height: int | None, max_pixels: int) -> str:
-    size = f"{width}×{height} ({width * height / 1e6:.3g} megapixels)" if width else "too large"
-    return f"The image is {size}; the limit is {max_pixels / 1e6:g} megapixels. Please scale it down and try again."
+def _too_large(width: int, height: int, max_pixels: int) -> str:
+    """The refusal of a picture over ``max_pixels``, in exact pixel counts (a rounded "24 megapixels" on both sides
+    of the limit would not explain itself)."""
+    return (
+        f"The image is {width}×{height} = {width * height:,} pixels; the limit is {max_pixels:,} pixels "
+        f"({max_pixels / 1e6:g} megapixels). Please scale it down and try again."
+    )
+
+
+def _bomb(pil_message: str, max_pixels: int) -> str:
+    """The refusal of a header past PIL's decompression-bomb limit (twice ``Image.MAX_IMAGE_PIXELS``), which is then
+    the limit in force if it is below ``max_pixels``; PIL's message gives the pixel count ("Image size (N pixels)")."""
+    limit = min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS) if Image.MAX_IMAGE_PIXELS else max_pixels
+    found = re.search(r"\((\d+) pixels\)", pil_message)
+    size = f"{int(found.group(1)):,} pixels" if found else f"over {limit:,} pixels"
+    return (
+        f"The image is {size} by its header; the limit is {limit:,} pixels ({limit / 1e6:g} megapixels). "
+        "Please scale it down and try again."
+    )
 
 
 def attention_overlay(picture: Image.Image, grid, side: int = OVERLAY_SIDE) -> Image.Image:

@@ -15,7 +15,6 @@ from . import render, shapes_lab, texts, views
 from .checks import (
     DECODING_MODES,
     DEFAULT_MAX_NEW_TOKENS,
-    MAX_NEW_TOKENS_LIMIT,
     TEMPERATURE_RANGE,
     TOP_K_RANGE,
     TOP_P_RANGE,
@@ -158,8 +157,9 @@ def _settings(pool: ModelPool, max_pixels: int) -> dict:
             top_p = gr.Slider(*TOP_P_RANGE, value=1.0, step=0.01, label="top-p")
             top_k = gr.Slider(*TOP_K_RANGE, value=0, step=1, label="top-k (0 = off)")
         seed = gr.Number(value=0, precision=0, label="seed (noise, transforms, sampling)", minimum=0)
+    limit = pool.new_token_limit(pool.default)  # the served model's context, less its prompt (MAX_NEW_TOKENS_LIMIT)
     max_new_tokens = gr.Slider(
-        1, MAX_NEW_TOKENS_LIMIT, value=DEFAULT_MAX_NEW_TOKENS, step=1, label="max new tokens",
+        1, limit, value=min(DEFAULT_MAX_NEW_TOKENS, limit), step=1, label="max new tokens",
         elem_id="cd-max-new-tokens",
     )
     gr.Markdown(texts.IMAGE_LIMITS.format(megapixels=max_pixels / 1e6, max_side=MODEL_MAX_SIDE))

@@ -15,9 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from models import FamilyAdapter, ModelLoadError, build_tiny, load_model
 
 from .allow_list import EMBEDDED_MODEL_DIR, TINY_MODEL, default_model, display_name
+from .checks import MAX_NEW_TOKENS_LIMIT
+
+# Tokens of a model's context kept for the question when the new-token limit is worked out (a shapes-world question
+# is about 10, a photo question a few dozen; a longer one is refused by the library's own length check).
+QUESTION_ROOM = 24
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,7 @@ class ModelPool:
         for source in sources:
             self._add(source)
         self.notice: str | None = None
+        self._token_limits: dict[str, int] = {}  # of the models loaded so far, by name
         self._loaded: tuple[str, FamilyAdapter] | None = None
         self._lock = threading.Lock()
 
@@ -89,8 +97,14 @@ class ModelPool:
                 return self._loaded[1]
             self._loaded = None  # drop the previous model before loading the next: two may not fit in memory
             adapter = self._load(self.sources[name])
+            self._token_limits.setdefault(name, new_token_limit(adapter))
             self._loaded = (name, adapter)
             return adapter
+
+    def new_token_limit(self, name: str) -> int:
+        """The most new tokens a run of ``name`` may ask for (``new_token_limit``); the app's limit for a model not
+        loaded yet."""
+        return self._token_limits.get(name, MAX_NEW_TOKENS_LIMIT) if isinstance(name, str) else MAX_NEW_TOKENS_LIMIT
 
     def start(self) -> str | None:
         """Load the default model at start. If it fails, serve the fallback instead (it becomes the default) and
@@ -162,3 +176,15 @@ class ModelPool:
         adapter.model_id = display_name(source)
         return adapter
 
+
+
+def new_token_limit(adapter: FamilyAdapter) -> int:
+    """The most new tokens that fit in ``adapter``'s context after a prompt of one picture (of the model's base view
+    size) and ``QUESTION_ROOM`` tokens of question, at most the app's ``MAX_NEW_TOKENS_LIMIT`` (the embedded
+    shapes-world model's context is 256 tokens, its prompt alone about 40)."""
+    context = adapter.max_length
+    if context is None:
+        return MAX_NEW_TOKENS_LIMIT
+    height, width = adapter.image_size
+    prompt = adapter.build_row("", Image.new("RGB", (width, height), (255, 255, 255))).length
+    return max(1, min(MAX_NEW_TOKENS_LIMIT, context - prompt - QUESTION_ROOM))

@@ -32,7 +32,7 @@ from models.shapes_world import world
 
 from . import checks, render, shapes_lab, texts, views
 from .images import read_upload
-from .model_pool import ModelPool
+from .model_pool import QUESTION_ROOM, ModelPool
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def failure_message(error: Exception) -> tuple[str, str]:
     """(title, message) for an error raised while the model ran."""
     if isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower():
         return texts.OUT_OF_MEMORY_TITLE, texts.OUT_OF_MEMORY
-    return texts.RUN_FAILED_TITLE, texts.RUN_FAILED.format(kind=type(error).__name__, error=error)
+    return texts.RUN_FAILED_TITLE, texts.RUN_FAILED.format(kind=type(error).__name__)
 
 
 def with_notice(status: str, notice: str | None) -> str:
@@ -249,8 +249,14 @@ class Runner:
             )
             progress(0.0, desc=texts.LOADING_MODEL)
             served, model, fallback = self.pool.load(request.model_name)
+            limit = self.pool.new_token_limit(served)
+            if settings.max_new_tokens > limit:
+                raise ValueError(texts.TOO_MANY_NEW_TOKENS.format(
+                    asked=settings.max_new_tokens, limit=limit, context=model.max_length, room=QUESTION_ROOM
+                ))
         except (ValueError, ModelLoadError) as error:
             self._count("refused")
+            log.info("run refused: %s", error)  # one line: a refusal is no crash
             raise RunError(texts.REFUSED_TITLE, str(error)) from None
         notice = fallback
         if notice is None and settings.truth is None and self.pool.is_embedded(served):
@@ -290,6 +296,7 @@ class Runner:
             raise
         except ValueError as error:  # the library's refusals: an empty or too long question, a bad option
             outcome, failure = "refused", (texts.REFUSED_TITLE, str(error))
+            log.info("run refused: %s", error)
         except Exception as error:  # noqa: BLE001 (out of memory, or anything else: the app keeps serving)
             # The traceback as text: a log record holding the exception would keep the run's tensors alive.
             log.warning("run failed: %s", "".join(traceback.format_exception(error)).rstrip())

@@ -24,7 +24,7 @@ from PIL import Image
 
 from models.shapes_world import grading, world
 
-from . import checks
+from . import checks, images
 
 # Scene seeds of the app's draws: apart from the training seeds (train.STAGE*_SEED_BASE, below 1e9) and from the
 # evaluation's held-out seeds (evaluate.EVAL_SEED_BASE, 1e9 to about 1.2e9).
@@ -126,20 +126,35 @@ def new_scene(folder: Path, seed: int | None = None) -> DrawnScene:
     return DrawnScene(str(write_scene(scene, folder)), question, scene, scene_caption(scene))
 
 
-def upload_caption(payload, drawn: world.Scene | None, upload_folder: str | Path) -> str:
-    """The caption under the inputs for the picture a visitor put there: its ground truth when it is a known scene.
-    Only a picture of the world's size is decoded (from gradio's upload folder), so photos cost nothing here."""
+def upload_caption(
+    payload, drawn: world.Scene | None, upload_folder: str | Path, max_pixels: int = checks.DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = None,
+) -> str:
+    """The caption under the inputs for the picture a visitor put there: its ground truth when it is a known scene,
+    or why Compare will refuse the file. The file is read as a run reads it (`demo.images`, the allow-listed
+    decoders, from gradio's upload folder); only a picture of the world's size is decoded, so photos cost nothing."""
     try:
         path = checks.upload_path(payload, upload_folder)
-        if path is None:
-            return scene_caption(None)
-        with Image.open(path) as opened:
-            if opened.size != (world.IMAGE_SIZE, world.IMAGE_SIZE):
-                return scene_caption(None)
-            picture = opened.convert("RGB")
-    except (ValueError, OSError):
+    except ValueError:  # not a file of this app's uploads: nothing is opened, and Compare refuses it too
         return scene_caption(None)
+    if path is None:
+        return scene_caption(None)
+    try:
+        images.check_file(path, max_bytes)
+        with images.open_image(path, max_pixels) as opened:
+            images.check_pixels(opened, max_pixels)
+            size = opened.size
+        if size != (world.IMAGE_SIZE, world.IMAGE_SIZE):
+            return scene_caption(None)
+        picture = images.read_upload(path, max_pixels, max_bytes)
+    except ValueError as error:  # the message Compare would give for this file
+        return refused_caption(str(error))
     return scene_caption(known_scene(picture, drawn if isinstance(drawn, world.Scene) else None))
+
+
+def refused_caption(message: str) -> str:
+    """The caption of a file a run would refuse: the refusal itself, as text (never markup)."""
+    return "⚠️ " + html.escape(message, quote=False)
 
 
 DEFAULT_CAPTION = (

@@ -56,5 +56,15 @@ OUT_OF_MEMORY = (
     "The model ran out of memory during this comparison, so it was stopped and its memory freed. "
     "Try again with fewer new tokens, a simpler method, or when the server is less busy."
 )
+TOO_MANY_NEW_TOKENS = (
+    "max new tokens is {asked}, but this model takes at most {limit} here: its context is {context} tokens, and the "
+    "picture's tokens and a question of up to {room} tokens come first. Lower max new tokens to {limit} or less."
+)
 RUN_FAILED_TITLE = "Run failed"
-RUN_FAILED = "The model failed during the run ({kind}: {error}). Please try again."
+# The error's own text stays in the server's log (it may name the server's paths or its objects).
+RUN_FAILED = "The model failed during the run ({kind}); the details are in the server's log. Please try again."
+MALFORMED_REQUEST_TITLE = "Request refused"
+MALFORMED_REQUEST = (
+    "This request is not one the page sends: an input value is missing or malformed, or a file was not uploaded to "
+    "this app. Nothing was run. Reload the page, or check the call against the API page, and try again."
+)

@@ -8,9 +8,11 @@ handlers' values onto components.
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 
 import gradio as gr
+from gradio.exceptions import Error as GradioError
 from gradio.utils import get_upload_folder
 
 from decoding.methods import METHODS
@@ -31,6 +33,8 @@ except ImportError:
         return fn
 
 
+log = logging.getLogger(__name__)
+
 CSS = (Path(__file__).resolve().parent / "app.css").read_text(encoding="utf-8")
 
 # /compare's inputs after the session's state, by the names API callers know them by (gradio named the sliders by
@@ -47,8 +51,29 @@ def build_ui(pool: ModelPool, max_pixels: int = DEFAULT_MAX_PIXELS, max_file_siz
     return build_blocks(Runner(pool, get_upload_folder(), max_pixels, max_file_size))
 
 
+class Blocks(gr.Blocks):
+    """gr.Blocks whose refusals of a malformed request are the app's own words.
+
+    Before a handler runs, gradio checks the request in ``Blocks.preprocess_data`` (``validate_inputs``: too few
+    input values; ``processing_utils.async_move_files_to_cache``: a file payload it did not store). Its messages name
+    the server's working directory and its component objects; the visitor gets ``texts.MALFORMED_REQUEST`` and the
+    detail goes to the log, as one line (a refusal, not a crash).
+    """
+
+    async def preprocess_data(self, *args, **kwargs):
+        try:
+            return await super().preprocess_data(*args, **kwargs)
+        except GradioError:
+            raise
+        except Exception as error:  # noqa: BLE001 (whatever gradio refuses, the visitor reads the same)
+            log.info("request refused before its handler: %s", " ".join(str(error).split()))
+            raise gr.Error(
+                texts.MALFORMED_REQUEST, title=texts.MALFORMED_REQUEST_TITLE, print_exception=False
+            ) from None
+
+
 def build_blocks(runner: Runner) -> gr.Blocks:
-    with gr.Blocks(title=texts.TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
+    with Blocks(title=texts.TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         c = build_layout(runner.pool, runner.max_pixels)
         _wire_run(c, runner)
         _wire_lab(c, runner)
@@ -102,7 +127,9 @@ def _wire_run(c: Components, runner: Runner) -> None:
                 for update in updates:
                     yield _show_update(c, update)
             except RunError as error:
-                raise gr.Error(error.message, title=error.title) from None
+                # A refusal or a failure the runner has logged already (a failure with its traceback): no second
+                # traceback from gradio.
+                raise gr.Error(error.message, title=error.title, print_exception=False) from None
 
     request_inputs = [c.image, c.question, c.model, c.method, c.decoding_mode, c.temperature, c.top_p, c.top_k]
     request_inputs += [c.seed, c.max_new_tokens, c.colour_by]
@@ -139,7 +166,9 @@ def _wire_lab(c: Components, runner: Runner) -> None:
         new_scene, outputs=[c.image, c.question, c.drawn_scene, c.scene_caption], queue=False, api_name="new_scene"
     )
     c.image.change(
-        lambda payload, drawn: shapes_lab.upload_caption(payload, drawn, runner.upload_folder),
+        lambda payload, drawn: shapes_lab.upload_caption(
+            payload, drawn, runner.upload_folder, runner.max_pixels, runner.max_bytes
+        ),
         inputs=[c.image, c.drawn_scene],
         outputs=[c.scene_caption],
         preprocess=False,
@@ -224,10 +253,16 @@ def _wire_controls(c: Components, pool: ModelPool) -> None:
         api_visibility="private",
         queue=False,
     )
+    def model_changed(name, new_tokens):
+        limit = pool.new_token_limit(name)  # the slider's range follows the picked model's context
+        kept = {"value": min(new_tokens, limit)} if isinstance(new_tokens, (int, float)) else {}
+        slider = gr.Slider(maximum=limit, **kept)
+        return gr.Markdown(visible=pool.is_untrained(name)), gr.Markdown(visible=pool.is_embedded(name)), slider
+
     c.model.change(
-        lambda name: (gr.Markdown(visible=pool.is_untrained(name)), gr.Markdown(visible=pool.is_embedded(name))),
-        inputs=[c.model],
-        outputs=[c.tiny_notice, c.embedded_notice],
+        model_changed,
+        inputs=[c.model, c.max_new_tokens],
+        outputs=[c.tiny_notice, c.embedded_notice, c.max_new_tokens],
         api_visibility="private",
         queue=False,
     )
@@ -252,11 +287,11 @@ def launch(
         max_file_size=max_file_size,
         css=CSS,
         ssr_mode=False,  # server-side rendering needs Node.js, which a Space or a laptop may not have
-        # The app's own errors are gr.Error messages already; this also lets gradio's refusals of a crafted request
-        # (a file it did not store, a malformed payload) reach the caller as their message instead of "Error".
-        show_error=True,
+        # Visitors read only the app's own messages (gr.Error, shown whatever this says; gradio's refusals of a
+        # crafted request become one, in Blocks.preprocess_data): any other exception's text stays in the log.
+        show_error=False,
         **kwargs,
     )
 
 
-__all__ = ["CSS", "build_blocks", "build_ui", "gpu", "launch"]
+__all__ = ["CSS", "Blocks", "build_blocks", "build_ui", "gpu", "launch"]

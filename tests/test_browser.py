@@ -261,7 +261,7 @@ def test_example_gallery_token_picker_and_colour_modes(page, screenshot):
         ("no image", "No image"),
         ("empty question", "the question is empty"),
         ("corrupt file", "could not be read as an image"),
-        ("huge image", "the limit is 1 megapixels"),
+        ("huge image", "the limit is 1,000,000 pixels"),
         ("file over the upload limit", "exceed the maximum allowed size"),
     ],
 )

@@ -176,8 +176,10 @@ def test_the_caption_names_the_ground_truth_of_a_known_picture_only(uploads):
     assert shapes_lab.upload_caption({"path": str(uploads / "cat.jpg")}, drawn.scene, uploads) == (
         shapes_lab.DEFAULT_CAPTION
     )
-    for payload in (None, {"path": "/etc/passwd"}, "/etc/passwd", {"path": str(uploads / "gone.png")}):
+    for payload in (None, {"path": "/etc/passwd"}, "/etc/passwd"):
         assert shapes_lab.upload_caption(payload, drawn.scene, uploads) == shapes_lab.DEFAULT_CAPTION
+    # A file a run would refuse gets the run's own refusal (one file, one answer everywhere).
+    assert "no longer on the server" in shapes_lab.upload_caption({"path": str(uploads / "gone.png")}, None, uploads)
 
 
 # ---- the token inspector ---------------------------------------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from PIL import Image
 
+from ._text import Neutraliser, check_text, role_words
 from .base import FamilyAdapter, RowInputs
 
 
@@ -23,6 +25,15 @@ class ChatAdapter(FamilyAdapter):
     # ---- prompts -----------------------------------------------------------------------------------------------------
     def messages(self, question: str, *, with_image: bool, system: str | None = None,
                  context: str | None = None) -> list[dict]:
+        """The chat of one row. Every text in it is the caller's, and is text only: ValueError for a character no
+        tokenizer encodes, and no string in it becomes an image placeholder, a control token or a role word
+        (``_text.Neutraliser``), so the prompt always holds at most one image and exactly one user turn."""
+        question = self.user_text(question, "the question")
+        context = self.user_text(context, "the context") if context else None
+        system = self.user_text(system, "the system instruction") if system else None
+        return self._chat(question, with_image=with_image, system=system, context=context)
+
+    def _chat(self, question: str, *, with_image: bool, system: str | None, context: str | None) -> list[dict]:
         messages = []
         if system:
             messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
@@ -30,6 +41,31 @@ class ChatAdapter(FamilyAdapter):
         content.append({"type": "text", "text": (context + "\n\n" if context else "") + question})
         messages.append({"role": "user", "content": content})
         return messages
+
+    def user_text(self, text: str, what: str = "the question") -> str:
+        """``text`` checked (``_text.check_text``) and with its control strings broken (``control_strings``)."""
+        return self._neutraliser(check_text(text, what))
+
+    @functools.cached_property
+    def _neutraliser(self) -> Neutraliser:
+        return Neutraliser(self.control_strings)
+
+    @property
+    def control_strings(self) -> set[str]:
+        """What a user's text must not hold as such: the tokenizer's added tokens (special ones included, which it
+        matches anywhere in a string), the processor's image and video placeholders, and the role words of the chat
+        template's own text (rendered around marker texts, which are then left out)."""
+        tokenizer = self.tokenizer
+        strings = {str(token) for token in getattr(tokenizer, "all_special_tokens", [])}
+        strings |= {str(token) for token in getattr(tokenizer, "added_tokens_decoder", {}).values()}
+        for name in ("image_token", "video_token", "boi_token", "eoi_token"):
+            value = getattr(self.processor, name, None)
+            if isinstance(value, str):
+                strings.add(value)
+        marker = "\x00"
+        probe = self._chat(marker, with_image=True, system=marker, context=marker)
+        template = self.processor.apply_chat_template(probe, add_generation_prompt=True, tokenize=False)
+        return strings | role_words(template.replace(marker, " "))
 
     def prompt_text(self, question: str, *, with_image: bool, system: str | None = None,
                     context: str | None = None) -> str:
