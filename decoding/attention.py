@@ -6,10 +6,11 @@ mask function the model silently builds no causal or padding mask for an unknown
 ``LabControl`` as the ``lab_control`` keyword, which transformers hands down to every attention call. Nothing of
 transformers is copied or patched.
 
-Today's edit is PAI's image amplification (Liu, Zheng, Chen, ECCV 2024; ``LALBJ/PAI@9bbd8bd attention.py`` L90–94):
-in decoder layers ``>= first_layer``, the last query row's pre-softmax scores on the row's image keys are raised by
-``alpha * |score|`` (``decoding.rules.pai_amplify``). Layers and rows without an edit run sdpa untouched; with
-``output_attentions`` every layer returns its weights, as eager attention does.
+Two edits: PAI's image amplification (Liu, Zheng, Chen, ECCV 2024; ``LALBJ/PAI@9bbd8bd attention.py`` L90–94): in
+decoder layers ``>= first_layer``, the last query row's pre-softmax scores on the row's image keys are raised by
+``alpha * |score|`` (``decoding.rules.pai_amplify``); and SID's self-introspection (``SelfIntrospection``). Layers
+without an edit run sdpa untouched (a layer with one runs eager for its whole batch); with ``output_attentions``
+every layer returns its weights, as eager attention does.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ NAME = "contrastive_lab"
 
 @dataclass(frozen=True)
 class ImageAmplification:
-    """PAI's attention edit for one side's original row.
+    """PAI's attention edit for a row.
 
     alpha:       the amplification (0.2 in PAI's scripts).
     first_layer: the first decoder layer edited (2; PAI edits [2, 32) of LLaVA-1.5's 32, i.e. from 2 to the last).
@@ -40,26 +41,51 @@ class ImageAmplification:
 
     alpha: float = 0.2
     first_layer: int = 2
-    first_step: int = 1
+    first_step: int = 0
+
+    def acts_on(self, layer: int) -> bool:
+        return layer >= self.first_layer
+
+
+@dataclass(frozen=True)
+class SelfIntrospection:
+    """SID's CT²S edit for its contrast row (Huo et al., ICLR 2025; ``huofushuo/SID@127dd41
+    transformers/src/transformers/models/llama/modeling_llama.py`` L770–815): at layer ``layer - 1`` the last query's
+    head-mean attention over the image keys picks the ``keep`` least-attended image tokens
+    (``decoding.rules.sid_keep_tokens``); from layer ``layer`` on, every other image key is hidden from every query
+    of that forward. Chosen anew at every forward, from that step's query ("text-aware")."""
+
+    keep: int = 100
+    layer: int = 2
+    first_step: int = 0
+
+    def acts_on(self, layer: int) -> bool:
+        return layer >= self.layer - 1
+
+
+Edit = ImageAmplification | SelfIntrospection
 
 
 @dataclass
 class LabControl:
-    """What one forward edits: batch index -> (image key positions in cache coordinates, the edit)."""
+    """What one forward edits: batch index -> (that row's image key positions in cache coordinates, its edit); and,
+    filled during the forward, SID's kept image keys per batch index."""
 
-    amplify: dict[int, tuple[torch.Tensor, ImageAmplification]] = field(default_factory=dict)
+    edits: dict[int, tuple[torch.Tensor, Edit]] = field(default_factory=dict)
+    kept: dict[int, torch.Tensor] = field(default_factory=dict)
 
-    def rows_for(self, layer: int | None) -> dict[int, tuple[torch.Tensor, ImageAmplification]]:
+    def rows_for(self, layer: int | None) -> dict[int, tuple[torch.Tensor, Edit]]:
         if layer is None:  # a vision tower's attention, or any module outside the language model's layers
             return {}
-        return {b: edit for b, edit in self.amplify.items() if layer >= edit[1].first_layer}
+        return {b: edit for b, edit in self.edits.items() if edit[1].acts_on(layer)}
 
 
 def lab_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers' attention-function signature: query (B, H, q, D), key / value (B, H_kv, kv, D) with the cache,
     the registered mask function's float mask; returns ((B, q, H, D), weights or None)."""
     control = kwargs.pop("lab_control", None)
-    rows = control.rows_for(getattr(module, "layer_idx", None)) if control is not None else {}
+    layer = getattr(module, "layer_idx", None)
+    rows = control.rows_for(layer) if control is not None else {}
     if not rows and not kwargs.get("output_attentions"):
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
@@ -70,10 +96,20 @@ def lab_attention(module, query, key, value, attention_mask, scaling=None, dropo
     if attention_mask is not None:
         scores = scores + attention_mask[:, :, :, : keys.shape[-2]]
     for b, (positions, edit) in rows.items():
-        image = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
-        image[positions] = True
-        scores[b, :, -1, :] = rules.pai_amplify(scores[b, :, -1, :], image, alpha=edit.alpha).to(scores.dtype)
+        if isinstance(edit, ImageAmplification):
+            image = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
+            image[positions] = True
+            scores[b, :, -1, :] = rules.pai_amplify(scores[b, :, -1, :], image, alpha=edit.alpha).to(scores.dtype)
+        elif layer >= edit.layer:
+            hidden = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
+            hidden[positions] = True
+            hidden[control.kept[b]] = False
+            scores[b, :, :, hidden] = torch.finfo(scores.dtype).min
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    for b, (positions, edit) in rows.items():
+        if isinstance(edit, SelfIntrospection) and layer == edit.layer - 1:
+            on_image = weights[b, :, -1, positions].float().mean(dim=0)
+            control.kept[b] = positions[rules.sid_keep_tokens(on_image, k=edit.keep)]
     weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
     return torch.matmul(weights, values).transpose(1, 2).contiguous(), weights
 

@@ -103,7 +103,7 @@ def prepare_comparison(
     params = get_method(method).resolve(params)  # a bad method or parameter is refused before any model work
     options = {"do_sample": do_sample, "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed}
     sampling = _sampling(sampling, options)
-    request = _Request.start(model, image, question, max_new_tokens, sampling.seed, visual_dependence)
+    request = _Request.start(model, image, question, max_new_tokens, sampling, visual_dependence)
     original, distorted = request.original, request.distorted
     plan = plan_method(request.branch_request(model, progress), method, params)
 
@@ -172,9 +172,10 @@ class _Request:
     distorted: Any
 
     seed: int
+    do_sample: bool = False
 
     @classmethod
-    def start(cls, model, image, question, max_new_tokens, seed, visual_dependence) -> _Request:
+    def start(cls, model, image, question, max_new_tokens, sampling, visual_dependence) -> _Request:
         if not isinstance(image, Image.Image):
             raise ValueError("image must be a PIL image")
         if not isinstance(question, str) or not question.strip():
@@ -183,11 +184,12 @@ class _Request:
         image, question = image.convert("RGB"), question.strip()
         original = model.build_row(question, image)
         _check_length(model, [original], max_new_tokens)
+        seed = sampling.seed
         distorted = noised_row(original, VISUAL_DEPENDENCE_NOISE_STEP, seed) if visual_dependence else None
-        return cls(image, question, original, distorted, seed)
+        return cls(image, question, original, distorted, seed, sampling.do_sample)
 
     def branch_request(self, model: FamilyAdapter, progress: ProgressFn | None = None) -> BranchRequest:
-        return BranchRequest(model, self.image, self.question, self.original, self.seed, progress)
+        return BranchRequest(model, self.image, self.question, self.original, self.seed, progress, self.do_sample)
 
 
 def _check_length(model: FamilyAdapter, rows: list, max_new_tokens: int) -> None:
@@ -232,7 +234,7 @@ def _method_side(name: str, method: str, plan: MethodPlan, request: _Request, ro
             distorted_role = "distorted"
     return Side(
         name, method, roles, combine=plan.combine, distorted_role=distorted_role, layers=plan.layers,
-        amplify=plan.amplify,
+        attention_edits=plan.attention_edits,
     )
 
 
@@ -263,7 +265,7 @@ def answer_all(
     if not specs and not baseline:
         raise ValueError("nothing to decode: no method and no baseline")
     sampling = _sampling(sampling, {})
-    request = _Request.start(model, image, question, max_new_tokens, sampling.seed, visual_dependence)
+    request = _Request.start(model, image, question, max_new_tokens, sampling, visual_dependence)
     original, distorted = request.original, request.distorted
     rows: list = []
     sides = [_baseline_side(original, distorted, rows)] if baseline else []

@@ -24,7 +24,7 @@ import torch
 
 from models.adapters.base import FamilyAdapter, RowInputs
 
-from .attention import ImageAmplification, LabControl, lab_attention_for
+from .attention import Edit, LabControl, lab_attention_for
 from .sampling import SamplingConfig, check_max_new_tokens
 from .trace import BranchView, TokenTrace, top_candidates
 
@@ -56,7 +56,8 @@ class Side:
     layers:         hidden-state indices (0 = the embeddings, as in transformers' ``hidden_states``) whose early-exit
                     logits of the original row, ``lm_head(h_j)`` with no final norm (DoLa's premature layers), the
                     rule also receives, as ``"layer j"``; they are not rows and are not traced.
-    amplify:        PAI's attention edit on the original row's image keys (``decoding.attention``), or None.
+    attention_edits: role -> the attention edit on that role's row (``decoding.attention``: PAI's amplification of
+                    the original row, SID's self-introspection of its contrast row).
     """
 
     name: str
@@ -65,7 +66,7 @@ class Side:
     combine: Combine = original_only
     distorted_role: str | None = None
     layers: tuple[int, ...] = ()
-    amplify: ImageAmplification | None = None
+    attention_edits: dict[str, Edit] = field(default_factory=dict)
 
     def __post_init__(self):
         if "original" not in self.roles:
@@ -99,7 +100,7 @@ class _RowGroup:
         rows: list[RowInputs],
         attention_rows: set[int],
         layer_rows: dict[int, tuple[int, ...]] | None = None,
-        amplify_rows: dict[int, ImageAmplification] | None = None,
+        edit_rows: dict[int, Edit] | None = None,
     ):
         self.adapter = adapter
         self.model = adapter.model
@@ -108,7 +109,7 @@ class _RowGroup:
         self.rows = [rows[i] for i in row_ids]
         self.attention_rows = attention_rows
         self.layer_rows = layer_rows or {}
-        self.amplify_rows = amplify_rows or {}
+        self.edit_rows = edit_rows or {}
         self.forwards = 0  # complete forwards so far: 0 while prefilling, then one per generated token
         self.cache = None
         lengths = [r.length for r in self.rows]
@@ -152,20 +153,19 @@ class _RowGroup:
         return self.adapter.to_model(tokens), self.adapter.to_model(vision)
 
     def _edited(self, local: int) -> bool:
-        edit = self.amplify_rows.get(self.row_ids[local])
+        edit = self.edit_rows.get(self.row_ids[local])
         return edit is not None and self.forwards >= edit.first_step
 
     def _control(self, members: list[int] | None = None) -> LabControl | None:
         """The attention edits of this forward, whose batch holds the rows at local indices ``members`` (all rows
-        unless the prefill merged identical prompts): the rows whose side amplifies its image, from their first
-        step."""
+        unless the prefill merged identical prompts): every edited row, from its edit's first step."""
         members = list(range(len(self.row_ids))) if members is None else members
-        amplify = {
-            b: (self.image_key_positions[local], self.amplify_rows[self.row_ids[local]])
+        edits = {
+            b: (self.image_key_positions[local], self.edit_rows[self.row_ids[local]])
             for b, local in enumerate(members)
             if self._edited(local)
         }
-        return LabControl(amplify) if amplify else None
+        return LabControl(edits) if edits else None
 
     def _forward(self, want_attention: bool, layers: list[int] | None = None, control: LabControl | None = None,
                  **inputs):
@@ -336,16 +336,16 @@ class Engine:
         generators = {side.name: torch.Generator().manual_seed(sampling.seed) for side in sides}
         attention_rows = {side.roles["original"] for side in sides} if attention_layers is not None else set()
         layer_rows = {side.roles["original"]: side.layers for side in sides if side.layers}
-        amplify_rows = {side.roles["original"]: side.amplify for side in sides if side.amplify is not None}
+        edit_rows = {side.roles[role]: edit for side in sides for role, edit in side.attention_edits.items()}
         row_side = {row: side for side in sides for row in side.roles.values()}
         row_ids = list(range(len(rows)))
         groups = (
-            [_RowGroup(adapter, row_ids, rows, attention_rows, layer_rows, amplify_rows)]
+            [_RowGroup(adapter, row_ids, rows, attention_rows, layer_rows, edit_rows)]
             if batched
-            else [_RowGroup(adapter, [i], rows, attention_rows, layer_rows, amplify_rows) for i in row_ids]
+            else [_RowGroup(adapter, [i], rows, attention_rows, layer_rows, edit_rows) for i in row_ids]
         )
         state = {side.name: _SideState(side, adapter) for side in sides}
-        with _attention_for_run(adapter.model, attention_layers is not None, bool(amplify_rows)):
+        with _attention_for_run(adapter.model, attention_layers is not None, bool(edit_rows)):
             logits, attention, layers = self._gather(groups, len(rows), lambda g: g.prefill(attention_layers))
             for step in range(max_new_tokens):
                 if should_stop is not None and should_stop():

@@ -32,7 +32,7 @@ from PIL import Image
 from models.adapters.base import FamilyAdapter, RowInputs
 
 from . import branch_rows, branches, rules
-from .attention import ImageAmplification
+from .attention import Edit, ImageAmplification, SelfIntrospection
 from .engine import Combination
 
 # Visual dependence is measured against this distortion, the same for every method and both panels.
@@ -125,6 +125,7 @@ class BranchRequest:
     original: RowInputs
     seed: int
     progress: branch_rows.ProgressFn | None = None
+    do_sample: bool = False
 
 
 @dataclass
@@ -134,7 +135,7 @@ class Branches:
     original:  a prompt of the method's own in place of the request's original row (PBA's edited question), or None.
     rule_args: what the rule needs from construction besides the parameters (OLM's yes / no token ids).
     layers:    hidden-state indices whose early-exit logits the rule receives as "layer j" (DoLa's candidates).
-    amplify:   an attention edit on the side's original row (PAI's image amplification), or None.
+    attention_edits: role -> an attention edit on that row (PAI's amplification, SID's self-introspection).
     """
 
     rows: dict[str, RowInputs]
@@ -142,7 +143,7 @@ class Branches:
     original: RowInputs | None = None
     rule_args: dict[str, Any] = field(default_factory=dict)
     layers: tuple[int, ...] = ()
-    amplify: ImageAmplification | None = None
+    attention_edits: dict[str, Edit] = field(default_factory=dict)
 
 
 RuleFn = Callable[[dict[str, torch.Tensor], int, dict[str, Any]], Combination]
@@ -303,7 +304,20 @@ def _amplified_with_text_only(request: BranchRequest, params: dict) -> Branches:
         alpha=params["alpha"], first_layer=params["first_layer"], first_step=1 if params["as_released"] else 0
     )
     info = {"amplified_from_token": 2 if params["as_released"] else 1, "first_layer": params["first_layer"]}
-    return Branches({"text_only": request.adapter.build_row(request.question, None)}, info, amplify=amplify)
+    text_only = {"text_only": request.adapter.build_row(request.question, None)}
+    return Branches(text_only, info, attention_edits={"original": amplify})
+
+
+def _self_introspective(request: BranchRequest, params: dict) -> Branches:
+    """SID: the same prompt and image as a contrast row of its own, whose attention keeps, from layer ``layer`` on,
+    only the image tokens its own query attended least at the layer before (CT²S)."""
+    edit = SelfIntrospection(keep=params["keep"], layer=params["layer"])
+    skip_cut = bool(params["as_released"]) and not request.do_sample
+    info = {"kept_image_tokens": params["keep"], "from_layer": params["layer"], "greedy_skips_cut": skip_cut}
+    return Branches(
+        {"introspective": request.original}, info, rule_args={"skip_cut": skip_cut},
+        attention_edits={"introspective": edit},
+    )
 
 
 def dola_candidate_layers(num_layers: int, high: bool, tied_embeddings: bool) -> tuple[int, ...]:
@@ -390,6 +404,13 @@ def _olm_rule(L: dict, t: int, params: dict) -> Combination:
 
 def _pai_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.pai_cfg(L["original"], L["text_only"], gamma=params["gamma"], beta=params["beta"]))
+
+
+def _sid_rule(L: dict, t: int, params: dict) -> Combination:
+    original, introspective = L["original"], L["introspective"]
+    if params["skip_cut"]:  # as released, greedy: the argmax of the unmasked difference (vcd_sample.py L190–191)
+        return Combination((1.0 + params["alpha"]) * original.float() - params["alpha"] * introspective.float())
+    return Combination(rules.sid(original, introspective, alpha=params["alpha"], beta=params["beta"]))
 
 
 def _dola_rule(L: dict, t: int, params: dict) -> Combination:
@@ -567,6 +588,29 @@ _LATER_RECORDS = (
         contrast_roles=("text_only",), build=_amplified_with_text_only, rule=_pai_rule,
     ),
     Method(
+        name="sid", title="SID: contrast with the model's own least-attended image tokens", short_name="SID",
+        source="Huo et al., Self-Introspective Decoding, ICLR 2025 (huofushuo/SID@127dd41 vcd_sample.py L168–194, "
+        "transformers/src/transformers/models/llama/modeling_llama.py L770–815)",
+        params=(
+            Param("alpha", 0.5, 0.0, 5.0,
+                  "Contrast strength against the introspective row: (1+alpha)·l − alpha·l_sid. 0.5 is what the "
+                  "release runs (its --cd-alpha 1 is parsed but never passed).", "SID: vcd_sample.py L168"),
+            _beta("SID: cd_beta 0.1 (vcd_sample.py L169)"),
+            Param("keep", 100, 1, 1000,
+                  "Image tokens the introspective row keeps from layer `layer` on: the ones its own query attended "
+                  "least at the layer before (LLaVA-1.5 has 576; a model with no more than this has nothing to "
+                  "hide, as the embedded model's 36).", "SID: fast-v-attention-rank 100 for POPE (50 for CHAIR)", 1,
+                  integer=True, minimum=1),
+            Param("layer", 2, 1, 80, "The first decoder layer that sees only the kept image tokens.",
+                  "SID: fast-v-agg-layer 2", 1, integer=True, minimum=1),
+            Param("as_released", 1, 0, 1,
+                  "1 = as released: greedy decoding takes the argmax of the unmasked difference (the plausibility "
+                  "cut applies when sampling only); 0 = the cut always.", "SID: vcd_sample.py L190–194", 1,
+                  integer=True, maximum=1),
+        ),
+        contrast_roles=("introspective",), build=_self_introspective, rule=_sid_rule,
+    ),
+    Method(
         name="dola", title="DoLa: contrast the final layer with an early exit of the same forward", short_name="DoLa",
         source="Chuang et al., DoLa: Decoding by Contrasting Layers, ICLR 2024 (voidism/DoLa@805230e "
         "transformers-4.28.1/src/transformers/generation/utils.py L2456–2465, L2674–2705)",
@@ -626,7 +670,7 @@ class MethodPlan:
     info: dict[str, Any]
     original: RowInputs | None = None
     layers: tuple[int, ...] = ()
-    amplify: ImageAmplification | None = None
+    attention_edits: dict[str, Edit] = field(default_factory=dict)
 
 
 def plan_method(request: BranchRequest, name: str, params: dict[str, Any] | None = None) -> MethodPlan:
@@ -638,5 +682,5 @@ def plan_method(request: BranchRequest, name: str, params: dict[str, Any] | None
         raise AssertionError(f"{name} built rows {tuple(built.rows)}, its record says {method.contrast_roles}")
     combine = method.combine(resolved, built.rule_args)
     return MethodPlan(
-        name, resolved, built.rows, combine, dict(built.info), built.original, built.layers, built.amplify
+        name, resolved, built.rows, combine, dict(built.info), built.original, built.layers, built.attention_edits
     )

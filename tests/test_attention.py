@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from decoding import compare
-from decoding.attention import ImageAmplification, LabControl, lab_attention_for
+from decoding import rules
+from decoding.attention import ImageAmplification, LabControl, SelfIntrospection, lab_attention_for
 from decoding.engine import Engine, Side
 from models import TINY_FAMILIES, build_tiny, load_model
 
@@ -90,9 +91,27 @@ def test_other_rows_of_the_batch_are_untouched(image, tmp_path):
     model = load_model(build_tiny("llava", tmp_path / "llava", seed=2))
     row = model.build_row(QUESTION, image)
     edit = ImageAmplification(alpha=50.0, first_layer=0, first_step=0)
-    sides = [Side("plain", "baseline", {"original": 0}), Side("pai", "pai", {"original": 1}, amplify=edit)]
+    sides = [Side("plain", "baseline", {"original": 0}), Side("pai", "pai", {"original": 1}, attention_edits={"original": edit})]
     run = Engine(model).run([row, row], sides, max_new_tokens=4, ignore_eos=True, record_logits=True)
     logits = torch.stack([event.row_logits for event in run])
     alone = Engine(model).run([row], sides[:1], max_new_tokens=4, ignore_eos=True, record_logits=True)
     torch.testing.assert_close(logits[:, 0], torch.stack([event.row_logits[0] for event in alone]), atol=1e-5, rtol=0)
     assert not torch.allclose(logits[:, 0], logits[:, 1])
+
+
+def test_self_introspection_keeps_the_least_attended_image_tokens_from_its_layer_on(model, image):
+    row, inputs = _inputs(model, image)
+    image_keys = row.image_token_positions
+    edit = SelfIntrospection(keep=4, layer=1)
+    control = LabControl({0: (image_keys, edit)})
+    with torch.inference_mode(), lab_attention_for(model.model):
+        before = model.model(**inputs, output_attentions=True).attentions
+        after = model.model(**inputs, output_attentions=True, lab_control=control).attentions
+    # the keep set: the 4 image keys the last query attended least at layer 0, head mean (SID's CT2S)
+    expected = image_keys[rules.sid_keep_tokens(before[0][0, :, -1, image_keys].float().mean(0), k=4)]
+    assert torch.equal(control.kept[0], expected)
+    torch.testing.assert_close(after[0], before[0])  # the layer it reads is not edited
+    hidden = image_keys[~torch.isin(image_keys, expected)]
+    for layer in range(1, len(after)):  # from its layer on, no query of the row sees the other image keys
+        assert float(after[layer][0][..., hidden].abs().max()) == 0.0
+        assert float(after[layer][0][..., expected].sum()) > 0.0

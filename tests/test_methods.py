@@ -25,6 +25,7 @@ RULE_WITH_ITS_DEFAULTS = {
     "icd": lambda L, t: rules.icd(L["original"], L["disturbed"]),
     "vacode": lambda L, t: rules.vcd(L["original"], L["augmented"]),
     "pai": lambda L, t: rules.pai_cfg(L["original"], L["text_only"]),
+    "sid": lambda L, t: rules.sid(L["original"], L["introspective"]),
     "dola": lambda L, t: rules.dola(
         L["original"],
         torch.stack([L["layer 0"], L["layer 2"]])[
@@ -38,7 +39,7 @@ RULE_WITH_ITS_DEFAULTS = {
     ),
 }
 # What construction hands a rule besides the parameters (OLM's token ids, here the first two of the vocabulary).
-RULE_ARGS = {"olm": {"yes_id": 0, "no_id": 1}, "dola": {"layers": (0, 2)}}
+RULE_ARGS = {"olm": {"yes_id": 0, "no_id": 1}, "dola": {"layers": (0, 2)}, "sid": {"skip_cut": False}}
 
 
 def branch_logits(method: str, *contrasts: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -50,14 +51,14 @@ def branch_logits(method: str, *contrasts: torch.Tensor) -> dict[str, torch.Tens
 
 def test_the_registry_lists_every_method_once_in_display_order():
     assert METHODS == (
-        "vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd", "vacode", "pai", "dola", "apc_only", "pba",
-        "olm",
+        "vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd", "vacode", "pai", "sid", "dola", "apc_only",
+        "pba", "olm",
     )
     assert set(RULE_WITH_ITS_DEFAULTS) == set(METHODS)
     assert all(REGISTRY[name].name == name for name in METHODS)
     assert [REGISTRY[m].short_name for m in METHODS] == [
-        "VCD", "RITUAL", "RITUAL + VCD", "Self-augmented VCD", "CODE", "M3ID", "ICD", "VACoDe", "PAI", "DoLa",
-        "APC-only", "PBA", "OLM",
+        "VCD", "RITUAL", "RITUAL + VCD", "Self-augmented VCD", "CODE", "M3ID", "ICD", "VACoDe", "PAI", "SID",
+        "DoLa", "APC-only", "PBA", "OLM",
     ]
     assert [m for m in METHODS if REGISTRY[m].kind == "control"] == ["apc_only", "pba", "olm"]
     assert {REGISTRY[m].kind for m in METHODS} == {"method", "control"}
@@ -175,3 +176,11 @@ def test_dola_candidate_layers_follow_transformers_buckets():
     assert dola_candidate_layers(48, high=True, tied_embeddings=False) == tuple(range(28, 48, 2))
     assert dola_candidate_layers(48, high=False, tied_embeddings=False) == tuple(range(0, 20, 2))
     assert dola_candidate_layers(2, high=False, tied_embeddings=False) == (0,)
+
+
+def test_sid_as_released_greedy_takes_the_unmasked_difference():
+    record = get_method("sid")
+    logits = {"original": L, "introspective": C}
+    released = record.rule(logits, 0, {**record.defaults, "skip_cut": True}).logits
+    torch.testing.assert_close(released, 1.5 * L - 0.5 * C)  # alpha 0.5, nothing cut
+    assert torch.isinf(record.rule(logits, 0, {**record.defaults, "skip_cut": False}).logits).any()
