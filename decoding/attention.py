@@ -63,7 +63,20 @@ class SelfIntrospection:
         return layer >= self.layer - 1
 
 
-Edit = ImageAmplification | SelfIntrospection
+@dataclass(frozen=True)
+class BlindTokens:
+    """AvisC's contrast row (Woo et al. 2024; ``sangminwoo/AvisC@772eba4 experiments/llava/model/language_model/
+    llava_llama.py`` L93–112): in its prefill, the image embeddings entering the language model are zeroed except at
+    the "blind" tokens ``keep`` (indices into the row's image tokens, from ``decoding.rules.avisc_blind_tokens``)."""
+
+    keep: tuple[int, ...]
+    first_step: int = 0
+
+    def acts_on(self, layer: int) -> bool:
+        return False  # it edits the language model's input embeddings, not an attention layer
+
+
+Edit = ImageAmplification | SelfIntrospection | BlindTokens
 
 
 @dataclass
@@ -73,6 +86,20 @@ class LabControl:
 
     edits: dict[int, tuple[torch.Tensor, Edit]] = field(default_factory=dict)
     kept: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def embeddings_only(self) -> LabControl:
+        """The same control without its attention edits (for a prefill chunk whose last query is not the prompt's)."""
+        return LabControl({b: e for b, e in self.edits.items() if isinstance(e[1], BlindTokens)})
+
+    def zeroed_embeddings(self) -> dict[int, torch.Tensor]:
+        """Batch index -> the input positions whose embeddings AvisC zeroes (the row's non-blind image tokens)."""
+        out = {}
+        for b, (positions, edit) in self.edits.items():
+            if isinstance(edit, BlindTokens):
+                blind = torch.zeros(len(positions), dtype=torch.bool, device=positions.device)
+                blind[list(edit.keep)] = True
+                out[b] = positions[~blind]
+        return out
 
     def rows_for(self, layer: int | None) -> dict[int, tuple[torch.Tensor, Edit]]:
         if layer is None:  # a vision tower's attention, or any module outside the language model's layers
@@ -118,12 +145,29 @@ AttentionInterface.register(NAME, lab_attention)
 AttentionMaskInterface.register(NAME, eager_mask)  # float (B, 1, q, kv) masks: padding, causality, sliding windows
 
 
+def _zero_blind_embeddings(module, args, kwargs):
+    """A forward pre-hook on the language model (``model.get_decoder()``): AvisC's zeroed image embeddings, for the
+    rows the forward's control names, in a forward whose inputs hold the image (the prefill, or its first chunk)."""
+    control, embeds = kwargs.get("lab_control"), kwargs.get("inputs_embeds")
+    zero = control.zeroed_embeddings() if control is not None and embeds is not None else {}
+    zero = {b: positions for b, positions in zero.items() if len(positions) and int(positions.max()) < embeds.shape[1]}
+    if not zero:
+        return None
+    embeds = embeds.clone()
+    for b, positions in zero.items():
+        embeds[b, positions] = 0.0
+    return args, {**kwargs, "inputs_embeds": embeds}
+
+
 @contextlib.contextmanager
 def lab_attention_for(model):
-    """Run ``model`` under this module's attention function for one run, then switch back."""
+    """Run ``model`` under this module's attention function (and AvisC's embedding hook) for one run, then switch
+    back."""
     before = model.config._attn_implementation
     model.set_attn_implementation(NAME)
+    hook = model.get_decoder().register_forward_pre_hook(_zero_blind_embeddings, with_kwargs=True)
     try:
         yield
     finally:
+        hook.remove()
         model.set_attn_implementation(before)

@@ -105,6 +105,19 @@ def first_step_logits(adapter: FamilyAdapter, rows: list[RowInputs]) -> torch.Te
     return event.row_logits
 
 
+def prefill_image_attention(adapter: FamilyAdapter, row: RowInputs) -> torch.Tensor:
+    """``(layers, image tokens)``: each language-model layer's head-mean attention of the prompt's last token over the
+    row's image tokens, from one prefill of the row alone (what AvisC selects its blind tokens from)."""
+    from .attention import lab_attention_for  # returns every layer's weights, as eager does
+
+    inputs = {"input_ids": row.input_ids, "attention_mask": torch.ones_like(row.input_ids), **row.token_kwargs}
+    inputs = adapter.to_model({**inputs, "position_ids": row.position_ids, **row.vision_kwargs})
+    positions = row.image_token_positions.to(adapter.device)
+    with torch.inference_mode(), lab_attention_for(adapter.model):
+        attentions = adapter.model(**inputs, output_attentions=True).attentions
+    return torch.stack([layer[0, :, -1, positions].float().mean(dim=0) for layer in attentions])
+
+
 def describe_image(adapter: FamilyAdapter, image: Image.Image, progress: ProgressFn | None = None) -> str:
     """CODE's self-description: greedy, up to 512 new tokens, with the image; cached per model and image."""
     key = (_model_key(adapter), _image_key(image), branches.DESCRIPTION_PROMPT, DESCRIPTION_MAX_NEW_TOKENS)

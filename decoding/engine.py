@@ -219,8 +219,9 @@ class _RowGroup:
         if want_attention:
             # The first token's attention is that of the last prompt position; asking every prefill position for its
             # attention would cost (rows x heads x L x L) per layer, so the last position runs as its own chunk.
-            # (The edits, on the last query, wait for that chunk too.)
-            self._forward(False, **{k: v[..., :-1] for k, v in tokens.items()}, **vision)
+            # The attention edits, on the last query, wait for that chunk; the embedding edits act on the image's.
+            first = control.embeddings_only() if control is not None else None
+            self._forward(False, None, first, **{k: v[..., :-1] for k, v in tokens.items()}, **vision)
             last = {k: tokens[k][..., -1:] for k in ("input_ids", "position_ids")}
             logits, attentions, hidden = self._forward(
                 True, want_layers, control, **last, attention_mask=tokens["attention_mask"]

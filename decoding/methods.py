@@ -32,7 +32,7 @@ from PIL import Image
 from models.adapters.base import FamilyAdapter, RowInputs
 
 from . import branch_rows, branches, rules
-from .attention import Edit, ImageAmplification, SelfIntrospection
+from .attention import BlindTokens, Edit, ImageAmplification, SelfIntrospection
 from .engine import Combination
 
 # Visual dependence is measured against this distortion, the same for every method and both panels.
@@ -320,6 +320,16 @@ def _self_introspective(request: BranchRequest, params: dict) -> Branches:
     )
 
 
+def _blind_tokens(request: BranchRequest, params: dict) -> Branches:
+    """AvisC: the original row's own prefill attention picks the image tokens it over-attends ("blind" tokens); the
+    contrast row is the same prompt with every other image embedding zeroed."""
+    attention = branch_rows.prefill_image_attention(request.adapter, request.original)
+    blind = rules.avisc_blind_tokens(attention, gamma=params["layer_gamma"], lam=params["lam"])
+    keep = tuple(int(i) for i in torch.nonzero(blind).flatten())
+    info = {"blind_tokens": list(keep), "image_tokens": int(blind.numel())}
+    return Branches({"blind": request.original}, info, attention_edits={"blind": BlindTokens(keep)})
+
+
 def dola_candidate_layers(num_layers: int, high: bool, tied_embeddings: bool) -> tuple[int, ...]:
     """DoLa's candidate premature layers as transformers' ``dola_layers="low" / "high"`` chose them (the
     transformers-community/dola ``custom_generate`` code): the lower or upper half's even layers (for more than 40
@@ -411,6 +421,10 @@ def _sid_rule(L: dict, t: int, params: dict) -> Combination:
     if params["skip_cut"]:  # as released, greedy: the argmax of the unmasked difference (vcd_sample.py L190–191)
         return Combination((1.0 + params["alpha"]) * original.float() - params["alpha"] * introspective.float())
     return Combination(rules.sid(original, introspective, alpha=params["alpha"], beta=params["beta"]))
+
+
+def _avisc_rule(L: dict, t: int, params: dict) -> Combination:
+    return Combination(rules.avisc(L["original"], L["blind"], alpha=params["alpha"], beta=params["beta"]))
 
 
 def _dola_rule(L: dict, t: int, params: dict) -> Combination:
@@ -609,6 +623,23 @@ _LATER_RECORDS = (
                   integer=True, maximum=1),
         ),
         contrast_roles=("introspective",), build=_self_introspective, rule=_sid_rule,
+    ),
+    Method(
+        name="avisc", title="AvisC: contrast with only the image tokens the model over-attends", short_name="AvisC",
+        source="Woo et al., Don't Miss the Forest for the Trees: Attentional Vision Calibration, 2024 "
+        "(sangminwoo/AvisC@772eba4 avisc_utils/avisc_sample.py L138–214)",
+        params=(
+            _alpha("the same prompt with every image embedding but the over-attended ('blind') ones zeroed",
+                   "AvisC: cd_alpha 1.0 (pope_eval_llavab.py; amber_eval.sh uses 2.5)"),
+            _beta("AvisC: cd_beta 0.1"),
+            Param("layer_gamma", 0.5, 0.0, 1.0,
+                  "Share of the image attention the selected layers must hold: the top layers by image attention "
+                  "until their cumulative share reaches this.", "AvisC: layer_gamma 0.5", maximum=1.0),
+            Param("lam", 0.99, 0.0, 3.0,
+                  "Blind tokens: those whose attention (mean over the selected layers) is at least mean + lam·std.",
+                  "AvisC: lamb 0.99 (pope_eval_llavab.py; its scripts use 1.0)"),
+        ),
+        contrast_roles=("blind",), build=_blind_tokens, rule=_avisc_rule,
     ),
     Method(
         name="dola", title="DoLa: contrast the final layer with an early exit of the same forward", short_name="DoLa",

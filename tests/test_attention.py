@@ -10,7 +10,7 @@ from PIL import Image
 
 from decoding import compare
 from decoding import rules
-from decoding.attention import ImageAmplification, LabControl, SelfIntrospection, lab_attention_for
+from decoding.attention import BlindTokens, ImageAmplification, LabControl, SelfIntrospection, lab_attention_for
 from decoding.engine import Engine, Side
 from models import TINY_FAMILIES, build_tiny, load_model
 
@@ -91,7 +91,8 @@ def test_other_rows_of_the_batch_are_untouched(image, tmp_path):
     model = load_model(build_tiny("llava", tmp_path / "llava", seed=2))
     row = model.build_row(QUESTION, image)
     edit = ImageAmplification(alpha=50.0, first_layer=0, first_step=0)
-    sides = [Side("plain", "baseline", {"original": 0}), Side("pai", "pai", {"original": 1}, attention_edits={"original": edit})]
+    amplified = Side("pai", "pai", {"original": 1}, attention_edits={"original": edit})
+    sides = [Side("plain", "baseline", {"original": 0}), amplified]
     run = Engine(model).run([row, row], sides, max_new_tokens=4, ignore_eos=True, record_logits=True)
     logits = torch.stack([event.row_logits for event in run])
     alone = Engine(model).run([row], sides[:1], max_new_tokens=4, ignore_eos=True, record_logits=True)
@@ -115,3 +116,33 @@ def test_self_introspection_keeps_the_least_attended_image_tokens_from_its_layer
     for layer in range(1, len(after)):  # from its layer on, no query of the row sees the other image keys
         assert float(after[layer][0][..., hidden].abs().max()) == 0.0
         assert float(after[layer][0][..., expected].sum()) > 0.0
+
+
+def test_blind_tokens_zero_the_other_image_embeddings_of_their_row_only(model, image):
+    row, inputs = _inputs(model, image)
+    # Two copies of the row (M-RoPE positions are (3, batch, length); Qwen's patches simply follow one another).
+    batch = {k: torch.cat([v, v], dim=1 if k == "position_ids" and v.dim() == 3 else 0) for k, v in inputs.items()}
+    seen = {}
+
+    def spy(module, args, kwargs):
+        seen["embeds"] = kwargs["inputs_embeds"].clone()
+
+    image_keys = row.image_token_positions
+    control = LabControl({1: (image_keys, BlindTokens(keep=(0, 2)))})
+    decoder = model.model.get_decoder()
+    with torch.inference_mode(), lab_attention_for(model.model):
+        hook = decoder.register_forward_pre_hook(spy, with_kwargs=True)  # runs after the lab's own pre-hook
+        try:
+            model.model(**batch)
+            plain = seen["embeds"]
+            model.model(**batch, lab_control=control)
+            edited = seen["embeds"]
+        finally:
+            hook.remove()
+    zeroed = image_keys[[i for i in range(len(image_keys)) if i not in (0, 2)]]
+    assert float(edited[1, zeroed].abs().max()) == 0.0
+    torch.testing.assert_close(edited[1, image_keys[[0, 2]]], plain[1, image_keys[[0, 2]]])
+    torch.testing.assert_close(edited[0], plain[0])  # the other row is untouched
+    others = torch.ones(edited.shape[1], dtype=torch.bool)
+    others[zeroed] = False
+    torch.testing.assert_close(edited[1, others], plain[1, others])

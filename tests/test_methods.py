@@ -26,6 +26,7 @@ RULE_WITH_ITS_DEFAULTS = {
     "vacode": lambda L, t: rules.vcd(L["original"], L["augmented"]),
     "pai": lambda L, t: rules.pai_cfg(L["original"], L["text_only"]),
     "sid": lambda L, t: rules.sid(L["original"], L["introspective"]),
+    "avisc": lambda L, t: rules.avisc(L["original"], L["blind"]),
     "dola": lambda L, t: rules.dola(
         L["original"],
         torch.stack([L["layer 0"], L["layer 2"]])[
@@ -51,14 +52,14 @@ def branch_logits(method: str, *contrasts: torch.Tensor) -> dict[str, torch.Tens
 
 def test_the_registry_lists_every_method_once_in_display_order():
     assert METHODS == (
-        "vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd", "vacode", "pai", "sid", "dola", "apc_only",
-        "pba", "olm",
+        "vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd", "vacode", "pai", "sid", "avisc", "dola",
+        "apc_only", "pba", "olm",
     )
     assert set(RULE_WITH_ITS_DEFAULTS) == set(METHODS)
     assert all(REGISTRY[name].name == name for name in METHODS)
     assert [REGISTRY[m].short_name for m in METHODS] == [
         "VCD", "RITUAL", "RITUAL + VCD", "Self-augmented VCD", "CODE", "M3ID", "ICD", "VACoDe", "PAI", "SID",
-        "DoLa", "APC-only", "PBA", "OLM",
+        "AvisC", "DoLa", "APC-only", "PBA", "OLM",
     ]
     assert [m for m in METHODS if REGISTRY[m].kind == "control"] == ["apc_only", "pba", "olm"]
     assert {REGISTRY[m].kind for m in METHODS} == {"method", "control"}
