@@ -118,6 +118,16 @@ def test_each_family_answers_a_question_made_of_control_strings(adapters, family
     assert result.question == " ".join(CONTROL_STRINGS).strip() and len(result.baseline.tokens) >= 1
 
 
+@pytest.mark.parametrize("method", ["code", "icd", "m3id"])
+def test_the_methods_own_texts_and_rows_take_a_hostile_question(adapters, method):
+    """CODE's description (an untrained model's, full of odd characters), ICD's instruction and M3ID's text-only
+    row all go through the same text handling."""
+    from decoding import compare
+
+    result = compare(adapters["llava"], world.render(SCENE), " ".join(CONTROL_STRINGS), method, max_new_tokens=3)
+    assert len(result.method_side.tokens) >= 1
+
+
 # ---- class 4: text no tokenizer encodes ------------------------------------------------------------------------------
 @pytest.mark.parametrize("char, kind", [("\ud800", "lone surrogate"), ("\x00", "control"), ("\x07", "control"),
                                         ("\x1b", "control"), ("\x7f", "control"), ("\x85", "control")])
@@ -126,6 +136,10 @@ def test_text_that_cannot_be_encoded_is_refused_by_the_library(adapters, char, k
     with pytest.raises(ValueError, match=rf"not text: {code} \(a {kind}.*\) at position 4"):
         adapters["llava"].build_row(f"is {char} here?", world.render(SCENE))
     assert check_text("tabs\tand\nlines\r\n are text") == "tabs\tand\nlines\r\n are text"
+    # CODE's description (the model's own output, gibberish from an untrained model) is not refused: controls stay,
+    # a lone surrogate becomes U+FFFD.
+    row = adapters["llava"].build_row("is it here?", world.render(SCENE), context=f"a {char} description")
+    assert row.has_image
 
 
 # ---- the app, served: the embedded model first, the tiny one on the allow-list ---------------------------------------

@@ -8,7 +8,7 @@ import math
 import torch
 from PIL import Image
 
-from ._text import Neutraliser, check_text, role_words
+from ._text import Neutraliser, check_text, replace_surrogates, role_words
 from .base import FamilyAdapter, RowInputs
 
 
@@ -29,8 +29,10 @@ class ChatAdapter(FamilyAdapter):
         tokenizer encodes, and no string in it becomes an image placeholder, a control token or a role word
         (``_text.Neutraliser``), so the prompt always holds at most one image and exactly one user turn."""
         question = self.user_text(question, "the question")
-        context = self.user_text(context, "the context") if context else None
-        system = self.user_text(system, "the system instruction") if system else None
+        # CODE's description is the model's own output and ICD's instruction the library's: not refused, but kept
+        # from forming control strings too (and a lone surrogate, which no tokenizer encodes, made U+FFFD).
+        context = self._neutraliser(replace_surrogates(context)) if context else None
+        system = self._neutraliser(replace_surrogates(system)) if system else None
         return self._chat(question, with_image=with_image, system=system, context=context)
 
     def _chat(self, question: str, *, with_image: bool, system: str | None, context: str | None) -> list[dict]:

@@ -17,6 +17,7 @@ WORD_JOINER = "\u2060"
 # Role words of plain-text chat templates (LLaVA-1.5's "USER: ... ASSISTANT:"): a word of capitals and a colon.
 _ROLE_WORD = re.compile(r"\b[A-Za-z][A-Za-z_]*:")
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def check_text(text: str, what: str = "the question") -> str:
@@ -37,6 +38,11 @@ def check_text(text: str, what: str = "the question") -> str:
             "remove it and try again"
         )
     return text
+
+
+def replace_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate made U+FFFD, the replacement character."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def role_words(template_text: str) -> set[str]:
