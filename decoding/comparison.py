@@ -197,9 +197,15 @@ def _check_length(model: FamilyAdapter, rows: list, max_new_tokens: int) -> None
     limit = model.max_length
     longest = max(row.length for row in rows)
     if limit is not None and longest + max_new_tokens > limit:
+        room = limit - longest
+        advice = (
+            f"lower max new tokens to {room} or less, or shorten the question"
+            if room >= 1
+            else "shorten the question: the prompt alone fills the model's context"
+        )
         raise ValueError(
-            f"the question is too long: a prompt takes {longest} tokens (image or description included) and "
-            f"{max_new_tokens} new tokens are asked for, but the model takes at most {limit}"
+            f"the prompt and the answer do not fit in the model's context of {limit} tokens: the prompt takes "
+            f"{longest} tokens (image or description included) and {max_new_tokens} new tokens are asked for; {advice}"
         )
 
 

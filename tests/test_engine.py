@@ -248,10 +248,11 @@ def test_a_question_longer_than_the_context_is_refused_up_front(llava, image):
     limit = llava.max_length
     assert limit == llava.model.config.text_config.max_position_embeddings
     long_question = "Is there a red circle? " * (limit // 4)
-    with pytest.raises(ValueError, match="too long"):
+    with pytest.raises(ValueError, match="do not fit in the model's context"):
         compare(llava, image, long_question, "vcd", max_new_tokens=8)
     row = llava.build_row(QUESTION, image)
-    with pytest.raises(ValueError, match="too long"):
+    # the message says what to lower, and to what
+    with pytest.raises(ValueError, match=f"lower max new tokens to {limit - row.length} or less"):
         compare(llava, image, QUESTION, "vcd", max_new_tokens=limit - row.length + 1)
 
 

@@ -267,7 +267,8 @@ LONG_FOR_THE_CONTEXT = "Is there a red circle? " * 400  # about 9,000 characters
 
 BAD_REQUESTS = [  # (question, options, the message expected)
     (" \n\t ", {}, "the question is empty"),
-    (LONG_FOR_THE_CONTEXT, {}, r"the question is too long: a prompt takes \d+ tokens .* at most 2048"),
+    (LONG_FOR_THE_CONTEXT, {}, r"do not fit in the model's context of 2048 tokens: the prompt takes \d+ tokens .*"
+     r"shorten the question"),
     ("x" * 25_000, {}, "the question is too long: 25000 characters, the limit is 20000"),
     (12345, {}, "the question must be text"),
     ("Fine?", {"temperature": -1.0}, "temperature must be between 0.05 and 2"),
