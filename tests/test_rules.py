@@ -8,6 +8,8 @@ import math
 import pytest
 import torch
 
+from logits import NEG_INF, T, assert_logits
+
 from decoding import rules
 from decoding.methods import REGISTRY, get_method
 from decoding.rules import (
@@ -27,22 +29,7 @@ from decoding.rules import (
     vcd,
 )
 
-NEG_INF = float("-inf")
 LOG_BETA = math.log(0.1)  # -2.302585...
-
-
-def T(*rows):
-    return torch.tensor(rows, dtype=torch.float32)
-
-
-def assert_logits(out, expected, tol=1e-5):
-    """Equal finite entries (within tol) and -inf at the same places."""
-    expected = torch.as_tensor(expected, dtype=torch.float32)
-    assert out.dtype == torch.float32
-    assert out.shape == expected.shape
-    assert torch.equal(torch.isneginf(out), torch.isneginf(expected)), (out, expected)
-    fin = torch.isfinite(expected)
-    torch.testing.assert_close(out[fin], expected[fin], atol=tol, rtol=tol)
 
 
 def call_rule(method, l, contrasts, step=0, **params):

@@ -9,6 +9,8 @@ import math
 import pytest
 import torch
 
+from logits import NEG_INF, T, assert_logits
+
 from decoding.rules import (
     apc_only,
     avisc,
@@ -24,23 +26,6 @@ from decoding.rules import (
     vacode_choice,
     vcd,
 )
-
-NEG_INF = float("-inf")
-
-
-def T(*rows):
-    return torch.tensor(rows, dtype=torch.float32)
-
-
-def assert_logits(out, expected, tol=1e-5):
-    """Equal finite entries (within tol) and -inf at the same places; float32."""
-    expected = torch.as_tensor(expected, dtype=torch.float32)
-    assert out.dtype == torch.float32
-    assert out.shape == expected.shape
-    assert torch.equal(torch.isneginf(out), torch.isneginf(expected)), (out, expected)
-    fin = torch.isfinite(expected)
-    torch.testing.assert_close(out[fin], expected[fin], atol=tol, rtol=tol)
-
 
 # Shared example (as in test_rules.py): l = [2, 1, -1, 0], l' = [1, 2, 0, 0].
 # logsumexp(l)  = ln(e^2 + e + e^-1 + 1) = ln(7.389056 + 2.718282 + 0.367879 + 1) = ln 11.475217 = 2.440189
