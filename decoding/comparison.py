@@ -26,12 +26,21 @@ from models.adapters.base import FamilyAdapter
 
 from .branch_rows import ProgressFn, branch_image, noised_row
 from .engine import Engine, Side, same_prompt
-from .methods import METHODS, VISUAL_DEPENDENCE_NOISE_STEP, BranchRequest, MethodPlan, get_method, plan_method
+from .methods import (
+    METHODS,
+    REGISTRY,
+    VISUAL_DEPENDENCE_NOISE_STEP,
+    BranchRequest,
+    MethodPlan,
+    get_method,
+    plan_method,
+)
 from .sampling import SamplingConfig, check_max_new_tokens
 from .trace import SideResult
 
 # 2: per-step scalars under their STEP_SCALARS names in each token's "scalars" (1 had "alpha_t" / "beta_t").
-SCHEMA_VERSION = 2
+# 3: "control", "control_params" and "control_side": a control decoded beside baseline and method.
+SCHEMA_VERSION = 3
 
 
 @dataclass
@@ -49,6 +58,9 @@ class Comparison:
     images: dict[str, Image.Image] = field(default_factory=dict)  # what each image row fed the model (not serialised)
     steps: int = 0
     done: bool = False
+    control: str | None = None
+    control_params: dict[str, Any] | None = None
+    control_side: SideResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +73,9 @@ class Comparison:
             "branches": self.branches,
             "baseline": self.baseline.to_dict() if self.baseline is not None else None,
             "method_side": self.method_side.to_dict(),
+            "control": self.control,
+            "control_params": self.control_params,
+            "control_side": self.control_side.to_dict() if self.control_side is not None else None,
             "steps": self.steps,
             "done": self.done,
         }
@@ -97,10 +112,14 @@ def prepare_comparison(
     visual_dependence: bool = True,
     ignore_eos: bool = False,
     progress: ProgressFn | None = None,
+    control: str | None = None,
+    control_params: dict[str, Any] | None = None,
     **params: Any,
 ) -> PreparedRun:
     """Validate the request, run the method's pre-steps and build every row and side (see ``stream_compare``)."""
     params = get_method(method).resolve(params)  # a bad method or parameter is refused before any model work
+    if control is not None:
+        control_params = _control_method(control).resolve(control_params)
     options = {"do_sample": do_sample, "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed}
     sampling = _sampling(sampling, options)
     request = _Request.start(model, image, question, max_new_tokens, sampling, visual_dependence)
@@ -112,9 +131,15 @@ def prepare_comparison(
     if baseline:
         sides.append(_baseline_side(original, distorted, rows))
     sides.append(_method_side("method", method, plan, request, rows))
+    control_plan = None
+    if control is not None:
+        control_plan = plan_method(request.branch_request(model, progress), control, control_params)
+        sides.append(_method_side("control", control, control_plan, request, rows))
     _check_length(model, rows, max_new_tokens)
 
     info = dict(plan.info)
+    if control_plan is not None:
+        info["control"] = dict(control_plan.info)
     if visual_dependence:
         info["visual_dependence_noise_step"] = VISUAL_DEPENDENCE_NOISE_STEP
     result = Comparison(
@@ -132,8 +157,19 @@ def prepare_comparison(
         baseline=SideResult("baseline", "baseline") if baseline else None,
         method_side=SideResult("method", method),
         images=_branch_images(model, original, plan),
+        control=control,
+        control_params=control_params if control is not None else None,
+        control_side=SideResult("control", control) if control is not None else None,
     )
     return PreparedRun(rows, sides, sampling, result)
+
+
+def _control_method(name: str):
+    """The registered control called ``name`` (a method that is not a control is refused)."""
+    controls = [m for m, record in REGISTRY.items() if record.kind == "control"]
+    if name not in controls:
+        raise ValueError(f"unknown control {name!r}; choose one of {', '.join(controls)}")
+    return get_method(name)
 
 
 def _branch_images(model: FamilyAdapter, original, plan: MethodPlan) -> dict[str, Image.Image]:
@@ -329,12 +365,14 @@ def stream_compare(
     visual_dependence=True: a teacher-forced noised-image row per side measures log p(t|image) - log p(t|noised);
     ignore_eos=False: keep decoding to max_new_tokens;
     progress:   called as progress(stage, fraction) during slow pre-steps (CODE's description, Self-Aug's choice).
+    control=None: also decode a control (``apc_only``, ``pba``, ``olm``; ``control_params`` its parameters) in the
+                same batch, as a third side (``control_side``), to tell the method's effect from its artifacts;
     batched:    False runs each row alone, the papers' way (a reference; same results, slower).
     should_stop: polled before each token; True stops the run (the result keeps what was written).
     """
     prepared = prepare_comparison(model, image, question, method, **options)
     result = prepared.result
-    by_name = {"baseline": result.baseline, "method": result.method_side}
+    by_name = {"baseline": result.baseline, "method": result.method_side, "control": result.control_side}
     run = Engine(model).run(
         prepared.rows,
         prepared.sides,

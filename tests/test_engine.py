@@ -305,3 +305,18 @@ def test_early_exit_logits_are_the_head_on_each_layers_hidden_state(llava, image
                 expected = head(out.hidden_states[j][:, position]).float()
                 torch.testing.assert_close(got[j], expected, atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(got[2], got["original"], atol=1e-4, rtol=1e-4)  # N = 2 layers: the final one
+
+
+def test_a_control_runs_beside_baseline_and_method_in_the_same_batch(llava, image):
+    config = SamplingConfig(do_sample=True, seed=5)
+    result = compare(llava, image, QUESTION, "vcd", max_new_tokens=6, ignore_eos=True, sampling=config,
+                     control="apc_only", control_params={"beta": 0.1})
+    alone = compare(llava, image, QUESTION, "apc_only", max_new_tokens=6, ignore_eos=True, sampling=config, beta=0.1)
+    assert [t.token_id for t in result.control_side.tokens] == [t.token_id for t in alone.method_side.tokens]
+    assert [t.token_id for t in result.baseline.tokens] == [t.token_id for t in alone.baseline.tokens]
+    exported = result.to_dict()
+    assert exported["control"] == "apc_only" and exported["control_params"] == {"beta": 0.1}
+    assert exported["control_side"]["method"] == "apc_only" and len(exported["control_side"]["tokens"]) == 6
+    assert compare(llava, image, QUESTION, "vcd", max_new_tokens=2).to_dict()["control_side"] is None
+    with pytest.raises(ValueError, match="unknown control 'vcd'"):
+        compare(llava, image, QUESTION, "ritual", max_new_tokens=2, control="vcd")
