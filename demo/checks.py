@@ -108,3 +108,13 @@ def slider_value(param, value):
     if not param.low <= value <= param.high:
         raise ValueError(f"{param.name} must be between {param.low:g} and {param.high:g} here, got {value:g}")
     return value
+
+
+def control(value, controls, none: str = "none") -> str | None:
+    """The control of the third panel (``controls``: the registry's control names; ``none``, the default: no third
+    panel): its name, or None."""
+    if value is None or value == none:
+        return None
+    if not isinstance(value, str) or value not in controls:
+        raise ValueError(f"unknown control {value!r}; choose {none!r} or one of {', '.join(controls)}")
+    return value

@@ -22,7 +22,7 @@ from .checks import (
 from .examples import EXAMPLE_QUESTIONS, gallery_examples
 from .images import MODEL_MAX_SIDE
 from .model_pool import ModelPool
-from .run import SLIDERS, RunControl
+from .run import CONTROL_SLIDERS, CONTROLS, SLIDERS, RunControl
 
 # A click on a token span selects it: gr.HTML passes the event to Python as a select event with the token index.
 SELECT_TOKEN_JS = """
@@ -37,6 +37,7 @@ element.addEventListener('click', (event) => {
 class Panel:
     """One side's answer heatmap and its token inspector."""
 
+    column: gr.Column
     heading: gr.Markdown
     heatmap: gr.HTML
     token: gr.Dropdown
@@ -64,6 +65,9 @@ class Components:
     method: gr.Dropdown
     method_groups: dict[str, gr.Group]  # the sliders of each method, shown while it is picked
     sliders: tuple[gr.Slider, ...]  # every method's, in run.SLIDERS order
+    control_method: gr.Dropdown  # the third panel's control, or texts.NO_CONTROL
+    control_groups: dict[str, gr.Group]  # the sliders of each control, shown while it is picked
+    control_sliders: tuple[gr.Slider, ...]  # every control's, in run.CONTROL_SLIDERS order
     decoding_mode: gr.Radio
     sampling_group: gr.Group
     temperature: gr.Slider
@@ -80,6 +84,7 @@ class Components:
     legend: gr.HTML
     baseline: Panel
     method_panel: Panel
+    control_panel: Panel  # hidden while no control is picked
     branch_images: gr.Gallery
     branch_notes: gr.Markdown
     score_html: gr.HTML
@@ -87,7 +92,7 @@ class Components:
     download: gr.File
 
     def panel(self, side_name: str) -> Panel:
-        return self.baseline if side_name == "baseline" else self.method_panel
+        return {"baseline": self.baseline, "method": self.method_panel, "control": self.control_panel}[side_name]
 
 
 def build_layout(pool: ModelPool, max_pixels: int) -> Components:
@@ -150,6 +155,16 @@ def _settings(pool: ModelPool, max_pixels: int) -> dict:
     for name in METHODS:
         with gr.Group(visible=name == METHODS[0]) as groups[name]:
             sliders += [_slider(name, param) for method_name, param in SLIDERS if method_name == name]
+    control_method = gr.Dropdown(
+        choices=[(texts.NO_CONTROL, texts.NO_CONTROL)] + [(REGISTRY[m].title, m) for m in CONTROLS],
+        value=texts.NO_CONTROL, label="Control (third panel)", info=texts.CONTROL_INFO, elem_id="cd-control",
+    )
+    control_groups, control_sliders = {}, []
+    for name in CONTROLS:
+        with gr.Group(visible=False) as control_groups[name]:
+            control_sliders += [
+                _slider(f"control-{name}", param) for control_name, param in CONTROL_SLIDERS if control_name == name
+            ]
     with gr.Accordion("Decoding", open=False):
         decoding_mode = gr.Radio(choices=list(DECODING_MODES), value="greedy", label="Decoding", elem_id="cd-decoding")
         with gr.Group(visible=False) as sampling_group:
@@ -172,6 +187,7 @@ def _settings(pool: ModelPool, max_pixels: int) -> dict:
     stop_reply = gr.Markdown(visible=False)
     return {
         "model": model, "method": method, "method_groups": groups, "sliders": tuple(sliders),
+        "control_method": control_method, "control_groups": control_groups, "control_sliders": tuple(control_sliders),
         "decoding_mode": decoding_mode, "sampling_group": sampling_group, "temperature": temperature,
         "top_p": top_p, "top_k": top_k, "seed": seed, "max_new_tokens": max_new_tokens, "run": run, "stop": stop,
         "status": status, "stop_reply": stop_reply,
@@ -202,6 +218,7 @@ def _answers() -> dict:
     with gr.Row(equal_height=False):
         baseline = _panel("baseline", texts.BASELINE_HEADING)
         method_panel = _panel("method", texts.METHOD_HEADING.format(title=render.method_title(METHODS[0])))
+        control_panel = _panel("control", texts.CONTROL_HEADING.format(title=""), visible=False)
     with gr.Accordion("What each branch fed the model", open=True):
         branch_images = gr.Gallery(
             label="The picture each row fed the model", columns=4, rows=1, height=330, fit_columns=False,
@@ -217,13 +234,13 @@ def _answers() -> dict:
     )
     return {
         "colour_by": colour_by, "legend": legend, "baseline": baseline, "method_panel": method_panel,
-        "branch_images": branch_images, "branch_notes": branch_notes, "score_html": score_html,
-        "reset_score": reset_score, "download": download,
+        "control_panel": control_panel, "branch_images": branch_images, "branch_notes": branch_notes,
+        "score_html": score_html, "reset_score": reset_score, "download": download,
     }
 
 
-def _panel(side_name: str, heading: str) -> Panel:
-    with gr.Column(scale=1, min_width=320, variant="panel"):
+def _panel(side_name: str, heading: str, visible: bool = True) -> Panel:
+    with gr.Column(scale=1, min_width=320, variant="panel", visible=visible) as column:
         heading_md = gr.Markdown(heading)
         heatmap = gr.HTML(views.empty_heatmap(), js_on_load=SELECT_TOKEN_JS, elem_id=f"cd-{side_name}-answer")
         token = gr.Dropdown(
@@ -233,4 +250,4 @@ def _panel(side_name: str, heading: str) -> Panel:
             label=render.attention_caption(None), interactive=False, height=260, elem_id=f"cd-{side_name}-attention"
         )
         candidates = gr.HTML(render.candidates_html(None), elem_id=f"cd-{side_name}-candidates")
-    return Panel(heading_md, heatmap, token, attention, candidates)
+    return Panel(column, heading_md, heatmap, token, attention, candidates)

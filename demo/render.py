@@ -78,11 +78,18 @@ def token_value(token: TokenTrace, mode: str) -> float | None:
 def sides(comparison: Comparison | None) -> list[SideResult]:
     if comparison is None:
         return []
-    return [side for side in (comparison.baseline, comparison.method_side) if side is not None]
+    return [side for side in (comparison.baseline, comparison.method_side, comparison.control_side) if side is not None]
+
+
+def side_title(comparison: Comparison, side: SideResult) -> str:
+    """A side's short name: "baseline", the method's or the control's."""
+    if side.name == "baseline":
+        return "baseline"
+    return REGISTRY[comparison.control if side.name == "control" else comparison.method].short_name
 
 
 def colour_scale(comparison: Comparison | None, mode: str) -> Scale:
-    """One scale for both panels (so equal colours mean equal values): probability is 0..1; the log-ratio modes are
+    """One scale for every panel (so equal colours mean equal values): probability is 0..1; the log-ratio modes are
     symmetric around 0 and span the largest magnitude in the run."""
     if mode == "confidence":
         return Scale(mode, 0.0, 1.0)
@@ -292,7 +299,21 @@ def branch_notes(comparison: Comparison | None) -> str:
     if "instruction" in info:
         notes.append("Disturbing system instruction of the contrast branch:")
         notes.append(_quote(info["instruction"]))
+    if comparison.control is not None:
+        notes += _control_notes(comparison.control, info.get("control", {}))
     return "\n\n".join(notes)
+
+
+def _control_notes(control: str, info: dict) -> list[str]:
+    """What the third panel's control did: PBA's prompt, OLM's yes and no tokens."""
+    notes = [f"**{method_title(control)}** (third panel)"]
+    if "prompt" in info:
+        notes.append("Its question, as the model read it:")
+        notes.append(_quote(info["prompt"]))
+    if "yes_piece" in info and "no_piece" in info:
+        yes, no = (html.escape(visible_piece(info[key])) for key in ("yes_piece", "no_piece"))
+        notes.append(f"Its yes and no tokens: “{yes}” and “{no}”.")
+    return notes
 
 
 def _short(value) -> str:
@@ -320,9 +341,7 @@ def status_text(comparison: Comparison | None, seconds: float | None = None) -> 
     if not comparison.done:
         return f"Generating… token {comparison.steps} of at most {total}."
     ended = [
-        f"{'baseline' if side.name == 'baseline' else REGISTRY[comparison.method].short_name}: "
-        f"{len(side.tokens)} tokens ({side.stop_reason})"
-        for side in sides(comparison)
+        f"{side_title(comparison, side)}: {len(side.tokens)} tokens ({side.stop_reason})" for side in sides(comparison)
     ]
     took = f" in {seconds:.1f} s" if seconds is not None else ""
     return f"{'Stopped' if was_stopped(comparison) else 'Done'}{took}. " + "; ".join(ended) + "."

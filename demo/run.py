@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 # Every method's parameter sliders, in the order /compare takes them after its other inputs.
 SLIDERS: tuple[tuple[str, Param], ...] = tuple((name, p) for name, method in REGISTRY.items() for p in method.params)
+# The controls a third panel may decode, and their sliders (after the control menu, at the end of /compare's inputs).
+CONTROLS: tuple[str, ...] = tuple(name for name, record in REGISTRY.items() if record.kind == "control")
+CONTROL_SLIDERS: tuple[tuple[str, Param], ...] = tuple((name, p) for name in CONTROLS for p in REGISTRY[name].params)
 # A session's JSON download is replaced by its next run's; files of sessions gone for this long are deleted.
 DOWNLOAD_TTL_S = 3600
 # Progress updates go to the browser; CODE's description calls back once per token, so send only visible changes.
@@ -83,6 +86,8 @@ class RunRequest:
     max_new_tokens: Any = checks.DEFAULT_MAX_NEW_TOKENS
     colour_by: Any = render.DEFAULT_COLOUR_MODE
     sliders: tuple = tuple(param.default for _, param in SLIDERS)  # in SLIDERS order
+    control: Any = texts.NO_CONTROL  # the third panel's control (a CONTROLS name), or none
+    control_sliders: tuple = tuple(param.default for _, param in CONTROL_SLIDERS)  # in CONTROL_SLIDERS order
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,8 @@ class RunSettings:
     max_new_tokens: int
     colour_by: str
     truth: world.Scene | None
+    control: str | None = None
+    control_params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,8 @@ class RunDetails:
     branch_notes: str
     token_choices: tuple[list, list] = ([], [])  # the pickers' choices (baseline, method): filled at the end
     download: str | None = None
+    control_heading: str = ""  # the third panel's, when a control is decoded
+    control_choices: list = field(default_factory=list)  # its picker's choices: filled at the end
 
 
 @dataclass(frozen=True)
@@ -163,7 +172,23 @@ def check_request(
     if not isinstance(colour_by, str) or colour_by not in {key for _, key in render.COLOUR_MODES}:
         raise ValueError(f"unknown colour mode {colour_by!r}")
     truth = shapes_lab.known_scene(picture, drawn_scene if isinstance(drawn_scene, world.Scene) else None)
-    return RunSettings(picture, question, method.name, params, sampling, max_new_tokens, colour_by, truth)
+    control = checks.control(request.control, CONTROLS, texts.NO_CONTROL)
+    control_params = None
+    if control is not None:
+        control_params = {
+            param.name: checks.slider_value(param, value)
+            for (name, param), value in zip(CONTROL_SLIDERS, _values(request.control_sliders, "control sliders"))
+            if name == control
+        }
+    return RunSettings(
+        picture, question, method.name, params, sampling, max_new_tokens, colour_by, truth, control, control_params
+    )
+
+
+def _values(values, name: str) -> tuple:
+    if not isinstance(values, (tuple, list)):
+        raise ValueError(f"the {name} must be a list of numbers, got {type(values).__name__}")  # noqa: TRY004
+    return tuple(values)
 
 
 def stop(control: RunControl) -> str:
@@ -264,6 +289,8 @@ class Runner:
         run = _Run(settings, served, model, fallback, notice)
         if settings.truth is not None:
             run.live = {name: shapes_lab.LiveMarks(settings.truth, settings.question) for name in views.SIDES}
+            if settings.control is None:
+                del run.live["control"]
         return run
 
     def _stream(
@@ -277,7 +304,8 @@ class Runner:
         stream = stream_compare(
             run.model, settings.picture, settings.question, settings.method, sampling=settings.sampling,
             max_new_tokens=settings.max_new_tokens, progress=_reporter(control, progress),
-            should_stop=lambda: control.stop_requested, **settings.params,
+            should_stop=lambda: control.stop_requested, control=settings.control,
+            control_params=settings.control_params, **settings.params,
         )
         try:
             first = True
@@ -338,19 +366,25 @@ class Runner:
         if truth is not None:
             status += " " + shapes_lab.truth_text(truth, question)
         if grades and not render.was_stopped(comparison):
-            title = REGISTRY[comparison.method].short_name
-            score.add({("Baseline" if name == "baseline" else title): grade for name, grade in grades.items()})
+            titles = {answer.name: render.side_title(comparison, answer) for answer in render.sides(comparison)}
+            titles["baseline"] = "Baseline"
+            score.add({titles[name]: grade for name, grade in grades.items()})
         choices = (render.token_choices(comparison.baseline), render.token_choices(comparison.method_side))
         download = self._write_download(control, comparison, truth, grades)
         return RunUpdate(
             with_notice(status, run.notice),
             shown,
             views.heatmaps(shown, run.settings.colour_by),
-            self._details(run, comparison, choices, download),
+            self._details(run, comparison, choices, download, render.token_choices(comparison.control_side)),
             score,
         )
 
-    def _details(self, run: _Run, comparison: Comparison, choices=([], []), download: str | None = None) -> RunDetails:
+    def _details(
+        self, run: _Run, comparison: Comparison, choices=([], []), download: str | None = None, control_choices=()
+    ) -> RunDetails:
+        control_heading = ""
+        if comparison.control is not None:
+            control_heading = texts.CONTROL_HEADING.format(title=render.method_title(comparison.control))
         return RunDetails(
             run.served,
             self.pool.names,
@@ -359,6 +393,8 @@ class Runner:
             render.branch_notes(comparison),
             choices,
             download,
+            control_heading,
+            list(control_choices),
         )
 
     def _write_download(

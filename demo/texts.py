@@ -41,6 +41,13 @@ BASELINE_HEADING = "### Baseline: plain decoding"
 METHOD_HEADING = "### {title}"
 BASELINE_EMPTY = "The plain answer goes here."
 METHOD_EMPTY = "The method's answer goes here."
+CONTROL_HEADING = "### {title}"  # a control's title says "(control)"
+CONTROL_EMPTY = "The control's answer goes here."
+NO_CONTROL = "none"  # the control menu's first choice: two panels
+CONTROL_INFO = (
+    "A control decoded in the same run, in a third panel: it tells the method's effect from its artifacts (the "
+    "plausibility cut alone, a push toward \"yes\")."
+)
 PANEL_WAITING = "…"
 
 # ---- a run ----------------------------------------------------------------------------------------------------------

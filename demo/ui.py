@@ -1,7 +1,7 @@
 """The Gradio app: the page of `demo.layout`, its events wired to the plain handlers of `demo.run`, `demo.views` and
 `demo.shapes_lab`, and the server settings.
 
-Everything shown comes from `decoding.stream_compare` (one batched run for both panels); this module only maps the
+Everything shown comes from `decoding.stream_compare` (one batched run for every panel); this module only maps the
 handlers' values onto components.
 """
 
@@ -21,7 +21,7 @@ from . import render, shapes_lab, texts, views
 from .checks import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_QUEUE_SIZE
 from .layout import Components, build_layout
 from .model_pool import ModelPool
-from .run import SLIDERS, RunError, RunRequest, Runner, RunUpdate, stop
+from .run import CONTROL_SLIDERS, CONTROLS, SLIDERS, RunError, RunRequest, Runner, RunUpdate, stop
 
 try:  # On Hugging Face Spaces with ZeroGPU, a GPU is attached only while a spaces.GPU function runs.
     import spaces
@@ -44,6 +44,9 @@ REQUEST_FIELDS = (
     "max_new_tokens", "colour_by",
 )
 SLIDER_NAMES = tuple(f"param_{3 + len(REQUEST_FIELDS) + i}" for i in range(len(SLIDERS)))
+# Then the third panel's control and its sliders: last, so that callers sending only the inputs above keep working.
+CONTROL_FIELD = "control"
+CONTROL_SLIDER_NAMES = tuple(f"control_{name}_{param.name}" for name, param in CONTROL_SLIDERS)
 
 
 def build_ui(pool: ModelPool, max_pixels: int = DEFAULT_MAX_PIXELS, max_file_size: str | int | None = None):
@@ -58,11 +61,20 @@ class Blocks(gr.Blocks):
     input values; ``processing_utils.async_move_files_to_cache``: a file payload it did not store). Its messages name
     the server's working directory and its component objects; the visitor gets ``texts.MALFORMED_REQUEST`` and the
     detail goes to the log, as one line (a refusal, not a crash).
+
+    ``trailing_defaults`` (API name -> values): inputs an endpoint gained at its end, filled in with these when a
+    request leaves them out, so that callers written before them keep working (/compare's control inputs).
     """
 
-    async def preprocess_data(self, *args, **kwargs):
+    trailing_defaults: dict[str, list] = {}  # replaced per app, never mutated
+
+    async def preprocess_data(self, block_fn, inputs, *args, **kwargs):
+        defaults = self.trailing_defaults.get(block_fn.api_name, [])
+        missing = len(block_fn.inputs) - len(inputs) if isinstance(inputs, list) else 0
+        if 0 < missing <= len(defaults):
+            inputs = [*inputs, *defaults[len(defaults) - missing :]]
         try:
-            return await super().preprocess_data(*args, **kwargs)
+            return await super().preprocess_data(block_fn, inputs, *args, **kwargs)
         except GradioError:
             raise
         except Exception as error:  # noqa: BLE001 (whatever gradio refuses, the visitor reads the same)
@@ -75,6 +87,7 @@ class Blocks(gr.Blocks):
 def build_blocks(runner: Runner) -> gr.Blocks:
     with Blocks(title=texts.TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         c = build_layout(runner.pool, runner.max_pixels)
+        blocks.trailing_defaults = {"compare": [c.control_method.value, *(s.value for s in c.control_sliders)]}
         _wire_run(c, runner)
         _wire_lab(c, runner)
         _wire_inspector(c)
@@ -87,7 +100,10 @@ def _run_outputs(c: Components) -> list:
     outputs = [c.status, c.shown, c.legend, c.method_panel.heading, c.branch_images, c.branch_notes, c.download]
     for panel in (c.baseline, c.method_panel):
         outputs += [panel.heatmap, panel.token, panel.attention, panel.candidates]
-    return [*outputs, c.model, c.score, c.score_html]
+    # the third panel's last, so that the others keep the positions they had before it
+    control = c.control_panel
+    outputs += [c.model, c.score, c.score_html, control.heading]
+    return [*outputs, control.heatmap, control.token, control.attention, control.candidates]
 
 
 def _show_update(c: Components, update: RunUpdate) -> dict:
@@ -96,6 +112,7 @@ def _show_update(c: Components, update: RunUpdate) -> dict:
     if update.shown is not None:
         values |= {c.shown: update.shown, c.legend: update.heatmaps.legend}
         values |= {c.baseline.heatmap: update.heatmaps.baseline, c.method_panel.heatmap: update.heatmaps.method}
+        values |= {c.control_panel.heatmap: update.heatmaps.control}
     details = update.details
     if details is not None:
         values |= {
@@ -104,8 +121,10 @@ def _show_update(c: Components, update: RunUpdate) -> dict:
             c.branch_images: details.branch_images,
             c.branch_notes: details.branch_notes,
             c.download: details.download,
+            c.control_panel.heading: details.control_heading,
         }
-        for panel, choices in zip((c.baseline, c.method_panel), details.token_choices):
+        panels = (c.baseline, c.method_panel, c.control_panel)
+        for panel, choices in zip(panels, (*details.token_choices, details.control_choices)):
             values |= {
                 panel.token: gr.Dropdown(choices=choices, value=None),
                 panel.attention: gr.Image(value=None, label=render.attention_caption(None)),
@@ -117,11 +136,12 @@ def _show_update(c: Components, update: RunUpdate) -> dict:
 
 
 def _wire_run(c: Components, runner: Runner) -> None:
-    def compare(control, drawn_scene, score, progress=gr.Progress(), **values):  # noqa: B008 (gradio's tracker)
+    def compare(run_control, drawn_scene, score, progress=gr.Progress(), **values):  # noqa: B008 (gradio's tracker)
         request = RunRequest(
-            **{name: values[name] for name in REQUEST_FIELDS}, sliders=tuple(values[n] for n in SLIDER_NAMES)
+            **{name: values[name] for name in REQUEST_FIELDS}, sliders=tuple(values[n] for n in SLIDER_NAMES),
+            control=values[CONTROL_FIELD], control_sliders=tuple(values[n] for n in CONTROL_SLIDER_NAMES),
         )
-        updates = runner.run(control, request, drawn_scene, score, progress, warn=_model_warning)
+        updates = runner.run(run_control, request, drawn_scene, score, progress, warn=_model_warning)
         with contextlib.closing(updates):  # the visitor cancelled or left: the run stops at once
             try:
                 for update in updates:
@@ -137,7 +157,10 @@ def _wire_run(c: Components, runner: Runner) -> None:
         triggers=[c.run.click, c.question.submit],
         fn=gpu(compare),
         inputs=[c.control, c.drawn_scene, c.score],
-        inputs_kwargs={**dict(zip(REQUEST_FIELDS, request_inputs)), **dict(zip(SLIDER_NAMES, c.sliders))},
+        inputs_kwargs={
+            **dict(zip(REQUEST_FIELDS, request_inputs)), **dict(zip(SLIDER_NAMES, c.sliders)),
+            CONTROL_FIELD: c.control_method, **dict(zip(CONTROL_SLIDER_NAMES, c.control_sliders)),
+        },
         outputs=_run_outputs(c),
         # the image is read by read_upload, which checks its size before decoding and turns a corrupt file into a
         # clear message (gradio's own preprocessing would fail first with a generic error)
@@ -185,42 +208,47 @@ def _wire_lab(c: Components, runner: Runner) -> None:
 
 # ---- the token inspector -----------------------------------------------------------------------------------------
 def _wire_inspector(c: Components) -> None:
-    heatmaps = [c.legend, c.baseline.heatmap, c.method_panel.heatmap]
-    for side_name, other_name in (("baseline", "method"), ("method", "baseline")):
-        panel, other = c.panel(side_name), c.panel(other_name)
+    heatmaps = [c.legend, c.baseline.heatmap, c.method_panel.heatmap, c.control_panel.heatmap]
+    pickers = [c.panel(name).token for name in views.SIDES]
+    for side_name in views.SIDES:
+        panel = c.panel(side_name)
+        other_names = [name for name in views.SIDES if name != side_name]
+        others = [c.panel(name).token for name in other_names]
         view_outputs = [*heatmaps, panel.attention, panel.candidates]
 
-        def show(shown, index, other_index, colour_by, side_name=side_name):
-            return _token_values(views.show_token(shown, side_name, index, other_index, colour_by))
+        def show(shown, index, colour_by, first, second, side_name=side_name, other_names=other_names):
+            picks = dict(zip(other_names, (first, second)))
+            return _token_values(views.show_token(shown, side_name, index, picks, colour_by))
 
         # .input, not .change: a run clearing the picker must not start this handler, whose heatmaps (drawn from the
         # run as it stood) could land after the run's last update and leave the page showing an unfinished answer.
         panel.token.input(
             show,
-            inputs=[c.shown, panel.token, other.token, c.colour_by],
+            inputs=[c.shown, panel.token, c.colour_by, *others],
             outputs=view_outputs,
             api_visibility="private",
             queue=False,
         )
 
-        def click(shown, other_index, colour_by, event: gr.SelectData, side_name=side_name):
+        def click(shown, colour_by, first, second, event: gr.SelectData, side_name=side_name, other_names=other_names):
             choices = views.clicked_token(shown, side_name, event.index)
             if choices is None:
-                return [gr.skip()] * 6  # the picker and the view stay as they are
-            view = views.show_token(shown, side_name, event.index, other_index, colour_by)
+                return [gr.skip()] * (len(heatmaps) + 3)  # the picker and the view stay as they are
+            picks = dict(zip(other_names, (first, second)))
+            view = views.show_token(shown, side_name, event.index, picks, colour_by)
             return (gr.Dropdown(choices=choices, value=event.index), *_token_values(view))
 
         panel.heatmap.select(
             click,
-            inputs=[c.shown, other.token, c.colour_by],
+            inputs=[c.shown, c.colour_by, *others],
             outputs=[panel.token, *view_outputs],
             api_visibility="private",
             queue=False,
         )
 
     c.colour_by.change(
-        lambda shown, colour_by, b, m: _heatmap_values(views.heatmaps(shown, colour_by, (b, m))),
-        inputs=[c.shown, c.colour_by, c.baseline.token, c.method_panel.token],
+        lambda shown, colour_by, b, m, k: _heatmap_values(views.heatmaps(shown, colour_by, (b, m, k))),
+        inputs=[c.shown, c.colour_by, *pickers],
         outputs=heatmaps,
         api_visibility="private",
         queue=False,
@@ -232,8 +260,8 @@ def _token_values(view: views.TokenView) -> tuple:
     return (*_heatmap_values(view.heatmaps), attention, view.candidates)
 
 
-def _heatmap_values(shown: views.Heatmaps) -> tuple[str, str, str]:
-    return shown.legend, shown.baseline, shown.method
+def _heatmap_values(shown: views.Heatmaps) -> tuple[str, str, str, str]:
+    return shown.legend, shown.baseline, shown.method, shown.control
 
 
 # ---- controls that show and hide others ----------------------------------------------------------------------------
@@ -243,6 +271,19 @@ def _wire_controls(c: Components, pool: ModelPool) -> None:
         + [texts.METHOD_HEADING.format(title=render.method_title(method))],
         inputs=[c.method],
         outputs=[*c.method_groups.values(), c.method_panel.heading],
+        api_visibility="private",
+        queue=False,
+    )
+
+    def control_changed(name):
+        groups = [gr.Group(visible=name == control) for control in CONTROLS]
+        heading = texts.CONTROL_HEADING.format(title=render.method_title(name)) if name in CONTROLS else ""
+        return [*groups, gr.Column(visible=name in CONTROLS), heading]
+
+    c.control_method.change(
+        control_changed,
+        inputs=[c.control_method],
+        outputs=[*c.control_groups.values(), c.control_panel.column, c.control_panel.heading],
         api_visibility="private",
         queue=False,
     )

@@ -1,4 +1,4 @@
-"""What the page shows of a run, as plain values: both heatmaps with their legend, and the token inspector.
+"""What the page shows of a run, as plain values: the heatmaps with their legend, and the token inspector.
 
 These are the handlers of the page's small events (a token picked or clicked, another colour mode); no gradio here:
 `demo.ui` maps their results onto the components.
@@ -6,6 +6,7 @@ These are the handlers of the page's small events (a token picked or clicked, an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -16,7 +17,7 @@ from decoding.trace import SideResult, TokenTrace
 from . import render, texts
 from .images import attention_overlay
 
-SIDES = ("baseline", "method")
+SIDES = ("baseline", "method", "control")  # the panels, left to right; the control's only when one is decoded
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,12 @@ class Heatmaps:
     legend: str
     baseline: str
     method: str
+    control: str = ""  # the third panel's (empty before any run and without a control)
 
 
 @dataclass(frozen=True)
 class TokenView:
-    """One side's inspector for its selected token, and both heatmaps with that token outlined."""
+    """One side's inspector for its selected token, and the heatmaps with that token outlined."""
 
     heatmaps: Heatmaps
     attention: Image.Image | None
@@ -48,23 +50,24 @@ def side(shown: ShownRun | None, side_name: str) -> SideResult | None:
     if shown is None:
         return None
     comparison = shown.comparison
-    return comparison.baseline if side_name == "baseline" else comparison.method_side
+    return {
+        "baseline": comparison.baseline, "method": comparison.method_side, "control": comparison.control_side
+    }.get(side_name)
 
 
-def heatmaps(shown: ShownRun | None, colour_by: str, selected=(None, None)) -> Heatmaps:
-    """Both answers coloured on one scale, the selected token of each (baseline, method) outlined, with the legend."""
+def heatmaps(shown: ShownRun | None, colour_by: str, selected=(None, None, None)) -> Heatmaps:
+    """Every answer coloured on one scale, the selected token of each (baseline, method, control: in SIDES order)
+    outlined, with the legend."""
     comparison = shown.comparison if shown is not None else None
     scale = render.colour_scale(comparison, colour_by)
-    baseline, method_side = side(shown, "baseline"), side(shown, "method")
     marks = shown.marks if shown is not None else {}
-    return Heatmaps(
-        render.legend_html(scale),
-        render.heatmap_html(baseline, scale, selected[0], texts.BASELINE_EMPTY, marks.get("baseline")),
-        render.heatmap_html(
-            method_side, scale, selected[1], texts.METHOD_EMPTY,
-            marks.get(method_side.name) if method_side is not None else None,
-        ),
-    )
+    picks = dict(zip(SIDES, selected))
+    empty = {"baseline": texts.BASELINE_EMPTY, "method": texts.METHOD_EMPTY, "control": texts.CONTROL_EMPTY}
+    drawn = {
+        name: render.heatmap_html(side(shown, name), scale, picks.get(name), empty[name], marks.get(name))
+        for name in SIDES
+    }
+    return Heatmaps(render.legend_html(scale), **drawn)
 
 
 def empty_heatmap() -> str:
@@ -72,9 +75,11 @@ def empty_heatmap() -> str:
     return render.heatmap_html(None, render.colour_scale(None, render.DEFAULT_COLOUR_MODE), None, texts.PANEL_WAITING)
 
 
-def show_token(shown: ShownRun | None, side_name: str, index, other_index, colour_by: str) -> TokenView:
-    """The token ``index`` of one side picked (``other_index``: the other side's pick): where it looked, its
-    candidates, and the heatmaps with both picks outlined."""
+def show_token(
+    shown: ShownRun | None, side_name: str, index, others: Mapping[str, object], colour_by: str
+) -> TokenView:
+    """The token ``index`` of one side picked (``others``: the other panels' picks, by side name): where it looked,
+    its candidates, and the heatmaps with every pick outlined."""
     answer = side(shown, side_name)
     token: TokenTrace | None = None
     if answer is not None and isinstance(index, int) and 0 <= index < len(answer.tokens):
@@ -82,7 +87,8 @@ def show_token(shown: ShownRun | None, side_name: str, index, other_index, colou
     overlay = None
     if token is not None and token.image_attention and "original" in shown.comparison.images:
         overlay = attention_overlay(shown.comparison.images["original"], token.image_attention["grid"])
-    selected = (index, other_index) if side_name == "baseline" else (other_index, index)
+    picks = {**others, side_name: index}
+    selected = tuple(picks.get(name) for name in SIDES)
     return TokenView(
         heatmaps(shown, colour_by, selected), overlay, render.attention_caption(token), render.candidates_html(token)
     )

@@ -13,7 +13,7 @@ from decoding.comparison import compare
 from demo.allow_list import TINY_MODEL
 from demo.examples import EXAMPLES_DIR
 from demo.model_pool import ModelPool
-from demo.run import SLIDERS
+from demo.run import CONTROL_SLIDERS, SLIDERS
 from demo.ui import build_ui, launch
 
 MAX_PIXELS = 1_000_000  # small, so that the "huge image" case needs no big file
@@ -33,15 +33,17 @@ def served():
 
 
 # The /compare endpoint's inputs in order, with the UI's defaults; the method's sliders follow (all methods' in METHODS
-# order; the ones of other methods are ignored).
-def compare_args(pool, image, question, method="vcd", max_new_tokens=10, **overrides):
+# order; the ones of other methods are ignored), then the third panel's control and its sliders (the controls' own).
+def compare_args(pool, image, question, method="vcd", max_new_tokens=10, control="none", **overrides):
     settings = {"decoding": "greedy", "temperature": 1.0, "top_p": 1.0, "top_k": 0, "seed": 0}
     settings["colour_by"] = "visual_dependence"
     settings.update(overrides)
     sliders = [param.default for _, param in SLIDERS]
+    control_sliders = [param.default for _, param in CONTROL_SLIDERS]
     return [
         image, question, settings.pop("model", pool.default), method, settings["decoding"], settings["temperature"],
         settings["top_p"], settings["top_k"], settings["seed"], max_new_tokens, settings["colour_by"], *sliders,
+        control, *control_sliders,
     ]
 
 
@@ -49,6 +51,7 @@ def compare_args(pool, image, question, method="vcd", max_new_tokens=10, **overr
 STATUS, LEGEND, HEADING, GALLERY, NOTES, DOWNLOAD = range(6)
 BASELINE_HTML, BASELINE_TOKEN, BASELINE_ATTENTION, BASELINE_CANDIDATES = range(6, 10)
 METHOD_HTML = 10
+CONTROL_HEADING, CONTROL_HTML, CONTROL_TOKEN = 16, 17, 18  # after the model and the score
 
 
 def token_count(markup) -> int:
@@ -155,3 +158,36 @@ def test_stop_ends_the_run_early_and_keeps_what_was_written(served):
     args = compare_args(pool, handle_file(CAT), "What is this?", max_new_tokens=3)
     final = client.predict(*args, api_name="/compare")
     assert final[STATUS].startswith("Done")
+
+
+def test_a_control_decodes_a_third_panel_and_old_style_calls_still_work(served):
+    pool, client = served
+    args = compare_args(pool, handle_file(CAT), "What is in the picture?", "vcd", 5, control="olm")
+    names = [(control, param.name) for control, param in CONTROL_SLIDERS]
+    args[-len(names) + names.index(("olm", "margin"))] = 0.9
+    final = client.predict(*args, api_name="/compare")
+    trace = json.loads(Path(final[DOWNLOAD]).read_text())
+    assert trace["control"] == "olm" and trace["control_params"] == {"mass": 0.2, "margin": 0.9}
+    assert trace["control_side"]["text"] and "OLM:" in final[STATUS]
+    assert token_count(final[CONTROL_HTML]) == len(trace["control_side"]["tokens"])
+    assert "OLM" in final[CONTROL_HEADING]
+    direct = compare(
+        pool.get(pool.default), Image.open(CAT), "What is in the picture?", "vcd", max_new_tokens=5, control="olm",
+        control_params={"margin": 0.9},
+    )
+    assert trace["control_side"]["text"] == direct.control_side.text
+
+    # By keyword, and by position without the control's inputs (as before the third panel): gradio_client fills in
+    # the trailing inputs' defaults, so no control is decoded.
+    keyword = client.predict(
+        *compare_args(pool, handle_file(CAT), "What is in the picture?", "vcd", 3)[:11], control="apc_only",
+        control_apc_only_beta=0.5, api_name="/compare",
+    )
+    assert json.loads(Path(keyword[DOWNLOAD]).read_text())["control_params"] == {"beta": 0.5}
+    old_style = compare_args(pool, handle_file(CAT), "What is in the picture?", "vcd", 3)[: 11 + len(SLIDERS)]
+    final = client.predict(*old_style, api_name="/compare")
+    trace = json.loads(Path(final[DOWNLOAD]).read_text())
+    assert final[STATUS].startswith("Done") and trace["control"] is None and trace["control_side"] is None
+    with pytest.raises(Exception, match="unknown control 'vcd'"):
+        args = compare_args(pool, handle_file(CAT), "Hi?", max_new_tokens=2, control="vcd")
+        client.predict(*args, api_name="/compare")

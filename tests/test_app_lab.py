@@ -18,7 +18,7 @@ from demo.texts import NOT_A_SCENE_NOTICE
 from demo.ui import build_ui, launch
 from models.shapes_world import grading
 
-SCORE_HTML = -1  # the last output of /compare
+SCORE_HTML = 15  # /compare's output after the model (the third panel's follow)
 
 
 @pytest.fixture(scope="module")

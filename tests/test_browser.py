@@ -255,6 +255,45 @@ def test_example_gallery_token_picker_and_colour_modes(page, screenshot):
     screenshot(page, "token-picker-confidence")
 
 
+def test_a_control_decodes_a_third_panel_whose_tokens_show_their_candidates(page, screenshot):
+    expect(page.locator("#cd-control-answer")).to_be_hidden()  # "none": two panels, as without controls
+    upload(page, EXAMPLES_DIR / "coffee.jpg")
+    ask(page, "Is there a spoon in the image?")
+    set_max_new_tokens(page, 5)
+    title = REGISTRY["apc_only"].title
+    choose(page, "cd-control", title)
+    expect(page.locator("#cd-control-answer")).to_be_visible()
+    expect(page.locator("#cd-control-apc_only-beta")).to_be_visible()  # the control's own parameter
+    beta = page.locator("#cd-control-apc_only-beta input[type=number]")
+    beta.fill("0.3")
+    beta.press("Enter")
+    assert compare_and_wait(page).startswith("Done")
+    run = downloaded_run(page)
+    assert run["control"] == "apc_only" and run["control_params"] == {"beta": 0.3}
+    control = tokens(page, "control")
+    expect(control).to_have_count(len(run["control_side"]["tokens"]))
+    assert control.count() >= 1 and tokens(page, "baseline").count() >= 1 and tokens(page, "method").count() >= 1
+    expect(page.locator("#cd-status")).to_contain_text("APC-only:")
+    expect(page.get_by_text(title, exact=True).first).to_be_visible()  # the third panel's heading
+    expect(page.locator("#cd-branch-notes")).to_contain_text("(third panel)")
+
+    index = control.count() - 1
+    control.nth(index).click()
+    expect(page.locator("#cd-control-attention img")).to_be_visible()
+    candidates = page.locator("#cd-control-candidates")
+    expect(candidates).to_contain_text(f"Token {index}:")
+    expect(candidates.locator("table")).to_contain_text("final")
+    expect(control.nth(index)).to_have_class(re.compile(r"\bcd-selected\b"))
+    expect(page.locator("#cd-control-token input")).to_have_value(re.compile(rf"^{index}: "))
+    screenshot(page, "control-third-panel")
+
+    # Back to none: the third panel goes, and the next run decodes no control.
+    choose(page, "cd-control", "none")
+    expect(page.locator("#cd-control-answer")).to_be_hidden()
+    assert compare_and_wait(page).startswith("Done")
+    assert downloaded_run(page)["control_side"] is None
+
+
 @pytest.mark.parametrize(
     "case, expected",
     [

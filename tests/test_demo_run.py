@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from PIL import Image
+
+from decoding.comparison import compare
 from decoding.methods import get_method
 from decoding.sampling import SamplingConfig
 from demo import checks, render, shapes_lab, texts, views
 from demo.allow_list import EMBEDDED_MODEL_DIR, TINY_LABEL, TINY_MODEL
 from demo.examples import EXAMPLES_DIR
 from demo.model_pool import ModelPool
-from demo.run import SLIDERS, RunControl, RunError, Runner, RunRequest, stop
+from demo.run import CONTROL_SLIDERS, CONTROLS, SLIDERS, RunControl, RunError, Runner, RunRequest, stop
 from models.shapes_world import grading
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,13 +146,15 @@ def lab(uploads):
     return Runner(pool, uploads)
 
 
-def test_a_drawn_scene_is_marked_while_streaming_graded_once_and_scored(lab, uploads):
+@pytest.mark.parametrize("control", ["none", "pba"])
+def test_a_drawn_scene_is_marked_while_streaming_graded_once_and_scored(lab, uploads, control):
     drawn = lab.new_scene()
     assert drawn.caption == shapes_lab.scene_caption(drawn.scene) and Path(drawn.path).is_file()
     uploaded = str(shutil.copy(drawn.path, uploads / Path(drawn.path).name))  # as the page uploads it back
     score = shapes_lab.Scoreboard()
     updates = list(lab.run(RunControl(), request(uploads, image={"path": uploaded}, question=drawn.question,
-                                                   model_name=lab.pool.default, max_new_tokens=24), drawn.scene, score))
+                                                   model_name=lab.pool.default, max_new_tokens=24, control=control),
+                                   drawn.scene, score))
     *streamed, final = updates
     comparison = final.shown.comparison
     for side in render.sides(comparison):
@@ -159,6 +164,8 @@ def test_a_drawn_scene_is_marked_while_streaming_graded_once_and_scored(lab, upl
         assert streamed[-1].shown.marks[side.name] == grade.marks  # the live marks of the last token: the same
     assert "Ground truth:" in final.status and score.runs == 1 and final.score is score
     assert "Baseline" in score.sides and 'class="cd-mark' in final.heatmaps.baseline
+    assert set(final.shown.marks) == {side.name for side in render.sides(comparison)}
+    assert ("PBA" in score.sides) == (control == "pba") and len(score.sides) == 2 + (control == "pba")
     record = json.loads(Path(final.details.download).read_text())["shapes_world"]
     assert record["scene"]["seed"] == drawn.scene.seed
 
@@ -182,6 +189,61 @@ def test_the_caption_names_the_ground_truth_of_a_known_picture_only(uploads):
     assert "no longer on the server" in shapes_lab.upload_caption({"path": str(uploads / "gone.png")}, None, uploads)
 
 
+# ---- the third panel: a control ----------------------------------------------------------------------------------
+def test_a_control_is_decoded_in_a_third_panel_as_the_library_decodes_it(runner, uploads):
+    plain = list(runner.run(RunControl(), request(uploads, method="vcd", seed=3)))[-1]
+    assert plain.shown.comparison.control_side is None and plain.details.control_heading == ""
+    assert plain.details.control_choices == [] and "cd-empty" in plain.heatmaps.control
+    assert "APC-only" not in plain.status
+
+    sliders = tuple(0.3 if (name, p.name) == ("apc_only", "beta") else p.default for name, p in CONTROL_SLIDERS)
+    updates = list(runner.run(
+        RunControl(), request(uploads, method="vcd", seed=3, control="apc_only", control_sliders=sliders)
+    ))
+    *streamed, final = updates
+    assert streamed[0].details.control_heading == texts.CONTROL_HEADING.format(title=get_method("apc_only").title)
+    assert all(u.heatmaps.control.count('data-token="') >= 1 for u in streamed)
+    comparison = final.shown.comparison
+    assert comparison.control == "apc_only" and comparison.control_params == {"beta": 0.3}
+    direct = compare(
+        runner.pool.get(runner.pool.default), Image.open(uploads / "cat.jpg"), "What is this?", "vcd",
+        max_new_tokens=4, seed=3, control="apc_only", control_params={"beta": 0.3},
+    )
+    assert [t.token_id for t in comparison.control_side.tokens] == [t.token_id for t in direct.control_side.tokens]
+    assert comparison.control_side.text == direct.control_side.text
+    # the baseline and the method are the same as without the control
+    assert comparison.method_side.text == plain.shown.comparison.method_side.text
+    assert tokens_in(final.heatmaps.control) == len(comparison.control_side.tokens)
+    assert final.details.control_choices == render.token_choices(comparison.control_side)
+    assert "APC-only:" in final.status and "(third panel)" in final.details.branch_notes
+    record = json.loads(Path(final.details.download).read_text())
+    assert record["control"] == "apc_only" and record["control_params"] == {"beta": 0.3}
+    assert record["control_side"]["text"] == direct.control_side.text
+
+    # the inspector works on the third panel like on the others
+    index = len(comparison.control_side.tokens) - 1
+    view = views.show_token(final.shown, "control", index, {"baseline": 0, "method": None}, "confidence")
+    assert f"Token {index}:" in view.candidates and view.attention is not None
+    assert f'cd-selected" data-token="{index}"' in view.heatmaps.control
+    assert 'cd-selected" data-token="0"' in view.heatmaps.baseline
+    assert views.clicked_token(final.shown, "control", 0) == final.details.control_choices
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"control": "vcd"}, "unknown control 'vcd'"),
+        ({"control": 3}, "unknown control 3"),
+        ({"control": "olm", "control_sliders": "x"}, "control sliders must be a list"),
+        ({"control": "apc_only", "control_sliders": (2.0, 0.2, 0.5)}, "beta must be"),
+    ],
+)
+def test_a_bad_control_is_refused_with_a_message(runner, uploads, values, message):
+    with pytest.raises(RunError, match=message):
+        next(runner.run(RunControl(), request(uploads, **values)))
+    assert checks.control("none", CONTROLS) is None and checks.control("pba", CONTROLS) == "pba"
+
+
 # ---- the token inspector ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shown(runner, uploads):
@@ -191,7 +253,7 @@ def shown(runner, uploads):
 def test_picking_a_token_shows_where_it_looked_and_its_candidates(shown):
     answer = shown.comparison.method_side
     index = len(answer.tokens) - 1
-    view = views.show_token(shown, "method", index, 0, "confidence")
+    view = views.show_token(shown, "method", index, {"baseline": 0}, "confidence")
     assert view.attention is not None and view.attention_caption.startswith("Where")
     assert f"Token {index}:" in view.candidates and "final" in view.candidates
     assert view.heatmaps.legend.startswith('<div class="cd-legend"><b>confidence')
@@ -201,7 +263,7 @@ def test_picking_a_token_shows_where_it_looked_and_its_candidates(shown):
 
 @pytest.mark.parametrize("index", [None, -1, 99, "1"])
 def test_a_pick_outside_the_answer_shows_nothing(shown, index):
-    view = views.show_token(shown, "baseline", index, None, render.DEFAULT_COLOUR_MODE)
+    view = views.show_token(shown, "baseline", index, {"method": None}, render.DEFAULT_COLOUR_MODE)
     assert view.attention is None and view.candidates == render.candidates_html(None)
     assert view.attention_caption == render.attention_caption(None) and "cd-selected" not in view.heatmaps.baseline
     assert views.clicked_token(shown, "baseline", index) is None

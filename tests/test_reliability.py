@@ -33,7 +33,7 @@ from demo.cli import parse_args
 from demo.examples import EXAMPLES_DIR
 from demo.images import MODEL_MAX_ASPECT, MODEL_MIN_SIDE, read_upload
 from demo.model_pool import LoadOptions, ModelPool
-from demo.run import SLIDERS, Runner
+from demo.run import CONTROL_SLIDERS, SLIDERS, Runner
 from demo.ui import build_blocks, launch
 from models import ModelLoadError
 
@@ -67,13 +67,15 @@ def served():
 
 
 def inputs(image=None, question="What is in the picture?", *, model=TINY_LABEL, method="vcd", decoding="greedy",
-           temperature=1.0, top_p=1.0, top_k=0, seed=0, max_new_tokens=2, colour_by="visual_dependence", **sliders):
-    """/compare's API inputs in order; ``sliders`` overrides method parameters by "method__name"."""
+           temperature=1.0, top_p=1.0, top_k=0, seed=0, max_new_tokens=2, colour_by="visual_dependence",
+           control="none", **sliders):
+    """/compare's API inputs in order; ``sliders`` overrides method parameters by "method__name"; the third panel's
+    control and its sliders (defaults) come last."""
     values = [param.default for _, param in SLIDERS]
     for key, value in sliders.items():
         values[SLIDER_NAMES.index(tuple(key.split("__")))] = value
     return [image, question, model, method, decoding, temperature, top_p, top_k, seed, max_new_tokens, colour_by,
-            *values]
+            *values, control, *(param.default for _, param in CONTROL_SLIDERS)]
 
 
 def compare(served, *args, **kwargs):
@@ -126,6 +128,18 @@ def raw_compare(url: str, data: list) -> dict:
         if message.get("msg") == "process_completed":
             return message
     raise AssertionError("the stream ended without completing the request")
+
+
+def test_a_raw_request_without_the_control_inputs_is_served_as_before_them(served):
+    """Callers written before the third panel send every input but the control and its sliders: no control."""
+    old = inputs(upload(served["url"], CAT), "Still there?", max_new_tokens=1)[: -1 - len(CONTROL_SLIDERS)]
+    completed = raw_compare(served["url"], old)
+    assert completed["success"], completed
+    status = completed["output"]["data"][STATUS]
+    assert status.startswith("Done") and "VCD:" in status and "PBA:" not in status  # two sides, no control
+    with_control = inputs(upload(served["url"], CAT), "Still there?", max_new_tokens=1, control="pba")
+    completed = raw_compare(served["url"], with_control)
+    assert "PBA: 1 tokens" in completed["output"]["data"][STATUS]
 
 
 # ---- files -----------------------------------------------------------------------------------------------------------
