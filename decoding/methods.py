@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import numbers
 import random
 from collections.abc import Callable
@@ -71,13 +70,7 @@ class Param:
                 raise ValueError(f"{self.name} must be an integer, got {value!r}")
             v = int(value)
         else:
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise ValueError(f"{self.name} must be a real number, got {value!r}")
-            v = float(value)
-            if math.isnan(v):
-                raise ValueError(f"{self.name} must not be NaN")
-            if math.isinf(v):
-                raise ValueError(f"{self.name} must be finite, got {v}")
+            v = rules._real(self.name, value)  # the rules' own check: a finite real number
         if self.minimum is not None:
             if self.min_inclusive and v < self.minimum:
                 raise ValueError(f"{self.name} must be >= {self.minimum:g}, got {v}")

@@ -140,14 +140,7 @@ def _branches(logits, **others) -> tuple[torch.Tensor, ...]:
     ref = _logits("logits", logits)
     out = [ref]
     for name, t in others.items():
-        c = _logits(name, t)
-        if c.shape != ref.shape:
-            raise ValueError(
-                f"shape mismatch: logits has shape {tuple(ref.shape)} but {name} has shape {tuple(c.shape)}"
-            )
-        if c.device != ref.device:
-            raise ValueError(f"device mismatch: logits on {ref.device} but {name} on {c.device}")
-        out.append(c)
+        out.append(_matching("logits", ref, name, t))
     return tuple(out)
 
 
@@ -427,7 +420,7 @@ def _bounded_divergence(l: torch.Tensor, d: torch.Tensor, exponent: float) -> tu
     rounds both to 1, the top token's |p_v - p_d| (the term that dominates BD) becomes 0 and BD ~1e-18 instead of
     ~1e-6, so the cut ``p_v >= BD * max(p_v)`` keeps the whole vocabulary where the rule keeps one token.
     """
-    wide = torch.float32 if l.device.type == "mps" else torch.float64
+    wide = _wide(l.device)
     p_v = torch.softmax(l.to(wide), dim=-1)
     p_d = torch.softmax(d.to(wide), dim=-1)
     # log2(x + 1) via log1p for accuracy at small x. Each term is <= 1 and sum(p_v + p_d) = 2, so BD <= 1; the clamp
