@@ -25,7 +25,6 @@ from eval import (
 )
 from eval.chair import read_image_list, sample_images
 from eval.chair_words import LvlmWords, tokenize
-from eval.wordnet import WordNetMissing, find_wordnet
 
 # The 80 category names of COCO 2014 / 2017, in COCO's order.
 COCO_CATEGORIES = [
@@ -43,14 +42,6 @@ COCO_CATEGORIES = [
 def hand_tagger(**tags):
     """A tagger as nltk.pos_tag: the given Penn tags by token, "NN" for every other token."""
     return lambda tokens: [(token, tags.get(token, "NN")) for token in tokens]
-
-
-@pytest.fixture(scope="module")
-def wordnet():
-    try:
-        return find_wordnet()
-    except WordNetMissing as e:
-        pytest.fail(f"{e}: install Debian's wordnet-base (as .ci/run does) or `python -m nltk.downloader wordnet`")
 
 
 def lvlm_vocabulary(wordnet, **tags):

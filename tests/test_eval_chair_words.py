@@ -27,14 +27,6 @@ from eval.shapes_world import benchmark as shapes_benchmark
 from eval.wordnet import DEBIAN_WORDNET, WordNetMissing, find_wordnet, read_folder
 
 
-@pytest.fixture(scope="module")
-def wordnet():
-    try:
-        return find_wordnet()
-    except WordNetMissing as e:
-        pytest.fail(f"{e}: install Debian's wordnet-base (as .ci/run does) or `python -m nltk.downloader wordnet`")
-
-
 @pytest.fixture()
 def no_nltk_data(tmp_path, monkeypatch):
     """nltk looks for its data in an empty folder only."""
