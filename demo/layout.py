@@ -154,6 +154,7 @@ def _settings(pool: ModelPool, max_pixels: int) -> dict:
     groups, sliders = {}, []
     for name in METHODS:
         with gr.Group(visible=name == METHODS[0]) as groups[name]:
+            gr.Markdown(texts.METHOD_SOURCE.format(source=REGISTRY[name].source), elem_classes="cd-source")
             sliders += [_slider(name, param) for method_name, param in SLIDERS if method_name == name]
     control_method = gr.Dropdown(
         choices=[(texts.NO_CONTROL, texts.NO_CONTROL)] + [(REGISTRY[m].title, m) for m in CONTROLS],
@@ -162,6 +163,7 @@ def _settings(pool: ModelPool, max_pixels: int) -> dict:
     control_groups, control_sliders = {}, []
     for name in CONTROLS:
         with gr.Group(visible=False) as control_groups[name]:
+            gr.Markdown(texts.METHOD_SOURCE.format(source=REGISTRY[name].source), elem_classes="cd-source")
             control_sliders += [
                 _slider(f"control-{name}", param) for control_name, param in CONTROL_SLIDERS if control_name == name
             ]
@@ -201,7 +203,7 @@ def _slider(method: str, param) -> gr.Slider:
         value=param.default,
         step=1 if param.integer else param.step,
         label=f"{param.name} (paper default {param.default:g})",
-        info=param.help,
+        info=texts.PARAM_INFO.format(help=param.help, source=param.source),
         elem_id=f"cd-{method}-{param.name}",
     )
 

@@ -75,3 +75,7 @@ MALFORMED_REQUEST = (
     "This request is not one the page sends: an input value is missing or malformed, or a file was not uploaded to "
     "this app. Nothing was run. Reload the page, or check the call against the API page, and try again."
 )
+
+# Under each method's and control's sliders: where the method, and each default, come from (the registry's sources).
+METHOD_SOURCE = "Source: {source}"
+PARAM_INFO = "{help} Default: {source}."

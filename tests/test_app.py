@@ -253,3 +253,18 @@ def test_status_tells_how_each_side_ended(comparison):
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_has_a_title(method):
     assert render.method_title(method) == REGISTRY[method].title != method
+
+
+def test_every_method_shows_its_source_and_each_defaults_source():
+    from demo.ui import build_ui
+
+    pool = ModelPool([TINY_MODEL])
+    pool.get(pool.default)
+    config = build_ui(pool).get_config_file()
+    texts = [
+        str(c.get("props", {}).get(key, "")) for c in config["components"] for key in ("value", "info", "label")
+    ]
+    for name, record in REGISTRY.items():
+        assert any(record.source in t for t in texts), name
+        for param in record.params:
+            assert any(param.help in t and param.source in t for t in texts), (name, param.name)
