@@ -56,18 +56,43 @@ def load_bench_model(source: str, device: str | None, dtype: str | None, quantiz
 
 
 def workloads(model, image, methods, max_new_tokens):
-    """(name, rows, sides) for plain decoding, each method alone, and baseline + each method side by side."""
+    """(name, rows, run) for plain decoding, each method alone, and baseline + each method side by side; ``run``
+    (batched) starts the run. A beam method (OPERA) runs alone only (beside a baseline it runs after it): its rows
+    are its beams and, per beam, its candidates' look-ahead rows."""
     plain_row = model.build_row(QUESTION, image)
-    yield "plain", [plain_row], [Side("baseline", "baseline", {"original": 0})]
+    yield "plain", 1, _engine_run(model, [plain_row], [Side("baseline", "baseline", {"original": 0})], max_new_tokens)
     options = dict(attention_layers=None, visual_dependence=False, ignore_eos=True, max_new_tokens=max_new_tokens)
     for method in methods:
         alone = prepare_comparison(model, image, QUESTION, method, baseline=False, **options)
-        yield f"{method} alone", alone.rows, alone.sides
+        if alone.beam is not None:
+            beams = alone.beam.num_beams
+            yield f"{method} alone", beams * (1 + alone.beam.opera.num_candidates), _beam_run(alone.beam)
+            continue
+        yield f"{method} alone", len(alone.rows), _engine_run(model, alone.rows, alone.sides, max_new_tokens)
         both = prepare_comparison(model, image, QUESTION, method, baseline=True, **options)
-        yield f"baseline + {method}", both.rows, both.sides
+        yield f"baseline + {method}", len(both.rows), _engine_run(model, both.rows, both.sides, max_new_tokens)
 
 
-def time_run(model, rows, sides, max_new_tokens, batched) -> dict:
+def _engine_run(model, rows, sides, max_new_tokens):
+    def run(batched):
+        return Engine(model).run(
+            rows, sides, max_new_tokens=max_new_tokens, sampling=SamplingConfig(), batched=batched, ignore_eos=True
+        )
+
+    return run
+
+
+def _beam_run(search):
+    """The beam search, its candidates looked ahead in one batched forward, or one forward each (``separate``: the
+    release's way, one candidate at a time for every beam)."""
+    def run(batched):
+        search.batched = batched
+        return search.run()
+
+    return run
+
+
+def time_run(model, start_run, batched) -> dict:
     """One run: seconds to the first token (prefill + first step) and each later token."""
     cuda = model.device.type == "cuda"
     if cuda:
@@ -75,9 +100,7 @@ def time_run(model, rows, sides, max_new_tokens, batched) -> dict:
         torch.cuda.reset_peak_memory_stats()
     stamps = []
     start = time.perf_counter()
-    run = Engine(model).run(
-        rows, sides, max_new_tokens=max_new_tokens, sampling=SamplingConfig(), batched=batched, ignore_eos=True
-    )
+    run = start_run(batched)
     for _ in run:  # each step ends in a host sync (the chosen token is read), so wall time is honest
         stamps.append(time.perf_counter())
     peak = torch.cuda.max_memory_allocated() if cuda else None
@@ -85,10 +108,10 @@ def time_run(model, rows, sides, max_new_tokens, batched) -> dict:
     return {"prefill_s": float(gaps[0]), "per_token_s": float(np.median(gaps[1:])), "peak_bytes": peak}
 
 
-def measure(model, rows, sides, max_new_tokens, batched, repeats, warmup) -> dict:
+def measure(model, rows, start_run, max_new_tokens, batched, repeats, warmup) -> dict:
     for _ in range(warmup):
-        time_run(model, rows, sides, max_new_tokens, batched)
-    runs = [time_run(model, rows, sides, max_new_tokens, batched) for _ in range(repeats)]
+        time_run(model, start_run, batched)
+    runs = [time_run(model, start_run, batched) for _ in range(repeats)]
     per_token = statistics.median(r["per_token_s"] for r in runs)
     peaks = [r["peak_bytes"] for r in runs if r["peak_bytes"] is not None]
     return {
@@ -97,7 +120,7 @@ def measure(model, rows, sides, max_new_tokens, batched, repeats, warmup) -> dic
         "tokens_per_s": 1.0 / per_token,
         "total_s": statistics.median(r["prefill_s"] + r["per_token_s"] * (max_new_tokens - 1) for r in runs),
         "peak_gib": max(peaks) / 2**30 if peaks else None,
-        "rows": len(rows),
+        "rows": rows,
     }
 
 
@@ -153,11 +176,11 @@ def main(argv=None) -> int:
     floor = weights / (bandwidth / 2)  # a decode step reads the weights once: half of a copy's traffic
     rows = []
     modes = [("batched", True)] + ([] if args.no_reference else [("separate", False)])
-    for name, run_rows, sides in workloads(model, image, methods, args.tokens):
+    for name, run_rows, start_run in workloads(model, image, methods, args.tokens):
         for mode, batched in modes:
             if name == "plain" and not batched:
                 continue  # one row: both modes are the same thing
-            figures = measure(model, run_rows, sides, args.tokens, batched, args.repeats, args.warmup)
+            figures = measure(model, run_rows, start_run, args.tokens, batched, args.repeats, args.warmup)
             rows.append({"workload": name, "mode": mode, **figures})
             print(f"  {name:<22} {mode:<9} {figures['per_token_s'] * 1e3:8.2f} ms/token", file=sys.stderr)
 

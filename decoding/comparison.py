@@ -15,6 +15,7 @@ README's "The exported run" table; ``SCHEMA_VERSION`` changes whenever they do.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from PIL import Image
 from models.adapters.base import FamilyAdapter
 
 from .branch_rows import ProgressFn, branch_image, noised_row
+from .beam import BeamSearch, Opera, teacher_forced
 from .engine import Engine, Side, same_prompt
 from .methods import (
     METHODS,
@@ -36,11 +38,12 @@ from .methods import (
     plan_method,
 )
 from .sampling import SamplingConfig, check_max_new_tokens
-from .trace import SideResult
+from .trace import BranchView, SideResult, top_candidates
 
 # 2: per-step scalars under their STEP_SCALARS names in each token's "scalars" (1 had "alpha_t" / "beta_t").
 # 3: "control", "control_params" and "control_side": a control decoded beside baseline and method.
-SCHEMA_VERSION = 3
+# 4: "early_exit" in each token (DoLa's layer mode), the "over_trust_penalty" scalar and OPERA's "rollbacks".
+SCHEMA_VERSION = 4
 
 
 @dataclass
@@ -86,12 +89,16 @@ class Comparison:
 
 @dataclass
 class PreparedRun:
-    """Everything a comparison feeds the engine: its rows, its sides, and the result the run will fill."""
+    """Everything a comparison feeds the engine: its rows, its sides, and the result the run will fill; ``beam``:
+    the method's beam search (OPERA), run after the engine's sides, and the row its visual dependence is measured
+    against (None: not measured)."""
 
     rows: list
     sides: list[Side]
     sampling: SamplingConfig
     result: Comparison
+    beam: BeamSearch | None = None
+    beam_distorted: Any = None
 
 
 def prepare_comparison(
@@ -122,6 +129,7 @@ def prepare_comparison(
         control_params = _control_method(control).resolve(control_params)
     options = {"do_sample": do_sample, "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed}
     sampling = _sampling(sampling, options)
+    _check_search(method, sampling)
     request = _Request.start(model, image, question, max_new_tokens, sampling, visual_dependence)
     original, distorted = request.original, request.distorted
     plan = plan_method(request.branch_request(model, progress), method, params)
@@ -129,13 +137,16 @@ def prepare_comparison(
     rows: list = []
     sides = []
     if baseline:
-        sides.append(_baseline_side(original, distorted, rows))
-    sides.append(_method_side("method", method, plan, request, rows))
+        # Beside DoLa the baseline records its tokens' early exits too, so both panels take the layer colour mode.
+        sides.append(_baseline_side(original, distorted, rows, first_top=bool(plan.layers)))
+    beam = _beam_search(model, method, plan, original, max_new_tokens, attention_layers, ignore_eos)
+    if beam is None:
+        sides.append(_method_side("method", method, plan, request, rows))
     control_plan = None
     if control is not None:
         control_plan = plan_method(request.branch_request(model, progress), control, control_params)
         sides.append(_method_side("control", control, control_plan, request, rows))
-    _check_length(model, rows, max_new_tokens)
+    _check_length(model, [*rows, original], max_new_tokens)
 
     info = dict(plan.info)
     if control_plan is not None:
@@ -161,7 +172,54 @@ def prepare_comparison(
         control_params=control_params if control is not None else None,
         control_side=SideResult("control", control) if control is not None else None,
     )
-    return PreparedRun(rows, sides, sampling, result)
+    return PreparedRun(rows, sides, sampling, result, beam, distorted)
+
+
+def _beam_search(model, method: str, plan: MethodPlan, original, max_new_tokens, attention_layers, ignore_eos,
+                 batched: bool = True) -> BeamSearch | None:
+    """The method's beam search (OPERA) on the original row, or None for a method the engine's sides decode."""
+    if get_method(method).search != "beam":
+        return None
+    p = plan.params
+    opera = Opera(p["scale_factor"], p["threshold"], p["num_attn_candidates"], p["penalty_weights"], p["window_size"])
+    return BeamSearch(
+        model, original, plan.combine, num_beams=p["num_beams"], opera=opera, max_new_tokens=max_new_tokens,
+        attention_layers=attention_layers, ignore_eos=ignore_eos, batched=batched,
+    )
+
+
+def _check_search(method: str, sampling: SamplingConfig) -> None:
+    """OPERA is beam search only: the release refuses greedy OPERA (num_beams=1, utils.py L1515-1519,
+    shikiw/OPERA#15) and its scripts never sample (do_sample=False)."""
+    if get_method(method).search == "beam" and sampling.do_sample:
+        raise ValueError(
+            f"{get_method(method).short_name} is beam search (do_sample=False, as its authors run it): turn sampling "
+            "off; its side-by-side is against the greedy baseline"
+        )
+
+
+def _run_beam(model, prepared: PreparedRun, side: SideResult, batched: bool, should_stop) -> Iterator[int]:
+    """Run the prepared beam search, the side showing its best hypothesis so far; yields the tokens it holds. At the
+    end, visual dependence of the answer against the noised row (teacher-forced, one row)."""
+    search = prepared.beam
+    search.batched, search.should_stop = batched, should_stop
+    for event in search.run():
+        side.tokens, side.text = event.tokens, event.text
+        if event.done:
+            side.finished, side.stop_reason = True, event.stop_reason
+        yield len(event.tokens)
+    if prepared.result is not None:
+        prepared.result.branches["rollbacks"] = [list(r) for r in search.rollback_log]
+    if prepared.beam_distorted is not None and side.tokens:
+        _add_visual_dependence(model, prepared.beam_distorted, side)
+
+
+def _add_visual_dependence(model, distorted, side: SideResult) -> None:
+    tokens = [t.token_id for t in side.tokens]
+    for trace, lp in zip(side.tokens, teacher_forced(model, distorted, tokens), strict=True):
+        probs = lp.exp()
+        trace.branches["distorted"] = BranchView(float(probs[trace.token_id]), top_candidates(probs, model.token_piece))
+        trace.visual_dependence = float(math.log(max(trace.branches["original"].prob, 1e-45)) - lp[trace.token_id])
 
 
 def _control_method(name: str):
@@ -250,11 +308,12 @@ def _add(rows: list, row) -> int:
     return len(rows) - 1
 
 
-def _baseline_side(original, distorted, rows: list, name: str = "baseline") -> Side:
+def _baseline_side(original, distorted, rows: list, name: str = "baseline", first_top: bool = False) -> Side:
     roles = {"original": _add(rows, original)}
     if distorted is not None:
         roles["distorted"] = _add(rows, distorted)
-    return Side(name, "baseline", roles, distorted_role="distorted" if distorted is not None else None)
+    distorted_role = "distorted" if distorted is not None else None
+    return Side(name, "baseline", roles, distorted_role=distorted_role, first_top=first_top)
 
 
 def _method_side(name: str, method: str, plan: MethodPlan, request: _Request, rows: list) -> Side:
@@ -274,9 +333,10 @@ def _method_side(name: str, method: str, plan: MethodPlan, request: _Request, ro
         else:
             roles["distorted"] = _add(rows, distorted)
             distorted_role = "distorted"
+    # A side whose rule reads early exits (DoLa) also records the layer each of its tokens first led at.
     return Side(
         name, method, roles, combine=plan.combine, distorted_role=distorted_role, layers=plan.layers,
-        attention_edits=plan.attention_edits,
+        attention_edits=plan.attention_edits, first_top=bool(plan.layers),
     )
 
 
@@ -309,14 +369,20 @@ def answer_all(
     sampling = _sampling(sampling, {})
     request = _Request.start(model, image, question, max_new_tokens, sampling, visual_dependence)
     original, distorted = request.original, request.distorted
+    for method, _ in specs:
+        _check_search(method, sampling)
     rows: list = []
     sides = [_baseline_side(original, distorted, rows)] if baseline else []
-    infos = {}
+    infos, beams = {}, {}
     for method, params in specs:
         plan = plan_method(request.branch_request(model), method, params)
-        sides.append(_method_side(method, method, plan, request, rows))
+        beam = _beam_search(model, method, plan, original, max_new_tokens, attention_layers, ignore_eos, batched)
+        if beam is None:
+            sides.append(_method_side(method, method, plan, request, rows))
+        else:  # OPERA: its own beam search, after the batched sides
+            beams[method] = PreparedRun([], [], sampling, None, beam, distorted)
         infos[method] = dict(plan.info)
-    _check_length(model, rows, max_new_tokens)
+    _check_length(model, [*rows, original], max_new_tokens)
     results = {side.name: SideResult(side.name, side.method) for side in sides}
     run = Engine(model).run(
         rows,
@@ -326,10 +392,15 @@ def answer_all(
         batched=batched,
         attention_layers=attention_layers,
         ignore_eos=ignore_eos,
-    )
+    ) if sides else ()
     for event in run:
         _apply_event(results, event)
-    return results, infos
+    for method, prepared in beams.items():
+        results[method] = SideResult(method, method)
+        for _ in _run_beam(model, prepared, results[method], batched, None):
+            pass
+        infos[method]["rollbacks"] = [list(r) for r in prepared.beam.rollback_log]
+    return {name: results[name] for name in ["baseline", *names] if name in results}, infos
 
 
 def _apply_event(results: dict[str, SideResult], event) -> None:
@@ -382,11 +453,16 @@ def stream_compare(
         attention_layers=result.decoding["attention_layers"],
         ignore_eos=result.decoding["ignore_eos"],
         should_stop=should_stop,
-    )
+    ) if prepared.sides else ()
     for event in run:
         _apply_event(by_name, event)
         result.steps = event.step + 1
         yield result
+    if prepared.beam is not None:  # OPERA's beams, after the greedy sides (each run switches attention for itself)
+        stopped = should_stop is not None and should_stop()
+        for held in () if stopped else _run_beam(model, prepared, result.method_side, batched, should_stop):
+            result.steps = max(result.steps, held)
+            yield result
     for side in by_name.values():
         if side is not None and not side.finished:
             side.finished, side.stop_reason = True, "stopped"

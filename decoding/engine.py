@@ -26,7 +26,7 @@ from models.adapters.base import FamilyAdapter, RowInputs
 
 from .attention import Edit, LabControl, lab_attention_for
 from .sampling import SamplingConfig, check_max_new_tokens
-from .trace import BranchView, TokenTrace, top_candidates
+from .trace import BranchView, TokenTrace, first_top_layer, top_candidates
 
 
 @dataclass
@@ -58,6 +58,8 @@ class Side:
                     rule also receives, as ``"layer j"``; they are not rows and are not traced.
     attention_edits: role -> the attention edit on that role's row (``decoding.attention``: PAI's amplification of
                     the original row, SID's self-introspection of its contrast row).
+    first_top:      record, for each chosen token, the first layer whose early exit (every hidden-state index, the
+                    final one the model's own logits) has it as its argmax (``TokenTrace.early_exit``; DoLa runs).
     """
 
     name: str
@@ -67,6 +69,7 @@ class Side:
     distorted_role: str | None = None
     layers: tuple[int, ...] = ()
     attention_edits: dict[str, Edit] = field(default_factory=dict)
+    first_top: bool = False
 
     def __post_init__(self):
         if "original" not in self.roles:
@@ -112,6 +115,8 @@ class _RowGroup:
         self.edit_rows = edit_rows or {}
         self.forwards = 0  # complete forwards so far: 0 while prefilling, then one per generated token
         self.cache = None
+        self.capture_attention = False  # keep every step's attention weights in ``attentions`` (beam search, OPERA)
+        self.attentions = None
         lengths = [r.length for r in self.rows]
         self.width = max(lengths)
         # Where each row's image tokens sit in the left-padded cache; fixed for the whole run.
@@ -253,7 +258,9 @@ class _RowGroup:
         position_ids = self.next_position[:, None]
         if self.mrope:
             position_ids = position_ids[None].expand(3, n, 1)
-        want_attention = attention_layers is not None and bool(self.attention_rows & set(self.row_ids))
+        want_attention = self.capture_attention or (
+            attention_layers is not None and bool(self.attention_rows & set(self.row_ids))
+        )
         logits, attentions, hidden = self._forward(
             want_attention,
             self._wanted_layers(),
@@ -264,6 +271,7 @@ class _RowGroup:
         )
         self.next_position = self.next_position + 1
         self.forwards += 1
+        self.attentions = attentions
         return logits, self._attention_maps(attentions, attention_layers), self._layer_logits(hidden)
 
     def keep(self, keep_ids: list[int]) -> None:
@@ -284,9 +292,52 @@ class _RowGroup:
         self.attention_mask = self.attention_mask.index_select(0, idx)
         self.next_position = self.next_position.index_select(0, idx)
 
+    # -- beam search: rows that follow beams, look ahead and go back ---------------------------------------------
+    def reorder(self, index: list[int]) -> None:
+        """Row i now continues row ``index[i]``'s answer (a beam's parent): its cache, mask and positions."""
+        idx = torch.tensor(index, device=self.device)
+        self.cache.reorder_cache(idx)
+        self.attention_mask = self.attention_mask.index_select(0, idx)
+        self.next_position = self.next_position.index_select(0, idx)
+
+    def rewind(self, length: int) -> None:
+        """Forget every position from ``length`` on (a rollback): the cache is cropped, as are mask and positions."""
+        cut = self.attention_mask.shape[1] - length
+        if cut:
+            self.cache.crop(-cut)  # transformers 5.24: crop(-k) drops the last k positions (a positive size raises)
+        self.attention_mask = self.attention_mask[:, :length]
+        self.next_position = self.next_position - cut
+
+    def lookahead(self, tokens: torch.Tensor, batched: bool = True) -> torch.Tensor:
+        """The last layer's attention (max over heads) of each row's query for each of its candidate next tokens
+        ``tokens`` (rows, C), over every key: (rows, C, keys + 1), float32. Nothing is kept: 5.x caches grow in
+        place, so the cache is cropped back after the forward. ``batched``: the rows x C candidates in one forward
+        (each row's cache repeated C times); else one forward per candidate, as OPERA's release does."""
+        n, c = tokens.shape
+        mask = torch.cat([self.attention_mask, torch.ones_like(self.attention_mask[:, :1])], dim=1)
+        position = self.next_position[:, None]
+        groups = [(torch.arange(n * c, device=self.device) // c, tokens.reshape(-1, 1))] if batched else [
+            (torch.arange(n, device=self.device), tokens[:, k : k + 1]) for k in range(c)
+        ]
+        rows = []
+        for spread, fed in groups:
+            if batched:
+                self.cache.reorder_cache(spread)
+            pos = position.index_select(0, spread)
+            pos = pos[None].expand(3, len(spread), 1) if self.mrope else pos
+            _, attentions, _ = self._forward(
+                True, None, None, input_ids=fed.to(self.device), attention_mask=mask.index_select(0, spread),
+                position_ids=pos,
+            )
+            self.cache.crop(-1)  # the candidate's position
+            if batched:
+                self.cache.reorder_cache(torch.arange(0, n * c, c, device=self.device))
+            rows.append(attentions[-1][:, :, -1, :].float().amax(dim=1))
+        return (rows[0].view(n, c, -1) if batched else torch.stack(rows, dim=1))
+
     def _attention_maps(self, attentions, attention_layers) -> dict[int, dict]:
         """Head-and-layer mean attention of the newest query over each wanted row's image tokens."""
-        if attentions is None:
+        if attentions is None or attention_layers is None:
             return {}
         layers = range(len(attentions)) if attention_layers == "all" else attention_layers
         maps = {}
@@ -336,7 +387,8 @@ class Engine:
         warpers = sampling.warpers() if sampling.do_sample else None
         generators = {side.name: torch.Generator().manual_seed(sampling.seed) for side in sides}
         attention_rows = {side.roles["original"] for side in sides} if attention_layers is not None else set()
-        layer_rows = {side.roles["original"]: side.layers for side in sides if side.layers}
+        layer_rows = {side.roles["original"]: _early_exits(side, adapter.model) for side in sides}
+        layer_rows = {row: layers for row, layers in layer_rows.items() if layers}
         edit_rows = {side.roles[role]: edit for side in sides for role, edit in side.attention_edits.items()}
         row_side = {row: side for side in sides for row in side.roles.values()}
         row_ids = list(range(len(rows)))
@@ -413,7 +465,8 @@ class _SideState:
         side = self.side
         branch_logits = {role: logits[row][None] for role, row in side.roles.items()}
         early_exits = layers.get(side.roles["original"], {})
-        combination = side.combine({**branch_logits, **{f"layer {j}": v[None] for j, v in early_exits.items()}}, step)
+        exits = {f"layer {j}": early_exits[j][None] for j in side.layers}
+        combination = side.combine({**branch_logits, **exits}, step)
         final_logits = combination.logits.float()
         if warpers is not None:
             final_logits = warpers(None, final_logits)
@@ -448,7 +501,14 @@ class _SideState:
             contrast_shift=contrast_shift,
             scalars=dict(combination.scalars),
             image_attention=attention.get(side.roles["original"]),
+            early_exit=self._first_top(early_exits, branch_logits["original"][0], token),
         )
+
+    def _first_top(self, early_exits: dict[int, torch.Tensor], logits: torch.Tensor, token: int):
+        """``TokenTrace.early_exit`` for a side that records it; the final layer is the model's own logits."""
+        if not self.side.first_top:
+            return None
+        return first_top_layer({**early_exits, max(early_exits): logits}, token)
 
     def _append(self, token: int) -> str:
         """Add a token; its piece is what it adds to the decoded answer (keeps the spaces single-token decodes drop)."""
@@ -457,6 +517,16 @@ class _SideState:
         piece = text[len(self.text) :] if text.startswith(self.text) else self.adapter.decode([token])
         self.text = text
         return piece
+
+
+def _early_exits(side: Side, model) -> tuple[int, ...]:
+    """The hidden-state indices whose early exits a side's original row needs: its rule's (DoLa's candidates), and
+    with ``first_top`` every one, 0 (the embeddings) to N (the final layer, through the final norm: the model's own
+    logits)."""
+    wanted = set(side.layers)
+    if side.first_top:
+        wanted |= set(range(model.config.get_text_config().num_hidden_layers + 1))
+    return tuple(sorted(wanted))
 
 
 def _distinct_rows(rows: list[RowInputs], alone: list[bool] | None = None) -> tuple[list[int], list[int]]:

@@ -99,6 +99,12 @@ STEP_SCALARS = {
         "DoLa's premature layer at this step: the candidate whose early-exit distribution is farthest (JSD) from the "
         "final layer's (a hidden-state index: 0 = the embeddings)",
     ),
+    "over_trust_penalty": StepScalar(
+        "P",
+        "OPERA's over-trust penalty taken off this token's logit (penalty_weights × the candidate's penalty: minus its "
+        "image attention over the first 10 tokens, then the largest column score of its attention window); 0 at a "
+        "rollback step",
+    ),
     "plausibility_cut": StepScalar(
         "β_t",
         "this step's plausibility cut: tokens with p < β_t·max(p) under the original branch are dropped "
@@ -147,7 +153,8 @@ class Method:
     """One decoding method. ``build(request, params)`` makes its contrast rows (roles ``contrast_roles``);
     ``rule(logits_by_role, t, params)`` combines step ``t``'s float32 ``(1, vocab)`` logits into the distribution to
     decode from, with the per-step ``scalars`` it reports. ``kind`` is "method", or "control" for the baselines that
-    tell a method's effect from its artifacts (its truncation alone, a push toward "yes")."""
+    tell a method's effect from its artifacts (its truncation alone, a push toward "yes"). ``search`` is "beam"
+    for a method decoded by beam search (``decoding.beam``, OPERA): greedy or sampled token picking is refused."""
 
     name: str
     title: str
@@ -159,6 +166,7 @@ class Method:
     rule: RuleFn
     scalars: tuple[str, ...] = ()
     kind: str = "method"
+    search: str = "token"  # "token": the engine picks each side's next token; "beam": beam search (OPERA)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -428,6 +436,25 @@ def _dola_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(logits, {"premature_layer": float(layers[pick])})
 
 
+def _opera_rule(L: dict, t: int, params: dict) -> Combination:
+    """OPERA's beam scores: the raw logits' top candidates, each lowered by its over-trust penalty (``"over_trust"``:
+    (rows, C), from the beam search's look-ahead; absent, no penalty), all else −999. The scalar: the penalty taken
+    off the token this distribution ranks first (row 0); the beam search reports each chosen token's own."""
+    original, penalty = L["original"], L.get("over_trust")
+    c = min(params["num_attn_candidates"], original.shape[-1])
+    logits = rules.opera_candidates(original, penalty, num_candidates=c, penalty_weight=params["penalty_weights"])
+    taken = 0.0
+    if penalty is not None:
+        first = original.float().topk(c, dim=-1).indices[0] == logits[0].argmax()
+        taken = float(params["penalty_weights"] * penalty[0][first][0])
+    return Combination(logits, {"over_trust_penalty": taken})
+
+
+def _beam_only(request: BranchRequest, params: dict) -> Branches:
+    """OPERA: no contrast rows; its beams are rows of the beam search (``decoding.beam``)."""
+    return Branches({}, {"num_beams": params["num_beams"]})
+
+
 def _icd_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.icd(L["original"], L["disturbed"], alpha=params["alpha"], beta=params["beta"]))
 
@@ -647,6 +674,38 @@ _LATER_RECORDS = (
             _beta("DoLa: relative_top 0.1 (utils.py L2456–2465)"),
         ),
         contrast_roles=(), build=_candidate_layers, rule=_dola_rule, scalars=("premature_layer",),
+    ),
+    Method(
+        name="opera", title="OPERA: beam search with an over-trust penalty and retrospection", short_name="OPERA",
+        source="Huang et al., OPERA: Alleviating Hallucination via Over-Trust Penalty and Retrospection-Allocation, "
+        "CVPR 2024 (shikiw/OPERA@61426ef transformers-4.29.2/src/transformers/generation/utils.py L3116-3674)",
+        params=(
+            Param("num_beams", 5, 2, 10,
+                  "Beams of the search. OPERA is beam search only: greedy or sampled decoding is refused (the release "
+                  "refuses num_beams=1, shikiw/OPERA#15); its side-by-side is against the greedy baseline.",
+                  "OPERA: num_beams 5 (chair_eval.py, pope_eval.py)", 1, integer=True, minimum=2),
+            Param("scale_factor", 50.0, 1.0, 200.0,
+                  "σ: the attention window is scaled by it before the column products 1e-7·∏ σ·A_ij that score "
+                  "over-trust (a column most later tokens attend to above 1/σ wins).",
+                  "OPERA: scale_factor 50 (chair_eval.py L85, README); the model wrappers' default is 1",
+                  1.0, min_inclusive=False),
+            Param("threshold", 15, 0, 50,
+                  "Retrospection: roll back when the same column (at answer token 10 or later) has led more than this "
+                  "many times in every beam.", "OPERA: threshold 15 (README; 25 in its 'efficient' variant)", 1,
+                  integer=True),
+            Param("num_attn_candidates", 5, 1, 10,
+                  "Candidates per beam and step: each is fed ahead for its attention; the beam chooses among them "
+                  "only. Also the most rollbacks to one position.",
+                  "OPERA: num_attn_candidates 5 (README; 1 in its 'efficient' variant)", 1, integer=True, minimum=1),
+            Param("penalty_weights", 1.0, 0.0, 10.0,
+                  "Weight of the penalty on the candidates' logits: over the first 10 tokens a bonus of their image "
+                  "attention, then minus the largest column score. 0 = beam search among the candidates.",
+                  "OPERA: penalty_weights 1 (utils.py L3135, L3449)"),
+            Param("window_size", 512, 1, 2048,
+                  "Steps of history kept: how far back a rollback can reach.", "OPERA: window_size 512 (utils.py "
+                  "L3134)", 1, integer=True, minimum=1),
+        ),
+        contrast_roles=(), build=_beam_only, rule=_opera_rule, scalars=("over_trust_penalty",), search="beam",
     ),
     Method(
         name="apc_only", title="APC-only (control): the plausibility cut alone, no contrast", short_name="APC-only",

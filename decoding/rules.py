@@ -1156,3 +1156,165 @@ def opera_column_scores(local_attention: torch.Tensor, scale: float = 50.0) -> t
     lower = torch.ones(w, w, dtype=torch.bool, device=a.device).tril()  # [i, j] True where i >= j
     log_phi = math.log(_OPERA_EPS) + torch.where(lower, log_a, 0.0).sum(dim=-2)
     return torch.exp(log_phi).to(torch.float32)
+
+
+_OPERA_FILL = -999.0  # OPERA's logit for what a step may not choose (utils.py L3543-3557)
+
+
+def opera_candidates(
+    logits: torch.Tensor, penalty: torch.Tensor | None = None, num_candidates: int = 5, penalty_weight: float = 1.0
+) -> torch.Tensor:
+    r"""OPERA's per-beam scores: only the top candidates of the raw logits, each lowered by its over-trust penalty.
+
+    ``out_v = l_v - w * pen_v`` for the ``C`` largest raw logits ``v`` (``C = num_candidates``), ``out_v = -999``
+    for every other token (the release's fill, not ``-inf``); the beam then takes ``log_softmax(out)``, so the
+    candidates share the probability mass among themselves.
+
+    Args:
+        logits: ``(B, V)`` raw logits of the beams' rows.
+        penalty: ``(B, C)`` each candidate's over-trust penalty, in ``topk`` order (largest logit first); None: 0.
+        num_candidates: ``C``, the candidates whose attention is looked ahead at (5; at most the vocabulary).
+        penalty_weight: ``w``, ``penalty_weights`` (1).
+
+    Source: ``shikiw/OPERA@61426ef transformers-4.29.2/src/transformers/generation/utils.py`` L3371-3373 (top-C of
+    the raw ``next_token_logits``), L3449 (``candidate_token_scores -= penalty_weights * penalty_scores``),
+    L3556-3557 (``fill_(-999.)`` then ``scatter_(-1, candidate_tokens, candidate_token_scores)``).
+
+    >>> opera_candidates(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[0.5, -1.0]]), num_candidates=2)
+    tensor([[   1.5000,    2.0000, -999.0000, -999.0000]])
+    """
+    l = _logits("logits", logits)
+    c = min(_integer("num_candidates", num_candidates, minimum=1), l.shape[-1])  # a vocabulary smaller than C: all
+    w = _real("penalty_weight", penalty_weight)
+    scores, tokens = l.topk(c, dim=-1)
+    if penalty is not None:
+        pen = _float_tensor("penalty", penalty, "(B, C)", 2, 2)
+        if pen.shape != scores.shape:
+            raise ValueError(f"penalty must have shape {tuple(scores.shape)} (B, C), got {tuple(pen.shape)}")
+        scores = scores - w * pen.to(scores.device)
+    return torch.full_like(l, _OPERA_FILL).scatter(-1, tokens, scores)
+
+
+def opera_penalty(
+    local_attention: torch.Tensor, image_mass: torch.Tensor, scale: float = 50.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""OPERA's over-trust penalty of each candidate, and where its window's largest column score lies.
+
+    ``phi = opera_column_scores(A, scale)``; ``loc = argmax_j phi_j``; ``pen = -m`` while the window holds at most 10
+    tokens (``m`` the candidate row's attention mass on the image: a bonus), ``pen = max_j phi_j`` after.
+
+    Args:
+        local_attention: ``(..., W, W)`` the window (generated tokens, the candidate last; rows renormalised).
+        image_mass: ``(...)`` the candidate row's renormalised attention on the image tokens.
+        scale: ``scale_factor`` (50).
+
+    Returns:
+        ``(pen, loc)``: float32 ``(...)`` and long ``(...)`` (the first column on ties).
+
+    Source: ``shikiw/OPERA@61426ef transformers-4.29.2/src/transformers/generation/utils.py`` L3431-3440
+    (``attn_i = attn_last[:, :, -1, image_start:image_end+1].sum(-1)``; ``penalty_scores = - attn_scores if
+    cur_response_lens <= 10 else rollback_scores``; ``rollback_scores, rollback_locs = attn_local_scores.max(-1)``).
+
+    >>> a = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    >>> opera_penalty(a, torch.tensor(0.3))
+    (tensor(-0.3000), tensor(0))
+    """
+    phi = opera_column_scores(local_attention, scale=scale)
+    score, loc = phi.max(dim=-1)
+    mass = _float_tensor("image_mass", image_mass, "(...)", 0).to(score.device)
+    if mass.shape != score.shape:
+        raise ValueError(f"image_mass must have shape {tuple(score.shape)}, got {tuple(mass.shape)}")
+    pen = -mass if phi.shape[-1] <= 10 else score
+    return pen.to(torch.float32), loc
+
+
+def opera_rollback_loc(locs: torch.Tensor, threshold: int = 15) -> int | None:
+    r"""OPERA's retrospection test: the window column to roll back from, or None.
+
+    ``loc = mode_beams(locs[:, -1])``; roll back when **every** beam's history holds ``loc`` more than ``threshold``
+    times and ``loc >= 10`` (the release never rolls back into the first 10 tokens).
+
+    Args:
+        locs: ``(beams, steps)`` long: at each step so far, each beam's ``loc`` (the mode over its candidates of
+            ``opera_penalty``'s ``loc``), in the order of the beam rows (the release does not follow beams through
+            reordering here, nor do we).
+        threshold: ``threshold`` (15).
+
+    Source: ``shikiw/OPERA@61426ef transformers-4.29.2/src/transformers/generation/utils.py`` L3437-3447
+    (``rollback_loc = rollback_locs.mode().values.mode().values``, the history), L3459-3461 (``all(... .sum() >
+    int(threshold))``, ``if rollback_loc < 10: assert False``).
+
+    >>> opera_rollback_loc(torch.tensor([[12, 12, 12], [12, 3, 12]]), threshold=1)
+    12
+    >>> opera_rollback_loc(torch.tensor([[12, 12, 12], [12, 3, 3]]), threshold=1) is None  # beam 1 holds 12 once
+    True
+    """
+    t = _integer("threshold", threshold)
+    if not isinstance(locs, torch.Tensor) or locs.dim() != 2 or locs.shape[1] == 0 or locs.is_floating_point():
+        raise ValueError("locs must be a (beams, steps) integer tensor with at least one step")
+    loc = int(locs[:, -1].mode().values)
+    if loc < 10 or not bool(((locs == loc).sum(dim=-1) > t).all()):
+        return None
+    return loc
+
+
+def opera_rollback_position(
+    loc: int, rollbacks: dict[int, int], window: int, num_candidates: int = 5, history: int = 512
+) -> tuple[int, int] | None:
+    r"""Where OPERA rolls back to: the answer is cut to this many tokens and the next one is chosen again.
+
+    ``pos = loc + 1``; if ``pos`` was already rolled back to ``num_candidates`` times, ``pos - 1``; if that too,
+    no rollback (None). A rollback deeper than ``history`` steps is clamped to ``max(1, W - history - 1)``.
+
+    Args:
+        loc: the window column from ``opera_rollback_loc``.
+        rollbacks: position -> rollbacks counted at it so far (not modified).
+        window: ``W``, tokens in the window now (the candidate included).
+        num_candidates: ``num_attn_candidates`` (5): also the most rollbacks to one position.
+        history: ``window_size`` (512), the steps of history kept.
+
+    Returns:
+        ``(counted, pos)``: the position the rollback counts against (``loc + 1`` or ``loc``, before the clamp, as
+        the release's ``max_rollback_time[rollback_pos] += 1``) and the position rolled back to (answer tokens
+        kept); or None.
+
+    Source: ``shikiw/OPERA@61426ef transformers-4.29.2/src/transformers/generation/utils.py`` L3463-3474.
+
+    >>> opera_rollback_position(12, {}, window=20), opera_rollback_position(12, {13: 5}, window=20)
+    ((13, 13), (12, 12))
+    >>> opera_rollback_position(12, {13: 5, 12: 5}, window=20) is None
+    True
+    """
+    c = _integer("num_candidates", num_candidates, minimum=1)
+    pos = _integer("loc", loc) + 1
+    if rollbacks.get(pos, 0) >= c:
+        pos -= 1
+        if rollbacks.get(pos, 0) >= c:
+            return None
+    counted = pos
+    if window - pos > _integer("history", history, minimum=1) + 1:
+        pos = max(1, window - history - 1)
+    return counted, pos
+
+
+def opera_rollback_logits(logits: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    r"""The scores of the step OPERA rolled back to: the whole vocabulary (no candidates, no penalty), except the
+    tokens that step chose before, which drop to the lowest score.
+
+    ``out = l - min(l) - 999``, then ``out[rejected] = -999`` (``min(out) = -999``: a rejected token is as unlikely
+    as the least likely one).
+
+    Args:
+        logits: ``(B, V)`` raw logits of the restored beams.
+        rejected: ``(B, V)`` bool, the (beam, token) pairs chosen at this step before (every rollback to it).
+
+    Source: ``shikiw/OPERA@61426ef transformers-4.29.2/src/transformers/generation/utils.py`` L3543-3552.
+
+    >>> opera_rollback_logits(torch.tensor([[2.0, 1.0, -1.0]]), torch.tensor([[True, False, False]]))
+    tensor([[-999., -997., -999.]])
+    """
+    l = _logits("logits", logits)
+    if not isinstance(rejected, torch.Tensor) or rejected.dtype != torch.bool or rejected.shape != l.shape:
+        raise ValueError(f"rejected must be a bool tensor of shape {tuple(l.shape)}")
+    out = l - l.amin(dim=-1, keepdim=True) + _OPERA_FILL
+    return out.masked_fill(rejected.to(out.device), _OPERA_FILL)

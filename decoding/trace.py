@@ -49,6 +49,10 @@ class TokenTrace:
                 weights are constant and for the baseline.
     image_attention: {"grid": rows x cols floats summing to 1 over the image tokens, "share": the attention mass on
                 image tokens out of all keys}, head mean over the chosen layers; None when not recorded.
+    early_exit: {"first_top": j, "final": N}: the first hidden-state index j (0 = the embeddings, N = the final
+                layer, the model's own logits) whose early exit ``lm_head(h_j)``, with no final norm as DoLa's
+                premature layers, has this token as its argmax ("first_top" None: no layer's); recorded on DoLa runs
+                (``first_top_layer``), None elsewhere.
     """
 
     step: int
@@ -62,6 +66,7 @@ class TokenTrace:
     contrast_shift: float = 0.0
     scalars: dict[str, float] = field(default_factory=dict)
     image_attention: dict[str, Any] | None = None
+    early_exit: dict[str, int | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _finite(asdict(self))
@@ -94,6 +99,25 @@ def top_candidates(probs: torch.Tensor, piece_of, k: int = TOP_K) -> list[Candid
     k = min(k, probs.numel())
     values, ids = probs.topk(k)
     return [Candidate(int(i), piece_of(int(i)), float(v)) for v, i in zip(values.tolist(), ids.tolist())]
+
+
+def first_top_layer(layer_logits: dict[int, torch.Tensor], token: int) -> dict[str, int | None]:
+    """The first layer at which ``token`` is the top candidate: ``{"first_top": j, "final": N}``, j the smallest
+    hidden-state index whose logits' argmax is ``token`` (None if none), N the largest index given (the final layer).
+
+    layer_logits: hidden-state index -> that layer's (vocab,) early-exit logits; index N the model's own logits.
+
+    >>> first_top_layer({0: torch.tensor([0.0, 2.0]), 1: torch.tensor([3.0, 1.0]), 2: torch.tensor([5.0, 0.0])}, 0)
+    {'first_top': 1, 'final': 2}
+    >>> first_top_layer({0: torch.tensor([0.0, 2.0]), 2: torch.tensor([0.0, 1.0])}, 0)
+    {'first_top': None, 'final': 2}
+    """
+    if not layer_logits:
+        raise ValueError("first_top_layer needs the logits of at least one layer")
+    order = sorted(layer_logits)
+    tops = torch.stack([layer_logits[j].reshape(-1) for j in order]).argmax(dim=-1).tolist()
+    first = next((j for j, top in zip(order, tops) if top == token), None)
+    return {"first_top": first, "final": order[-1]}
 
 
 def _finite(value):

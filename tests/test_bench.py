@@ -25,3 +25,13 @@ def test_bench_prints_every_workload_in_both_modes(tmp_path, capsys):
     assert all(r["per_token_s"] > 0 and r["prefill_s"] > 0 for r in data["rows"])
     assert data["floor_s"] > 0
     assert "| baseline + vcd | batched | 3 |" in table
+
+
+def test_bench_times_opera_alone_with_its_beams_and_candidates(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = ["--methods", "opera", "--tokens", "3", "--repeats", "1", "--warmup", "0", "--json", str(out)]
+    assert bench.main(args) == 0
+    rows = {(r["workload"], r["mode"]): r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {("plain", "batched"), ("opera alone", "batched"), ("opera alone", "separate")}
+    assert rows[("opera alone", "batched")]["rows"] == 30  # 5 beams + 5 candidates each
+    assert "| opera alone | separate | 30 |" in capsys.readouterr().out
