@@ -20,8 +20,14 @@ COLOUR_MODES = (
     ("visual dependence", "visual_dependence"),
     ("contrast shift", "contrast_shift"),
     ("confidence", "confidence"),
+    ("layer it first led (DoLa)", "first_top_layer"),
 )
 DEFAULT_COLOUR_MODE = "visual_dependence"
+# The colour modes only some runs record, with what the panel says where a side has none.
+NOT_RECORDED = {
+    "first_top_layer": "The layer each token first led at is recorded on DoLa runs only (its early exits): choose "
+    "DoLa to colour by it.",
+}
 
 # What each branch role of a trace fed the model, in words.
 ROLE_LABELS = {
@@ -42,11 +48,13 @@ MIN_DIVERGING_RANGE = 0.5  # nats; a run of near-zero values stays pale instead 
 
 @dataclass(frozen=True)
 class Scale:
-    """How a colour mode maps values to colours: ``low..high``; diverging scales are white at 0."""
+    """How a colour mode maps values to colours: ``low..high``; diverging scales are white at 0. ``floor``: the
+    strength of ``low`` on a sequential scale (above 0 where ``low`` must not look like "no value")."""
 
     mode: str
     low: float
     high: float
+    floor: float = 0.0
 
     @property
     def diverging(self) -> bool:
@@ -59,7 +67,8 @@ class Scale:
             strength = min(abs(value) / self.high, 1.0)
             rgb = POSITIVE if value >= 0 else NEGATIVE
         else:
-            strength = min(max((value - self.low) / (self.high - self.low), 0.0), 1.0)
+            fraction = min(max((value - self.low) / (self.high - self.low), 0.0), 1.0)
+            strength = self.floor + (1.0 - self.floor) * fraction
             rgb = POSITIVE
         # Translucent colour keeps dark text readable at full strength.
         return f"rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, {0.75 * strength:.3f})"
@@ -72,6 +81,9 @@ def token_value(token: TokenTrace, mode: str) -> float | None:
         return token.contrast_shift
     if mode == "confidence":
         return token.final.prob
+    if mode == "first_top_layer":
+        first = token.early_exit.get("first_top") if token.early_exit else None
+        return None if first is None else float(first)
     raise ValueError(f"unknown colour mode {mode!r}; choose one of {[key for _, key in COLOUR_MODES]}")
 
 
@@ -93,6 +105,9 @@ def colour_scale(comparison: Comparison | None, mode: str) -> Scale:
     symmetric around 0 and span the largest magnitude in the run."""
     if mode == "confidence":
         return Scale(mode, 0.0, 1.0)
+    if mode == "first_top_layer":  # 0 (the embeddings) .. N (the final layer), N from the run's own records
+        finals = [t.early_exit["final"] for side in sides(comparison) for t in side.tokens if t.early_exit]
+        return Scale(mode, 0.0, float(max(finals, default=1)), floor=0.15)  # layer 0 is not "no layer's"
     values = [token_value(t, mode) for side in sides(comparison) for t in side.tokens]
     largest = max((abs(v) for v in values if v is not None), default=0.0)
     largest = max(largest, MIN_DIVERGING_RANGE)
@@ -135,10 +150,19 @@ def _tooltip(token: TokenTrace) -> str:
         f"visual dependence {_signed(token.visual_dependence, ' nats')}",
         f"contrast shift {_signed(token.contrast_shift, ' nats')}",
     ]
+    if token.early_exit is not None:
+        parts.append(_first_top_text(token.early_exit))
     if token.changed and "original" in token.branches and token.branches["original"].top:
         top = visible_piece(token.branches["original"].top[0].piece)
         parts.append(f"changed: the original branch's top token is “{top}”")
     return " · ".join(parts)
+
+
+def _first_top_text(early_exit: dict) -> str:
+    first, final = early_exit.get("first_top"), early_exit["final"]
+    if first is None:
+        return f"no layer's top token (0–{final})"
+    return f"first top at layer {first} of {final}"
 
 
 # Ground-truth marks (models.shapes_world.grading): a symbol as well as a colour, so that they read without colour.
@@ -180,7 +204,10 @@ def heatmap_html(
     ending = ""
     if side.finished:
         ending = f'<span class="cd-ending">[{html.escape(side.stop_reason or "finished")}]</span>'
-    return f'<div class="cd-heatmap" data-side="{html.escape(side.name)}">{"".join(spans)}{ending}</div>'
+    note = ""
+    if scale.mode in NOT_RECORDED and all(token_value(t, scale.mode) is None for t in side.tokens):
+        note = f'<div class="cd-note">{html.escape(NOT_RECORDED[scale.mode])}</div>'
+    return f'<div class="cd-heatmap" data-side="{html.escape(side.name)}">{"".join(spans)}{ending}{note}</div>'
 
 
 _MODE_TEXT = {
@@ -195,6 +222,12 @@ _MODE_TEXT = {
         "the method pushed it down",
     ),
     "confidence": ("confidence: probability of the token in the distribution it was drawn from", "certain", "unsure"),
+    "first_top_layer": (
+        "layer it first led: the first layer whose early exit lm_head(h_j) (no final norm, as DoLa's) has the token "
+        "as its top candidate; 0 = the embeddings, the last = the final layer; uncoloured: no layer's top",
+        "only the last layers",
+        "already the first layers",
+    ),
 }
 
 
@@ -207,6 +240,9 @@ def legend_html(scale: Scale) -> str:
         stops = [0.0, 0.25, 0.5, 0.75, 1.0]
         ends = f"{html.escape(low_text)} → {html.escape(high_text)}"
     number = "{:+.2f}" if scale.diverging else "{:.2f}"
+    if scale.mode == "first_top_layer":  # whole layers
+        stops = sorted({round(scale.low + f * (scale.high - scale.low)) for f in (0.0, 0.25, 0.5, 0.75, 1.0)})
+        number = "layer {:.0f}"
     swatches = "".join(
         f'<span class="cd-swatch" style="background-color: {scale.colour(v)}">{number.format(v)}</span>' for v in stops
     )
@@ -246,6 +282,8 @@ def candidates_html(token: TokenTrace | None) -> str:
         f"plausible set {token.plausible_set_size} tokens",
         "changed by the method" if token.changed else "same as plain decoding's top token",
     ]
+    if token.early_exit is not None:
+        facts.append(_first_top_text(token.early_exit))
     facts += [f"{STEP_SCALARS[name].symbol} = {value:.3f}" for name, value in token.scalars.items()]
     header = f"<b>Token {token.step}: “{html.escape(visible_piece(token.piece))}”</b> · " + " · ".join(
         map(html.escape, facts)
