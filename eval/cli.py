@@ -69,6 +69,17 @@ def control_methods() -> list[tuple[str, dict]]:
     return [(name, record.defaults) for name, record in REGISTRY.items() if record.kind == "control"]
 
 
+def check_search(methods: list[tuple[str, dict]], sampling: SamplingConfig) -> None:
+    """Refuse, before anything loads, a beam-search method (OPERA) in a sampled run: it is decoded by beam search
+    only, as its release is."""
+    from decoding.methods import get_method
+
+    beams = [name for name, _ in methods if get_method(name).search == "beam"]
+    if beams and sampling.do_sample:
+        raise EvalInputError(f"{', '.join(beams)} is decoded by beam search only: drop --do-sample, or run it in a "
+                             "greedy run of its own")
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -228,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             raise EvalInputError(f"each method may be given once, got {names}; compare settings in separate runs")
         if args.controls:
             methods += [(name, params) for name, params in control_methods() if name not in names]
+        check_search(methods, sampling)
         from .runner import RunConfig, run_benchmark
 
         config = RunConfig(

@@ -213,8 +213,18 @@ def decode_request(model, benchmark: Benchmark, request: Request, config: RunCon
         "answers": {name: side.text for name, side in sides.items()},
         "tokens": {name: len(side.tokens) for name, side in sides.items()},
         "stop": {name: side.stop_reason for name, side in sides.items()},
+        "p_yes": {name: first_token_yes(side) for name, side in sides.items()},
         "branches": branches,
     }
+
+
+def first_token_yes(side) -> float | None:
+    """p("yes") at a side's first answer token, in the distribution it decoded from (after its rule and mask): the
+    summed probability of its top candidates that read "yes" in any case or spacing; 0 when none of them does, None
+    for an empty answer. What the lab's p(answer) histograms and confidence figures are made of."""
+    if not side.tokens:
+        return None
+    return sum(c.prob for c in side.tokens[0].final.top if c.piece.strip().lstrip("\u2581\u0120").lower() == "yes")
 
 
 def run_benchmark(benchmark: Benchmark, config: RunConfig, out_dir: str, *, progress: bool = True) -> RunSummary:

@@ -184,6 +184,10 @@ def test_bad_decoding_options_are_input_errors(model_dir, data, tmp_path, capsys
         error = capsys.readouterr().err
         assert error.startswith("error: decoding options: ") and name in error and "Traceback" not in error
     assert not (tmp_path / "out").exists()  # refused before the model was loaded or anything written
+    # OPERA is beam search only: a sampled run with it is refused up front too
+    assert main(pope_args(model_dir, data, tmp_path / "out", "--do-sample", "--method", "opera")) == 2
+    assert "opera is decoded by beam search only" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 SHARDED_OPTIONS = ["--limit", "2", "--method", "vcd", "--method", "ritual:alpha_pos=2", "--do-sample", "--seed", "7"]

@@ -71,3 +71,29 @@ def test_default_construction_can_show_the_target_gap(statistics):
     target = evaluate.TARGETS["adversarial_gap"][1]
     assert evaluate.pope_gap_ceiling(evaluate.pope_scenes(1000), statistics=statistics, per_side=3) < target
     assert evaluate.pope_gap_ceiling(evaluate.pope_scenes(300), statistics=statistics) > 2 * target
+
+
+def test_sampled_accuracy_is_the_mean_probability_of_the_right_answer():
+    truth, said, p_yes = ["yes", "no", "no"], ["yes", "yes", "no"], [0.8, 0.7, 0.1]
+    r = evaluate._binary(truth, said, p_yes)
+    assert r["accuracy"] == pytest.approx(2 / 3)
+    assert r["sampled_accuracy"] == pytest.approx((0.8 + 0.3 + 0.9) / 3)
+    assert r["false_yes_p_yes"] == [0.7]
+    assert "sampled_accuracy" not in evaluate._binary(truth, said)
+
+
+def test_questions_are_banded_by_the_best_seen_copy_of_the_asked_kind():
+    faint = SceneObject("circle", "red", 0, 0, visibility=0.2)
+    clear = SceneObject("circle", "red", 1, 1, visibility=0.95)
+    moon = SceneObject("moon", "blue", 2, 2, visibility=0.5)
+    scene = Scene([faint, moon], seed=1)
+    assert evaluate.asked_visibility(scene, world.existence_question(scene, "circle")) == "low"
+    assert evaluate.asked_visibility(scene, world.existence_question(scene, "square")) == "absent"
+    both = Scene([faint, clear, moon], seed=1)
+    assert evaluate.asked_visibility(both, world.count_question(both, "circle", 2)) == "clear"
+    split = evaluate.by_visibility([scene, scene], [world.existence_question(scene, k) for k in ("moon", "star")],
+                                   ["yes", "yes"], [0.6, 0.9])
+    assert split["reduced"]["accuracy"] == 1 and split["absent"]["accuracy"] == 0
+    assert split["absent"]["sampled_accuracy"] == pytest.approx(0.1)
+    assert evaluate.p_yes_histogram([0.55, 0.95, 0.999, 1.0]) == (
+        "0.5-0.6: 1, 0.6-0.7: 0, 0.7-0.8: 0, 0.8-0.9: 0, 0.9-0.99: 1, 0.99-1: 2")

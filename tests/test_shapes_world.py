@@ -4,6 +4,8 @@ checkpoint (assets/shapes-llava) loaded offline through load_model and used thro
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import random
 
@@ -62,6 +64,57 @@ def test_sampling_is_deterministic_and_respects_force_and_forbid():
         assert all(scene.count(k) <= world.MAX_PER_KIND for k in scene.kinds)
         cells = [(o.row, o.col) for o in scene.objects]
         assert len(cells) == len(set(cells))
+
+
+# ---- visibility ----------------------------------------------------------------------------------------------------
+
+def test_visibility_keeps_the_layout_and_is_drawn_at_its_rates():
+    scenes = [world.sample_scene(seed) for seed in range(2000)]
+    for seed in range(200):  # the same kinds, colours and cells with or without the visibility draws
+        clear = world.sample_scene(seed, visibility=world.ALL_CLEAR)
+        assert [(o.kind, o.colour, o.row, o.col) for o in clear.objects] == [
+            (o.kind, o.colour, o.row, o.col) for o in scenes[seed].objects]
+        assert all(o.hardness == "" and o.visibility == 1.0 for o in clear.objects)
+    objects = [o for s in scenes for o in s.objects]
+    share = {h: sum(o.hardness == h for o in objects) / len(objects) for h in world.HARDNESS}
+    border = sum(o.row in (0, 2) or o.col in (0, 2) for o in objects) / len(objects)
+    for hardness, rate in world.VISIBLE_MIX.rates.items():
+        expected = rate * (border if hardness == "edge" else 1)  # an inner cell has no edge to cross
+        assert abs(share[hardness] - expected) < 0.015, (hardness, share[hardness], expected)
+    median = {h: float(np.median([o.visibility for o in objects if o.hardness == h])) for h in ("", *world.HARDNESS)}
+    assert median[""] > 0.9 and all(median[h] < 0.75 for h in world.HARDNESS), median
+    assert {world.visibility_band(o.visibility) for o in objects} == set(world.VISIBILITY_BANDS)
+
+
+def test_hard_to_see_shapes_are_drawn_as_recorded():
+    plain = _object("circle", "red", 1, 1)
+    background = 220
+    scene = Scene([plain], seed=1, background=background, noise=0.0)
+    full = np.asarray(world.render(scene)).astype(int)
+    centre = full[24, 24]
+    assert tuple(centre) == world.RGB["red"] and world.visibility_of(plain) == 1.0
+    faint = dataclasses.replace(plain, contrast=0.2)
+    dim = np.asarray(world.render(Scene([faint], seed=1, background=background, noise=0.0))).astype(int)[24, 24]
+    assert np.allclose(dim, background + 0.2 * (np.array(world.RGB["red"]) - background), atol=1)
+    assert world.visibility_of(faint) == pytest.approx(0.2 * (6 / 5.7) ** 2, abs=0.02)  # radius 6: above typical
+    covered = dataclasses.replace(plain, cover=0.5, cover_side="top")
+    picture = np.asarray(world.render(Scene([covered], seed=1, background=background, noise=0.0)))
+    assert tuple(picture[20, 24]) == (world.COVER_GREY,) * 3 and tuple(picture[27, 24]) == world.RGB["red"]
+    assert 0.3 < world.visibility_of(covered) < 0.7
+    assert world.object_masks(Scene([covered]))[0, 20, 24] == 0  # a covered pixel is no label for stage 1
+    cut = dataclasses.replace(_object("circle", "red", 0, 0), cx=0.0, cy=0.0)  # centre on the corner: a quarter shows
+    assert 0.2 < world.visibility_of(cut) < 0.45
+    small = dataclasses.replace(plain, radius=3.0)
+    assert world.visibility_of(small) == pytest.approx((3.0 / 5.7) ** 2, abs=0.08)
+
+
+def test_scenes_round_trip_with_their_visibility():
+    scene = next(s for s in map(world.sample_scene, range(100)) if any(o.hardness for o in s.objects))
+    again = Scene.from_dict(json.loads(json.dumps(scene.to_dict())))
+    assert again.to_dict() == scene.to_dict()
+    assert np.array_equal(np.asarray(world.render(again)), np.asarray(world.render(scene)))
+    old = {"objects": [{"kind": "moon", "colour": "blue", "row": 0, "col": 1, "cx": 24, "cy": 8, "radius": 6}]}
+    assert Scene.from_dict(old).objects[0].visibility == 1.0  # a scene saved before visibility existed
 
 
 # ---- ground truth on hand-built scenes ---------------------------------------------------------------------------
@@ -303,7 +356,7 @@ def test_shipped_model_runs_every_method(shipped, method):
 
 
 @needs_shipped
-def test_vcd_probe_reports_why_vcd_cannot_overturn_a_confident_yes(shipped):
+def test_vcd_probe_reports_how_confident_the_hallucinated_yes_is(shipped):
     report = evaluate.vcd_probe(shipped, 12)
     n_trigger = report["n"] // 2
     assert report["n"] == 12 and 0 <= report["hallucinated_yes"] <= n_trigger

@@ -1,4 +1,7 @@
-"""Measure the shapes-world model against its targets, with greedy decoding (the app's baseline).
+"""Measure the shapes-world model against its targets, with greedy decoding (the app's baseline), and how unsure it
+is: on every yes/no set also the accuracy that sampling at temperature 1 gets on average (exactly: the mean
+probability of the right answer), p("yes") of the false "yes" answers, and toy-POPE split by how visible the asked
+object is (``world.visibility_band``).
 
     python -m eval.shapes_world.evaluate --model assets/shapes-llava --n 300 [--json out.json] [--vcd 100]
 
@@ -154,17 +157,23 @@ class GreedyAnswerer:
         self.batch_size = batch_size
         self.dtype = next(self.model.parameters()).dtype
 
-    @torch.no_grad()
     def first_tokens(self, scenes: list[world.Scene], questions: list[str]) -> list[str]:
-        words = []
+        return self.first_token_probs(scenes, questions)[0]
+
+    @torch.no_grad()
+    def first_token_probs(self, scenes: list[world.Scene], questions: list[str]) -> tuple[list[str], list[float]]:
+        """The greedy first token of each answer and the model's p("yes") there (softmax at temperature 1)."""
+        words, p_yes = [], []
+        yes_id = self.tokenizer.convert_tokens_to_ids("yes")
         for start in range(0, len(scenes), self.batch_size):
             chunk = slice(start, start + self.batch_size)
             batch = self.encoder.batch([world.render(s) for s in scenes[chunk]], questions[chunk])
             logits = self.model(input_ids=batch["input_ids"],
                                 pixel_values=batch["pixel_values"].to(self.dtype)).logits
-            last = logits[torch.arange(len(logits)), batch["prompt_lengths"] - 1]
+            last = logits[torch.arange(len(logits)), batch["prompt_lengths"] - 1].float()
             words += self.tokenizer.convert_ids_to_tokens(last.argmax(-1).tolist())
-        return words
+            p_yes += last.softmax(-1)[:, yes_id].tolist()
+        return words, p_yes
 
     @torch.no_grad()
     def describe(self, scenes: list[world.Scene], max_new_tokens: int = 40) -> list[str]:
@@ -179,7 +188,10 @@ class GreedyAnswerer:
         return texts
 
 
-def _binary(truth: list[str], said: list[str]) -> dict:
+def _binary(truth: list[str], said: list[str], p_yes: list[float] | None = None) -> dict:
+    """POPE's metrics of yes/no answers; with ``p_yes`` (the model's p("yes") per question) also the accuracy that
+    sampling at temperature 1 gets on average ("sampled_accuracy", exact: the mean p of the right answer, anything
+    but "yes" reading as "no"), and p("yes") over the false "yes" answers."""
     tp = sum(t == "yes" and s == "yes" for t, s in zip(truth, said))
     fp = sum(t == "no" and s == "yes" for t, s in zip(truth, said))
     fn = sum(t == "yes" and s != "yes" for t, s in zip(truth, said))
@@ -188,9 +200,35 @@ def _binary(truth: list[str], said: list[str]) -> dict:
     recall = tp / (tp + fn) if tp + fn else 0.0
     # anything but "yes" reads as "no", as in POPE's own rule (and as precision and recall above read it)
     correct = sum((t == "yes") == (s == "yes") for t, s in zip(truth, said))
-    return {"n": n, "accuracy": correct / n, "precision": precision,
-            "recall": recall, "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-            "yes_ratio": sum(s == "yes" for s in said) / n}
+    out = {"n": n, "accuracy": correct / n, "precision": precision,
+           "recall": recall, "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+           "yes_ratio": sum(s == "yes" for s in said) / n}
+    if p_yes is not None:
+        out["sampled_accuracy"] = sum(p if t == "yes" else 1 - p for t, p in zip(truth, p_yes)) / n
+        out["false_yes_p_yes"] = [p for t, s, p in zip(truth, said, p_yes) if t == "no" and s == "yes"]
+    return out
+
+
+def asked_visibility(scene: world.Scene, question: world.Question) -> str:
+    """The visibility band of what a yes/no question asks about: the best-seen copy of each kind it names (the
+    least visible of those kinds), or "absent" when a kind it names is not in the scene."""
+    seen = []
+    for kind in question.subject:
+        copies = [o.visibility for o in scene.objects if o.kind == kind]
+        if not copies:
+            return "absent"
+        seen.append(max(copies))
+    return world.visibility_band(min(seen)) if seen else "absent"
+
+
+def by_visibility(scenes: list[world.Scene], questions: list[world.Question], said: list[str],
+                  p_yes: list[float]) -> dict:
+    """``_binary`` per visibility band of the asked object (``asked_visibility``)."""
+    bands: dict[str, list[int]] = {}
+    for i, (scene, question) in enumerate(zip(scenes, questions)):
+        bands.setdefault(asked_visibility(scene, question), []).append(i)
+    return {band: _binary([questions[i].answer for i in idx], [said[i] for i in idx], [p_yes[i] for i in idx])
+            for band, idx in sorted(bands.items())}
 
 
 def evaluate(adapter, n: int = 300, seed: int = 0, probe_share: float = 0.5,
@@ -201,8 +239,8 @@ def evaluate(adapter, n: int = 300, seed: int = 0, probe_share: float = 0.5,
     report.update(_pope_report(answerer, n, seed, probe_share, pope_per_side))
     for family in ("colour", "count", "position"):
         pairs = family_questions(family, n, seed)
-        said = answerer.first_tokens([s for s, _ in pairs], [q.text for _, q in pairs])
-        report[family] = _binary([q.answer for _, q in pairs], said)
+        said, p_yes = answerer.first_token_probs([s for s, _ in pairs], [q.text for _, q in pairs])
+        report[family] = _binary([q.answer for _, q in pairs], said, p_yes)
     report["description"] = _description_report(answerer, n, seed)
     report.update(_partner_report(answerer, n, seed))
 
@@ -212,6 +250,9 @@ def evaluate(adapter, n: int = 300, seed: int = 0, probe_share: float = 0.5,
     report["count_accuracy"] = report["count"]["accuracy"]
     report["position_accuracy"] = report["position"]["accuracy"]
     report["description_exact"] = report["description"]["exact"]
+    report["sampling_cost"] = {split: r["accuracy"] - r["sampled_accuracy"] for split, r in report["pope"].items()}
+    false_yes = sorted(p for r in report["pope"].values() for p in r["false_yes_p_yes"])
+    report["false_yes_p_yes_median"] = median(false_yes) if false_yes else None
     report["targets_met"] = {key: (report[key] >= bound if op == ">=" else report[key] <= bound)
                              for key, (op, bound) in TARGETS.items()}
     return report
@@ -221,12 +262,15 @@ def _pope_report(answerer: GreedyAnswerer, n: int, seed: int, probe_share: float
     """Toy-POPE's three splits ("pope") and the gap this construction allows ("adversarial_gap_ceiling")."""
     statistics = training_world_statistics()
     scenes = pope_scenes(n, seed, probe_share)
-    pope = {}
+    pope, visibility = {}, {}
     for split in ("random", "popular", "adversarial"):
         pairs = pope_questions(scenes, split, seed, statistics, per_side)
-        said = answerer.first_tokens([scenes[i] for i, _ in pairs], [q.text for _, q in pairs])
-        pope[split] = _binary([q.answer for _, q in pairs], said)
-    return {"pope": pope, "adversarial_gap_ceiling": pope_gap_ceiling(scenes, seed, statistics, per_side)}
+        asked = [scenes[i] for i, _ in pairs]
+        said, p_yes = answerer.first_token_probs(asked, [q.text for _, q in pairs])
+        pope[split] = _binary([q.answer for _, q in pairs], said, p_yes)
+        visibility[split] = by_visibility(asked, [q for _, q in pairs], said, p_yes)
+    return {"pope": pope, "pope_by_visibility": visibility,
+            "adversarial_gap_ceiling": pope_gap_ceiling(scenes, seed, statistics, per_side)}
 
 
 def _description_report(answerer: GreedyAnswerer, n: int, seed: int) -> dict:
@@ -314,11 +358,27 @@ def vcd_probe(adapter, n: int, seed: int = 0, **vcd_params) -> dict:
         "by_rule": by_rule}
 
 
+def p_yes_histogram(values: list[float], edges=(0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0)) -> str:
+    """A one-line count of ``values`` per p("yes") bin: "0.5-0.6: 3, ..." (the first bin takes anything below)."""
+    counts = Counter()
+    for v in values:
+        counts[next((i for i, e in enumerate(edges[1:]) if v < e), len(edges) - 2)] += 1
+    return ", ".join(f"{edges[i]:g}-{edges[i + 1]:g}: {counts[i]}" for i in range(len(edges) - 1))
+
+
 def format_report(report: dict) -> str:
     lines = [f"shapes-world evaluation (greedy, n={report['n']}, seed={report['seed']})"]
     for split, r in report["pope"].items():
         lines.append(f"  toy-POPE {split:<12} acc {r['accuracy']:.3f}  precision {r['precision']:.3f}  "
-                     f"recall {r['recall']:.3f}  F1 {r['f1']:.3f}  yes {r['yes_ratio']:.3f}  ({r['n']} questions)")
+                     f"recall {r['recall']:.3f}  F1 {r['f1']:.3f}  yes {r['yes_ratio']:.3f}  ({r['n']} questions); "
+                     f"sampled at T=1 {r['sampled_accuracy']:.3f} (cost {report['sampling_cost'][split]:.3f})")
+        for band, b in report["pope_by_visibility"][split].items():
+            lines.append(f"    asked object {band:<8} acc {b['accuracy']:.3f}  sampled {b['sampled_accuracy']:.3f}  "
+                         f"yes {b['yes_ratio']:.3f}  ({b['n']} questions)")
+    if report["false_yes_p_yes_median"] is not None:
+        false_yes = [p for r in report["pope"].values() for p in r["false_yes_p_yes"]]
+        lines.append(f"  toy-POPE false \"yes\" answers: {len(false_yes)}, p(yes) median "
+                     f"{report['false_yes_p_yes_median']:.3f}; histogram {p_yes_histogram(false_yes)}")
     for family in ("colour", "count", "position"):
         lines.append(f"  {family:<21} acc {report[family]['accuracy']:.3f}  ({report[family]['n']} questions)")
     d = report["description"]

@@ -12,6 +12,13 @@ Biases (``WorldBias``, on by default, off for ``UNBIASED``):
 - colour priors: some shapes usually have one colour (circle red, star yellow, diamond blue).
 - a positional habit: the moon usually sits in the top row.
 
+Visibility (``Visibility``, ``VISIBLE_MIX`` by default, ``ALL_CLEAR`` for the crisp world of the first checkpoints):
+some shapes are small, faint (low contrast against the background), partly covered by a grey card, or cut off by
+the picture's edge, and each object records how visible it is (``SceneObject.visibility``, 0..1). That is where a
+model trained here is unsure, as real LVLMs are unsure about small, dim, occluded or cropped objects, rather than
+from noisy labels (every answer stays exact ground truth). The visibility draws use their own random stream, so a
+seed gives the same kinds, colours and cells with or without them.
+
 Everything here is plain data (dataclasses, dicts, strings) so that benchmark writers (POPE / MME / CHAIR formats) can
 reuse the ground truth and the question generators.
 """
@@ -53,7 +60,10 @@ MAX_PER_KIND = 3
 
 @dataclass(frozen=True)
 class SceneObject:
-    """One shape: kind, colour, grid cell (row, col in 0..2) and its drawn centre and radius in pixels."""
+    """One shape: kind, colour, grid cell (row, col in 0..2), its drawn centre and radius in pixels, and how it is seen:
+    ``contrast`` (1 = full colour, lower = blended toward the background), ``cover`` (the share of its box hidden
+    under a grey card, from side ``cover_side``: "top", "bottom", "left" or "right"), ``hardness`` (what made it hard
+    to see: "", "small", "faint", "covered" or "edge") and ``visibility`` (see :func:`visibility_of`)."""
 
     kind: str
     colour: str
@@ -62,6 +72,11 @@ class SceneObject:
     cx: float = 0.0
     cy: float = 0.0
     radius: float = 6.0
+    contrast: float = 1.0
+    cover: float = 0.0
+    cover_side: str = ""
+    hardness: str = ""
+    visibility: float = 1.0
 
 
 @dataclass
@@ -116,6 +131,27 @@ class WorldBias:
 
 BIASED = WorldBias()
 UNBIASED = WorldBias(pairs={}, colour_priors={}, top_row={})
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """How often a shape is hard to see, and how hard. ``rates``: hardness -> P(an object gets it) (at most one per
+    object; "edge" applies only to shapes in a border cell, the others stay clear); the ranges give the severity,
+    drawn uniformly: ``small_radius`` (px; a clear shape has 4.8-6.6), ``faint_contrast``, ``cover_share`` and
+    ``edge_shift`` (px the centre moves out of the picture; a border cell's centre is 8 px from the edge)."""
+
+    rates: dict = field(default_factory=lambda: {"small": 0.05, "faint": 0.05, "covered": 0.05, "edge": 0.06})
+    small_radius: tuple[float, float] = (2.0, 3.6)
+    faint_contrast: tuple[float, float] = (0.08, 0.45)
+    cover_share: tuple[float, float] = (0.35, 0.75)
+    edge_shift: tuple[float, float] = (4.0, 9.0)
+
+
+VISIBLE_MIX = Visibility()
+ALL_CLEAR = Visibility(rates={})
+COVER_GREY = 150  # the card that covers shapes: darker than every background (200-240), lighter than the colours
+HARDNESS = ("small", "faint", "covered", "edge")
+_TYPICAL_RADIUS = 5.7  # the middle of a clear shape's radius range: what "fully visible" is measured against
 # Scene sizes: the number of units drawn (a unit is one kind, with 1-3 copies; a trigger unit adds its partner).
 _UNIT_WEIGHTS = {1: 0.3, 2: 0.45, 3: 0.25}
 _COPIES_WEIGHTS = {1: 0.7, 2: 0.22, 3: 0.08}
@@ -136,12 +172,13 @@ def _colour(rng: random.Random, kind: str, bias: WorldBias) -> str:
 
 
 def sample_scene(seed: int, bias: WorldBias = BIASED, *, force: tuple[str, ...] = (),
-                 forbid: tuple[str, ...] = ()) -> Scene:
+                 forbid: tuple[str, ...] = (), visibility: Visibility = VISIBLE_MIX) -> Scene:
     """A random scene from ``seed`` (deterministic).
 
     force:  kinds placed once each before anything else, *without* their co-occurrence partner (how the evaluation
             builds "trigger without partner" scenes); combine with ``forbid`` to keep the partner out.
     forbid: kinds that never appear (nor as a partner).
+    visibility: how often shapes are small, faint, covered or cut off (``ALL_CLEAR``: never).
     """
     rng = random.Random(seed)
     kinds: list[str] = list(force)
@@ -182,7 +219,42 @@ def sample_scene(seed: int, bias: WorldBias = BIASED, *, force: tuple[str, ...] 
         cy = row * CELL + CELL / 2 + rng.uniform(-1.5, 1.5)
         objects.append(SceneObject(kind, _colour(rng, kind, bias), row, col, round(cx, 2), round(cy, 2),
                                    round(radius, 2)))
-    return Scene(objects, seed=seed, background=rng.randint(200, 240), noise=rng.uniform(3.0, 9.0))
+    scene = Scene(objects, seed=seed, background=rng.randint(200, 240), noise=rng.uniform(3.0, 9.0))
+    if visibility.rates:
+        hide = random.Random(f"visibility {seed}")  # its own stream: the layout above is the same without it
+        scene.objects = [with_visibility(_harden(o, hide, visibility)) for o in scene.objects]
+    return scene
+
+
+def _harden(obj: SceneObject, rng: random.Random, mix: Visibility) -> SceneObject:
+    """``obj`` made hard to see in at most one way, drawn from ``mix`` (always the same number of draws)."""
+    roll, severity, side = rng.random(), rng.random(), rng.choice(("top", "bottom", "left", "right"))
+    hardness = ""
+    for name in HARDNESS:
+        rate = mix.rates.get(name, 0.0)
+        if roll < rate:
+            hardness = name
+            break
+        roll -= rate
+
+    def between(bounds):
+        return round(bounds[0] + severity * (bounds[1] - bounds[0]), 2)
+
+    if hardness == "small":
+        return dataclasses.replace(obj, radius=between(mix.small_radius), hardness=hardness)
+    if hardness == "faint":
+        return dataclasses.replace(obj, contrast=between(mix.faint_contrast), hardness=hardness)
+    if hardness == "covered":
+        return dataclasses.replace(obj, cover=between(mix.cover_share), cover_side=side, hardness=hardness)
+    if hardness == "edge":
+        out_x = {0: -1, GRID - 1: 1}.get(obj.col, 0)
+        out_y = {0: -1, GRID - 1: 1}.get(obj.row, 0)
+        if not (out_x or out_y):
+            return obj  # an inner cell has no edge to cross
+        shift = between(mix.edge_shift)
+        return dataclasses.replace(obj, cx=round(obj.cx + out_x * shift, 2), cy=round(obj.cy + out_y * shift, 2),
+                                   hardness=hardness)
+    return obj
 
 
 # ---- rendering -------------------------------------------------------------------------------------------------------
@@ -232,25 +304,72 @@ def draw_shape(draw: ImageDraw.ImageDraw, obj: SceneObject, fill, background) ->
         raise ValueError(f"unknown shape kind {kind!r}")
 
 
+def cover_box(obj: SceneObject) -> tuple[float, float, float, float] | None:
+    """The grey card over ``obj`` (x0, y0, x1, y1), or None: ``cover`` of its box, from ``cover_side``."""
+    if not obj.cover:
+        return None
+    r = obj.radius * 1.15  # the widest shape (the star) reaches 1.1 r
+    x0, y0, x1, y1 = obj.cx - r, obj.cy - r, obj.cx + r, obj.cy + r
+    depth = 2 * r * obj.cover
+    return {"top": (x0, y0, x1, y0 + depth), "bottom": (x0, y1 - depth, x1, y1),
+            "left": (x0, y0, x0 + depth, y1), "right": (x1 - depth, y0, x1, y1)}[obj.cover_side]
+
+
+def _faded(colour: str, contrast: float, background: int) -> tuple[int, int, int]:
+    return tuple(round(background + contrast * (c - background)) for c in RGB[colour])
+
+
 def render(scene: Scene) -> Image.Image:
-    """The scene as a 48 x 48 RGB picture (deterministic: the noise is seeded by the scene's seed)."""
+    """The scene as a 48 x 48 RGB picture (deterministic: the noise is seeded by the scene's seed); grey cards are
+    drawn over the shapes they cover."""
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (scene.background,) * 3)
     draw = ImageDraw.Draw(image)
     for obj in scene.objects:
-        draw_shape(draw, obj, RGB[obj.colour], (scene.background,) * 3)
+        draw_shape(draw, obj, _faded(obj.colour, obj.contrast, scene.background), (scene.background,) * 3)
+    for obj in scene.objects:
+        if (box := cover_box(obj)) is not None:
+            draw.rectangle(box, fill=(COVER_GREY,) * 3)
     pixels = np.asarray(image, dtype=np.float32)
     noise = np.random.default_rng(scene.seed).normal(0.0, scene.noise, pixels.shape)
     return Image.fromarray(np.clip(pixels + noise, 0, 255).round().astype(np.uint8))
 
 
+def _mask(obj: SceneObject, covered: bool = True, size: int = IMAGE_SIZE) -> np.ndarray:
+    label = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(label)
+    draw_shape(draw, obj, 255, 0)
+    if covered and (box := cover_box(obj)) is not None:
+        draw.rectangle(box, fill=0)
+    return np.asarray(label) > 0
+
+
 def object_masks(scene: Scene) -> np.ndarray:
-    """(n_objects, 48, 48) booleans: the pixels each object covers (for per-patch supervision)."""
+    """(n_objects, 48, 48) booleans: the pixels of each object that show (for per-patch supervision): inside the
+    picture and not under a grey card."""
     masks = np.zeros((len(scene.objects), IMAGE_SIZE, IMAGE_SIZE), dtype=bool)
     for i, obj in enumerate(scene.objects):
-        label = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
-        draw_shape(ImageDraw.Draw(label), obj, 255, 0)
-        masks[i] = np.asarray(label) > 0
+        masks[i] = _mask(obj)
     return masks
+
+
+def visibility_of(obj: SceneObject) -> float:
+    """How visible a shape is, 0..1: its contrast times the pixels that show (in the picture, not covered) over the
+    pixels the same kind covers at the typical radius, whole. A clear shape scores about 1 (0.7-1, by its size)."""
+    typical = dataclasses.replace(obj, cx=IMAGE_SIZE, cy=IMAGE_SIZE, radius=_TYPICAL_RADIUS, cover=0.0)
+    whole = _mask(typical, covered=False, size=2 * IMAGE_SIZE).sum()
+    return round(min(1.0, float(obj.contrast * _mask(obj).sum() / max(1, whole))), 3)
+
+
+def with_visibility(obj: SceneObject) -> SceneObject:
+    return dataclasses.replace(obj, visibility=visibility_of(obj))
+
+
+def visibility_band(value: float) -> str:
+    """The bands results are split by: "clear" (>= 0.7), "reduced" (0.35-0.7), "low" (< 0.35)."""
+    return "clear" if value >= 0.7 else "reduced" if value >= 0.35 else "low"
+
+
+VISIBILITY_BANDS = ("clear", "reduced", "low")
 
 
 # ---- ground truth ----------------------------------------------------------------------------------------------------
