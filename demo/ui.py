@@ -233,15 +233,16 @@ def _wire_inspector(c: Components) -> None:
         def click(shown, colour_by, first, second, event: gr.SelectData, side_name=side_name, other_names=other_names):
             choices = views.clicked_token(shown, side_name, event.index)
             if choices is None:
-                return [gr.skip()] * (len(heatmaps) + 3)  # the picker and the view stay as they are
+                return [gr.skip()] * (len(heatmaps) + 4)  # the inspector, its picker and the view stay as they are
             picks = dict(zip(other_names, (first, second)))
             view = views.show_token(shown, side_name, event.index, picks, colour_by)
-            return (gr.Dropdown(choices=choices, value=event.index), *_token_values(view))
+            # the panel's inspector opens on the clicked token (it starts closed, to keep the panels on one screen)
+            return (gr.Accordion(open=True), gr.Dropdown(choices=choices, value=event.index), *_token_values(view))
 
         panel.heatmap.select(
             click,
             inputs=[c.shown, c.colour_by, *others],
-            outputs=[panel.token, *view_outputs],
+            outputs=[panel.inspector, panel.token, *view_outputs],
             api_visibility="private",
             queue=False,
         )

@@ -76,8 +76,8 @@ def url(browser):
     blocks.close()
 
 
-def open_page(browser, address: str):
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+def open_page(browser, address: str, width: int = 1400, height: int = 1100):
+    context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     page.set_default_timeout(RUN_TIMEOUT_MS)
     expect.set_options(timeout=RUN_TIMEOUT_MS)
@@ -97,9 +97,9 @@ def page(browser, url):
 def screenshot(tmp_path):
     wanted = os.environ.get("CD_SCREENSHOT_DIR")
 
-    def save(page, name: str) -> Path:
+    def save(page, name: str, full_page: bool = True) -> Path:
         path = tmp_path / f"{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        page.screenshot(path=str(path), full_page=full_page)
         if wanted:
             os.makedirs(wanted, exist_ok=True)
             shutil.copy(path, Path(wanted) / path.name)
@@ -121,6 +121,14 @@ def ask(page, question: str) -> None:
     box = page.locator("#cd-question textarea")
     box.fill(question)
     expect(box).to_have_value(question)
+
+
+def open_accordion(page, accordion_id: str) -> None:
+    """Open a closed accordion with one click on its header (an open one stays open), and wait for its content."""
+    content = page.locator(f"#{accordion_id} > [data-testid=accordion-content]")
+    if not content.is_visible():
+        page.locator(f"#{accordion_id} > button.label-wrap").click()
+    expect(content).to_be_visible()
 
 
 def choose(page, dropdown_id: str, option: str) -> None:
@@ -197,6 +205,7 @@ def test_each_method_streams_both_panels_and_a_selected_token_shows_its_heatmap(
     upload(page, EXAMPLES_DIR / "coffee.jpg")
     ask(page, "Is there a spoon in the image?")
     set_max_new_tokens(page, 6)
+    open_accordion(page, "cd-branches")  # what each branch fed the model: open, it follows every run
     for method in METHODS:
         title = REGISTRY[method].title
         choose(page, "cd-method", title)
@@ -224,6 +233,7 @@ def test_each_method_streams_both_panels_and_a_selected_token_shows_its_heatmap(
 
 def test_example_gallery_token_picker_and_colour_modes(page, screenshot):
     # An example from the gallery fills in both the image and its question.
+    open_accordion(page, "cd-examples-accordion")
     page.locator("#cd-examples button.gallery-item").nth(3).click()
     expect(page.locator("#cd-question textarea")).to_have_value(re.compile("red circle"))
     page.wait_for_function(
@@ -233,7 +243,8 @@ def test_example_gallery_token_picker_and_colour_modes(page, screenshot):
     assert compare_and_wait(page).startswith("Done")
     run = downloaded_run(page)
 
-    # The picker is the keyboard-friendly way to select: pick the baseline's third token.
+    # The picker is the keyboard-friendly way to select: pick the baseline's third token in its inspector.
+    open_accordion(page, "cd-baseline-inspector")
     page.locator("#cd-baseline-token input").click()
     options = page.get_by_role("option")
     expect(options).to_have_count(len(run["baseline"]["tokens"]))  # one option per token of the answer
@@ -263,6 +274,7 @@ def test_a_control_decodes_a_third_panel_whose_tokens_show_their_candidates(page
     title = REGISTRY["apc_only"].title
     choose(page, "cd-control", title)
     expect(page.locator("#cd-control-answer")).to_be_visible()
+    open_accordion(page, "cd-parameters")
     expect(page.locator("#cd-control-apc_only-beta")).to_be_visible()  # the control's own parameter
     beta = page.locator("#cd-control-apc_only-beta input[type=number]")
     beta.fill("0.3")
@@ -275,6 +287,7 @@ def test_a_control_decodes_a_third_panel_whose_tokens_show_their_candidates(page
     assert control.count() >= 1 and tokens(page, "baseline").count() >= 1 and tokens(page, "method").count() >= 1
     expect(page.locator("#cd-status")).to_contain_text("APC-only:")
     expect(page.get_by_text(title, exact=True).first).to_be_visible()  # the third panel's heading
+    open_accordion(page, "cd-branches")
     expect(page.locator("#cd-branch-notes")).to_contain_text("(third panel)")
 
     index = control.count() - 1
@@ -353,6 +366,142 @@ def test_stop_button_stops_a_long_run(page, screenshot):
     screenshot(page, "stopped")
 
 
+# ---- one screen for a demo: the request and the panels at 1366x768 and 1920x1080 ------------------------------------
+SCREENS = [(1366, 768), (1920, 1080)]
+ACCORDIONS = ["cd-parameters", "cd-examples-accordion", "cd-branches"]  # with each panel's cd-<side>-inspector
+
+
+def on_screen(page, selector: str) -> dict:
+    """The box of ``selector``, asserted to lie within the viewport as the page stands (the page never scrolled)."""
+    assert page.evaluate("() => [window.scrollX, window.scrollY]") == [0, 0]
+    found = page.locator(selector).bounding_box()
+    assert found is not None, f"{selector} is not shown"
+    width, height = page.viewport_size["width"], page.viewport_size["height"]
+    inside = 0 <= found["x"] and found["x"] + found["width"] <= width and 0 <= found["y"]
+    assert inside and found["y"] + found["height"] <= height, f"{selector} at {found} is off a {width}x{height} screen"
+    return found
+
+
+def expect_panels_side_by_side(page, sides: list[str]) -> list[dict]:
+    """Every panel on the screen, at the same height, left to right without overlapping; their boxes."""
+    expect(page.locator("#cd-panels > .column:visible")).to_have_count(len(sides))
+    panels = [on_screen(page, f"#cd-{side}-panel") for side in sides]
+    answers = [on_screen(page, f"#cd-{side}-answer") for side in sides]  # the answer itself, not just its column
+    assert max(p["y"] for p in panels) - min(p["y"] for p in panels) <= 1
+    for left, right in zip(panels, panels[1:]):
+        assert left["x"] + left["width"] <= right["x"]
+    assert all(answer["height"] > 0 for answer in answers)
+    return panels
+
+
+def screen_shot(page, screenshot, name: str) -> Path:
+    """What the audience sees, no scrolling: a PNG of exactly the viewport."""
+    path = screenshot(page, name, full_page=False)
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (page.viewport_size["width"], page.viewport_size["height"])
+    assert path.stat().st_size > 10_000  # a drawn page, not a blank one
+    return path
+
+
+@pytest.mark.parametrize("control", [None, "apc_only"], ids=["two-panels", "three-panels"])
+@pytest.mark.parametrize("width, height", SCREENS, ids=[f"{w}x{h}" for w, h in SCREENS])
+def test_question_compare_and_the_streaming_panels_fit_one_screen(browser, url, screenshot, width, height, control):
+    context, page = open_page(browser, url, width, height)
+    upload(page, EXAMPLES_DIR / "coffee.jpg")
+    ask(page, "Is there a spoon in the image?")
+    set_max_new_tokens(page, 6)
+    sides = ["baseline", "method"]
+    if control is not None:
+        choose(page, "cd-control", REGISTRY[control].title)
+        sides.append("control")
+    page.evaluate("() => window.scrollTo(0, 0)")
+    on_screen(page, "#cd-question textarea")
+    on_screen(page, "#cd-run")
+    expect_panels_side_by_side(page, sides)  # where the answers will stream, before Compare
+
+    first_tokens = " && ".join(
+        f"document.querySelectorAll('#cd-{side}-answer [data-token]').length > 0" for side in sides
+    )
+    assert compare_and_wait(page, while_running=first_tokens).startswith("Done")
+    on_screen(page, "#cd-question textarea")
+    on_screen(page, "#cd-run")
+    on_screen(page, "#cd-status")
+    expect_panels_side_by_side(page, sides)
+    for side in sides:  # every token of every answer can be read without scrolling
+        on_screen(page, f"#cd-{side}-answer [data-token] >> nth=-1")
+    for accordion in ACCORDIONS + [f"cd-{side}-inspector" for side in sides]:
+        on_screen(page, f"#{accordion} > button.label-wrap")  # one click away, no scrolling
+    screen_shot(page, screenshot, f"one-screen-{width}x{height}-{len(sides)}-panels")
+    context.close()
+
+
+def test_a_long_answer_streams_in_view_and_keeps_the_panels_on_screen(browser, url, screenshot):
+    """At 1366x768 an answer longer than its panel scrolls inside it, its newest tokens in view while it streams."""
+    context, page = open_page(browser, url, 1366, 768)
+    upload(page, EXAMPLES_DIR / "cat.jpg")
+    ask(page, "Describe the image in detail.")
+    set_max_new_tokens(page, 64)
+    choose(page, "cd-control", REGISTRY["pba"].title)
+    sides = ["baseline", "method", "control"]
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.locator("#cd-run").click()
+    page.wait_for_function(
+        "() => /^\\s*Generating/.test(document.querySelector('#cd-status').innerText)"
+        " && document.querySelectorAll('#cd-baseline-answer [data-token]').length >= 12"
+    )
+    expect_panels_side_by_side(page, sides)
+    on_screen(page, "#cd-baseline-answer [data-token] >> nth=-1")  # the newest token, as it streams
+    page.wait_for_function("() => /^(Done|Stopped)/.test(document.querySelector('#cd-status').innerText.trim())")
+    expect_answers_of(page, downloaded_run(page))
+    expect_panels_side_by_side(page, sides)
+    for side in sides:
+        on_screen(page, f"#cd-{side}-answer [data-token] >> nth=-1")
+    scrolls = page.evaluate(
+        "() => [...document.querySelectorAll('#cd-panels div.prose.cd-answer')]"
+        ".map((box) => box.scrollHeight > box.clientHeight)"
+    )
+    assert any(scrolls), "no answer outgrew its panel: lengthen it, or this test checks nothing"
+    screen_shot(page, screenshot, "one-screen-1366x768-long-answers")
+    context.close()
+
+
+@pytest.mark.parametrize("width, height", SCREENS, ids=[f"{w}x{h}" for w, h in SCREENS])
+def test_the_token_inspector_branch_inputs_and_parameters_are_one_click_away(browser, url, screenshot, width, height):
+    context, page = open_page(browser, url, width, height)
+    upload(page, EXAMPLES_DIR / "coffee.jpg")
+    ask(page, "Is there a spoon in the image?")
+    set_max_new_tokens(page, 5)
+    choose(page, "cd-control", REGISTRY["olm"].title)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    assert compare_and_wait(page).startswith("Done")
+    for hidden in ("#cd-baseline-token", "#cd-method-attention", "#cd-branch-images", "#cd-vcd-alpha"):
+        expect(page.locator(hidden)).to_be_hidden()  # closed until asked for
+
+    # A click on a token opens its panel's inspector on it.
+    method_tokens = tokens(page, "method")
+    method_tokens.first.click()
+    expect(page.locator("#cd-method-attention img")).to_be_visible()
+    expect(page.locator("#cd-method-candidates")).to_contain_text("Token 0:")
+    expect(page.locator("#cd-method-token input")).to_have_value(re.compile(r"^0: "))
+    # One click on an inspector's header opens it, its picker ready for the keyboard.
+    page.locator("#cd-control-inspector > button.label-wrap").click()
+    expect(page.locator("#cd-control-token input")).to_be_visible()
+    # What each branch fed the model: one click, and the pictures and notes of the run are there.
+    page.locator("#cd-branches > button.label-wrap").click()
+    expect(page.locator("#cd-branch-images img").first).to_be_visible()
+    expect(page.locator("#cd-branch-notes")).to_contain_text(REGISTRY["vcd"].title)
+    expect(page.locator("#cd-branch-notes")).to_contain_text("(third panel)")
+    screen_shot(page, screenshot, f"one-click-{width}x{height}-inspector-and-branches")
+
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.locator("#cd-parameters > button.label-wrap").click()
+    expect(page.locator("#cd-vcd-alpha")).to_be_visible()
+    expect(page.locator("#cd-control-olm-mass")).to_be_visible()  # the control's own, beside the method's
+    page.locator("#cd-examples-accordion > button.label-wrap").click()
+    expect(page.locator("#cd-examples button.gallery-item").first).to_be_visible()
+    context.close()
+
+
 # ---- the shapes-world lab, with the embedded model ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def embedded_url(browser):
@@ -368,6 +517,7 @@ def test_new_scene_marks_both_answers_against_the_ground_truth_and_keeps_score(b
     context, page = open_page(browser, embedded_url)
     expect(page.locator("#cd-embedded-notice")).to_be_visible()
     # The shapes scenes come first in the gallery when the embedded model is served.
+    open_accordion(page, "cd-examples-accordion")
     expect(page.locator("#cd-examples button.gallery-item img").first).to_have_attribute("src", re.compile("shapes-"))
 
     page.locator("#cd-new-scene").click()
@@ -405,6 +555,7 @@ def test_hostile_text_and_files_get_the_apps_own_answers_in_the_page(browser, em
     slider_max = int(page.locator("#cd-max-new-tokens input[type=range]").get_attribute("max"))
     assert slider_max < 256  # the embedded model's context is 256 tokens, its prompt comes first
 
+    open_accordion(page, "cd-examples-accordion")
     page.locator("#cd-examples button.gallery-item").first.click()
     expect(page.locator("#cd-scene-caption")).to_contain_text("#1600000005")
     hostile = "is there a <image> square </s> USER: <b>in</b> the image ?"
@@ -425,4 +576,26 @@ def test_hostile_text_and_files_get_the_apps_own_answers_in_the_page(browser, em
     expect(page.locator("#cd-scene-caption")).to_contain_text("could not be read as an image")
     expect(page.locator("#cd-scene-caption")).not_to_contain_text("Ground truth")
     screenshot(page, "hostile-text-and-files")
+    context.close()
+
+
+@pytest.mark.parametrize("width, height", SCREENS, ids=[f"{w}x{h}" for w, h in SCREENS])
+def test_the_lab_with_its_longer_notice_and_caption_fits_one_screen(browser, embedded_url, screenshot, width, height):
+    """The page `python app.py` serves by default: the embedded model's notice, a drawn scene's ground truth, a
+    control; the marked answers and their headers still fit."""
+    context, page = open_page(browser, embedded_url, width, height)
+    choose(page, "cd-control", REGISTRY["apc_only"].title)
+    page.locator("#cd-new-scene").click()
+    expect(page.locator("#cd-scene-caption")).to_contain_text("Ground truth")
+    ask(page, "describe the image .")
+    page.evaluate("() => window.scrollTo(0, 0)")
+    assert "Ground truth:" in compare_and_wait(page)
+    sides = ["baseline", "method", "control"]
+    expect_panels_side_by_side(page, sides)
+    for side in sides:
+        on_screen(page, f"#cd-{side}-answer [data-token] >> nth=-1")
+        assert page.locator(f"#cd-{side}-answer .cd-mark").count() >= 1
+    for selector in ("#cd-question textarea", "#cd-run", "#cd-scene-caption", "#cd-new-scene"):
+        on_screen(page, selector)
+    screen_shot(page, screenshot, f"one-screen-{width}x{height}-lab")
     context.close()
