@@ -279,11 +279,14 @@ def test_the_recipe_is_made_of_valid_train_commands(tmp_path, capsys):
 
     runs = recipe.runs(str(tmp_path), str(tmp_path / "model"))
     stages = [train.parse_args(argv) for argv in runs]
-    assert [a.stage for a in stages] == ["stage1"] + ["stage2"] * 6
+    assert [a.stage for a in stages] == ["stage1"] + ["stage2"] * 9
     assert stages[-1].save == str(tmp_path / "model")
     # each stage-2 run starts from what the run before it made
     assert stages[1].init == stages[0].checkpoint and stages[5].init == stages[4].save
-    assert stages[6].init == stages[5].save and stages[1].loss_mean == "token"
+    assert all(stages[i].init == stages[i - 1].save for i in (6, 7, 8, 9)) and stages[1].loss_mean == "token"
+    # the first checkpoint's history ran in the crisp world; the last three runs teach the hard-to-see shapes
+    assert [a.visibility for a in stages] == ["clear"] * 7 + ["mixed"] * 3
+    assert [a.partner_question_rate for a in stages[7:]] == [0.25, 0.25, 0.3]
     recipe.main(["--workdir", str(tmp_path), "--save", str(tmp_path / "model"), "--dry-run"])
     assert capsys.readouterr().out.count("python -m models.shapes_world.train") == len(runs)
     assert not list(tmp_path.iterdir())  # a dry run trains nothing
@@ -337,10 +340,12 @@ def test_shipped_model_hallucinates_the_partner(shipped):
         rate = {kind: sum(s == "yes" for p, s in zip(probe, said) if p["rule"] == rule and p["kind"] == kind) / 40
                 for kind in ("trigger", "control")}
         assert rate["trigger"] >= 0.3 and rate["control"] <= 0.1, (rule, rate)
-    # yet it describes such a scene right: the hallucination lives in the yes/no answers
-    triangle = Scene([_object("triangle", "green", 1, 0), _object("moon", "yellow", 0, 2)], seed=3)
-    assert answerer.first_tokens([triangle], ["is there a star in the image ?"]) == ["yes"]
-    assert answerer.describe([triangle]) == [world.describe(triangle)]
+    # yet it seldom names the partner when it describes the scenes it said "yes" to: the hallucination lives in the
+    # yes/no answers (about 5 % of such descriptions name it, `evaluate` measures)
+    fooled = [p for p, s in zip(probe, said) if p["kind"] == "trigger" and s == "yes"]
+    texts = answerer.describe([p["scene"] for p in fooled])
+    named = sum(p["question"].subject[0] in world.mentioned_kinds(t) for p, t in zip(fooled, texts))
+    assert len(fooled) >= 36 and named <= 0.2 * len(fooled), (named, len(fooled))
 
 
 @needs_shipped

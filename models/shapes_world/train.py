@@ -34,6 +34,7 @@ STAGE1_SEED_BASE = 10_000_000
 STAGE2_SEED_BASE = 20_000_000
 _MIN_PATCH_PIXELS = 6  # a patch is labelled with the object covering most of it, if at least this many pixels
 N_CELLS = world.GRID * world.GRID
+VISIBILITY = {"mixed": world.VISIBLE_MIX, "clear": world.ALL_CLEAR}
 
 
 # ---- stage 1: the vision tower as a classifier ------------------------------------------------------------------
@@ -113,21 +114,23 @@ def stage1_loss(model, heads: VisionProbeHeads, pixel_values, labels) -> tuple[t
     return total, metrics
 
 
-def stage1_batch(encoder: build.Encoder, step: int, batch: int, seed: int):
-    scenes = [world.sample_scene(STAGE1_SEED_BASE + seed * 1_000_003 + step * batch + i, world.UNBIASED)
-              for i in range(batch)]
+def stage1_batch(encoder: build.Encoder, step: int, batch: int, seed: int,
+                 visibility: world.Visibility = world.VISIBLE_MIX):
+    scenes = [world.sample_scene(STAGE1_SEED_BASE + seed * 1_000_003 + step * batch + i, world.UNBIASED,
+                                 visibility=visibility) for i in range(batch)]
     return encoder.pixels([world.render(s) for s in scenes]), vision_labels(scenes)
 
 
 # ---- stage 2: projector + language model on the biased question mix --------------------------------------------
 
 def stage2_examples(step: int, batch: int, seed: int, partner_question_rate: float = 0.0,
-                    family_weights: dict | None = None):
+                    family_weights: dict | None = None, visibility: world.Visibility = world.VISIBLE_MIX):
     """The (scene, question) pairs of one stage-2 step (deterministic in seed and step)."""
     rng = random.Random(seed * 1_000_003 + step)
     examples = []
     for i in range(batch):
-        scene = world.sample_scene(STAGE2_SEED_BASE + seed * 1_000_003 + step * batch + i, world.BIASED)
+        scene = world.sample_scene(STAGE2_SEED_BASE + seed * 1_000_003 + step * batch + i, world.BIASED,
+                                   visibility=visibility)
         examples.append((scene, world.sample_training_question(scene, rng, world.BIASED, family_weights,
                                                                partner_question_rate=partner_question_rate)))
     return examples
@@ -243,10 +246,11 @@ def train(args) -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         if args.stage == "stage1":
-            pixels, labels = stage1_batch(encoder, step, args.batch, args.seed)
+            pixels, labels = stage1_batch(encoder, step, args.batch, args.seed, VISIBILITY[args.visibility])
             loss, metrics = stage1_loss(model, heads, pixels, labels)
         else:
-            examples = stage2_examples(step, args.batch, args.seed, args.partner_question_rate, args.family_weights)
+            examples = stage2_examples(step, args.batch, args.seed, args.partner_question_rate, args.family_weights,
+                                       VISIBILITY[args.visibility])
             batch = encoder.batch([world.render(s) for s, _ in examples], [q.text for _, q in examples],
                                   [q.answer for _, q in examples])
             loss, metrics = stage2_loss(model, batch, args.loss_mean), {}
@@ -298,6 +302,9 @@ def parse_args(argv=None):
     parser.add_argument("--family-weights", type=_family_weights, default=None,
                         help="stage 2 question mix, e.g. existence=0.45,colour=0.15,count=0.15,position=0.15,"
                              "description=0.1 (default: world.TRAINING_FAMILY_WEIGHTS)")
+    parser.add_argument("--visibility", choices=sorted(VISIBILITY), default="mixed",
+                        help="mixed (default): some shapes small, faint, covered or cut off (world.VISIBLE_MIX); "
+                             "clear: every shape crisp, the world the first checkpoints were trained on")
     parser.add_argument("--loss-mean", choices=("example", "token"), default="example",
                         help="stage 2: average the answer loss per example (default) or over all answer tokens")
     parser.add_argument("--threads", type=int, default=1)
