@@ -175,7 +175,7 @@ def _request(pool: ModelPool, max_pixels: int, image: gr.Image) -> dict:
     stop_reply = gr.Markdown(visible=False)
     with gr.Row(equal_height=False):
         with gr.Accordion("Parameters", open=False, elem_id="cd-parameters"):
-            settings = _parameters(max_pixels)
+            settings = _parameters(max_pixels, opening_decoding(pool))
         with gr.Accordion("Examples", open=False, elem_id="cd-examples-accordion"):
             gr.Examples(
                 examples=gallery_examples(shapes_first=pool.is_embedded(pool.default)),
@@ -196,8 +196,14 @@ def _request(pool: ModelPool, max_pixels: int, image: gr.Image) -> dict:
     }
 
 
-def _parameters(max_pixels: int) -> dict:
-    """The picked method's and control's sliders, how to decode, and the image limits."""
+def opening_decoding(pool: ModelPool) -> str:
+    """The decoding mode the page opens in: sampling for the embedded shapes-world model, whose greedy answers the
+    methods seldom change (texts.EMBEDDED_DECODING says what the lab measured), greedy for any other model."""
+    return "sampling" if pool.is_embedded(pool.default) else "greedy"
+
+
+def _parameters(max_pixels: int, mode: str) -> dict:
+    """The picked method's and control's sliders, how to decode (opening in ``mode``), and the image limits."""
     groups, sliders = {}, []
     for name in METHODS:
         with gr.Group(visible=name == METHODS[0]) as groups[name]:
@@ -211,8 +217,8 @@ def _parameters(max_pixels: int) -> dict:
             control_sliders += [
                 _slider(f"control-{name}", param) for control_name, param in CONTROL_SLIDERS if control_name == name
             ]
-    decoding_mode = gr.Radio(choices=list(DECODING_MODES), value="greedy", label="Decoding", elem_id="cd-decoding")
-    with gr.Group(visible=False) as sampling_group:
+    decoding_mode = gr.Radio(choices=list(DECODING_MODES), value=mode, label="Decoding", elem_id="cd-decoding")
+    with gr.Group(visible=mode == "sampling") as sampling_group:
         temperature = gr.Slider(*TEMPERATURE_RANGE, value=1.0, step=0.05, label="temperature")
         top_p = gr.Slider(*TOP_P_RANGE, value=1.0, step=0.01, label="top-p")
         top_k = gr.Slider(*TOP_K_RANGE, value=0, step=1, label="top-k (0 = off)")

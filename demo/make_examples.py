@@ -140,10 +140,46 @@ def write_shapes_scenes(out_dir: Path = EXAMPLES_DIR) -> list[Path]:
     return [write_scene(draw_scene(seed)[0], out_dir, example_file(seed)) for seed in EXAMPLE_SEEDS]
 
 
+def differing_scenes(model_dir: str, seeds: range, method: str = "vcd", decoding_seed: int = 0):
+    """Yield (seed, question, baseline answer, method answer, baseline grade, method grade) for each drawn scene whose
+    two panels answer differently when the app runs it as it opens (the embedded model, ``method`` with its
+    defaults, sampling at T = 1 with ``decoding_seed``): how the gallery's shapes scenes were chosen."""
+    from decoding import compare
+    from decoding.sampling import SamplingConfig
+    from models import load_model
+    from models.shapes_world import grading, world
+
+    from .checks import DEFAULT_MAX_NEW_TOKENS
+    from .shapes_lab import draw_scene
+
+    model = load_model(model_dir)
+    for seed in seeds:
+        scene, question = draw_scene(seed)
+        result = compare(model, world.render(scene), question, method=method, attention_layers=None,
+                         sampling=SamplingConfig(do_sample=True, temperature=1.0, seed=decoding_seed),
+                         max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
+        sides = (result.baseline, result.method_side)
+        if sides[0].text.strip() != sides[1].text.strip():
+            grades = [grading.grade_answer(scene, question, [t.piece for t in side.tokens]) for side in sides]
+            yield seed, question, sides[0].text.strip(), sides[1].text.strip(), *grades
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=Path, help="an unpacked skimage/data/ folder to re-encode the photos from")
+    parser.add_argument("--find-differing", type=int, metavar="N", default=0,
+                        help="print the first N drawn scenes (from seed 1,600,000,000 on) whose baseline and VCD "
+                             "panels differ in the app's opening mode, with the embedded model; write nothing")
     args = parser.parse_args(argv)
+    if args.find_differing:
+        from .allow_list import EMBEDDED_MODEL_DIR
+
+        found = differing_scenes(str(EMBEDDED_MODEL_DIR), range(1_600_000_000, 1_600_100_000))
+        for _, (seed, question, base, other, g_base, g_other) in zip(range(args.find_differing), found):
+            print(f"{seed}  {question!r}: baseline {base!r} (right {g_base.correct}, wrong "
+                  f"{g_base.hallucinated + g_base.missed}), vcd {other!r} (right {g_other.correct}, wrong "
+                  f"{g_other.hallucinated + g_other.missed})", flush=True)
+        return
     EXAMPLES_DIR.mkdir(parents=True, exist_ok=True)
     written = draw_scenes() + write_shapes_scenes()
     if args.photos is not None:

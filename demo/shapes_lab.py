@@ -36,9 +36,14 @@ PARTNER_SHARE = 0.4
 DESCRIPTION_SHARE = 0.3
 OTHER_FAMILIES = {"existence": 0.3, "colour": 0.25, "count": 0.25, "position": 0.2}
 
-# Gallery scenes, by seed (their question comes from draw_scene): a circle, a triangle and a cross each without its
-# partner, a description, a count and a colour question. Written to assets/examples by `python -m demo.make_examples`.
-EXAMPLE_SEEDS = (1_600_000_005, 1_600_000_001, 1_600_000_007, 1_600_000_002, 1_600_000_020, 1_600_000_006)
+# Gallery scenes, by seed (their question comes from draw_scene): scenes on which the page, as it opens with the
+# embedded model (VCD, sampling at T = 1, seed 0), answers differently in its two panels, found with
+# `python -m demo.make_examples --find-differing 40`: a square, a star and a diamond asked for without being there
+# (the baseline says "yes", VCD "no"), a star where VCD says "yes" and is wrong, a count VCD gets right, a
+# description the baseline hallucinates in and a colour VCD gets wrong. Written to assets/examples by
+# `python -m demo.make_examples`.
+EXAMPLE_SEEDS = (1_600_000_138, 1_600_000_015, 1_600_000_022, 1_600_000_044, 1_600_000_020, 1_600_000_053,
+                 1_600_000_245)
 
 
 def example_file(seed: int) -> str:

@@ -12,9 +12,10 @@ from test_app_api import BASELINE_HTML, DOWNLOAD, METHOD_HTML, STATUS, compare_a
 
 from demo import shapes_lab
 from demo.examples import EXAMPLES_DIR, shapes_examples
-from demo.allow_list import EMBEDDED_MODEL_DIR
+from demo import layout
+from demo.allow_list import EMBEDDED_MODEL_DIR, TINY_MODEL
 from demo.model_pool import ModelPool
-from demo.texts import NOT_A_SCENE_NOTICE
+from demo.texts import EMBEDDED_NOTICE, NOT_A_SCENE_NOTICE
 from demo.ui import build_ui, launch
 from models.shapes_world import grading
 
@@ -85,3 +86,21 @@ def test_gallery_scenes_are_scored_without_a_draw_and_the_trap_shows(served):
         answer = re.match(r"\s*(yes|no)", panel_text(out[BASELINE_HTML])).group(1)
         assert marks_in(out[BASELINE_HTML])[0] == ("hallucinated" if answer == "yes" else "correct")
         assert scored_runs(out[SCORE_HTML]) == total
+
+
+def test_the_page_opens_in_sampling_and_each_gallery_scene_splits_the_panels(served):
+    """With the embedded model the page opens in sampling (greedy with any other model), and each shapes scene of the
+    gallery, run as the page opens (VCD, T = 1, seed 0), gets two different answers: the gallery shows methods at
+    work (how the scenes were found: `python -m demo.make_examples --find-differing`)."""
+    pool, url = served
+    client = Client(url, verbose=False)
+    radio = next(c for c in client.config["components"] if c.get("props", {}).get("elem_id") == "cd-decoding")
+    assert radio["props"]["value"] == "sampling" == layout.opening_decoding(pool)
+    assert layout.opening_decoding(ModelPool([TINY_MODEL])) == "greedy"
+    assert "opens in **sampling**" in EMBEDDED_NOTICE
+    for name, question in shapes_examples():
+        picture = handle_file(str(EXAMPLES_DIR / name))
+        out = client.predict(*compare_args(pool, picture, question, max_new_tokens=64, decoding="sampling"),
+                             api_name="/compare")
+        assert out[STATUS].startswith("Done"), out[STATUS]
+        assert panel_text(out[BASELINE_HTML]).strip() != panel_text(out[METHOD_HTML]).strip(), name
