@@ -224,8 +224,8 @@ def plot(summary: dict, sides: list[str], p_yes: list[float], out: str) -> list[
 
     x, paths = np.arange(len(sides)), []
 
-    def save(fig, name):
-        fig.tight_layout()
+    def save(fig, name, top=1.0):
+        fig.tight_layout(rect=(0, 0, 1, top))
         fig.savefig(os.path.join(out, name), dpi=110)
         plt.close(fig)
         paths.append(os.path.join(out, name))
@@ -238,10 +238,12 @@ def plot(summary: dict, sides: list[str], p_yes: list[float], out: str) -> list[
                yerr=[100 * e["sampled"]["accuracy"]["std"] for e in entries], label="sampled, T = 1")
         ax.set_title(f"toy-POPE {split}")
         ax.set_xticks(x, sides, rotation=60, ha="right")
-        ax.set_ylim(50, 100)
+    lowest = min(min(e["greedy"]["accuracy"], e["sampled"]["accuracy"]["mean"])
+                 for split in SPLITS for e in (summary[split][s] for s in sides))
+    axes[0].set_ylim(max(0, 10 * (100 * lowest // 10) - 10), 100)  # sharey: one limit for all
     axes[0].set_ylabel("accuracy (%)")
-    axes[0].legend(loc="lower left")
-    save(fig, "accuracy.png")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", ncols=2, fontsize="small")
+    save(fig, "accuracy.png", top=0.92)
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.hist(p_yes, bins=P_YES_BINS, edgecolor="black")
