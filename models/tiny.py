@@ -14,7 +14,7 @@ import torch
 
 from models._processors import processor_class
 
-TINY_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl")
+TINY_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 # ---- tokenizer -------------------------------------------------------------------------------------------------------
 
@@ -149,6 +149,15 @@ QWEN_CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
 )
 
+# Qwen3-VL: the Qwen2-VL layout without the default system turn (Qwen/Qwen3-VL-2B-Instruct's chat_template.json writes
+# a system turn only when the messages hold one).
+QWEN3_CHAT_TEMPLATE = QWEN_CHAT_TEMPLATE.replace(
+    "{%- if loop.first and message['role'] != 'system' -%}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}"
+    "{%- endif -%}",
+    "",
+)
+
 # ---- sizes -----------------------------------------------------------------------------------------------------------
 
 _TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -194,6 +203,14 @@ def _qwen_tokenizer(extra_tokens):
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *extra_tokens]
     tok = _train_tokenizer(specials)
     return _wrap_tokenizer(tok, eos="<|im_end|>", pad="<|endoftext|>")
+
+
+def _qwen_vl_tokenizer():
+    """The Qwen-VL tokenizer and its ids of im_end, endoftext, vision_start, vision_end, image_pad, video_pad."""
+    tokenizer = _qwen_tokenizer(["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>",
+                                 "<|video_pad|>"])
+    return tokenizer, _ids(tokenizer, "<|im_end|>", "<|endoftext|>", "<|vision_start|>", "<|vision_end|>",
+                           "<|image_pad|>", "<|video_pad|>")
 
 
 def _ids(tokenizer, *tokens):
@@ -266,6 +283,8 @@ def _build_llava_onevision(family):
 
 
 def _build_qwen(family):
+    if family == "qwen3_vl":
+        return _build_qwen3_vl()
     if family == "qwen2_vl":
         from transformers import Qwen2VLConfig as Config
         from transformers import Qwen2VLForConditionalGeneration as Model
@@ -281,10 +300,7 @@ def _build_qwen(family):
                       window_size=2 * _QWEN_PATCH * _QWEN_MERGE, fullatt_block_indexes=[1])
     vision.update(patch_size=_QWEN_PATCH, spatial_merge_size=_QWEN_MERGE, temporal_patch_size=2, in_channels=3)
 
-    tokenizer = _qwen_tokenizer(["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>",
-                                 "<|video_pad|>"])
-    eos, pad, start, end, image, video = _ids(tokenizer, "<|im_end|>", "<|endoftext|>", "<|vision_start|>",
-                                              "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+    tokenizer, (eos, pad, start, end, image, video) = _qwen_vl_tokenizer()
     head_half = _TEXT["hidden_size"] // _TEXT["num_attention_heads"] // 2
     mrope = [head_half - 2 * (head_half * 3 // 8), head_half * 3 // 8, head_half * 3 // 8]
     text = dict(vocab_size=len(tokenizer), eos_token_id=eos, pad_token_id=pad, bos_token_id=None,
@@ -301,19 +317,49 @@ def _build_qwen(family):
     return config, Model, processor, dict(eos_token_id=eos, pad_token_id=pad)
 
 
+def _build_qwen3_vl():
+    """Qwen3-VL: Qwen2-VL's patch layout and M-RoPE (interleaved over the head's frequencies), a vision tower with
+    learned position embeddings and DeepStack (features of the vision layers in ``deepstack_visual_indexes`` added to
+    the language model's first layers at the image tokens). Published: patch 16, merge 2, image mean/std 0.5
+    (Qwen/Qwen3-VL-2B-Instruct preprocessor_config.json); here patch 8 as the other tiny Qwens."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+
+    tokenizer, (eos, pad, start, end, image, video) = _qwen_vl_tokenizer()
+    head_dim = _TEXT["hidden_size"] // _TEXT["num_attention_heads"]
+    half = head_dim // 2
+    mrope = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+    text = dict(vocab_size=len(tokenizer), pad_token_id=pad, head_dim=head_dim,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope,
+                                 "mrope_interleaved": True}, **_TEXT)
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=_TEXT["hidden_size"],
+                  patch_size=_QWEN_PATCH, spatial_merge_size=_QWEN_MERGE, temporal_patch_size=2, in_channels=3,
+                  num_position_embeddings=64, deepstack_visual_indexes=[0])
+    config = Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=image, video_token_id=video,
+                           vision_start_token_id=start, vision_end_token_id=end)
+    image_processor = _image_processor_cls("Qwen2VLImageProcessor")(
+        min_pixels=_QWEN_MIN_PIXELS, max_pixels=_QWEN_MAX_PIXELS, patch_size=_QWEN_PATCH, merge_size=_QWEN_MERGE,
+        temporal_patch_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+    processor = processor_class(Qwen3VLProcessor)(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN3_CHAT_TEMPLATE
+    )
+    return config, Qwen3VLForConditionalGeneration, processor, dict(eos_token_id=eos, pad_token_id=pad)
+
+
 _BUILDERS = {
     "llava": _build_llava,
     "llava_next": _build_llava,
     "llava_onevision": _build_llava_onevision,
     "qwen2_vl": _build_qwen,
     "qwen2_5_vl": _build_qwen,
+    "qwen3_vl": _build_qwen,
 }
 
 
 def build_tiny(family: str, save_dir: str | os.PathLike, seed: int = 0) -> str:
     """Build a tiny random ``family`` checkpoint into ``save_dir`` and return the folder's path.
 
-    family: one of ``TINY_FAMILIES`` ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl").
+    family: one of ``TINY_FAMILIES``.
     The weights are random (seeded, the global RNG is left untouched; the EOS row of the output layer is scaled x2 so
     that some answers end on their own), so answers are gibberish, but every shape, token and code path is the real
     family's.

@@ -27,6 +27,7 @@ from models.adapters import (
     LlavaNextAdapter,
     LlavaOnevisionAdapter,
     Qwen2VLAdapter,
+    Qwen3VLAdapter,
 )
 from models.loader import quantization_config
 
@@ -36,6 +37,7 @@ EXPECTED_ADAPTER = {
     "llava_onevision": LlavaOnevisionAdapter,
     "qwen2_vl": Qwen2VLAdapter,
     "qwen2_5_vl": Qwen2VLAdapter,
+    "qwen3_vl": Qwen3VLAdapter,
 }
 QUESTION = "What is in the image?"
 TOL = 1e-4
@@ -174,7 +176,7 @@ def test_image_token_grids(adapters):
         all_image = adapters[family].image_token_indices(row.input_ids)
         assert all_image.numel() > 16  # base view + the unpadded high-resolution canvas (+ newlines)
         assert torch.equal(row.image_token_positions, all_image[:16])  # the base view comes first
-    for family in ("qwen2_vl", "qwen2_5_vl"):
+    for family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
         row = adapters[family].build_row(QUESTION, image)
         # 40 x 56 -> smart_resize to 32 x 64 px -> 4 x 8 patches of 8 px -> 2 x 4 merged tokens
         assert row.vision_kwargs["image_grid_thw"].tolist() == [[1, 4, 8]]
@@ -206,6 +208,9 @@ def test_chat_template_style(adapters):
     qwen = adapters["qwen2_vl"].prompt_text("Hi?", with_image=True)
     assert qwen == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
                     "<|vision_start|><|image_pad|><|vision_end|>Hi?<|im_end|>\n<|im_start|>assistant\n")
+    qwen3 = adapters["qwen3_vl"].prompt_text("Hi?", with_image=True)  # no default system turn
+    assert qwen3 == ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi?<|im_end|>\n"
+                     "<|im_start|>assistant\n")
     onevision = adapters["llava_onevision"].prompt_text("Hi?", with_image=True)
     assert onevision == "<|im_start|>user <image>\nHi?<|im_end|>\n<|im_start|>assistant\n"
 
@@ -220,7 +225,7 @@ def test_forward_on_row_gives_logits(adapter):
 
 
 def test_qwen_positions_are_the_models_own(adapters):
-    for family in ("qwen2_vl", "qwen2_5_vl"):
+    for family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
         adapter = adapters[family]
         row = adapter.build_row(QUESTION, noise_image())
         assert int(row.position_ids.max()) < row.length - 1  # M-RoPE: the image block is compressed
@@ -374,7 +379,7 @@ def test_image_size(adapters):
         assert adapters[family].image_size == (32, 32)
         kw = adapters[family].build_row(QUESTION, noise_image()).vision_kwargs
         assert tuple(adapters[family].pixel_views(kw)[0].shape[-2:]) == (32, 32)
-    for family in ("qwen2_vl", "qwen2_5_vl"):
+    for family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
         h, w = adapters[family].image_size
         assert h == w and h % 16 == 0 and h * w <= 64 * 64
 

@@ -5,6 +5,7 @@ from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
 from .llava_onevision import LlavaOnevisionAdapter
 from .qwen2_vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
+from .qwen3_vl import Qwen3VLAdapter
 
 ADAPTERS: dict[str, type[FamilyAdapter]] = {
     "llava": LlavaAdapter,
@@ -12,6 +13,7 @@ ADAPTERS: dict[str, type[FamilyAdapter]] = {
     "llava_onevision": LlavaOnevisionAdapter,
     "qwen2_vl": Qwen2VLAdapter,
     "qwen2_5_vl": Qwen2_5_VLAdapter,
+    "qwen3_vl": Qwen3VLAdapter,
 }
 
 SUPPORTED_FAMILIES: tuple[str, ...] = tuple(ADAPTERS)
@@ -26,4 +28,5 @@ __all__ = [
     "LlavaOnevisionAdapter",
     "Qwen2VLAdapter",
     "Qwen2_5_VLAdapter",
+    "Qwen3VLAdapter",
 ]
