@@ -14,7 +14,7 @@ import torch
 
 from models._processors import processor_class
 
-TINY_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+TINY_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3")
 
 # ---- tokenizer -------------------------------------------------------------------------------------------------------
 
@@ -156,6 +156,31 @@ QWEN3_CHAT_TEMPLATE = QWEN_CHAT_TEMPLATE.replace(
     "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}"
     "{%- endif -%}",
     "",
+)
+
+# Gemma 3 (google/gemma-3-4b-it's chat_template): <bos>, turns "<start_of_turn>user|model\n ... <end_of_turn>\n", a
+# system text at the start of the first user turn, <start_of_image> where the image is, texts trimmed.
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- if messages[0]['content'] is string -%}{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- else -%}{%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}{%- endif -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{%- if message['content'] is string -%}{{ message['content'] | trim }}"
+    "{%- else -%}"
+    "{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}{{ '<start_of_image>' }}"
+    "{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
 )
 
 # ---- sizes -----------------------------------------------------------------------------------------------------------
@@ -346,6 +371,44 @@ def _build_qwen3_vl():
     return config, Qwen3VLForConditionalGeneration, processor, dict(eos_token_id=eos, pad_token_id=pad)
 
 
+def _build_gemma3(family):
+    """Gemma 3: a SigLIP tower whose patch grid is average-pooled to ``mm_tokens_per_image`` tokens (here 8 x 8
+    patches of 4 px pooled 2 x 2 to 4 x 4; published: 896 px, patch 14, 64 x 64 pooled to 16 x 16 = 256,
+    google/gemma-3-4b-it config.json), a Gemma 3 text model with sliding and global layers (sliding window 1024
+    there too: longer than any tiny prompt, so the engine's crop and fork never meet a full window), image
+    mean/std 0.5, generation ending on <eos> or <end_of_turn> (its generation_config.json: [1, 106])."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, SiglipVisionConfig
+
+    tok = _train_tokenizer(["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>",
+                            "<start_of_image>", "<end_of_image>", "<image_soft_token>"])
+    tokenizer = _wrap_tokenizer(tok, bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>", add_bos=True,
+                                extra={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                       "image_token": "<image_soft_token>"})
+    pad, eos, bos, end_turn, boi, eoi, image = _ids(tokenizer, "<pad>", "<eos>", "<bos>", "<end_of_turn>",
+                                                    "<start_of_image>", "<end_of_image>", "<image_soft_token>")
+    tokens_per_image = 16
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=_TILE, patch_size=_TILE // 8)
+    head_dim = _TEXT["hidden_size"] // _TEXT["num_attention_heads"]
+    text = dict(vocab_size=len(tokenizer), head_dim=head_dim, query_pre_attn_scalar=head_dim, sliding_window=1024,
+                layer_types=["sliding_attention", "full_attention"], pad_token_id=pad, eos_token_id=eos,
+                bos_token_id=bos, **_TEXT)
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=tokens_per_image,
+                          boi_token_index=boi, eoi_token_index=eoi, image_token_index=image)
+    image_processor = _image_processor_cls("Gemma3ImageProcessor")(
+        size={"height": _TILE, "width": _TILE}, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                chat_template=GEMMA3_CHAT_TEMPLATE, image_seq_length=tokens_per_image)
+    return config, Gemma3ForConditionalGeneration, processor, dict(
+        bos_token_id=bos, eos_token_id=[eos, end_turn], pad_token_id=pad)
+
+
+# Matrices the model's own init leaves at zero, which in a random model would hide the image entirely: Gemma 3's
+# image projection (``Gemma3PreTrainedModel._init_weights`` zeroes ``mm_input_projection_weight``; trained
+# checkpoints load theirs).
+_ZERO_INIT = {"gemma3": ("model.multi_modal_projector.mm_input_projection_weight",)}
+
 _BUILDERS = {
     "llava": _build_llava,
     "llava_next": _build_llava,
@@ -353,6 +416,7 @@ _BUILDERS = {
     "qwen2_vl": _build_qwen,
     "qwen2_5_vl": _build_qwen,
     "qwen3_vl": _build_qwen,
+    "gemma3": _build_gemma3,
 }
 
 
@@ -373,6 +437,9 @@ def build_tiny(family: str, save_dir: str | os.PathLike, seed: int = 0) -> str:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_cls(config).eval()
+        with torch.no_grad():
+            for name in _ZERO_INIT.get(family, ()):  # drawn like the other matrices, from the same seeded stream
+                model.get_parameter(name).normal_(0.0, config.initializer_range)
     with torch.no_grad():
         model.get_output_embeddings().weight[special_ids["eos_token_id"]] *= _EOS_SCALE
     model.generation_config = GenerationConfig(**special_ids)

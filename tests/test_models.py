@@ -23,6 +23,7 @@ from models import (
     load_model,
 )
 from models.adapters import (
+    Gemma3Adapter,
     LlavaAdapter,
     LlavaNextAdapter,
     LlavaOnevisionAdapter,
@@ -38,7 +39,11 @@ EXPECTED_ADAPTER = {
     "qwen2_vl": Qwen2VLAdapter,
     "qwen2_5_vl": Qwen2VLAdapter,
     "qwen3_vl": Qwen3VLAdapter,
+    "gemma3": Gemma3Adapter,
 }
+# The per-token inputs (besides input_ids) each family's rows carry.
+TOKEN_KEYS = {"qwen2_vl": {"mm_token_type_ids"}, "qwen2_5_vl": {"mm_token_type_ids"}, "qwen3_vl": {"mm_token_type_ids"},
+              "gemma3": {"token_type_ids"}}
 QUESTION = "What is in the image?"
 TOL = 1e-4
 
@@ -158,13 +163,12 @@ def test_build_row_with_image(adapter, family):
     assert QUESTION in text
     for key in ("pixel_values",) + (("image_sizes",) if "next" in family or "onevision" in family else ()):
         assert key in row.vision_kwargs
+    assert set(row.token_kwargs) == TOKEN_KEYS.get(family, set())
+    for types in row.token_kwargs.values():  # 1 exactly at the image tokens
+        assert types.shape == row.input_ids.shape
+        assert torch.equal(types[0].nonzero()[:, 0], row.image_token_positions)
     if family.startswith("qwen"):
-        assert set(row.token_kwargs) == {"mm_token_type_ids"}
-        assert row.token_kwargs["mm_token_type_ids"].shape == row.input_ids.shape
-        assert int(row.token_kwargs["mm_token_type_ids"].sum()) == rows * cols
         assert "image_grid_thw" in row.vision_kwargs
-    else:
-        assert row.token_kwargs == {}
 
 
 def test_image_token_grids(adapters):
@@ -211,6 +215,11 @@ def test_chat_template_style(adapters):
     qwen3 = adapters["qwen3_vl"].prompt_text("Hi?", with_image=True)  # no default system turn
     assert qwen3 == ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi?<|im_end|>\n"
                      "<|im_start|>assistant\n")
+    gemma = adapters["gemma3"].prompt_text("Hi?", with_image=True, system="Be nice.")
+    assert gemma == "<bos><start_of_turn>user\nBe nice.\n\n<start_of_image>Hi?<end_of_turn>\n<start_of_turn>model\n"
+    row = adapters["gemma3"].build_row("Hi?", noise_image())
+    assert int((row.input_ids == adapters["gemma3"].tokenizer.bos_token_id).sum()) == 1  # the template's own <bos>
+    assert int(row.input_ids[0, 0]) == adapters["gemma3"].tokenizer.bos_token_id
     onevision = adapters["llava_onevision"].prompt_text("Hi?", with_image=True)
     assert onevision == "<|im_start|>user <image>\nHi?<|im_end|>\n<|im_start|>assistant\n"
 
@@ -222,6 +231,13 @@ def test_forward_on_row_gives_logits(adapter):
         logits = row_logits(adapter, row)
         assert logits.shape == (1, row.length, vocab)
         assert torch.isfinite(logits).all()
+
+
+def test_the_image_reaches_the_language_model(adapter):
+    """Two pictures give two answers' logits (a random init that zeroes the image projection would not)."""
+    a = row_logits(adapter, adapter.build_row(QUESTION, noise_image(seed=1)))[0, -1]
+    b = row_logits(adapter, adapter.build_row(QUESTION, noise_image(seed=2)))[0, -1]
+    assert (a - b).abs().max() > 1e-3
 
 
 def test_qwen_positions_are_the_models_own(adapters):
@@ -268,6 +284,31 @@ def test_incremental_decoding_continues_positions_with_max_plus_one(adapter):
                         use_cache=True)
             position += 1
     assert tokens == reference
+
+
+def test_gemma3_image_block_attends_both_ways(adapters):
+    """Gemma 3's token_type_ids make the image block bidirectional: an image token's output then depends on the
+    image tokens after it (without them, only on those before: the block read causally)."""
+    adapter = adapters["gemma3"]
+    row = adapter.build_row(QUESTION, noise_image())
+    first = int(row.image_token_positions[0])
+
+    def hidden(**extra):
+        with torch.no_grad():
+            out = adapter.model(input_ids=row.input_ids, position_ids=row.position_ids, output_hidden_states=True,
+                                **row.vision_kwargs, **extra)
+        return out.hidden_states[-1][0, first]
+
+    both_ways = hidden(**row.token_kwargs)
+    assert not torch.allclose(both_ways, hidden(), atol=1e-4)  # the mask differs at the first image token
+    changed = dict(row.vision_kwargs)
+    pixels = changed["pixel_values"].clone()
+    pixels[..., -8:, -8:] = 0  # the last soft token's pixels (pooled 2 x 2 from 4-px patches)
+    changed["pixel_values"] = pixels
+    with torch.no_grad():
+        out = adapter.model(input_ids=row.input_ids, position_ids=row.position_ids, output_hidden_states=True,
+                            **changed, **row.token_kwargs)
+    assert not torch.allclose(out.hidden_states[-1][0, first], both_ways, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])

@@ -1,6 +1,7 @@
 """Per-family adapters and the registry that picks one by ``config.model_type``."""
 
 from .base import FamilyAdapter, RowInputs
+from .gemma3 import Gemma3Adapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
 from .llava_onevision import LlavaOnevisionAdapter
@@ -14,6 +15,7 @@ ADAPTERS: dict[str, type[FamilyAdapter]] = {
     "qwen2_vl": Qwen2VLAdapter,
     "qwen2_5_vl": Qwen2_5_VLAdapter,
     "qwen3_vl": Qwen3VLAdapter,
+    "gemma3": Gemma3Adapter,
 }
 
 SUPPORTED_FAMILIES: tuple[str, ...] = tuple(ADAPTERS)
@@ -22,6 +24,7 @@ __all__ = [
     "ADAPTERS",
     "SUPPORTED_FAMILIES",
     "FamilyAdapter",
+    "Gemma3Adapter",
     "RowInputs",
     "LlavaAdapter",
     "LlavaNextAdapter",

@@ -21,6 +21,7 @@ class ChatAdapter(FamilyAdapter):
 
     vision_keys: tuple[str, ...] = ("pixel_values",)
     token_keys: tuple[str, ...] = ()
+    processor_kwargs: dict = {}  # what the family's processor is always called with (fixed choices, said where set)
 
     # ---- prompts -----------------------------------------------------------------------------------------------------
     def messages(self, question: str, *, with_image: bool, system: str | None = None,
@@ -81,7 +82,8 @@ class ChatAdapter(FamilyAdapter):
         text = self.prompt_text(question, with_image=image is not None, system=system, context=context)
         if image is not None:
             image = image.convert("RGB")
-        encoded = self.processor(text=text, images=[image] if image is not None else None, return_tensors="pt")
+        encoded = self.processor(text=text, images=[image] if image is not None else None, return_tensors="pt",
+                                 **self.processor_kwargs, **self._special_tokens_kwargs(text))
         input_ids = encoded["input_ids"].long()
         token_kwargs = {k: encoded[k] for k in self.token_keys if k in encoded}
         vision_kwargs = {k: encoded[k] for k in self.vision_keys if k in encoded} if image is not None else {}
@@ -97,6 +99,13 @@ class ChatAdapter(FamilyAdapter):
             image_token_positions=positions,
             image_grid=grid,
         )
+
+    def _special_tokens_kwargs(self, text: str) -> dict:
+        """A template that writes the BOS token itself (Gemma 3's ``{{ bos_token }}``) must not get a second one
+        from the tokenizer: then the prompt is tokenized without added special tokens, as ``apply_chat_template``
+        with ``tokenize=True`` does."""
+        bos = getattr(self.tokenizer, "bos_token", None)
+        return {"add_special_tokens": False} if isinstance(bos, str) and bos and text.startswith(bos) else {}
 
     def _position_ids(self, input_ids, token_kwargs, vision_kwargs) -> torch.Tensor:
         return torch.arange(input_ids.shape[-1], dtype=torch.long)[None]
@@ -141,6 +150,24 @@ class ChatAdapter(FamilyAdapter):
         old = vision_kwargs["pixel_values"]
         out["pixel_values"] = pixel_values.to(dtype=old.dtype, device=old.device).contiguous()
         return out
+
+
+class SingleViewAdapter(ChatAdapter):
+    """One square view per image: ``pixel_values`` (1, C, H, W) (LLaVA-1.5, Gemma 3)."""
+
+    def pixel_views(self, vision_kwargs):
+        return [vision_kwargs["pixel_values"][0].clone()]
+
+    def with_pixel_views(self, vision_kwargs, views):
+        (view,) = views
+        if tuple(view.shape) != tuple(vision_kwargs["pixel_values"].shape[1:]):
+            raise ValueError("the view must keep the shape given by pixel_views")
+        return self._replaced(vision_kwargs, view[None])
+
+    @property
+    def image_size(self):
+        size = int(self.model.config.vision_config.image_size)
+        return (size, size)
 
 
 def vision_grid_side(model) -> int:

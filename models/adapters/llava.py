@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from ._common import ChatAdapter
+from ._common import SingleViewAdapter
 
 
-class LlavaAdapter(ChatAdapter):
+class LlavaAdapter(SingleViewAdapter):
     family = "llava"
     vision_keys = ("pixel_values",)
 
@@ -19,17 +19,3 @@ class LlavaAdapter(ChatAdapter):
         if side * side != positions.numel():
             raise ValueError(f"{positions.numel()} image tokens do not form a square grid")
         return positions, (side, side)
-
-    def pixel_views(self, vision_kwargs):
-        return [vision_kwargs["pixel_values"][0].clone()]
-
-    def with_pixel_views(self, vision_kwargs, views):
-        (view,) = views
-        if tuple(view.shape) != tuple(vision_kwargs["pixel_values"].shape[1:]):
-            raise ValueError("the view must keep the shape given by pixel_views")
-        return self._replaced(vision_kwargs, view[None])
-
-    @property
-    def image_size(self):
-        size = int(self.model.config.vision_config.image_size)
-        return (size, size)
