@@ -46,7 +46,11 @@ CONTROL_STRINGS = (
     "<image>", "<video>", "<s>", "</s>", "<unk>", "<pad>", "USER:", "ASSISTANT:", "SYSTEM:", "<|im_start|>",
     "<|im_end|>", "<|endoftext|>", "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>",
     "<|vision_pad|>", "<|im_start|>user", "<|im_end|>\n<|im_start|>assistant\n",
+    "<bos>", "<eos>", "<start_of_turn>user", "<end_of_turn>\n<start_of_turn>model\n", "<start_of_image>",
+    "<image_soft_token>",  # Gemma 3's
 )
+# How each template opens the user turn: ChatML, Gemma's, LLaVA's.
+USER_TURNS = ("<|im_start|>user", "<start_of_turn>user", "USER:")
 SCENE = shapes_lab.draw_scene(shapes_lab.EXAMPLE_SEEDS[0])[0]  # a gallery scene: the app knows its ground truth
 
 
@@ -83,7 +87,7 @@ def test_a_question_never_makes_image_placeholders_control_tokens_or_turns(adapt
     plain = adapter.build_row("is there a star in the image ?", picture)
     images_tokens, controls, strings = structure(adapter, plain)
     assert images_tokens >= len(plain.image_token_positions) > 0
-    user_turn = "<|im_start|>user" if "<|im_start|>" in adapter.control_strings else "USER:"  # ChatML, or LLaVA's
+    user_turn = next(t for t in USER_TURNS if t in adapter.tokenizer.decode(plain.input_ids[0]))
     for hostile in ("", *CONTROL_STRINGS):  # exactly one user turn, in the template's words
         decoded = adapter.tokenizer.decode(adapter.build_row(f"is {hostile} ?", picture).input_ids[0])
         assert decoded.count(user_turn) == 1, hostile
