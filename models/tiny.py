@@ -14,7 +14,7 @@ import torch
 
 from models._processors import processor_class
 
-TINY_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3")
+TINY_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3", "idefics3")
 
 # ---- tokenizer -------------------------------------------------------------------------------------------------------
 
@@ -181,6 +181,23 @@ GEMMA3_CHAT_TEMPLATE = (
     "{{ '<end_of_turn>\n' }}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+
+# Idefics3 (HuggingFaceTB/SmolVLM-Instruct's chat_template.json): "<|im_start|>User:<image>...<end_of_utterance>\n
+# Assistant:", the role capitalised, ": " before text and ":" before an image.
+IDEFICS3_CHAT_TEMPLATE = (
+    "<|im_start|>"
+    "{%- for message in messages -%}"
+    "{%- if message['content'] is string -%}{%- set parts = [{'type': 'text', 'text': message['content']}] -%}"
+    "{%- else -%}{%- set parts = message['content'] -%}{%- endif -%}"
+    "{{ message['role'] | capitalize }}{{ ':' if parts[0]['type'] == 'image' else ': ' }}"
+    "{%- for part in parts -%}"
+    "{%- if part['type'] == 'text' -%}{{ part['text'] }}"
+    "{%- elif part['type'] == 'image' -%}{{ '<image>' }}{%- endif -%}"
+    "{%- endfor -%}"
+    "{{ '<end_of_utterance>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ 'Assistant:' }}{%- endif -%}"
 )
 
 # ---- sizes -----------------------------------------------------------------------------------------------------------
@@ -404,6 +421,34 @@ def _build_gemma3(family):
         bos_token_id=bos, eos_token_id=[eos, end_turn], pad_token_id=pad)
 
 
+def _build_idefics3(family):
+    """Idefics3: a SigLIP-like tower on 32-px frames of 4-px patches (8 x 8), pixel-shuffled by 2 to 4 x 4 = 16
+    tokens a frame; images resized to a longest edge of 2 frames and split (published, HuggingFaceM4/Idefics3-8B-
+    Llama3: 364-px frames of 14-px patches, scale factor 2, 169 tokens, longest edge 4 x 364), a Llama text model,
+    image mean/std 0.5."""
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+
+    tags = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+    tok = _train_tokenizer(["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>",
+                            "<image>", "<global-img>", *tags])
+    tokenizer = _wrap_tokenizer(tok, bos="<|im_start|>", eos="<end_of_utterance>", pad="<|endoftext|>")
+    bos, eos, pad, image = _ids(tokenizer, "<|im_start|>", "<end_of_utterance>", "<|endoftext|>", "<image>")
+    patch, scale = _TILE // 8, 2
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=_TILE,
+                  patch_size=patch)
+    config = Idefics3Config(vision_config=vision, text_config=_llama_text(len(tokenizer), bos, eos, pad),
+                            image_token_id=image, scale_factor=scale)
+    image_processor = _image_processor_cls("Idefics3ImageProcessor")(
+        size={"longest_edge": 2 * _TILE}, max_image_size={"longest_edge": _TILE}, do_image_splitting=True,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                  image_seq_len=(_TILE // patch) ** 2 // scale**2,
+                                  chat_template=IDEFICS3_CHAT_TEMPLATE)
+    return config, Idefics3ForConditionalGeneration, processor, dict(bos_token_id=bos, eos_token_id=eos,
+                                                                     pad_token_id=pad)
+
+
 # Matrices the model's own init leaves at zero, which in a random model would hide the image entirely: Gemma 3's
 # image projection (``Gemma3PreTrainedModel._init_weights`` zeroes ``mm_input_projection_weight``; trained
 # checkpoints load theirs).
@@ -417,6 +462,7 @@ _BUILDERS = {
     "qwen2_5_vl": _build_qwen,
     "qwen3_vl": _build_qwen,
     "gemma3": _build_gemma3,
+    "idefics3": _build_idefics3,
 }
 
 

@@ -48,9 +48,10 @@ CONTROL_STRINGS = (
     "<|vision_pad|>", "<|im_start|>user", "<|im_end|>\n<|im_start|>assistant\n",
     "<bos>", "<eos>", "<start_of_turn>user", "<end_of_turn>\n<start_of_turn>model\n", "<start_of_image>",
     "<image_soft_token>",  # Gemma 3's
+    "<end_of_utterance>", "<fake_token_around_image>", "<global-img>", "<row_1_col_1>", "User:", "Assistant:",
 )
-# How each template opens the user turn: ChatML, Gemma's, LLaVA's.
-USER_TURNS = ("<|im_start|>user", "<start_of_turn>user", "USER:")
+# How each template opens the user turn: ChatML, Gemma's, LLaVA's, Idefics3's.
+USER_TURNS = ("<|im_start|>user", "<start_of_turn>user", "USER:", "User:")
 SCENE = shapes_lab.draw_scene(shapes_lab.EXAMPLE_SEEDS[0])[0]  # a gallery scene: the app knows its ground truth
 
 

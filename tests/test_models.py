@@ -24,6 +24,7 @@ from models import (
 )
 from models.adapters import (
     Gemma3Adapter,
+    Idefics3Adapter,
     LlavaAdapter,
     LlavaNextAdapter,
     LlavaOnevisionAdapter,
@@ -40,6 +41,7 @@ EXPECTED_ADAPTER = {
     "qwen2_5_vl": Qwen2VLAdapter,
     "qwen3_vl": Qwen3VLAdapter,
     "gemma3": Gemma3Adapter,
+    "idefics3": Idefics3Adapter,
 }
 # The per-token inputs (besides input_ids) each family's rows carry.
 TOKEN_KEYS = {"qwen2_vl": {"mm_token_type_ids"}, "qwen2_5_vl": {"mm_token_type_ids"}, "qwen3_vl": {"mm_token_type_ids"},
@@ -180,6 +182,14 @@ def test_image_token_grids(adapters):
         all_image = adapters[family].image_token_indices(row.input_ids)
         assert all_image.numel() > 16  # base view + the unpadded high-resolution canvas (+ newlines)
         assert torch.equal(row.image_token_positions, all_image[:16])  # the base view comes first
+    # Idefics3: 40 x 56 -> longest edge 64 -> a 64 x 64 canvas of 2 x 2 tiles + the global view, 16 tokens each
+    row = adapters["idefics3"].build_row(QUESTION, image)
+    assert row.vision_kwargs["pixel_values"].shape == (1, 5, 3, 32, 32) and row.image_grid == (4, 4)
+    all_image = adapters["idefics3"].image_token_indices(row.input_ids)
+    assert all_image.numel() == 5 * 16 and torch.equal(row.image_token_positions, all_image[-16:])  # global: last
+    for size, tiles in (((20, 60), (1, 2)), ((60, 20), (2, 1)), ((64, 64), (2, 2))):
+        kw = adapters["idefics3"].build_row(QUESTION, noise_image(*size)).vision_kwargs
+        assert adapters["idefics3"].canvas_tiles(kw) == tiles
     for family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
         row = adapters[family].build_row(QUESTION, image)
         # 40 x 56 -> smart_resize to 32 x 64 px -> 4 x 8 patches of 8 px -> 2 x 4 merged tokens
@@ -353,6 +363,17 @@ def test_batch_of_different_images_and_text(adapter):
         torch.testing.assert_close(logits[i, -1], row_logits(adapter, row)[0, -1], rtol=0, atol=TOL)
 
 
+def test_idefics3_batch_pads_frames_the_model_drops(adapters):
+    adapter = adapters["idefics3"]
+    a = adapter.build_row(QUESTION, noise_image(20, 60)).vision_kwargs  # 1 x 2 tiles + global
+    b = adapter.build_row(QUESTION, noise_image(40, 56)).vision_kwargs  # 2 x 2 tiles + global
+    merged = adapter.batch_vision_kwargs([a, b])
+    assert merged["pixel_values"].shape == (2, 5, 3, 32, 32) and merged["pixel_attention_mask"].shape == (2, 5, 32, 32)
+    assert torch.equal(merged["pixel_values"][0, :3], a["pixel_values"][0]) and not merged["pixel_values"][0, 3:].any()
+    assert not merged["pixel_attention_mask"][0, 3:].any()
+    assert adapter.canvas_tiles({k: v[:1] for k, v in merged.items()}) == (1, 2)
+
+
 def test_batch_vision_kwargs_layout(adapters):
     a = adapters["llava_next"].build_row(QUESTION, noise_image(20, 60)).vision_kwargs
     b = adapters["llava_next"].build_row(QUESTION, noise_image(40, 56)).vision_kwargs
@@ -403,7 +424,7 @@ def test_pixel_views_are_upright_images(adapter, family, view_index):
     """The quadrant image comes back as an image (not transposed, tiles/patch blocks in the right places)."""
     kw = adapter.build_row(QUESTION, quadrant_image(64)).vision_kwargs
     views = adapter.pixel_views(kw)
-    if family in ("llava_next", "llava_onevision"):
+    if family in ("llava_next", "llava_onevision", "idefics3"):
         assert len(views) == 2 and tuple(views[0].shape[-2:]) == adapter.image_size
         assert tuple(views[1].shape[-2:]) == (64, 64)  # 2 x 2 tiles of 32 px
     else:

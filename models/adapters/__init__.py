@@ -2,6 +2,7 @@
 
 from .base import FamilyAdapter, RowInputs
 from .gemma3 import Gemma3Adapter
+from .idefics3 import Idefics3Adapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
 from .llava_onevision import LlavaOnevisionAdapter
@@ -16,6 +17,7 @@ ADAPTERS: dict[str, type[FamilyAdapter]] = {
     "qwen2_5_vl": Qwen2_5_VLAdapter,
     "qwen3_vl": Qwen3VLAdapter,
     "gemma3": Gemma3Adapter,
+    "idefics3": Idefics3Adapter,
 }
 
 SUPPORTED_FAMILIES: tuple[str, ...] = tuple(ADAPTERS)
@@ -25,6 +27,7 @@ __all__ = [
     "SUPPORTED_FAMILIES",
     "FamilyAdapter",
     "Gemma3Adapter",
+    "Idefics3Adapter",
     "RowInputs",
     "LlavaAdapter",
     "LlavaNextAdapter",
