@@ -9,14 +9,17 @@ from demo.cli import parse_args
 def main(argv=None):
     args = parse_args(argv)
     # Imported once the flags are read, so that --help (and a mistyped flag) answers at once, before gradio and torch
-    # are loaded.
+    # are loaded; zerogpu first, as it imports `spaces` (ZeroGPU), which must come before anything touches CUDA.
+    from demo import zerogpu
     from demo.model_pool import LoadOptions, ModelPool
     from demo.ui import build_ui, launch
     from models import ModelLoadError
 
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("demo").setLevel(logging.INFO)  # model fallbacks, failed and cancelled runs
-    options = LoadOptions(args.quantization, args.device, args.dtype, trust_remote_code=args.trust_remote_code)
+    # On ZeroGPU the models load onto cuda here, at start-up, outside the GPU function (zerogpu.load_device).
+    device = zerogpu.load_device(args.device)
+    options = LoadOptions(args.quantization, device, args.dtype, trust_remote_code=args.trust_remote_code)
     pool = ModelPool(allowed_models(args.models), options)
     try:
         # Load now: a model that cannot load is replaced by the embedded one at start, not at a visitor's first click.

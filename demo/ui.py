@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 
 import gradio as gr
@@ -17,21 +18,11 @@ from gradio.utils import get_upload_folder
 
 from decoding.methods import METHODS
 
-from . import render, shapes_lab, texts, views
+from . import render, shapes_lab, texts, views, zerogpu
 from .checks import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_QUEUE_SIZE
 from .layout import Components, build_layout
 from .model_pool import ModelPool
 from .run import CONTROL_SLIDERS, CONTROLS, SLIDERS, RunError, RunRequest, Runner, RunUpdate, stop
-
-try:  # On Hugging Face Spaces with ZeroGPU, a GPU is attached only while a spaces.GPU function runs.
-    import spaces
-
-    gpu = spaces.GPU
-except ImportError:
-
-    def gpu(fn):
-        return fn
-
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +126,15 @@ def _show_update(c: Components, update: RunUpdate) -> dict:
     return values
 
 
+def _declared_seconds(run_control, drawn_scene, score, progress=None, **values) -> int:
+    """What a comparison asks ZeroGPU for (``zerogpu.gpu_seconds``), from the same arguments as the run; an operator
+    scales it with $CD_GPU_SCALE."""
+    control = values.get(CONTROL_FIELD)
+    return zerogpu.gpu_seconds(str(values.get("method")), values.get("max_new_tokens"),
+                               control if isinstance(control, str) else None,
+                               scale=float(os.environ.get("CD_GPU_SCALE", "1") or 1))
+
+
 def _wire_run(c: Components, runner: Runner) -> None:
     def compare(run_control, drawn_scene, score, progress=gr.Progress(), **values):  # noqa: B008 (gradio's tracker)
         request = RunRequest(
@@ -155,7 +155,7 @@ def _wire_run(c: Components, runner: Runner) -> None:
     request_inputs += [c.seed, c.max_new_tokens, c.colour_by]
     gr.on(
         triggers=[c.run.click, c.question.submit],
-        fn=gpu(compare),
+        fn=zerogpu.gpu(compare, duration=_declared_seconds),
         inputs=[c.control, c.drawn_scene, c.score],
         inputs_kwargs={
             **dict(zip(REQUEST_FIELDS, request_inputs)), **dict(zip(SLIDER_NAMES, c.sliders)),
@@ -336,4 +336,4 @@ def launch(
     )
 
 
-__all__ = ["CSS", "Blocks", "build_blocks", "build_ui", "gpu", "launch"]
+__all__ = ["CSS", "Blocks", "build_blocks", "build_ui", "launch"]
