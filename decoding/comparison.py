@@ -336,7 +336,7 @@ def _method_side(name: str, method: str, plan: MethodPlan, request: _Request, ro
     # A side whose rule reads early exits (DoLa) also records the layer each of its tokens first led at.
     return Side(
         name, method, roles, combine=plan.combine, distorted_role=distorted_role, layers=plan.layers,
-        attention_edits=plan.attention_edits, first_top=bool(plan.layers),
+        attention_edits=plan.attention_edits, first_top=bool(plan.layers), features=plan.features,
     )
 
 

@@ -60,6 +60,10 @@ class Side:
                     the original row, SID's self-introspection of its contrast row).
     first_top:      record, for each chosen token, the first layer whose early exit (every hidden-state index, the
                     final one the model's own logits) has it as its argmax (``TokenTrace.early_exit``; DoLa runs).
+    features:       None, or hidden-state indices j: the rule also receives the original row's per-token features
+                    of the same forward, ``"hidden j"`` (1, hidden), its raw last-position hidden state, and
+                    ``"image attention"`` (1, layers), the share of the last query's head-mean attention on the
+                    row's image tokens in each layer (ECD's detector; eager attention for the run).
     """
 
     name: str
@@ -70,6 +74,7 @@ class Side:
     layers: tuple[int, ...] = ()
     attention_edits: dict[str, Edit] = field(default_factory=dict)
     first_top: bool = False
+    features: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if "original" not in self.roles:
@@ -104,6 +109,7 @@ class _RowGroup:
         attention_rows: set[int],
         layer_rows: dict[int, tuple[int, ...]] | None = None,
         edit_rows: dict[int, Edit] | None = None,
+        feature_rows: dict[int, tuple[int, ...]] | None = None,
     ):
         self.adapter = adapter
         self.model = adapter.model
@@ -113,6 +119,7 @@ class _RowGroup:
         self.attention_rows = attention_rows
         self.layer_rows = layer_rows or {}
         self.edit_rows = edit_rows or {}
+        self.feature_rows = feature_rows or {}
         self.forwards = 0  # complete forwards so far: 0 while prefilling, then one per generated token
         self.cache = None
         self.capture_attention = False  # keep every step's attention weights in ``attentions`` (beam search, OPERA)
@@ -197,8 +204,34 @@ class _RowGroup:
 
     def _wanted_layers(self) -> list[int] | None:
         """Every hidden-state index some row of this group needs, or None."""
-        wanted = {j for row in self.row_ids for j in self.layer_rows.get(row, ())}
+        wanted = {j for row in self.row_ids for j in (*self.layer_rows.get(row, ()), *self.feature_rows.get(row, ()))}
         return sorted(wanted) or None
+
+    def _wants_attention(self, attention_layers) -> bool:
+        rows = set(self.row_ids)
+        recorded = attention_layers is not None and bool(self.attention_rows & rows)
+        return recorded or bool(self.feature_rows.keys() & rows)
+
+    def _features(self, hidden: dict[int, torch.Tensor], attentions) -> dict[int, dict[str, torch.Tensor]]:
+        """Row id -> ``Side.features``' tensors for the rows that asked: "hidden j" (hidden,) and "image attention"
+        (layers,), each layer's head-mean share of the last query's attention on the row's image tokens."""
+        out = {}
+        for local, row_id in enumerate(self.row_ids):
+            if row_id not in self.feature_rows:
+                continue
+            found = {f"hidden {j}": hidden[j][local].float() for j in self.feature_rows[row_id]}
+            weights = torch.stack([a[local, :, -1, :].float().mean(dim=0) for a in attentions])  # (layers, keys)
+            on_image = weights.index_select(1, self.image_key_positions[local]).sum(dim=1)
+            found["image attention"] = on_image / weights.sum(dim=1).clamp_min(1e-12)
+            out[row_id] = found
+        return out
+
+    def _extras(self, hidden, attentions) -> dict[int, dict]:
+        """Row id -> {layer j: early-exit logits, and the ``Side.features`` tensors by their names}."""
+        out = self._layer_logits(hidden)
+        for row_id, found in self._features(hidden, attentions).items():
+            out.setdefault(row_id, {}).update(found)
+        return out
 
     def _layer_logits(self, hidden: dict[int, torch.Tensor]) -> dict[int, dict[int, torch.Tensor]]:
         """Row id -> {layer: early-exit logits (vocab,)}: the output head on that layer's last hidden state, with no
@@ -219,7 +252,7 @@ class _RowGroup:
         unique, index = _distinct_rows(self.rows, [self._edited(i) for i in range(len(self.rows))])
         tokens, vision = self._padded_prompt([self.rows[i] for i in unique])
         control = self._control(unique)
-        want_attention = attention_layers is not None and bool(self.attention_rows & set(self.row_ids))
+        want_attention = self._wants_attention(attention_layers)
         want_layers = self._wanted_layers()
         if want_attention:
             # The first token's attention is that of the last prompt position; asking every prefill position for its
@@ -246,7 +279,7 @@ class _RowGroup:
         self.next_position = last.index_select(0, fork) + 1
         self.mrope = positions.dim() == 3
         self.forwards = 1
-        return logits, self._attention_maps(attentions, attention_layers), self._layer_logits(hidden)
+        return logits, self._attention_maps(attentions, attention_layers), self._extras(hidden, attentions)
 
     def step(self, tokens_by_row: dict[int, int], attention_layers) -> tuple[torch.Tensor, dict[int, dict], dict]:
         """Feed each row its side's chosen token."""
@@ -258,9 +291,7 @@ class _RowGroup:
         position_ids = self.next_position[:, None]
         if self.mrope:
             position_ids = position_ids[None].expand(3, n, 1)
-        want_attention = self.capture_attention or (
-            attention_layers is not None and bool(self.attention_rows & set(self.row_ids))
-        )
+        want_attention = self.capture_attention or self._wants_attention(attention_layers)
         logits, attentions, hidden = self._forward(
             want_attention,
             self._wanted_layers(),
@@ -272,7 +303,7 @@ class _RowGroup:
         self.next_position = self.next_position + 1
         self.forwards += 1
         self.attentions = attentions
-        return logits, self._attention_maps(attentions, attention_layers), self._layer_logits(hidden)
+        return logits, self._attention_maps(attentions, attention_layers), self._extras(hidden, attentions)
 
     def keep(self, keep_ids: list[int]) -> None:
         """Drop the rows not in ``keep_ids`` (their side finished): they stop costing work."""
@@ -389,16 +420,18 @@ class Engine:
         attention_rows = {side.roles["original"] for side in sides} if attention_layers is not None else set()
         layer_rows = {side.roles["original"]: _early_exits(side, adapter.model) for side in sides}
         layer_rows = {row: layers for row, layers in layer_rows.items() if layers}
+        feature_rows = {side.roles["original"]: side.features for side in sides if side.features is not None}
         edit_rows = {side.roles[role]: edit for side in sides for role, edit in side.attention_edits.items()}
         row_side = {row: side for side in sides for row in side.roles.values()}
         row_ids = list(range(len(rows)))
         groups = (
-            [_RowGroup(adapter, row_ids, rows, attention_rows, layer_rows, edit_rows)]
+            [_RowGroup(adapter, row_ids, rows, attention_rows, layer_rows, edit_rows, feature_rows)]
             if batched
-            else [_RowGroup(adapter, [i], rows, attention_rows, layer_rows, edit_rows) for i in row_ids]
+            else [_RowGroup(adapter, [i], rows, attention_rows, layer_rows, edit_rows, feature_rows) for i in row_ids]
         )
         state = {side.name: _SideState(side, adapter) for side in sides}
-        with _attention_for_run(adapter.model, attention_layers is not None, bool(edit_rows)):
+        record = attention_layers is not None or bool(feature_rows)
+        with _attention_for_run(adapter.model, record, bool(edit_rows)):
             logits, attention, layers = self._gather(groups, len(rows), lambda g: g.prefill(attention_layers))
             for step in range(max_new_tokens):
                 if should_stop is not None and should_stop():
@@ -464,9 +497,11 @@ class _SideState:
     def choose(self, logits: torch.Tensor, step: int, warpers, generator, attention, layers) -> TokenTrace:
         side = self.side
         branch_logits = {role: logits[row][None] for role, row in side.roles.items()}
-        early_exits = layers.get(side.roles["original"], {})
+        extras = layers.get(side.roles["original"], {})
+        early_exits = {j: value for j, value in extras.items() if isinstance(j, int)}
         exits = {f"layer {j}": early_exits[j][None] for j in side.layers}
-        combination = side.combine({**branch_logits, **exits}, step)
+        features = {name: value[None] for name, value in extras.items() if isinstance(name, str)}
+        combination = side.combine({**branch_logits, **exits, **features}, step)
         final_logits = combination.logits.float()
         if warpers is not None:
             final_logits = warpers(None, final_logits)
