@@ -32,6 +32,7 @@ from models.adapters.base import FamilyAdapter, RowInputs
 
 from . import branch_rows, branches, rules
 from .attention import BlindTokens, Edit, ImageAmplification, SelfIntrospection
+from .detector import detector_folder, detector_for
 from .engine import Combination
 
 # Visual dependence is measured against this distortion, the same for every method and both panels.
@@ -113,6 +114,14 @@ STEP_SCALARS = {
 }
 
 
+# ECD's strength, chosen on the validation world of the embedded model (never its test world) by
+# `python -m eval.ecd_train --sweep`: the lam of fewest graded errors (hallucinated + missed words) over 400 sampled
+# questions, of 0, 1, 2, 4, 6, 8, 12, 16: 116, 109, 102, 93, 93, 91, 91, 90 (baseline 137); flat from 4 on
+# (assets/shapes-llava/ecd/sweep.json; MODEL_CARD.md, "ECD-like detector").
+ECD_DEFAULT_LAM = 16.0
+ECD_LAM_SOURCE = "ours: chosen on the embedded model's validation world (MODEL_CARD.md, ECD), not the paper's"
+
+
 # ---- the record ------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BranchRequest:
@@ -135,6 +144,8 @@ class Branches:
     rule_args: what the rule needs from construction besides the parameters (OLM's yes / no token ids).
     layers:    hidden-state indices whose early-exit logits the rule receives as "layer j" (DoLa's candidates).
     attention_edits: role -> an attention edit on that row (PAI's amplification, SID's self-introspection).
+    features:  hidden-state indices of the original row's per-token features the rule receives (``Side.features``:
+               ECD's detector), or None.
     """
 
     rows: dict[str, RowInputs]
@@ -143,6 +154,7 @@ class Branches:
     rule_args: dict[str, Any] = field(default_factory=dict)
     layers: tuple[int, ...] = ()
     attention_edits: dict[str, Edit] = field(default_factory=dict)
+    features: tuple[int, ...] | None = None
 
 
 RuleFn = Callable[[dict[str, torch.Tensor], int, dict[str, Any]], Combination]
@@ -455,6 +467,20 @@ def _beam_only(request: BranchRequest, params: dict) -> Branches:
     return Branches({}, {"num_beams": params["num_beams"]})
 
 
+def _trained_detector(request: BranchRequest, params: dict) -> Branches:
+    """ECD-like: no rows; the detector trained for this model (``decoding.detector``; refused when there is none)
+    and the features it reads from the original row's own forward."""
+    adapter = request.adapter
+    bound = detector_for(adapter.model, adapter.model_id)
+    info = {"detector": detector_folder(adapter.model_id), "hidden_layer": bound.hidden_layer}
+    return Branches({}, info, rule_args={"detector": bound}, features=(bound.hidden_layer,))
+
+
+def _ecd_rule(L: dict, t: int, params: dict) -> Combination:
+    z = params["detector"].logits(L)
+    return Combination(rules.ecd(L["original"], z, lam=params["lam"], beta=params["beta"]))
+
+
 def _icd_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.icd(L["original"], L["disturbed"], alpha=params["alpha"], beta=params["beta"]))
 
@@ -708,6 +734,20 @@ _LATER_RECORDS = (
         contrast_roles=(), build=_beam_only, rule=_opera_rule, scalars=("over_trust_penalty",), search="beam",
     ),
     Method(
+        name="ecd", title="ECD-like: lower the tokens a trained hallucination detector flags", short_name="ECD-like",
+        source="after Fieback et al., ECD, ECML-PKDD 2025 (arXiv 2504.12137; no code public): the detector's "
+        "features, form and combination are ours (decoding/detector.py); weights trained by python -m eval.ecd_train",
+        params=(
+            Param("lam", ECD_DEFAULT_LAM, 0.0, 32.0,
+                  "Strength: each plausible token's logit minus lam·softplus(z), z the detector's logit that the token "
+                  "is a hallucination (lam = 1: p·P(right)); 0 = the plausibility cut alone. ECD-like: the paper's "
+                  "form is not public.",
+                  ECD_LAM_SOURCE),
+            _beta("ECD's 'adaptive plausibility constraint', at VCD's 0.1 (the paper's value is not public)"),
+        ),
+        contrast_roles=(), build=_trained_detector, rule=_ecd_rule,
+    ),
+    Method(
         name="apc_only", title="APC-only (control): the plausibility cut alone, no contrast", short_name="APC-only",
         source=f"{_MIRAGE}, inference/spurious_utils/apc_utils.py L155–158",
         params=(
@@ -754,6 +794,7 @@ class MethodPlan:
     original: RowInputs | None = None
     layers: tuple[int, ...] = ()
     attention_edits: dict[str, Edit] = field(default_factory=dict)
+    features: tuple[int, ...] | None = None
 
 
 def plan_method(request: BranchRequest, name: str, params: dict[str, Any] | None = None) -> MethodPlan:
@@ -765,5 +806,6 @@ def plan_method(request: BranchRequest, name: str, params: dict[str, Any] | None
         raise AssertionError(f"{name} built rows {tuple(built.rows)}, its record says {method.contrast_roles}")
     combine = method.combine(resolved, built.rule_args)
     return MethodPlan(
-        name, resolved, built.rows, combine, dict(built.info), built.original, built.layers, built.attention_edits
+        name, resolved, built.rows, combine, dict(built.info), built.original, built.layers, built.attention_edits,
+        built.features,
     )

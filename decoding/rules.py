@@ -62,6 +62,7 @@ __all__ = [
     "dola",
     "apc_only",
     "olm",
+    "ecd",
     "opera_column_scores",
 ]
 
@@ -1098,6 +1099,39 @@ def olm(logits: torch.Tensor, yes_id: int, no_id: int, mass: float = 0.2, margin
     nudge = (p_yes + p_no > mass) & ((p_yes - p_no).abs() < margin)
     greedy = l.argmax(dim=-1)
     return torch.where(nudge, torch.full_like(greedy, yes_id), greedy)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ECD-like: lower what a trained hallucination detector flags
+# ---------------------------------------------------------------------------------------------------------------------
+def ecd(logits: torch.Tensor, detector_logits: torch.Tensor, lam: float = 1.0, beta: float = 0.1) -> torch.Tensor:
+    r"""ECD-like (after Fieback et al., ECML-PKDD 2025, arXiv 2504.12137): each plausible candidate lowered by how
+    likely a trained detector finds it wrong.
+
+    ``out = l − lam·softplus(z) = l + lam·log(1 − σ(z))``   on ``{i : l_i >= log(beta) + max(l)}``, ``-inf``
+    elsewhere; ``z`` is the detector's logit of "this token is a hallucination" for every candidate
+    (``decoding.detector``). Under ``lam = 1`` the distribution is ``p·P(right)`` renormalised over the plausible
+    set: a token the detector trusts keeps its logit, a flagged one drops; nothing is ever raised.
+
+    Args:
+        logits: ``(batch, vocab)`` original branch.
+        detector_logits: ``(batch, vocab)`` the detector's logits, from the same forward.
+        lam: strength, ``>= 0`` (0 = the plausibility cut alone).
+        beta: plausibility cut in ``(0, 1]``.
+
+    Source: the paper says ECD "contrasts token probabilities and hallucination scores" and "subtracts hallucinated
+    concepts from the original distribution", under an adaptive plausibility constraint, one forward per token (no
+    code is public; methods survey part 2 §8). This form and its default strength are ours.
+
+    Example (``softplus(0) = log 2``, the last token is cut):
+
+    >>> ecd(torch.tensor([[2.0, 1.0, -1.0]]), torch.tensor([[-30.0, 0.0, 0.0]]), lam=1.0, beta=0.1)
+    tensor([[2.0000, 0.3069,   -inf]])
+    """
+    l, z = _branches(logits, detector_logits=detector_logits)
+    lam = _non_negative("lam", lam)
+    beta = _beta(beta)
+    return apply_mask(l - lam * F.softplus(z), _keep_log(l, math.log(beta)))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -17,3 +17,11 @@ def assert_logits(out, expected, tol=1e-5):
     assert torch.equal(torch.isneginf(out), torch.isneginf(expected)), (out, expected)
     fin = torch.isfinite(expected)
     torch.testing.assert_close(out[fin], expected[fin], atol=tol, rtol=tol)
+
+
+class FlippedDetector:
+    """A stand-in for ECD's trained detector (``decoding.detector.BoundDetector``) in the rule tests: its logits are
+    the original row's, reversed (the real one is tested in test_ecd.py)."""
+
+    def logits(self, L):
+        return L["original"].flip(-1)

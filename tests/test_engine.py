@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from decoding import answer_all, compare, prepare_comparison, stream_compare
+from decoding.detector import untrained_detector
 from decoding.engine import Combination, Engine, Side
 from decoding.methods import METHODS, REGISTRY
 from decoding.sampling import SamplingConfig
@@ -23,7 +24,9 @@ QUESTION = "Is there a red circle in the picture?"
 @pytest.fixture(scope="module", params=TINY_FAMILIES)
 def model(request, tmp_path_factory):
     path = build_tiny(request.param, tmp_path_factory.mktemp(request.param), seed=0)
-    return load_model(path)
+    adapter = load_model(path)
+    untrained_detector(adapter)  # ECD refuses a model without a detector of its own (test_ecd.py)
+    return adapter
 
 
 @pytest.fixture(scope="module")

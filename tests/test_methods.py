@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from logits import FlippedDetector
 
 from decoding import rules
 from decoding.methods import METHODS, REGISTRY, STEP_SCALARS, Param, get_method
@@ -34,6 +35,7 @@ RULE_WITH_ITS_DEFAULTS = {
         ],
     ),
     "opera": lambda L, t: rules.opera_candidates(L["original"]),  # no look-ahead here: no penalty
+    "ecd": lambda L, t: rules.ecd(L["original"], L["original"].flip(-1), lam=get_method("ecd").defaults["lam"]),
     "apc_only": lambda L, t: rules.apc_only(L["original"]),
     "pba": lambda L, t: L["original"],
     "olm": lambda L, t: torch.where(  # vocab [Yes, No, x, y] as in test_rules_field: a one-hot on OLM's choice
@@ -41,7 +43,10 @@ RULE_WITH_ITS_DEFAULTS = {
     ),
 }
 # What construction hands a rule besides the parameters (OLM's token ids, here the first two of the vocabulary).
-RULE_ARGS = {"olm": {"yes_id": 0, "no_id": 1}, "dola": {"layers": (0, 2)}, "sid": {"skip_cut": False}}
+RULE_ARGS = {
+    "olm": {"yes_id": 0, "no_id": 1}, "dola": {"layers": (0, 2)}, "sid": {"skip_cut": False},
+    "ecd": {"detector": FlippedDetector()},
+}
 
 
 def branch_logits(method: str, *contrasts: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -54,13 +59,13 @@ def branch_logits(method: str, *contrasts: torch.Tensor) -> dict[str, torch.Tens
 def test_the_registry_lists_every_method_once_in_display_order():
     assert METHODS == (
         "vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd", "vacode", "pai", "sid", "avisc", "dola",
-        "opera", "apc_only", "pba", "olm",
+        "opera", "ecd", "apc_only", "pba", "olm",
     )
     assert set(RULE_WITH_ITS_DEFAULTS) == set(METHODS)
     assert all(REGISTRY[name].name == name for name in METHODS)
     assert [REGISTRY[m].short_name for m in METHODS] == [
         "VCD", "RITUAL", "RITUAL + VCD", "Self-augmented VCD", "CODE", "M3ID", "ICD", "VACoDe", "PAI", "SID",
-        "AvisC", "DoLa", "OPERA", "APC-only", "PBA", "OLM",
+        "AvisC", "DoLa", "OPERA", "ECD-like", "APC-only", "PBA", "OLM",
     ]
     assert [m for m in METHODS if REGISTRY[m].kind == "control"] == ["apc_only", "pba", "olm"]
     assert {REGISTRY[m].kind for m in METHODS} == {"method", "control"}

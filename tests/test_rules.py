@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from logits import NEG_INF, T, assert_logits
+from logits import NEG_INF, FlippedDetector, T, assert_logits
 
 from decoding import rules
 from decoding.methods import REGISTRY, get_method
@@ -37,9 +37,10 @@ def call_rule(method, l, contrasts, step=0, **params):
     record = get_method(method)
     logits = {"original": l, **dict(zip(record.contrast_roles, contrasts, strict=True))}
     # What construction would hand the rule: OLM's token ids, DoLa's candidate layers (early exits made up here).
-    rule_args = {"olm": {"yes_id": 0, "no_id": 1}, "dola": {"layers": (0,)}, "sid": {"skip_cut": False}}.get(
-        method, {}
-    )
+    rule_args = {
+        "olm": {"yes_id": 0, "no_id": 1}, "dola": {"layers": (0,)}, "sid": {"skip_cut": False},
+        "ecd": {"detector": FlippedDetector()},
+    }.get(method, {})
     if method == "dola":
         logits["layer 0"] = l.flip(-1)
     return record.rule(logits, step, {**record.resolve(params), **rule_args}).logits
