@@ -14,7 +14,8 @@ import torch
 
 from models._processors import processor_class
 
-TINY_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3", "idefics3")
+TINY_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3", "idefics3",
+                 "internvl")
 
 # ---- tokenizer -------------------------------------------------------------------------------------------------------
 
@@ -449,6 +450,35 @@ def _build_idefics3(family):
                                                                      pad_token_id=pad)
 
 
+def _build_internvl(family):
+    """InternVL: an InternViT-like tower on 32-px tiles of 4-px patches (8 x 8), pixel-shuffled by 0.5 to 4 x 4 = 16
+    tokens a tile; 1 to 4 tiles and a thumbnail (published, OpenGVLab/InternVL3-1B-hf: 448-px tiles of 14-px
+    patches, downsample ratio 0.5, 256 tokens, up to 12 tiles, ImageNet mean/std); a Qwen2 text model and its
+    ChatML template (no default system turn), the image written ``<IMG_CONTEXT>\n`` before the text."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor, Qwen2Config
+
+    tok = _train_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>",
+                            "<video>"])
+    tokenizer = _wrap_tokenizer(tok, eos="<|im_end|>", pad="<|endoftext|>",
+                                extra={"start_image_token": "<img>", "end_image_token": "</img>",
+                                       "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"})
+    eos, pad, image = _ids(tokenizer, "<|im_end|>", "<|endoftext|>", "<IMG_CONTEXT>")
+    patch, tokens = _TILE // 8, 16
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  image_size=[_TILE, _TILE], patch_size=[patch, patch])
+    text = Qwen2Config(vocab_size=len(tokenizer), eos_token_id=eos, pad_token_id=pad, bos_token_id=None, **_TEXT)
+    config = InternVLConfig(vision_config=vision, text_config=text, image_token_id=image, image_seq_length=tokens,
+                            downsample_ratio=0.5)
+    image_processor = _image_processor_cls("GotOcr2ImageProcessor")(
+        size={"height": _TILE, "width": _TILE}, crop_to_patches=True, min_patches=1, max_patches=4,
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+    )
+    template = QWEN3_CHAT_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<IMG_CONTEXT>\n")
+    processor = processor_class(InternVLProcessor)(image_processor=image_processor, tokenizer=tokenizer,
+                                                   image_seq_length=tokens, chat_template=template)
+    return config, InternVLForConditionalGeneration, processor, dict(eos_token_id=eos, pad_token_id=pad)
+
+
 # Matrices the model's own init leaves at zero, which in a random model would hide the image entirely: Gemma 3's
 # image projection (``Gemma3PreTrainedModel._init_weights`` zeroes ``mm_input_projection_weight``; trained
 # checkpoints load theirs).
@@ -463,6 +493,7 @@ _BUILDERS = {
     "qwen3_vl": _build_qwen,
     "gemma3": _build_gemma3,
     "idefics3": _build_idefics3,
+    "internvl": _build_internvl,
 }
 
 

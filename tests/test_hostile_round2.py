@@ -49,6 +49,7 @@ CONTROL_STRINGS = (
     "<bos>", "<eos>", "<start_of_turn>user", "<end_of_turn>\n<start_of_turn>model\n", "<start_of_image>",
     "<image_soft_token>",  # Gemma 3's
     "<end_of_utterance>", "<fake_token_around_image>", "<global-img>", "<row_1_col_1>", "User:", "Assistant:",
+    "<img>", "</img>", "<IMG_CONTEXT>",  # InternVL's
 )
 # How each template opens the user turn: ChatML, Gemma's, LLaVA's, Idefics3's.
 USER_TURNS = ("<|im_start|>user", "<start_of_turn>user", "USER:", "User:")

@@ -25,6 +25,7 @@ from models import (
 from models.adapters import (
     Gemma3Adapter,
     Idefics3Adapter,
+    InternVLAdapter,
     LlavaAdapter,
     LlavaNextAdapter,
     LlavaOnevisionAdapter,
@@ -42,6 +43,7 @@ EXPECTED_ADAPTER = {
     "qwen3_vl": Qwen3VLAdapter,
     "gemma3": Gemma3Adapter,
     "idefics3": Idefics3Adapter,
+    "internvl": InternVLAdapter,
 }
 # The per-token inputs (besides input_ids) each family's rows carry.
 TOKEN_KEYS = {"qwen2_vl": {"mm_token_type_ids"}, "qwen2_5_vl": {"mm_token_type_ids"}, "qwen3_vl": {"mm_token_type_ids"},
@@ -190,6 +192,17 @@ def test_image_token_grids(adapters):
     for size, tiles in (((20, 60), (1, 2)), ((60, 20), (2, 1)), ((64, 64), (2, 2))):
         kw = adapters["idefics3"].build_row(QUESTION, noise_image(*size)).vision_kwargs
         assert adapters["idefics3"].canvas_tiles(kw) == tiles
+    # InternVL: 40 x 56 -> the 2 x 2 grid (nearest aspect, up to 4 tiles) + a thumbnail; 32 x 32 -> one tile alone
+    row = adapters["internvl"].build_row(QUESTION, image)
+    assert row.vision_kwargs["pixel_values"].shape == (5, 3, 32, 32) and row.image_grid == (4, 4)
+    all_image = adapters["internvl"].image_token_indices(row.input_ids)
+    assert all_image.numel() == 5 * 16 and torch.equal(row.image_token_positions, all_image[-16:])  # thumbnail last
+    for size, tiles in (((20, 60), (1, 3)), ((60, 20), (3, 1)), ((32, 32), (0, 0))):
+        kw = adapters["internvl"].build_row(QUESTION, noise_image(*size)).vision_kwargs
+        assert adapters["internvl"].canvas_tiles(kw) == tiles
+    assert len(adapters["internvl"].pixel_views(kw)) == 1
+    assert adapters["internvl"].prompt_text("Hi?", with_image=True) == (
+        "<|im_start|>user\n<IMG_CONTEXT>\nHi?<|im_end|>\n<|im_start|>assistant\n")
     for family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
         row = adapters[family].build_row(QUESTION, image)
         # 40 x 56 -> smart_resize to 32 x 64 px -> 4 x 8 patches of 8 px -> 2 x 4 merged tokens
@@ -424,7 +437,7 @@ def test_pixel_views_are_upright_images(adapter, family, view_index):
     """The quadrant image comes back as an image (not transposed, tiles/patch blocks in the right places)."""
     kw = adapter.build_row(QUESTION, quadrant_image(64)).vision_kwargs
     views = adapter.pixel_views(kw)
-    if family in ("llava_next", "llava_onevision", "idefics3"):
+    if family in ("llava_next", "llava_onevision", "idefics3", "internvl"):
         assert len(views) == 2 and tuple(views[0].shape[-2:]) == adapter.image_size
         assert tuple(views[1].shape[-2:]) == (64, 64)  # 2 x 2 tiles of 32 px
     else:

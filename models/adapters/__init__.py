@@ -3,6 +3,7 @@
 from .base import FamilyAdapter, RowInputs
 from .gemma3 import Gemma3Adapter
 from .idefics3 import Idefics3Adapter
+from .internvl import InternVLAdapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
 from .llava_onevision import LlavaOnevisionAdapter
@@ -18,6 +19,7 @@ ADAPTERS: dict[str, type[FamilyAdapter]] = {
     "qwen3_vl": Qwen3VLAdapter,
     "gemma3": Gemma3Adapter,
     "idefics3": Idefics3Adapter,
+    "internvl": InternVLAdapter,
 }
 
 SUPPORTED_FAMILIES: tuple[str, ...] = tuple(ADAPTERS)
@@ -28,6 +30,7 @@ __all__ = [
     "FamilyAdapter",
     "Gemma3Adapter",
     "Idefics3Adapter",
+    "InternVLAdapter",
     "RowInputs",
     "LlavaAdapter",
     "LlavaNextAdapter",

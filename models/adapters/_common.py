@@ -170,6 +170,68 @@ class SingleViewAdapter(ChatAdapter):
         return (size, size)
 
 
+class TilesAndGlobalAdapter(ChatAdapter):
+    """Tiles cut row-major from the image resized to rows x cols tiles, then one global view of the whole image last
+    (Idefics3's global image, InternVL's thumbnail); or a single frame when the image was not split. Subclasses say
+    where the frames are (``_frames``, ``_with_frames``).
+
+    The number of tiles is in the pixels; which of rows x cols it is (3 tiles: 1 x 3 or 3 x 1) is not. It is the
+    arrangement whose canvas, resized to one tile, is nearest the global view (the processor made the global view by
+    resizing the same picture): right for any picture but a constant one, where every arrangement gives the same views.
+    """
+
+    def _frames(self, vision_kwargs) -> torch.Tensor:
+        """(frames, C, S, S): the tiles in row-major order, then the global view."""
+        raise NotImplementedError
+
+    def _with_frames(self, vision_kwargs, frames: torch.Tensor) -> dict:
+        raise NotImplementedError
+
+    def canvas_tiles(self, vision_kwargs) -> tuple[int, int]:
+        """(rows, cols) of this row's tiles; (0, 0) when the image was not split (one frame)."""
+        frames = self._frames(vision_kwargs)
+        tiles = frames.shape[0] - 1
+        if tiles < 1:
+            return 0, 0
+        best = None
+        for rows in (r for r in range(1, tiles + 1) if tiles % r == 0):
+            canvas = _canvas(frames[:-1], rows, tiles // rows)
+            small = torch.nn.functional.interpolate(canvas[None].float(), size=frames.shape[-2:], mode="area")[0]
+            error = float((small - frames[-1].float()).square().mean())
+            if best is None or error < best[0]:
+                best = (error, rows)
+        return best[1], tiles // best[1]
+
+    def pixel_views(self, vision_kwargs):
+        """The global view, then the canvas of tiles as the image they were cut from; the one frame if unsplit."""
+        frames = self._frames(vision_kwargs)
+        rows, cols = self.canvas_tiles(vision_kwargs)
+        if rows == 0:
+            return [frames[0].clone()]
+        return [frames[-1].clone(), _canvas(frames[:-1], rows, cols).clone()]
+
+    def with_pixel_views(self, vision_kwargs, views):
+        frames = self._frames(vision_kwargs)
+        rows, cols = self.canvas_tiles(vision_kwargs)
+        channels, size_h, size_w = frames.shape[1:]
+        shapes = [(channels, size_h, size_w)] + ([(channels, rows * size_h, cols * size_w)] if rows else [])
+        if [tuple(v.shape) for v in views] != shapes:
+            raise ValueError("views must keep the shapes given by pixel_views")
+        if rows == 0:
+            return self._with_frames(vision_kwargs, views[0][None])
+        base, canvas = views
+        tiles = canvas.reshape(channels, rows, size_h, cols, size_w).permute(1, 3, 0, 2, 4)
+        tiles = tiles.reshape(rows * cols, channels, size_h, size_w)
+        return self._with_frames(vision_kwargs, torch.cat([tiles, base[None].to(tiles.dtype)]))
+
+
+def _canvas(tiles: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """(rows * cols, C, h, w) row-major tiles -> the (C, rows * h, cols * w) image they were cut from."""
+    channels, height, width = tiles.shape[1:]
+    grid = tiles.reshape(rows, cols, channels, height, width).permute(2, 0, 3, 1, 4)
+    return grid.reshape(channels, rows * height, cols * width)
+
+
 def vision_grid_side(model) -> int:
     """Patches per side of one square vision-tower view (LLaVA families)."""
     vision = model.config.vision_config
