@@ -6,11 +6,13 @@ mask function the model silently builds no causal or padding mask for an unknown
 ``LabControl`` as the ``lab_control`` keyword, which transformers hands down to every attention call. Nothing of
 transformers is copied or patched.
 
-Two edits: PAI's image amplification (Liu, Zheng, Chen, ECCV 2024; ``LALBJ/PAI@9bbd8bd attention.py`` L90–94): in
+Attention edits: PAI's image amplification (Liu, Zheng, Chen, ECCV 2024; ``LALBJ/PAI@9bbd8bd attention.py`` L90–94): in
 decoder layers ``>= first_layer``, the last query row's pre-softmax scores on the row's image keys are raised by
 ``alpha * |score|`` (``decoding.rules.pai_amplify``); and SID's self-introspection (``SelfIntrospection``). Layers
 without an edit run sdpa untouched (a layer with one runs eager for its whole batch); with ``output_attentions``
-every layer returns its weights, as eager attention does.
+every layer returns its weights, as eager attention does. Two edits of a row's input embeddings, applied by a
+pre-hook on the language model in the prefill: AvisC's zeroed image embeddings (``BlindTokens``) and DCD's replaced
+ones (``ReplacedImageEmbeddings``).
 """
 
 from __future__ import annotations
@@ -76,7 +78,27 @@ class BlindTokens:
         return False  # it edits the language model's input embeddings, not an attention layer
 
 
-Edit = ImageAmplification | SelfIntrospection | BlindTokens
+@dataclass(frozen=True, eq=False)
+class ReplacedImageEmbeddings:
+    """A row whose image-token embeddings entering the language model are replaced by given ones, in its prefill
+    (DCD's rows: the image features through a projector copy, ``decoding.dcd.projected_image_embeddings``).
+
+    offsets:    (n,) the row's image-token indices (every one the model fills with image features, also those the
+                attention maps leave out) minus the first of ``RowInputs.image_token_positions``: the edit's key
+                positions shifted by these are where they sit in the padded batch.
+    embeddings: (n, hidden) what goes there, in the model's dtype and on its device.
+    """
+
+    offsets: torch.Tensor
+    embeddings: torch.Tensor
+    first_step: int = 0
+
+    def acts_on(self, layer: int) -> bool:
+        return False  # it edits the language model's input embeddings, not an attention layer
+
+
+Edit = ImageAmplification | SelfIntrospection | BlindTokens | ReplacedImageEmbeddings
+_EMBEDDING_EDITS = (BlindTokens, ReplacedImageEmbeddings)
 
 
 @dataclass
@@ -89,7 +111,7 @@ class LabControl:
 
     def embeddings_only(self) -> LabControl:
         """The same control without its attention edits (for a prefill chunk whose last query is not the prompt's)."""
-        return LabControl({b: e for b, e in self.edits.items() if isinstance(e[1], BlindTokens)})
+        return LabControl({b: e for b, e in self.edits.items() if isinstance(e[1], _EMBEDDING_EDITS)})
 
     def zeroed_embeddings(self) -> dict[int, torch.Tensor]:
         """Batch index -> the input positions whose embeddings AvisC zeroes (the row's non-blind image tokens)."""
@@ -100,6 +122,14 @@ class LabControl:
                 blind[list(edit.keep)] = True
                 out[b] = positions[~blind]
         return out
+
+    def replaced_embeddings(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Batch index -> (the input positions whose embeddings are replaced, what replaces them)."""
+        return {
+            b: (positions[0] + edit.offsets.to(positions.device), edit.embeddings)
+            for b, (positions, edit) in self.edits.items()
+            if isinstance(edit, ReplacedImageEmbeddings) and len(positions)
+        }
 
     def rows_for(self, layer: int | None) -> dict[int, tuple[torch.Tensor, Edit]]:
         if layer is None:  # a vision tower's attention, or any module outside the language model's layers
@@ -145,27 +175,33 @@ AttentionInterface.register(NAME, lab_attention)
 AttentionMaskInterface.register(NAME, eager_mask)  # float (B, 1, q, kv) masks: padding, causality, sliding windows
 
 
-def _zero_blind_embeddings(module, args, kwargs):
-    """A forward pre-hook on the language model (``model.get_decoder()``): AvisC's zeroed image embeddings, for the
-    rows the forward's control names, in a forward whose inputs hold the image (the prefill, or its first chunk)."""
+def _edit_input_embeddings(module, args, kwargs):
+    """A forward pre-hook on the language model (``model.get_decoder()``): AvisC's zeroed image embeddings and DCD's
+    replaced ones, for the rows the forward's control names, in a forward whose inputs hold the image (the prefill,
+    or its first chunk)."""
     control, embeds = kwargs.get("lab_control"), kwargs.get("inputs_embeds")
-    zero = control.zeroed_embeddings() if control is not None and embeds is not None else {}
-    zero = {b: positions for b, positions in zero.items() if len(positions) and int(positions.max()) < embeds.shape[1]}
-    if not zero:
+    if control is None or embeds is None:
+        return None
+    width = embeds.shape[1]
+    zero = {b: p for b, p in control.zeroed_embeddings().items() if len(p) and int(p.max()) < width}
+    replace = {b: (p, e) for b, (p, e) in control.replaced_embeddings().items() if int(p.max()) < width}
+    if not zero and not replace:
         return None
     embeds = embeds.clone()
     for b, positions in zero.items():
         embeds[b, positions] = 0.0
+    for b, (positions, replacement) in replace.items():
+        embeds[b, positions] = replacement.to(embeds.device, embeds.dtype)
     return args, {**kwargs, "inputs_embeds": embeds}
 
 
 @contextlib.contextmanager
 def lab_attention_for(model):
-    """Run ``model`` under this module's attention function (and AvisC's embedding hook) for one run, then switch
-    back."""
+    """Run ``model`` under this module's attention function (and the embedding edits' hook: AvisC's, DCD's) for one
+    run, then switch back."""
     before = model.config._attn_implementation
     model.set_attn_implementation(NAME)
-    hook = model.get_decoder().register_forward_pre_hook(_zero_blind_embeddings, with_kwargs=True)
+    hook = model.get_decoder().register_forward_pre_hook(_edit_input_embeddings, with_kwargs=True)
     try:
         yield
     finally:

@@ -131,13 +131,19 @@ def model_signature(model) -> dict:
             "embed_size": int(embeddings.shape[1]), "vocab_size": int(embeddings.shape[0])}
 
 
+def trained_folder(model_id: str, name: str) -> str:
+    """Where the trained part ``name`` ("ecd", "dcd") of ``model_id`` lives: ``<folder>/<name>`` for a local model
+    folder, else under ``$CD_<NAME>_HOME`` (default ``~/.cache/cd-lab/<name>``), as ``<id with / as -->``."""
+    if model_id and os.path.isdir(model_id):
+        return os.path.join(model_id, name)
+    home = os.environ.get(f"CD_{name.upper()}_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "cd-lab", name)
+    return os.path.join(home, (model_id or "unnamed").replace("/", "--"))
+
+
 def detector_folder(model_id: str) -> str:
     """Where the detector of ``model_id`` lives: ``<folder>/ecd`` for a local model folder, else under
     ``$CD_ECD_HOME`` (default ``~/.cache/cd-lab/ecd``)."""
-    if model_id and os.path.isdir(model_id):
-        return os.path.join(model_id, "ecd")
-    home = os.environ.get("CD_ECD_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "cd-lab", "ecd")
-    return os.path.join(home, (model_id or "unnamed").replace("/", "--"))
+    return trained_folder(model_id, "ecd")
 
 
 class BoundDetector:

@@ -32,6 +32,7 @@ from models.adapters.base import FamilyAdapter, RowInputs
 
 from . import branch_rows, branches, rules
 from .attention import BlindTokens, Edit, ImageAmplification, SelfIntrospection
+from .dcd import dcd_folder, projected_image_embeddings, projector_copies
 from .detector import detector_folder, detector_for
 from .engine import Combination
 
@@ -476,6 +477,25 @@ def _trained_detector(request: BranchRequest, params: dict) -> Branches:
     return Branches({}, info, rule_args={"detector": bound}, features=(bound.hidden_layer,))
 
 
+def _decoupled_projections(request: BranchRequest, params: dict) -> Branches:
+    """DCD: the same prompt and image as a contrast row whose image-token embeddings come through the negative
+    projector copy; in the "pos+neg" variant (0) the original row's through the positive one, in "neg-only" (1) the
+    model's own projector is the positive side. The copies' embeddings are computed once per request
+    (``decoding.dcd``; a model without copies, or a family without a projector, is refused)."""
+    adapter, row = request.adapter, request.original
+    copies = projector_copies(adapter)
+    edits = {"negative": projected_image_embeddings(adapter, row, copies["negative"])}
+    if not params["variant"]:
+        edits["original"] = projected_image_embeddings(adapter, row, copies["positive"])
+    info = {"projectors": dcd_folder(adapter.model_id), "variant": "neg-only" if params["variant"] else "pos+neg",
+            "replaced_image_tokens": int(edits["negative"].offsets.numel())}
+    return Branches({"negative": row}, info, attention_edits=edits)
+
+
+def _dcd_rule(L: dict, t: int, params: dict) -> Combination:
+    return Combination(rules.dcd(L["original"], L["negative"], alpha=params["alpha"], beta=params["beta"]))
+
+
 def _ecd_rule(L: dict, t: int, params: dict) -> Combination:
     z = params["detector"].logits(L)
     return Combination(rules.ecd(L["original"], z, lam=params["lam"], beta=params["beta"]))
@@ -746,6 +766,24 @@ _LATER_RECORDS = (
             _beta("ECD's 'adaptive plausibility constraint', at VCD's 0.1 (the paper's value is not public)"),
         ),
         contrast_roles=(), build=_trained_detector, rule=_ecd_rule,
+    ),
+    Method(
+        name="dcd", title="DCD: contrast the positive with the negative trained image projection", short_name="DCD",
+        source="after Chen et al., Decoupling Contrastive Decoding, NeurIPS 2025 (arXiv 2504.08809; no code public): "
+        "the projector copies are trained by python -m eval.dcd_train (ours: LLM and vision tower frozen, a plain "
+        "NLL per side); the contrast row, VCD's combination and its defaults are ours",
+        params=(
+            Param("alpha", 1.0, 0.0, 5.0,
+                  f"{_ALPHA_HELP} Contrast branch: the same prompt and image through the negative projector copy. "
+                  "Not verified: the paper's code is not released.",
+                  "ours: VCD's alpha 1 (the paper's value is not public); not yet swept on the validation world"),
+            _beta("ours: VCD's cut at 0.1 (the paper's value is not public)"),
+            Param("variant", 0, 0, 1,
+                  "0 = pos+neg: the original row's image through the positive projector copy; 1 = neg-only: the "
+                  "model's own projector as the positive side, only the negative copy trained in.",
+                  "ours: the paper decodes with both trained projections (pos+neg)", 1, integer=True, maximum=1),
+        ),
+        contrast_roles=("negative",), build=_decoupled_projections, rule=_dcd_rule,
     ),
     Method(
         name="apc_only", title="APC-only (control): the plausibility cut alone, no contrast", short_name="APC-only",

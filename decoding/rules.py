@@ -63,6 +63,7 @@ __all__ = [
     "apc_only",
     "olm",
     "ecd",
+    "dcd",
     "opera_column_scores",
 ]
 
@@ -1099,6 +1100,33 @@ def olm(logits: torch.Tensor, yes_id: int, no_id: int, mass: float = 0.2, margin
     nudge = (p_yes + p_no > mass) & ((p_yes - p_no).abs() < margin)
     greedy = l.argmax(dim=-1)
     return torch.where(nudge, torch.full_like(greedy, yes_id), greedy)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# DCD: decoupled positive and negative image projections
+# ---------------------------------------------------------------------------------------------------------------------
+def dcd(logits_pos: torch.Tensor, logits_neg: torch.Tensor, alpha: float = 1.0, beta: float = 0.1) -> torch.Tensor:
+    r"""DCD (Chen et al., NeurIPS 2025): contrast the row whose image comes through the *positive* projection (trained
+    on the chosen answers of preference pairs) with the same row through the *negative* one (trained on the rejected
+    answers). VCD's combination and cut:
+
+    ``out = (1 + alpha) * l_pos - alpha * l_neg``   on ``{i : l_pos_i >= log(beta) + max(l_pos)}``, ``-inf`` elsewhere.
+
+    Args:
+        logits_pos: ``(batch, vocab)`` the positive row (the model's own projector in the "neg-only" variant).
+        logits_neg: ``(batch, vocab)`` the same prompt and image, its image-token embeddings from the negative
+            projection.
+        alpha: contrast strength ``>= 0``; beta: plausibility cut in ``(0, 1]``.
+
+    Source: the paper (arXiv 2504.08809, "decoupling contrastive decoding"); no public code (announced at
+    HKUST-LongGroup/DCD), so alpha = 1 and beta = 0.1 are VCD's, not verified against the authors'.
+
+    Example (``2 l_pos - l_neg``):
+
+    >>> dcd(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]))
+    tensor([[3., 0., -inf, 0.]])
+    """
+    return vcd(logits_pos, logits_neg, alpha=alpha, beta=beta)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ the wrong answer of existence, colour and count questions. Seeded; the training 
 ``negative.safetensors`` (the projector's weights, fp16) and ``dcd.json`` (settings, data, held-out figures) under
 ``--out``. The held-out figure: on pairs of scenes never trained on, how often each projector gives the chosen answer
 a higher likelihood than the rejected one (the positive should prefer the chosen, the negative the rejected).
-Decoding with them (the negative projector's contrast row) is not written yet.
+Decoding with them is the registry method ``dcd`` (``decoding.dcd``: the negative projector's contrast row).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import sys
 import torch
 from safetensors.torch import save_file
 
+from decoding.dcd import ProjectorSwap
 from models.shapes_world import build, world
 from models.shapes_world.train import Progress, lr_at, stage2_loss
 
@@ -66,19 +67,9 @@ def pair_batch(seed_base: int, step: int, batch: int, seed: int) -> list[tuple[w
     return out[:batch]
 
 
-class ProjectorSwap:
-    """Runs the model with ``projector`` in place of its own ``multi_modal_projector``, through a forward hook on the
-    projector (its output replaced by the copy's, on the same input): the model itself is not edited."""
-
-    def __init__(self, model, projector: torch.nn.Module):
-        self.target, self.projector = model.model.multi_modal_projector, projector
-
-    def __enter__(self):
-        self.handle = self.target.register_forward_hook(lambda module, args, output: self.projector(*args))
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
+def _swap(model, projector) -> ProjectorSwap:
+    """The model run with ``projector`` in place of its own ``multi_modal_projector`` (a LLaVA model here)."""
+    return ProjectorSwap(model.model.multi_modal_projector, projector)
 
 
 def side_loss(model, encoder: build.Encoder, examples, side: str) -> torch.Tensor:
@@ -96,7 +87,7 @@ def preference_accuracy(model, encoder: build.Encoder, projector, n: int, seed: 
     for side in SIDES:
         answers = [c if side == "positive" else r for _, _, c, r in examples]
         batch = encoder.batch([world.render(s) for s, _, _, _ in examples], [q for _, q, _, _ in examples], answers)
-        with ProjectorSwap(model, projector) if projector is not None else contextlib.nullcontext():
+        with _swap(model, projector) if projector is not None else contextlib.nullcontext():
             logits = model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"]).logits
         targets = batch["targets"]
         nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
@@ -125,7 +116,7 @@ def train_side(model, encoder, side: str, args) -> torch.nn.Module:
     for step in range(start, end):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, min(50, args.steps // 10))
-        with ProjectorSwap(model, projector):
+        with _swap(model, projector):
             loss = side_loss(model, encoder, pair_batch(TRAIN_SEED_BASE, step, args.batch, args.seed), side)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

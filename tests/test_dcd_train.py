@@ -58,12 +58,12 @@ def test_the_swap_replaces_the_projection_only_inside_its_context():
 
     plain = logits()
     same = copy.deepcopy(model.model.multi_modal_projector)
-    with dcd_train.ProjectorSwap(model, same):
+    with dcd_train.ProjectorSwap(model.model.multi_modal_projector, same):
         torch.testing.assert_close(logits(), plain)
     other = copy.deepcopy(same)
     with torch.no_grad():
         next(other.parameters()).mul_(-1)
-    with dcd_train.ProjectorSwap(model, other):
+    with dcd_train.ProjectorSwap(model.model.multi_modal_projector, other):
         assert (logits() - plain).abs().max() > 1e-2
     torch.testing.assert_close(logits(), plain)  # the hook is gone
 

@@ -36,6 +36,7 @@ RULE_WITH_ITS_DEFAULTS = {
     ),
     "opera": lambda L, t: rules.opera_candidates(L["original"]),  # no look-ahead here: no penalty
     "ecd": lambda L, t: rules.ecd(L["original"], L["original"].flip(-1), lam=get_method("ecd").defaults["lam"]),
+    "dcd": lambda L, t: rules.dcd(L["original"], L["negative"]),
     "apc_only": lambda L, t: rules.apc_only(L["original"]),
     "pba": lambda L, t: L["original"],
     "olm": lambda L, t: torch.where(  # vocab [Yes, No, x, y] as in test_rules_field: a one-hot on OLM's choice
@@ -59,13 +60,13 @@ def branch_logits(method: str, *contrasts: torch.Tensor) -> dict[str, torch.Tens
 def test_the_registry_lists_every_method_once_in_display_order():
     assert METHODS == (
         "vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd", "vacode", "pai", "sid", "avisc", "dola",
-        "opera", "ecd", "apc_only", "pba", "olm",
+        "opera", "ecd", "dcd", "apc_only", "pba", "olm",
     )
     assert set(RULE_WITH_ITS_DEFAULTS) == set(METHODS)
     assert all(REGISTRY[name].name == name for name in METHODS)
     assert [REGISTRY[m].short_name for m in METHODS] == [
         "VCD", "RITUAL", "RITUAL + VCD", "Self-augmented VCD", "CODE", "M3ID", "ICD", "VACoDe", "PAI", "SID",
-        "AvisC", "DoLa", "OPERA", "ECD-like", "APC-only", "PBA", "OLM",
+        "AvisC", "DoLa", "OPERA", "ECD-like", "DCD", "APC-only", "PBA", "OLM",
     ]
     assert [m for m in METHODS if REGISTRY[m].kind == "control"] == ["apc_only", "pba", "olm"]
     assert {REGISTRY[m].kind for m in METHODS} == {"method", "control"}

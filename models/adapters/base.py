@@ -108,6 +108,12 @@ class FamilyAdapter:
         """(height, width) of the model's base input view; RITUAL's resized crop goes back to this size."""
         raise NotImplementedError
 
+    def image_projector(self):
+        """The module that maps the vision tower's features into the language model's embeddings (DCD trains copies
+        of it), or None where the family has none apart from its vision tower. LLaVA-style families:
+        ``multi_modal_projector``."""
+        return getattr(getattr(self.model, "model", None), "multi_modal_projector", None)
+
     # ---- tokens --------------------------------------------------------------------------------------------------
     @property
     def max_length(self) -> int | None:

@@ -1,0 +1,161 @@
+"""DCD's two image projections at decoding time (Chen et al., NeurIPS 2025, arXiv 2504.08809).
+
+DCD trains two copies of the model's image projector, decoupled: a positive one on the chosen answers of preference
+pairs and a negative one on the rejected ones (``python -m eval.dcd_train``), and decodes ``(1+α)·l_pos − α·l_neg``
+from the same image through both (``decoding.rules.dcd``). Here both sides are rows of the same prompt and image whose
+image-token embeddings are replaced (``decoding.attention.ReplacedImageEmbeddings``) by the image features through a
+copy: the model's own ``get_image_features`` path, run once per request, while a forward hook on its projector
+(``ProjectorSwap``) returns the copy's output on the same input. Which module is the projector is the adapter's
+knowledge (``FamilyAdapter.image_projector``); a family without one, or a model without trained copies, is refused
+(``DCDMissing``). The paper's code is not public: whether its LLM is frozen, α and the data mix are not verified.
+
+The copies of a model live in ``<model folder>/dcd/`` (``positive.safetensors``, ``negative.safetensors``: state
+dicts of the projector, and ``dcd.json``), or for a Hub id in ``$CD_DCD_HOME/<id with / as -->`` (default
+``~/.cache/cd-lab/dcd``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import weakref
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .attention import ReplacedImageEmbeddings
+from .detector import trained_folder
+
+SIDES = ("positive", "negative")
+CONFIG = "dcd.json"
+
+
+def weights_file(side: str) -> str:
+    return f"{side}.safetensors"
+
+
+class DCDMissing(ValueError):
+    """No projector copies were trained for this model, or its family has no separate projector."""
+
+
+class ProjectorSwap:
+    """Runs a model with ``projector`` in place of its projector module ``target``, through a forward hook on
+    ``target`` (its output replaced by the copy's, on the same input): the model itself is not edited."""
+
+    def __init__(self, target: torch.nn.Module, projector: torch.nn.Module):
+        self.target, self.projector = target, projector
+
+    def __enter__(self):
+        self.handle = self.target.register_forward_hook(lambda module, args, output: self.projector(*args))
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def dcd_folder(model_id: str) -> str:
+    """Where the projector copies of ``model_id`` live: ``<folder>/dcd`` for a local model folder, else under
+    ``$CD_DCD_HOME`` (default ``~/.cache/cd-lab/dcd``)."""
+    return trained_folder(model_id, "dcd")
+
+
+def _projector(adapter) -> torch.nn.Module:
+    projector = adapter.image_projector()
+    if projector is None:
+        raise DCDMissing(
+            f"DCD needs a separate image projector to train copies of, and the {adapter.family} family has none "
+            "(its vision features reach the language model through the vision tower itself); DCD runs on "
+            "LLaVA-style families (`python -m eval.dcd_train` trains their copies)."
+        )
+    return projector
+
+
+_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def projector_copies(adapter) -> dict[str, torch.nn.Module]:
+    """The positive and negative projector copies trained for this model, loaded once per model (and again when the
+    files change); ``DCDMissing`` when there are none, or when they do not fit this model's projector."""
+    own = _projector(adapter)
+    folder = dcd_folder(adapter.model_id)
+    paths = {side: os.path.join(folder, weights_file(side)) for side in SIDES}
+    missing = [side for side, path in paths.items() if not os.path.exists(path)]
+    if missing:
+        raise DCDMissing(
+            f"DCD needs positive and negative projector copies trained for this model ({adapter.model_id or 'unnamed'})"
+            f", and there is no {' or '.join(missing)} one at {folder}. Train them with `python -m eval.dcd_train "
+            f"--model {adapter.model_id or 'MODEL'}` (the embedded shapes-world model ships its own in "
+            "assets/shapes-llava/dcd/)."
+        )
+    key = (folder, tuple(os.path.getmtime(p) for p in paths.values()))
+    cached = _COPIES.get(adapter.model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    dtype = next(own.parameters()).dtype
+    copies = {}
+    for side, path in paths.items():
+        projector = copy.deepcopy(own)
+        try:
+            projector.load_state_dict(load_file(path, device=str(adapter.device)))
+        except RuntimeError as error:
+            raise DCDMissing(f"the DCD {side} projector at {path} does not fit this model's projector ({error}); "
+                             "train copies for it with `python -m eval.dcd_train`") from None
+        copies[side] = projector.to(dtype).eval().requires_grad_(False)
+    _COPIES[adapter.model] = (key, copies)
+    return copies
+
+
+class _Captured(Exception):
+    def __init__(self, embeds: torch.Tensor):
+        self.embeds = embeds
+
+
+def _capture(module, args, kwargs):
+    raise _Captured(kwargs["inputs_embeds"])
+
+
+def projected_image_embeddings(adapter, row, projector: torch.nn.Module | None) -> ReplacedImageEmbeddings:
+    """The edit that gives ``row`` (prompt and image) the image-token embeddings of ``projector`` (None: the model's
+    own): the model's own input path (``get_image_features`` and the merge into the text embeddings) run up to the
+    language model, with ``ProjectorSwap`` in place; the language model itself does not run."""
+    own = _projector(adapter)
+    inputs = adapter.to_model({"input_ids": row.input_ids, "attention_mask": torch.ones_like(row.input_ids),
+                               "position_ids": row.position_ids, **row.token_kwargs, **row.vision_kwargs})
+    hook = adapter.model.get_decoder().register_forward_pre_hook(_capture, with_kwargs=True)
+    try:
+        swap = ProjectorSwap(own, projector) if projector is not None else contextlib.nullcontext()
+        with torch.inference_mode(), swap:
+            adapter.model(**inputs, use_cache=False)
+        raise AssertionError("the language model was never called")
+    except _Captured as captured:
+        embeds = captured.embeds
+    finally:
+        hook.remove()
+    index = adapter.image_token_indices(row.input_ids)
+    offsets = index - row.image_token_positions[0]
+    return ReplacedImageEmbeddings(offsets.cpu(), embeds[0, index.to(embeds.device)].clone())
+
+
+def untrained_projectors(adapter, scale: float = 0.5, seed: int = 0) -> str | None:
+    """Random projector copies for ``adapter``'s model (its own weights plus noise), saved where DCD looks for them;
+    returns the folder, or None for a family without a projector. What the engine tests run DCD with on tiny models
+    (the copies mean nothing)."""
+    own = adapter.image_projector()
+    if own is None:
+        return None
+    folder = dcd_folder(adapter.model_id)
+    os.makedirs(folder, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    for side in SIDES:
+        state = {}
+        for name, value in own.state_dict().items():
+            value = value.detach().float().cpu()
+            spread = value.std() if value.numel() > 1 else value.abs() + 1.0
+            noise = torch.randn(value.shape, generator=generator) * scale * spread
+            state[name] = (value + noise).contiguous()
+        save_file(state, os.path.join(folder, weights_file(side)))
+    with open(os.path.join(folder, CONFIG), "w") as f:
+        json.dump({"untrained": True, "seed": seed}, f)
+    return folder
