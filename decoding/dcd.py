@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .attention import ReplacedImageEmbeddings
-from .detector import trained_folder
+from .detector import shown_id, trained_folder
 
 SIDES = ("positive", "negative")
 CONFIG = "dcd.json"
@@ -84,10 +84,9 @@ def projector_copies(adapter) -> dict[str, torch.nn.Module]:
     missing = [side for side, path in paths.items() if not os.path.exists(path)]
     if missing:
         raise DCDMissing(
-            f"DCD needs positive and negative projector copies trained for this model ({adapter.model_id or 'unnamed'})"
-            f", and there is no {' or '.join(missing)} one at {folder}. Train them with `python -m eval.dcd_train "
-            f"--model {adapter.model_id or 'MODEL'}` (the embedded shapes-world model ships its own in "
-            "assets/shapes-llava/dcd/)."
+            f"DCD needs positive and negative projector copies trained for this model ({shown_id(adapter.model_id)}), "
+            f"and it has no {' or '.join(missing)} one (in its dcd/ folder, or under $CD_DCD_HOME for a Hub model). "
+            "Train them with `python -m eval.dcd_train --model MODEL` (the embedded shapes-world model ships its own)."
         )
     key = (folder, tuple(os.path.getmtime(p) for p in paths.values()))
     cached = _COPIES.get(adapter.model)
@@ -100,8 +99,9 @@ def projector_copies(adapter) -> dict[str, torch.nn.Module]:
         try:
             projector.load_state_dict(load_file(path, device=str(adapter.device)))
         except RuntimeError as error:
-            raise DCDMissing(f"the DCD {side} projector at {path} does not fit this model's projector ({error}); "
-                             "train copies for it with `python -m eval.dcd_train`") from None
+            raise DCDMissing(f"the DCD {side} projector found for {shown_id(adapter.model_id)} does not fit this "
+                             f"model's projector ({error}); train copies for it with `python -m eval.dcd_train`"
+                             ) from None
         copies[side] = projector.to(dtype).eval().requires_grad_(False)
     _COPIES[adapter.model] = (key, copies)
     return copies

@@ -169,6 +169,14 @@ class BoundDetector:
 _BOUND: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def shown_id(model_id: str | None) -> str:
+    """A model as refusals name it: a Hub id as it is, a local folder by its name only (messages reach visitors,
+    and the server's paths are none of their business)."""
+    if not model_id:
+        return "unnamed"
+    return os.path.basename(os.path.normpath(model_id)) if os.path.exists(model_id) else model_id
+
+
 def detector_for(model, model_id: str) -> BoundDetector:
     """The detector trained for this model, loaded once per model; ``DetectorMissing`` when there is none, or when
     the one found was trained for a model of other sizes."""
@@ -178,16 +186,17 @@ def detector_for(model, model_id: str) -> BoundDetector:
         return cached[1]
     if not os.path.exists(os.path.join(folder, WEIGHTS)):
         raise DetectorMissing(
-            f"ECD needs a hallucination detector trained for this model ({model_id or 'unnamed'}), and there is none "
-            f"at {folder}. Train one with `python -m eval.ecd_train --model {model_id or 'MODEL'}` (the embedded "
-            "shapes-world model ships its own in assets/shapes-llava/ecd/)."
+            f"ECD needs a hallucination detector trained for this model ({shown_id(model_id)}), and it has none (in "
+            f"its ecd/ folder, or under $CD_ECD_HOME for a Hub model). Train one with `python -m eval.ecd_train "
+            "--model MODEL` (the embedded shapes-world model ships its own)."
         )
     detector = load_detector(folder)
     signature = model_signature(model)
     trained = {k: detector.config.get(k) for k in signature}
     if trained != signature:
-        raise DetectorMissing(f"the ECD detector at {folder} was trained for a model with {trained}, not this one "
-                              f"({signature}); train one for it with `python -m eval.ecd_train`")
+        raise DetectorMissing(f"the ECD detector found for {shown_id(model_id)} was trained for a model with "
+                              f"{trained}, not this one ({signature}); train one for it with "
+                              "`python -m eval.ecd_train`")
     bound = BoundDetector(detector, model)
     _BOUND[model] = (folder, bound)
     return bound

@@ -20,18 +20,15 @@ TINY_NOTICE = (
 # Why the page opens in sampling with the embedded model; the figures are the lab's (README, "the lab":
 # `python -m eval.shapes_world.lab --n 200 --seeds 3`, answers changed against the baseline over the three splits).
 EMBEDDED_DECODING = (
-    "The page opens in **sampling** (T = 1, seed 0; see Parameters), the decoding the \"Mirage\" critique measured "
-    "methods in: greedy, a plausibility cut never changes an answer (it keeps the top token), so the APC-only control "
-    "is the baseline and M3ID, SID and DoLa change none of this model's toy-POPE answers; sampled, each method and "
-    "control changes 1–8 in 100, and APC-only shows how much of that the cut alone does."
+    "It opens in **sampling** (T = 1): greedy, APC-only and most methods change none of its answers (a plausibility "
+    "cut keeps the top token); sampled, each changes 1–8 in 100 (README, the lab)."
 )
 
 EMBEDDED_NOTICE = (
-    "ℹ️ **Embedded shapes-world model.** This server runs a 1.3 M-parameter LLaVA trained only on 48 × 48 pictures "
-    "of coloured shapes, in a closed vocabulary (\"is there a star in the image ?\", \"is the circle red ?\", "
-    "\"are there exactly two squares ?\", \"is the square left of the circle ?\", \"describe the image .\"). "
-    "On photos and free-form questions its answers mean nothing. For real images start the app with a real "
-    "vision-language model: `--model llava-hf/llava-1.5-7b-hf` (or set `CD_MODELS`). " + EMBEDDED_DECODING
+    "ℹ️ **Embedded shapes-world model**: a 1.3 M-parameter LLaVA trained only on 48 × 48 pictures of coloured shapes, "
+    "in a closed vocabulary (the shapes gallery's questions: \"is there a star in the image ?\"); on photos its "
+    "answers mean nothing (serve a real LVLM with `--model llava-hf/llava-1.5-7b-hf` or `CD_MODELS`). "
+    + EMBEDDED_DECODING
 )
 
 NOT_A_SCENE_NOTICE = (

@@ -199,6 +199,10 @@ def expect_error(page, text: str) -> None:
     page.locator(".toast-body", has_text=text).first.wait_for(state="visible", timeout=15_000)
 
 
+# Methods that need weights trained for the model (a detector, projector copies), and what their refusal names.
+TRAINED_FOR_A_MODEL = {"ecd": "python -m eval.ecd_train", "dcd": "python -m eval.dcd_train"}
+
+
 # ---- tests -----------------------------------------------------------------------------------------------------------
 def test_each_method_streams_both_panels_and_a_selected_token_shows_its_heatmap(page, screenshot):
     expect(page.locator("#cd-notice")).to_be_visible()  # the untrained model says so
@@ -209,6 +213,12 @@ def test_each_method_streams_both_panels_and_a_selected_token_shows_its_heatmap(
     for method in METHODS:
         title = REGISTRY[method].title
         choose(page, "cd-method", title)
+        if method in TRAINED_FOR_A_MODEL:  # needs weights trained for this model: the untrained one has none
+            page.locator("#cd-run").click()
+            expect_error(page, TRAINED_FOR_A_MODEL[method])
+            # no server path in a refusal (the tiny model's folder, the weights' folder)
+            expect(page.locator(".toast-body", has_text=re.compile(r"(^|[\s(])/\w"))).to_have_count(0)
+            continue
         # CODE's description pre-step (512 tokens on this image) reports its progress over the status line.
         progress = "document.querySelector('#cd-status').innerText.includes('describing the image')"
         assert compare_and_wait(page, progress if method == "code" else None).startswith("Done")

@@ -130,8 +130,13 @@ def test_trained_copies_change_the_rows_and_the_variants_differ(llava, image):
 
 def test_refusals_say_how_to_train(llava, image, tmp_path, monkeypatch):
     plain = load_model(build_tiny("llava", tmp_path / "untrained", seed=3))
-    with pytest.raises(DCDMissing, match="python -m eval.dcd_train"):
+    with pytest.raises(DCDMissing, match="python -m eval.dcd_train") as refused:
         compare(plain, image, QUESTION, "dcd", max_new_tokens=2)
+    # the app shows refusals to visitors: the model by its folder's name, never a server path
+    assert "(untrained)" in str(refused.value) and str(tmp_path) not in str(refused.value)
+    with pytest.raises(ValueError, match="python -m eval.ecd_train") as refused:
+        compare(plain, image, QUESTION, "ecd", max_new_tokens=2)
+    assert "(untrained)" in str(refused.value) and str(tmp_path) not in str(refused.value)
     with pytest.raises(ValueError, match="no positive or negative one"):
         projector_copies(plain)
     # copies of another model's projector do not fit
