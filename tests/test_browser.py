@@ -289,6 +289,8 @@ def test_a_control_decodes_a_third_panel_whose_tokens_show_their_candidates(page
     beta = page.locator("#cd-control-apc_only-beta input[type=number]")
     beta.fill("0.3")
     beta.press("Enter")
+    # the slider has taken the typed value (its range input follows the component's value) before Compare reads it
+    expect(page.locator("#cd-control-apc_only-beta input[type=range]")).to_have_value("0.3")
     assert compare_and_wait(page).startswith("Done")
     run = downloaded_run(page)
     assert run["control"] == "apc_only" and run["control_params"] == {"beta": 0.3}
