@@ -518,6 +518,11 @@ def _beta(source: str) -> Param:
     return Param("beta", 0.1, 0.001, 1.0, _BETA_HELP, source, 0.001, minimum=0.0, min_inclusive=False, maximum=1.0)
 
 
+def _switch(name: str, default: int, help: str, source: str) -> Param:
+    """A 0/1 choice (as released / as described, which layers, which variant): an integer slider of two stops."""
+    return Param(name, default, 0, 1, help, source, 1, integer=True, maximum=1)
+
+
 _NOISE_STEP = Param(
     "noise_step", 500, 0, 999,
     "Diffusion step T (0–999) of the noise added to the image for the contrast branch; 500 ≈ 0.86·x + 0.51·noise.",
@@ -659,11 +664,10 @@ _LATER_RECORDS = (
             _beta("PAI: 0.1, hard-coded (CFG.py L53)"),
             Param("first_layer", 2, 0, 80, "First decoder layer whose attention is amplified (PAI: 2 to the last).",
                   "PAI: start-layer 2, end-layer 32 of LLaVA-1.5's 32", 1, integer=True),
-            Param("as_released", 1, 0, 1,
-                  "1 = as released: with the CFG term on, the first answer token is not amplified (the release "
-                  "clears its use_cfg flag only after the prefill); 0 = as described: amplified from the first "
-                  "token.", "LALBJ/PAI attention.py L90, CFG.py L48–49 (asked in LALBJ/PAI#22)", 1, integer=True,
-                  maximum=1),
+            _switch("as_released", 1,
+                    "1 = as released: with the CFG term on, the first answer token is not amplified (the release "
+                    "clears its use_cfg flag only after the prefill); 0 = as described: amplified from the first "
+                    "token.", "LALBJ/PAI attention.py L90, CFG.py L48–49 (asked in LALBJ/PAI#22)"),
         ),
         contrast_roles=("text_only",), build=_amplified_with_text_only, rule=_pai_rule,
     ),
@@ -683,10 +687,9 @@ _LATER_RECORDS = (
                   integer=True, minimum=1),
             Param("layer", 2, 1, 80, "The first decoder layer that sees only the kept image tokens.",
                   "SID: fast-v-agg-layer 2", 1, integer=True, minimum=1),
-            Param("as_released", 1, 0, 1,
-                  "1 = as released: greedy decoding takes the argmax of the unmasked difference (the plausibility "
-                  "cut applies when sampling only); 0 = the cut always.", "SID: vcd_sample.py L190–194", 1,
-                  integer=True, maximum=1),
+            _switch("as_released", 1,
+                    "1 = as released: greedy decoding takes the argmax of the unmasked difference (the plausibility "
+                    "cut applies when sampling only); 0 = the cut always.", "SID: vcd_sample.py L190–194"),
         ),
         contrast_roles=("introspective",), build=_self_introspective, rule=_sid_rule,
     ),
@@ -712,11 +715,11 @@ _LATER_RECORDS = (
         source="Chuang et al., DoLa: Decoding by Contrasting Layers, ICLR 2024 (voidism/DoLa@805230e "
         "transformers-4.28.1/src/transformers/generation/utils.py L2456–2465, L2674–2705)",
         params=(
-            Param("high_layers", 0, 0, 1,
-                  "Candidate premature layers: 0 = the lower half's even layers (transformers' dola_layers='low', "
-                  "DoLa's choice for open-ended answers), 1 = the upper half's. No repetition penalty is applied "
-                  "(DoLa's scripts add 1.2).", "DoLa: early-exit layers 0, 2, …, 14 for LLaMA-7B open-ended (README)",
-                  1, integer=True, maximum=1),
+            _switch("high_layers", 0,
+                    "Candidate premature layers: 0 = the lower half's even layers (transformers' dola_layers='low', "
+                    "DoLa's choice for open-ended answers), 1 = the upper half's. No repetition penalty is applied "
+                    "(DoLa's scripts add 1.2).",
+                    "DoLa: early-exit layers 0, 2, …, 14 for LLaMA-7B open-ended (README)"),
             _beta("DoLa: relative_top 0.1 (utils.py L2456–2465)"),
         ),
         contrast_roles=(), build=_candidate_layers, rule=_dola_rule, scalars=("premature_layer",),
@@ -778,10 +781,10 @@ _LATER_RECORDS = (
                   "Not verified: the paper's code is not released.",
                   "ours: VCD's alpha 1 (the paper's value is not public); not yet swept on the validation world"),
             _beta("ours: VCD's cut at 0.1 (the paper's value is not public)"),
-            Param("variant", 0, 0, 1,
-                  "0 = pos+neg: the original row's image through the positive projector copy; 1 = neg-only: the "
-                  "model's own projector as the positive side, only the negative copy trained in.",
-                  "ours: the paper decodes with both trained projections (pos+neg)", 1, integer=True, maximum=1),
+            _switch("variant", 0,
+                    "0 = pos+neg: the original row's image through the positive projector copy; 1 = neg-only: the "
+                    "model's own projector as the positive side, only the negative copy trained in.",
+                    "ours: the paper decodes with both trained projections (pos+neg)"),
         ),
         contrast_roles=("negative",), build=_decoupled_projections, rule=_dcd_rule,
     ),
