@@ -27,14 +27,13 @@ import copy
 import json
 import os
 import random
-import sys
 
 import torch
 from safetensors.torch import save_file
 
 from decoding.dcd import ProjectorSwap
 from models.shapes_world import build, world
-from models.shapes_world.train import Progress, lr_at, stage2_loss
+from models.shapes_world.train import Progress, lr_at, resume, save_atomically, stage2_loss
 
 from .ecd_data import swapped_descriptions
 
@@ -102,13 +101,7 @@ def train_side(model, encoder, side: str, args) -> torch.nn.Module:
     projector = copy.deepcopy(model.model.multi_modal_projector).float().requires_grad_(True)
     optimizer = torch.optim.AdamW(projector.parameters(), lr=args.lr, weight_decay=0.0)
     state_path = os.path.join(args.work, f"{side}.pt")
-    start = 0
-    if os.path.exists(state_path):
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        projector.load_state_dict(state["projector"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = state["step"]
-        print(f"resuming {side} from step {start}", file=sys.stderr, flush=True)
+    start = resume(state_path, side, projector=projector, optimizer=optimizer)
     torch.manual_seed(args.seed)
     end = args.stop_at or args.steps
     progress = Progress(f"dcd {side}", end, start, every=args.log_every)
@@ -124,10 +117,8 @@ def train_side(model, encoder, side: str, args) -> torch.nn.Module:
         smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
         progress.update(step, loss=smooth)
         if (step + 1) % args.save_every == 0 or step + 1 == end:
-            os.makedirs(args.work, exist_ok=True)
-            torch.save({"projector": projector.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1},
-                       state_path + ".tmp")
-            os.replace(state_path + ".tmp", state_path)  # never a half-written state
+            save_atomically({"projector": projector.state_dict(), "optimizer": optimizer.state_dict(),
+                             "step": step + 1}, state_path)
     return projector
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from decoding.detector import candidate_features, step_features
 from models.shapes_world import grading, world
-from models.shapes_world.train import Progress
+from models.shapes_world.train import Progress, save_atomically
 
 from .report import write_json
 
@@ -242,8 +242,7 @@ def cached_features(adapter, args, split: str, hidden_layer: int) -> dict[str, t
         path = os.path.join(args.work, f"features-{split}-{hidden_layer}-{args.seed}-{p:04d}.pt")
         if not os.path.exists(path):
             examples = shapes_examples(adapter, scenes[start : start + CHUNK], args.seed * 1_000_003 + p)
-            torch.save(features_of(adapter, examples, hidden_layer), path + ".tmp")
-            os.replace(path + ".tmp", path)
+            save_atomically(features_of(adapter, examples, hidden_layer), path)
         parts.append(torch.load(path, weights_only=True))
         progress.update(p)
     data = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}

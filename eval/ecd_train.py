@@ -33,7 +33,7 @@ import torch
 
 from decoding.detector import Detector, model_signature, save_detector
 from models.shapes_world import grading, world
-from models.shapes_world.train import Progress
+from models.shapes_world.train import Progress, resume, save_atomically
 
 from . import ecd_data
 
@@ -115,13 +115,7 @@ def train_detector(detector: Detector, data: dict, args) -> None:
     checkpoint = os.path.join(args.work, "detector-checkpoint.pt")
     n = len(data["label"])
     per_epoch = (n + args.batch - 1) // args.batch
-    start = 0
-    if os.path.exists(checkpoint):
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        detector.load_state_dict(state["detector"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = state["step"]
-        print(f"resuming the detector from step {start} ({checkpoint})", file=sys.stderr, flush=True)
+    start = resume(checkpoint, "the detector", detector=detector, optimizer=optimizer)
     total = args.epochs * per_epoch
     weight = torch.where(data["group"] == ecd_data.GROUP_IDS["other"], args.other_weight, 1.0)
     progress = Progress("ecd detector", total, start, every=args.log_every)
@@ -138,9 +132,8 @@ def train_detector(detector: Detector, data: dict, args) -> None:
         optimizer.step()
         progress.update(step, loss=loss.item())
         if (step + 1) % per_epoch == 0 or step + 1 == total:
-            state = {"step": step + 1, "detector": detector.state_dict(), "optimizer": optimizer.state_dict()}
-            torch.save(state, checkpoint + ".tmp")
-            os.replace(checkpoint + ".tmp", checkpoint)
+            save_atomically({"step": step + 1, "detector": detector.state_dict(),
+                             "optimizer": optimizer.state_dict()}, checkpoint)
     detector.eval()
 
 

@@ -181,6 +181,25 @@ class Progress:
               f"{rate:.3f} s/step eta {eta / 60:.1f} min", file=self.stream, flush=True)
 
 
+def save_atomically(state, path: str) -> None:
+    """``torch.save`` through a temporary file and a rename: a stopped run never leaves a half-written state."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def resume(path: str, label: str, **parts) -> int:
+    """Load a state ``save_atomically`` wrote (each of ``parts``, a module or an optimizer, from its own key) and
+    return its step; 0, and nothing loaded, when there is none yet."""
+    if not os.path.exists(path):
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key, part in parts.items():
+        part.load_state_dict(state[key])
+    print(f"resuming {label} from step {state['step']} ({path})", file=sys.stderr, flush=True)
+    return state["step"]
+
+
 def initial_weights(source: str) -> dict[str, torch.Tensor]:
     """Stage 2's starting weights: a stage-1 training state (its vision tower; the rest is freshly initialised) or a
     saved model folder (all of it, in float32: fine-tuning a shipped checkpoint further)."""
@@ -226,12 +245,10 @@ def train(args) -> None:
     def save(step):
         if not args.checkpoint:
             return
-        os.makedirs(os.path.dirname(os.path.abspath(args.checkpoint)), exist_ok=True)
         state = {"stage": args.stage, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
         if heads is not None:
             state["heads"] = heads.state_dict()
-        torch.save(state, args.checkpoint + ".tmp")
-        os.replace(args.checkpoint + ".tmp", args.checkpoint)  # never leave a half-written checkpoint
+        save_atomically(state, args.checkpoint)
 
     end = args.stop_at or args.steps
     if start > end:
