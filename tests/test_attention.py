@@ -3,7 +3,6 @@ they are asked for, and PAI's amplification on exactly the rows, layers and step
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -13,6 +12,7 @@ from decoding import rules
 from decoding.attention import BlindTokens, ImageAmplification, LabControl, SelfIntrospection, lab_attention_for
 from decoding.engine import Engine, Side
 from models import TINY_FAMILIES, build_tiny, load_model
+from pictures import red_square_on_noise
 
 QUESTION = "Is there a red circle in the picture?"
 
@@ -24,9 +24,7 @@ def model(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image():
-    pixels = np.random.default_rng(0).integers(0, 255, size=(40, 56, 3), dtype=np.uint8)
-    pixels[10:30, 8:28] = (220, 30, 30)
-    return Image.fromarray(pixels)
+    return red_square_on_noise(0)
 
 
 def _inputs(model, image):

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import save_file
 
 from decoding import compare, prepare_comparison, rules
@@ -24,6 +22,7 @@ from decoding.dcd import (
 )
 from decoding.engine import Engine
 from models import build_tiny, load_model
+from pictures import red_square_on_noise
 
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "shapes-llava")
 needs_shipped = pytest.mark.skipif(
@@ -39,10 +38,7 @@ def llava(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image():
-    rng = np.random.default_rng(1)
-    pixels = rng.integers(0, 255, size=(40, 56, 3), dtype=np.uint8)
-    pixels[10:30, 8:28] = (220, 30, 30)
-    return Image.fromarray(pixels)
+    return red_square_on_noise(1)
 
 
 def _write_copies(adapter, state_by_side):

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from decoding import compare
 from demo import render
 from models import build_tiny, load_model
+from pictures import red_square_on_noise
 
 QUESTION = "Is there a red circle in the picture?"
 
@@ -24,9 +23,7 @@ def llava(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image():
-    pixels = np.random.default_rng(0).integers(0, 255, size=(40, 56, 3), dtype=np.uint8)
-    pixels[10:30, 8:28] = (220, 30, 30)
-    return Image.fromarray(pixels)
+    return red_square_on_noise(0)
 
 
 @pytest.fixture(scope="module")

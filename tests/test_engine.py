@@ -9,7 +9,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from decoding import answer_all, compare, prepare_comparison, stream_compare
 from decoding.dcd import untrained_projectors
@@ -18,6 +17,7 @@ from decoding.engine import Combination, Engine, Side
 from decoding.methods import METHODS, REGISTRY
 from decoding.sampling import SamplingConfig
 from models import TINY_FAMILIES, build_tiny, load_model
+from pictures import red_square_on_noise
 
 QUESTION = "Is there a red circle in the picture?"
 
@@ -48,10 +48,7 @@ def llava(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image():
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 255, size=(40, 56, 3), dtype=np.uint8)
-    pixels[10:30, 8:28] = (220, 30, 30)
-    return Image.fromarray(pixels)
+    return red_square_on_noise(0)
 
 
 def _generate(adapter, row, max_new_tokens):

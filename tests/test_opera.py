@@ -3,16 +3,15 @@ on every tiny family, and the penalty and the retrospection changing what the be
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from decoding import answer_all, compare, rules
 from decoding.beam import BeamSearch, Opera
 from decoding.methods import get_method
 from models import TINY_FAMILIES, build_tiny, load_model
+from pictures import red_square_on_noise
 
 QUESTION = "Is there a red circle in the picture?"
 
@@ -29,9 +28,7 @@ def llava(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image():
-    pixels = np.random.default_rng(0).integers(0, 255, size=(40, 56, 3), dtype=np.uint8)
-    pixels[10:30, 8:28] = (220, 30, 30)
-    return Image.fromarray(pixels)
+    return red_square_on_noise(0)
 
 
 # ---- the rules ------------------------------------------------------------------------------------------------------
