@@ -358,11 +358,17 @@ def vcd_probe(adapter, n: int, seed: int = 0, **vcd_params) -> dict:
         "by_rule": by_rule}
 
 
-def p_yes_histogram(values: list[float], edges=(0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0)) -> str:
-    """A one-line count of ``values`` per p("yes") bin: "0.5-0.6: 3, ..." (the first bin takes anything below)."""
-    counts = Counter()
+def bin_counts(values: list[float], edges) -> list[int]:
+    """Counts of ``values`` per bin [edges[i], edges[i+1]): the first bin takes anything below, the last is closed."""
+    counts = [0] * (len(edges) - 1)
     for v in values:
-        counts[next((i for i, e in enumerate(edges[1:]) if v < e), len(edges) - 2)] += 1
+        counts[next((i for i, e in enumerate(edges[1:]) if v < e), len(counts) - 1)] += 1
+    return counts
+
+
+def p_yes_histogram(values: list[float], edges=(0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0)) -> str:
+    """A one-line count of ``values`` per p("yes") bin: "0.5-0.6: 3, ..." (``bin_counts``)."""
+    counts = bin_counts(values, edges)
     return ", ".join(f"{edges[i]:g}-{edges[i + 1]:g}: {counts[i]}" for i in range(len(edges) - 1))
 
 

@@ -205,11 +205,8 @@ def markdown(summary: dict, sides: list[str], seeds: list[int], p_yes: list[floa
 
 
 def histogram(values: list[float], bins=P_YES_BINS) -> list[int]:
-    """Counts per bin [bins[i], bins[i+1]) (the last bin closed)."""
-    counts = [0] * (len(bins) - 1)
-    for v in values:
-        counts[min(len(counts) - 1, max(0, next((i for i, e in enumerate(bins[1:]) if v < e), len(counts) - 1)))] += 1
-    return counts
+    """Counts per bin [bins[i], bins[i+1]) (the last bin closed): ``evaluate.bin_counts``."""
+    return evaluate.bin_counts(values, bins)
 
 
 # ---- the plots ----------------------------------------------------------------------------------------------------
