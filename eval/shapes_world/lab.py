@@ -140,8 +140,8 @@ def summarise(by_run: dict, facts: dict, sides: list[str]) -> dict:
                 band: mean_std([x["by_visibility"][band]["accuracy"] for x in s]) for band in g["by_visibility"]}
             if side != "baseline":
                 entry["flips_greedy"] = flips(greedy[split], facts, side)
-                entry["flips_sampled"] = {k: mean_std([flips(run[split], facts, side)[k] for run in sampled_runs])
-                                          for k in FLIPS}
+                per_run = [flips(run[split], facts, side) for run in sampled_runs]
+                entry["flips_sampled"] = {k: mean_std([f[k] for f in per_run]) for k in FLIPS}
             summary.setdefault(split, {})[side] = entry
     return summary
 
