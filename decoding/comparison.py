@@ -43,7 +43,8 @@ from .trace import BranchView, SideResult, top_candidates
 # 2: per-step scalars under their STEP_SCALARS names in each token's "scalars" (1 had "alpha_t" / "beta_t").
 # 3: "control", "control_params" and "control_side": a control decoded beside baseline and method.
 # 4: "early_exit" in each token (DoLa's layer mode), the "over_trust_penalty" scalar and OPERA's "rollbacks".
-SCHEMA_VERSION = 4
+# 5: the "hallucination_flag" scalar (ECD-like's detector on the original branch's top token).
+SCHEMA_VERSION = 5
 
 
 @dataclass

@@ -107,6 +107,11 @@ STEP_SCALARS = {
         "image attention over the first 10 tokens, then the largest column score of its attention window); 0 at a "
         "rollback step",
     ),
+    "hallucination_flag": StepScalar(
+        "P_h",
+        "ECD-like: the trained detector's probability that the original branch's most probable token at this step is "
+        "a hallucination, σ(z) at argmax l (how strongly the rule pushes against what plain decoding would say)",
+    ),
     "plausibility_cut": StepScalar(
         "β_t",
         "this step's plausibility cut: tokens with p < β_t·max(p) under the original branch are dropped "
@@ -498,7 +503,10 @@ def _dcd_rule(L: dict, t: int, params: dict) -> Combination:
 
 def _ecd_rule(L: dict, t: int, params: dict) -> Combination:
     z = params["detector"].logits(L)
-    return Combination(rules.ecd(L["original"], z, lam=params["lam"], beta=params["beta"]))
+    top = L["original"].argmax(dim=-1, keepdim=True)
+    flag = float(torch.sigmoid(z.gather(-1, top))[0, 0])
+    logits = rules.ecd(L["original"], z, lam=params["lam"], beta=params["beta"])
+    return Combination(logits, {"hallucination_flag": flag})
 
 
 def _icd_rule(L: dict, t: int, params: dict) -> Combination:
@@ -768,7 +776,7 @@ _LATER_RECORDS = (
                   ECD_LAM_SOURCE),
             _beta("ECD's 'adaptive plausibility constraint', at VCD's 0.1 (the paper's value is not public)"),
         ),
-        contrast_roles=(), build=_trained_detector, rule=_ecd_rule,
+        contrast_roles=(), build=_trained_detector, rule=_ecd_rule, scalars=("hallucination_flag",),
     ),
     Method(
         name="dcd", title="DCD: contrast the positive with the negative trained image projection", short_name="DCD",

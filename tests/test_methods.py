@@ -136,6 +136,10 @@ def test_scalar_values_by_hand():
     m3id = get_method("m3id")
     out = m3id.rule({"original": L, "text_only": C}, 10, m3id.defaults)
     assert out.scalars["contrast_weight"] == pytest.approx(math.expm1(0.2), abs=1e-9)
+    # ECD: sigma(z) at the original argmax; the flipped detector's z there is the smallest logit, log 0.125
+    ecd = get_method("ecd")
+    out = ecd.rule({"original": l}, 0, {**ecd.defaults, **RULE_ARGS["ecd"]})
+    assert out.scalars["hallucination_flag"] == pytest.approx(1 / (1 + 8), abs=1e-6)
 
 
 def test_parameters_resolve_renamed_and_checked():
