@@ -6,8 +6,10 @@ from the same image through both (``decoding.rules.dcd``). Here both sides are r
 image-token embeddings are replaced (``decoding.attention.ReplacedImageEmbeddings``) by the image features through a
 copy: the model's own ``get_image_features`` path, run once per request, while a forward hook on its projector
 (``ProjectorSwap``) returns the copy's output on the same input. Which module is the projector is the adapter's
-knowledge (``FamilyAdapter.image_projector``); a family without one, or a model without trained copies, is refused
-(``DCDMissing``). The paper's code is not public: whether its LLM is frozen, α and the data mix are not verified.
+knowledge (``FamilyAdapter.image_projector``: LLaVA-style families' ``multi_modal_projector``, Idefics3's
+``connector``); a family without one (Qwen-VL: its merger is part of the vision tower), or a model without trained
+copies, is refused (``DCDMissing``). The paper's code is not public: whether its LLM is frozen, α and the data mix
+are not verified.
 
 The copies of a model live in ``<model folder>/dcd/`` (``positive.safetensors``, ``negative.safetensors``: state
 dicts of the projector, and ``dcd.json``), or for a Hub id in ``$CD_DCD_HOME/<id with / as -->`` (default
@@ -42,13 +44,21 @@ class DCDMissing(ValueError):
 
 class ProjectorSwap:
     """Runs a model with ``projector`` in place of its projector module ``target``, through a forward hook on
-    ``target`` (its output replaced by the copy's, on the same input): the model itself is not edited."""
+    ``target`` (its output replaced by the copy's, on the same input): the model itself is not edited. The input is
+    cast to the copy's dtype and its output to the model's, so a copy trained in fp32 runs beside a bf16 model."""
 
     def __init__(self, target: torch.nn.Module, projector: torch.nn.Module):
         self.target, self.projector = target, projector
 
+    def _replace(self, module, args, output):
+        weight = next(self.projector.parameters(), None)
+        if weight is not None:
+            args = tuple(a.to(weight.dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+        out = self.projector(*args)
+        return out.to(output.dtype) if torch.is_tensor(output) and torch.is_tensor(out) else out
+
     def __enter__(self):
-        self.handle = self.target.register_forward_hook(lambda module, args, output: self.projector(*args))
+        self.handle = self.target.register_forward_hook(self._replace)
         return self
 
     def __exit__(self, *exc):
@@ -61,13 +71,14 @@ def dcd_folder(model_id: str) -> str:
     return trained_folder(model_id, "dcd")
 
 
-def _projector(adapter) -> torch.nn.Module:
+def image_projector(adapter) -> torch.nn.Module:
+    """The adapter's image projector, or ``DCDMissing`` for a family without one."""
     projector = adapter.image_projector()
     if projector is None:
         raise DCDMissing(
             f"DCD needs a separate image projector to train copies of, and the {adapter.family} family has none "
             "(its vision features reach the language model through the vision tower itself); DCD runs on "
-            "LLaVA-style families (`python -m eval.dcd_train` trains their copies)."
+            "LLaVA-style families and Idefics3 (`python -m eval.dcd_train` trains their copies)."
         )
     return projector
 
@@ -78,7 +89,7 @@ _COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def projector_copies(adapter) -> dict[str, torch.nn.Module]:
     """The positive and negative projector copies trained for this model, loaded once per model (and again when the
     files change); ``DCDMissing`` when there are none, or when they do not fit this model's projector."""
-    own = _projector(adapter)
+    own = image_projector(adapter)
     folder = dcd_folder(adapter.model_id)
     paths = {side: os.path.join(folder, weights_file(side)) for side in SIDES}
     missing = [side for side, path in paths.items() if not os.path.exists(path)]
@@ -120,7 +131,7 @@ def projected_image_embeddings(adapter, row, projector: torch.nn.Module | None) 
     """The edit that gives ``row`` (prompt and image) the image-token embeddings of ``projector`` (None: the model's
     own): the model's own input path (``get_image_features`` and the merge into the text embeddings) run up to the
     language model, with ``ProjectorSwap`` in place; the language model itself does not run."""
-    own = _projector(adapter)
+    own = image_projector(adapter)
     inputs = adapter.to_model({"input_ids": row.input_ids, "attention_mask": torch.ones_like(row.input_ids),
                                "position_ids": row.position_ids, **row.token_kwargs, **row.vision_kwargs})
     hook = adapter.model.get_decoder().register_forward_pre_hook(_capture, with_kwargs=True)

@@ -1,6 +1,6 @@
 """DCD at decoding time (decoding/dcd.py): the embedding edit replaces only its row's image-token embeddings, copies
-equal to the model's own projector give the plain logits on both rows, the refusals say what to do, and the shipped
-model's trained copies decode end to end."""
+equal to the model's own projector give the plain logits on both rows (LLaVA's projector, Idefics3's connector), the
+refusals say what to do, and the shipped model's trained copies decode end to end."""
 
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ QUESTION = "Is there a red circle in the picture?"
 @pytest.fixture(scope="module")
 def llava(tmp_path_factory):
     return load_model(build_tiny("llava", tmp_path_factory.mktemp("llava-dcd"), seed=2))
+
+
+@pytest.fixture(scope="module")
+def idefics3(tmp_path_factory):
+    return load_model(build_tiny("idefics3", tmp_path_factory.mktemp("idefics3-dcd"), seed=2))
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +96,15 @@ def test_the_models_own_projector_gives_its_own_embeddings(llava, image):
     assert not torch.allclose(edit.embeddings, own[0, index])  # the image features, not the placeholder's embedding
 
 
-def test_copies_equal_to_the_own_projector_give_the_plain_logits_on_both_rows(llava, image):
-    own = llava.image_projector().state_dict()
-    _write_copies(llava, {"positive": own, "negative": own})
+@pytest.mark.parametrize("family", ["llava", "idefics3"])
+def test_copies_equal_to_the_own_projector_give_the_plain_logits_on_both_rows(family, request, image):
+    adapter = request.getfixturevalue(family)
+    own = adapter.image_projector().state_dict()
+    _write_copies(adapter, {"positive": own, "negative": own})
     for variant in (0, 1):
-        prepared = prepare_comparison(llava, image, QUESTION, "dcd", seed=0, attention_layers=None, variant=variant)
-        events = list(Engine(llava).run(prepared.rows, prepared.sides, max_new_tokens=6, ignore_eos=True,
-                                        record_logits=True))
+        prepared = prepare_comparison(adapter, image, QUESTION, "dcd", seed=0, attention_layers=None, variant=variant)
+        events = list(Engine(adapter).run(prepared.rows, prepared.sides, max_new_tokens=6, ignore_eos=True,
+                                          record_logits=True))
         logits = torch.stack([e.row_logits for e in events])
         baseline, method = prepared.sides
         plain = logits[:, baseline.roles["original"]]
@@ -108,13 +115,15 @@ def test_copies_equal_to_the_own_projector_give_the_plain_logits_on_both_rows(ll
         assert torch.equal(torch.isfinite(out), rules.plausibility_mask(plain[0:1], 0.1))
 
 
-def test_trained_copies_change_the_rows_and_the_variants_differ(llava, image):
-    untrained_projectors(llava, seed=4)
+@pytest.mark.parametrize("family", ["llava", "idefics3"])
+def test_trained_copies_change_the_rows_and_the_variants_differ(family, request, image):
+    adapter = request.getfixturevalue(family)
+    untrained_projectors(adapter, seed=4)
     result = {}
     for variant in (0, 1):
-        prepared = prepare_comparison(llava, image, QUESTION, "dcd", seed=0, attention_layers=None, variant=variant)
-        events = list(Engine(llava).run(prepared.rows, prepared.sides, max_new_tokens=3, ignore_eos=True,
-                                        record_logits=True))
+        prepared = prepare_comparison(adapter, image, QUESTION, "dcd", seed=0, attention_layers=None, variant=variant)
+        events = list(Engine(adapter).run(prepared.rows, prepared.sides, max_new_tokens=3, ignore_eos=True,
+                                          record_logits=True))
         logits = events[0].row_logits
         baseline, method = prepared.sides
         assert not torch.allclose(logits[method.roles["negative"]], logits[baseline.roles["original"]])

@@ -54,6 +54,12 @@ class Idefics3Adapter(TilesAndGlobalAdapter):
         pixels[0, : frames.shape[0]] = frames.to(pixels.dtype)
         return self._replaced(vision_kwargs, pixels)
 
+    def image_projector(self):
+        """The connector (``Idefics3Model.connector``: pixel shuffle, then one linear map into the language model's
+        embeddings), through which ``get_image_features`` passes the vision tower's output (transformers 5.24
+        modeling_idefics3.py line 583): DCD's projector."""
+        return self.model.model.connector
+
     @property
     def image_size(self):
         size = int(self.processor.image_processor.max_image_size["longest_edge"])
