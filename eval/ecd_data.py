@@ -1,5 +1,9 @@
 """The ECD-like detector's data (``python -m eval.ecd_train``): answers, their labels, and the per-token features of
-one teacher-forced forward, the same the decoding engine hands ECD's rule at each step (``decoding.detector``)."""
+one teacher-forced forward, the same the decoding engine hands ECD's rule at each step (``decoding.detector``).
+
+The answers come from a ``Source``: the shapes world's scenes (``shapes_source``, labelled by the world's grader) or
+COCO images (``eval.coco_data``, labelled by CHAIR's object words); both give ``Example``s, so the same features and
+the same training follow."""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ import os
 import random
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from PIL import Image
@@ -19,6 +24,8 @@ from models.shapes_world import grading, world
 from models.shapes_world.train import Progress, save_atomically
 
 from .report import write_json
+from .strength_sweep import sweep_table as _table
+from .strength_sweep import world_scenes
 
 GROUP_IDS = {"other": 0, "object": 1, "attribute": 2, "answer": 3}
 _OBJECT_WORDS = set(world.KINDS) | set(world.PLURALS.values())
@@ -28,7 +35,7 @@ MAX_DESCRIPTION_TOKENS = 40
 
 Labeller = Callable[[list[str]], list[tuple[int, int]]]  # answer pieces -> (label, group id) per piece
 
-__all__ = ["GROUP_IDS", "Example", "cached_features", "features_of", "pieces_of", "write_json"]
+__all__ = ["GROUP_IDS", "Example", "Source", "cached_features", "features_of", "pieces_of", "write_json"]
 
 
 @dataclass
@@ -107,21 +114,13 @@ def yes_no_questions(scene: world.Scene, rng: random.Random) -> list[world.Quest
     return questions
 
 
-def validation_question(scene: world.Scene, rng: random.Random) -> world.Question:
-    """The sweep's question on a validation scene: existence (an absent partner half the time it can), colour,
-    count or a description."""
-    family = rng.choices(["existence", "colour", "count", "description"], [0.5, 0.15, 0.15, 0.2])[0]
-    if family == "colour" and not any(scene.count(k) == 1 for k in scene.kinds):
-        family = "count"
-    return world.sample_training_question(scene, rng, family_weights={family: 1.0}, partner_question_rate=0.5)
-
-
-def shapes_examples(adapter, scenes: list[world.Scene], seed: int) -> list[Example]:
+def shapes_examples(adapter, scenes: list[world.Scene], seed: int,
+                    description_tokens: int = MAX_DESCRIPTION_TOKENS) -> list[Example]:
     """Every answer of these scenes: the model's own greedy and sampled descriptions, the canonical and swapped
     ones, and both answers to each yes/no question."""
     images = [world.render(s) for s in scenes]
-    greedy = generate(adapter, images, world.DESCRIBE_PROMPT, do_sample=False, seed=seed)
-    sampled = generate(adapter, images, world.DESCRIBE_PROMPT, do_sample=True, seed=seed)
+    greedy = generate(adapter, images, world.DESCRIBE_PROMPT, False, seed, description_tokens)
+    sampled = generate(adapter, images, world.DESCRIBE_PROMPT, True, seed, description_tokens)
     out = []
     for scene, image, own, drawn in zip(scenes, images, greedy, sampled, strict=True):
         rng = random.Random(scene.seed * 31 + seed)
@@ -135,15 +134,17 @@ def shapes_examples(adapter, scenes: list[world.Scene], seed: int) -> list[Examp
     return out
 
 
-def _buckets(rows) -> list[list[int]]:
-    """Indices of rows of equal length together: their prompts stack with no padding."""
+def buckets(rows, max_rows: int | None = None) -> list[list[int]]:
+    """Indices of rows of equal length together (their prompts stack with no padding), at most ``max_rows`` a bucket
+    (None: no limit; a real model's attention maps of many rows at once do not fit)."""
     by_length: dict[int, list[int]] = {}
     for i, row in enumerate(rows):
         by_length.setdefault(row.length, []).append(i)
-    return list(by_length.values())
+    step = max_rows or len(rows) or 1
+    return [same[k : k + step] for same in by_length.values() for k in range(0, len(same), step)]
 
 
-def _stacked(adapter, rows, answers: list[list[int]] | None = None) -> dict:
+def stacked(adapter, rows, answers: list[list[int]] | None = None) -> dict:
     """Rows of one length stacked, each with its answer appended (right-padded: a causal model's real tokens never
     see the pads), positions continued after the prompt's (M-RoPE too)."""
     n, length = len(rows), rows[0].length
@@ -167,7 +168,7 @@ def _stacked(adapter, rows, answers: list[list[int]] | None = None) -> dict:
 
 @torch.no_grad()
 def generate(adapter, images: list[Image.Image], question: str, do_sample: bool, seed: int,
-             max_new_tokens: int = MAX_DESCRIPTION_TOKENS) -> list[list[int]]:
+             max_new_tokens: int = MAX_DESCRIPTION_TOKENS, max_rows: int | None = None) -> list[list[int]]:
     """The model's own answers (greedy, or sampled at T = 1, top-p 1, no top-k, from ``seed``), up to and with their
     EOS; prompts of one length in one batch."""
     torch.manual_seed(seed)
@@ -177,8 +178,8 @@ def generate(adapter, images: list[Image.Image], question: str, do_sample: bool,
     rows = [adapter.build_row(question, image) for image in images]
     sampling = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": None} if do_sample else {}
     out: list[list[int]] = [[] for _ in rows]
-    for bucket in _buckets(rows):
-        inputs = _stacked(adapter, [rows[i] for i in bucket])
+    for bucket in buckets(rows, max_rows):
+        inputs = stacked(adapter, [rows[i] for i in bucket])
         inputs.pop("position_ids")  # generate computes them (the prompts are unpadded)
         made = adapter.model.generate(**inputs, max_new_tokens=max_new_tokens, **sampling)
         for i, ids in zip(bucket, made[:, rows[bucket[0]].length:].tolist(), strict=True):
@@ -192,7 +193,8 @@ def generate(adapter, images: list[Image.Image], question: str, do_sample: bool,
 # ---- features ---------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def features_of(adapter, examples: list[Example], hidden_layer: int) -> dict[str, torch.Tensor]:
+def features_of(adapter, examples: list[Example], hidden_layer: int,
+                max_rows: int | None = None) -> dict[str, torch.Tensor]:
     """Per answer token: the step's features at the position that predicts it, from one teacher-forced forward of
     the examples whose prompts have the same length."""
     rows = [adapter.build_row(e.question, e.image) for e in examples]
@@ -201,9 +203,9 @@ def features_of(adapter, examples: list[Example], hidden_layer: int) -> dict[str
     before = model.config._attn_implementation  # attention weights exist under eager attention only
     model.set_attn_implementation("eager")
     try:
-        for bucket in _buckets(rows):
+        for bucket in buckets(rows, max_rows):
             batch = [examples[i] for i in bucket]
-            out = model(**_stacked(adapter, [rows[i] for i in bucket], [e.answer for e in batch]),
+            out = model(**stacked(adapter, [rows[i] for i in bucket], [e.answer for e in batch]),
                         output_hidden_states=True, output_attentions=True, return_dict=True)
             for i, example in enumerate(batch):
                 _token_features(adapter, example, rows[bucket[i]], out, i, hidden_layer, found)
@@ -230,19 +232,44 @@ def _token_features(adapter, example: Example, row, out, i: int, hidden_layer: i
     found["generated"].append(torch.full((len(example.answer),), example.generated))
 
 
-def cached_features(adapter, args, split: str, hidden_layer: int) -> dict[str, torch.Tensor]:
-    """A world's features, extracted in parts of ``CHUNK`` scenes cached under ``args.work``."""
-    from . import ecd_train
+@dataclass
+class Source:
+    """Where the detector's answers come from: each split's items (scenes, image ids), cut into parts of ``CHUNK``,
+    and how a part's items become examples (``examples(adapter, items, seed)``)."""
 
-    n = args.scenes if split == "train" else max(1, args.scenes // 4)
-    scenes = ecd_train.world_scenes(split, n)
+    name: str
+    items: dict[str, list]
+    examples: Callable[[Any, list, int], list[Example]]
+    prefix: str = "features"  # the cached parts' file names: another source, another name
+    summary: dict = field(default_factory=dict)  # what detector.json records of the data
+    max_rows: int | None = None  # rows of one teacher-forced forward (None: a whole bucket)
+
+
+def shapes_source(args) -> Source:
+    """The shapes world's training and test worlds (validation: a quarter each of ``--scenes``)."""
+    sizes = {"train": args.scenes, "test": max(1, args.scenes // 4)}
+    tokens = args.description_tokens or MAX_DESCRIPTION_TOKENS
+
+    def examples(adapter, scenes, seed):
+        return shapes_examples(adapter, scenes, seed, tokens)
+
+    prefix = "features" if tokens == MAX_DESCRIPTION_TOKENS else f"features-{tokens}"  # the default's old names
+    return Source("shapes world", {split: world_scenes(split, n) for split, n in sizes.items()}, examples, prefix,
+                  {"source": "shapes world", "scenes": args.scenes}, args.rows)
+
+
+def cached_features(adapter, source: Source, split: str, work: str, seed: int,
+                    hidden_layer: int) -> dict[str, torch.Tensor]:
+    """A split's features, extracted in parts of ``CHUNK`` items cached under ``work`` (an interrupted extraction
+    resumes from the last part)."""
+    items = source.items[split]
     parts = []
-    progress = Progress(f"ecd features ({split})", math.ceil(len(scenes) / CHUNK), 0, every=1)
-    for p, start in enumerate(range(0, len(scenes), CHUNK)):
-        path = os.path.join(args.work, f"features-{split}-{hidden_layer}-{args.seed}-{p:04d}.pt")
+    progress = Progress(f"ecd features ({split})", math.ceil(len(items) / CHUNK), 0, every=1)
+    for p, start in enumerate(range(0, len(items), CHUNK)):
+        path = os.path.join(work, f"{source.prefix}-{split}-{hidden_layer}-{seed}-{p:04d}.pt")
         if not os.path.exists(path):
-            examples = shapes_examples(adapter, scenes[start : start + CHUNK], args.seed * 1_000_003 + p)
-            save_atomically(features_of(adapter, examples, hidden_layer), path)
+            examples = source.examples(adapter, items[start : start + CHUNK], seed * 1_000_003 + p)
+            save_atomically(features_of(adapter, examples, hidden_layer, source.max_rows), path)
         parts.append(torch.load(path, weights_only=True))
         progress.update(p)
     data = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
@@ -263,13 +290,11 @@ def metrics_table(report: dict) -> str:
 
 
 def sweep_table(report: dict) -> str:
-    lines = ["| side | graded errors |", "| --- | ---: |"]
-    lines += [f"| {'baseline' if k == 'baseline' else 'ECD λ=' + k} | {v} |" for k, v in report["errors"].items()]
-    return "\n".join(lines) + f"\n\nchosen λ = {report['chosen_lam']:g} ({report['questions']} questions)"
+    return _table(report["errors"], "ECD λ=", f"chosen λ = {report['chosen_lam']:g} ({report['questions']} questions)")
 
 
-def data_summary(data: dict, args) -> dict:
-    return {"source": "shapes world", "scenes": args.scenes, "seed": args.seed,
+def data_summary(data: dict, source: Source, args) -> dict:
+    return {**source.summary, "seed": args.seed,
             "epochs": args.epochs, "rank": args.rank, "tokens": {k: int(len(v["label"])) for k, v in data.items()},
             "wrong": {k: int(v["label"].sum()) for k, v in data.items()}}
 

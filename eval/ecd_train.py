@@ -3,16 +3,23 @@ strength on a validation world.
 
     python -m eval.ecd_train --model assets/shapes-llava --work runs/ecd            # -> assets/shapes-llava/ecd/
     python -m eval.ecd_train --model assets/shapes-llava --work runs/ecd --sweep 0,0.5,1,2,4
-    python -m eval.ecd_train --model llava-hf/llava-1.5-7b-hf --device cuda --work runs/ecd-llava15   # a real model
+    python -m eval.ecd_train --model llava-hf/llava-1.5-7b-hf --device cuda --work runs/ecd-llava15 \
+        --coco-images val2014 --coco-instances instances_val2014.json --coco-captions captions_val2014.json
 
-Data (``--scenes`` per world; the shapes world's seeds are ``SEED_BASE`` + the world's offset, apart from the
-model's own training and evaluation scenes): on each scene the model's own greedy and sampled descriptions, and
+Data (``--scenes`` per world; the shapes world's seeds are ``strength_sweep.SEED_BASE`` + the world's offset, apart
+from the model's own training and evaluation scenes): on each scene the model's own greedy and sampled descriptions, and
 teacher-forced ones (the canonical description, and the same with one object's kind, then one object's colour,
 swapped for a wrong one), so right and wrong words occur at the same positions; and yes/no questions (existence,
 colour, count — the asked number swapped half the time) with both answers forced. Every answer token is labelled by
 the world's grader (``models.shapes_world.grading``): 1 where it is hallucinated or missed, 0 where correct, 0 for
 words that claim nothing (group "other"). Any model can be trained this way on the world's scenes (the grader reads
-any LVLM's answers); training on COCO images with instance labels is not written yet.
+any LVLM's answers).
+
+With ``--coco-images DIR --coco-instances FILE --coco-captions FILE`` the answers are COCO's instead
+(``eval.coco_data``; ``--coco-count`` images drawn, split by image id): the model's own descriptions, a human caption
+and the same with one object word swapped for an absent category, and existence questions, labelled by CHAIR's object
+words (1: an object not in the image, 0: one that is). ``--rows`` caps the rows of one forward (attention maps of a
+real model's long prompts are large).
 
 Features come from one teacher-forced forward per prompt, at each answer position exactly what the decoding engine
 gives the rule at that step (``decoding.detector``); they are cached under ``--work``, and training resumes from the
@@ -26,19 +33,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 
 import torch
 
 from decoding.detector import Detector, model_signature, save_detector
-from models.shapes_world import grading, world
 from models.shapes_world.train import Progress, resume, save_atomically
 
-from . import ecd_data
+from . import coco_data, ecd_data, strength_sweep
 
-SEED_BASE = 2_000_000_000
-WORLDS = {"train": 0, "validation": 10_000_000, "test": 20_000_000}
 GROUPS = ("object", "attribute", "answer")
 
 
@@ -137,39 +140,28 @@ def train_detector(detector: Detector, data: dict, args) -> None:
     detector.eval()
 
 
-def world_scenes(name: str, n: int) -> list[world.Scene]:
-    """A world's scenes: half trigger-without-partner scenes (where the co-occurrence prior misleads), half
-    biased-world scenes."""
-    base = SEED_BASE + WORLDS[name]
-    return [world.trigger_without_partner_scene(base + i) if i % 2 else world.sample_scene(base + i)
-            for i in range(n)]
-
-
 # ---- the λ sweep on the validation world -----------------------------------------------------------------------
 
 def sweep(adapter, lams: list[float], n: int, seed: int) -> dict:
-    """Graded errors (hallucinated + missed words) of the baseline and ECD at each strength on the validation world,
-    sampled at T = 1 with one seed per question shared by all sides; the pick: fewest errors, the smallest on ties."""
-    from decoding import answer_all
-    from decoding.sampling import SamplingConfig
+    """Graded errors (hallucinated + missed words) of the baseline and ECD at each strength on the validation world
+    (``eval.strength_sweep``); the pick: fewest errors, the smallest on ties."""
+    errors = strength_sweep.graded_errors(adapter, "ecd", "lam", lams, n, seed)
+    return {"questions": n, "errors": errors, "chosen_lam": strength_sweep.pick(lams, errors), "seed": seed}
 
-    rng = random.Random(seed)
-    errors = {"baseline": 0, **{f"{lam:g}": 0 for lam in lams}}
-    progress = Progress("ecd sweep", n, 0, every=max(1, n // 20))
-    for i, scene in enumerate(world_scenes("validation", n)):
-        question = ecd_data.validation_question(scene, rng)
-        budget = 40 if question.family == "description" else 4
-        sampling = SamplingConfig(do_sample=True, temperature=1.0, seed=seed * 100_003 + i)
-        image = world.render(scene)
-        for j, lam in enumerate(lams):
-            sides, _ = answer_all(adapter, image, question.text, [("ecd", {"lam": lam})], sampling=sampling,
-                                  baseline=j == 0, max_new_tokens=budget)
-            for name, side in sides.items():
-                grade = grading.grade_answer(scene, question.text, [t.piece for t in side.tokens])
-                errors["baseline" if name == "baseline" else f"{lam:g}"] += grade.hallucinated + grade.missed
-        progress.update(i)
-    best = min(lams, key=lambda lam: (errors[f"{lam:g}"], lam))
-    return {"questions": n, "errors": errors, "chosen_lam": best, "seed": seed}
+
+def coco_source(args) -> ecd_data.Source:
+    """COCO's images as the detector's data (``eval.coco_data``), split by image id."""
+    coco = coco_data.read_coco(args.coco_images, args.coco_instances, args.coco_captions, args.coco_count, args.seed,
+                               args.chair_variant)
+    splits = coco_data.split_images(coco.ids, args.seed)
+    tokens = args.description_tokens or coco_data.DESCRIPTION_TOKENS
+
+    def examples(adapter, ids, seed):
+        return coco_data.coco_examples(adapter, coco, ids, seed, tokens, args.rows)
+
+    summary = {"source": "coco", "images": {k: len(v) for k, v in splits.items()}, "chair_variant": args.chair_variant,
+               "description_tokens": tokens}
+    return ecd_data.Source("coco", splits, examples, f"coco-{coco.digest()}-{tokens}", summary, args.rows)
 
 
 def parse_args(argv=None):
@@ -190,14 +182,24 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--log-every", type=int, default=50)
-    return parser.parse_args(argv)
+    coco_data.add_coco_arguments(parser)
+    parser.add_argument("--description-tokens", type=int, default=None,
+                        help="longest own description (default: 40 on the shapes world, 96 on COCO)")
+    parser.add_argument("--rows", type=int, default=None, help="most rows of one forward (default: no limit)")
+    args = parser.parse_args(argv)
+    coco_data.check_coco_arguments(parser, args)
+    return args
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    """The command; 2 (and the message on stderr) when an input file is missing or malformed."""
+    return coco_data.exit_status(run, parse_args(argv))
+
+
+def run(args) -> None:
     from decoding.detector import detector_folder
     from models import load_model
 
-    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     adapter = load_model(args.model, device=args.device)
     out = args.out or detector_folder(adapter.model_id)
@@ -207,16 +209,18 @@ def main(argv=None) -> None:
         os.makedirs(out, exist_ok=True)
         ecd_data.write_json(os.path.join(out, "sweep.json"), report)
         return
+    source = coco_source(args) if args.coco_images else ecd_data.shapes_source(args)
     os.makedirs(args.work, exist_ok=True)
     hidden_layer = model_signature(adapter.model)["num_layers"] // 2
-    data = {split: ecd_data.cached_features(adapter, args, split, hidden_layer) for split in ("train", "test")}
+    data = {split: ecd_data.cached_features(adapter, source, split, args.work, args.seed, hidden_layer)
+            for split in ("train", "test")}
     detector = new_detector(adapter.model, hidden_layer, args.rank, data["train"], args.seed)
     train_detector(detector, data["train"], args)
     report = evaluate(detector, data["test"])
     print(ecd_data.metrics_table(report))
-    save_detector(detector, out, {"evaluation": report, "data": ecd_data.data_summary(data, args)})
+    save_detector(detector, out, {"evaluation": report, "data": ecd_data.data_summary(data, source, args)})
     print(f"saved {out}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
