@@ -1,5 +1,6 @@
 """DCD's projector training (eval/dcd_train.py): the preference pairs are right against wrong by the world's own
-grading, the projector swap acts only where it is asked to, and training is seeded and resumable."""
+grading, the projector swap acts only where it is asked to, training is seeded and resumable, any family's answer
+NLL (the adapter's prompt) equals the shapes model's exact one, and the α sweep records its graded errors."""
 
 from __future__ import annotations
 
@@ -88,3 +89,46 @@ def test_training_writes_both_projectors_and_resumes_to_the_same_weights(tmp_pat
         assert once.keys() == twice.keys() and all(v.dtype == torch.float16 for v in once.values())
         for key in once:
             torch.testing.assert_close(once[key], twice[key])
+
+
+@needs_shipped
+def test_the_adapters_answer_nll_is_the_shapes_models_exact_one():
+    from models import load_model
+
+    adapter = load_model(SHIPPED)
+    pairs = dcd_train.shapes_pairs(seed=0).held_out(6)
+    images, questions = [p[0] for p in pairs], [p[1] for p in pairs]
+    exact = dcd_train.nll_for(adapter, shapes=True, max_rows=None)
+    assert exact.__qualname__.startswith("encoder_nll")  # the fast path, checked equal to the processor's tensors
+    with torch.no_grad():
+        for side in (2, 3):  # chosen, rejected
+            answers = [p[side] for p in pairs]
+            torch.testing.assert_close(dcd_train.adapter_nll(adapter, max_rows=2)(images, questions, answers),
+                                       exact(images, questions, answers), atol=1e-4, rtol=1e-4)
+
+
+def test_the_sweep_records_graded_errors_per_alpha_beside_the_copies(tmp_path, capsys):
+    from decoding.dcd import untrained_projectors
+    from models import build_tiny, load_model
+
+    path = build_tiny("llava", tmp_path / "tiny", seed=1)
+    folder = untrained_projectors(load_model(path))
+    before = json.loads((tmp_path / "tiny" / "dcd" / "dcd.json").read_text())
+    assert dcd_train.main(["--model", path, "--sweep", "0,2", "--sweep-questions", "3"]) == 0
+    assert "| DCD α=2 |" in capsys.readouterr().out
+    record = json.loads(open(os.path.join(folder, "dcd.json")).read())
+    sweep = record.pop("alpha_sweep")
+    assert record == before  # what was there stays
+    assert set(sweep["errors"]) == {"baseline", "0", "2"} and sweep["questions"] == 3
+    assert sweep["chosen_alpha"] == min((0.0, 2.0), key=lambda a: (sweep["errors"][f"{a:g}"], a))
+    # the sweep decodes the copies DCD reads: another --out is refused
+    assert dcd_train.main(["--model", path, "--sweep", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "drop --out" in capsys.readouterr().err
+
+
+def test_a_family_without_a_projector_is_refused(tmp_path, capsys):
+    from models import build_tiny
+
+    path = build_tiny("qwen2_vl", tmp_path / "qwen", seed=0)
+    assert dcd_train.main(["--model", path, "--work", str(tmp_path / "w"), "--steps", "1"]) == 2
+    assert "qwen2_vl family has none" in capsys.readouterr().err and not (tmp_path / "qwen" / "dcd").exists()
