@@ -787,7 +787,8 @@ _LATER_RECORDS = (
             Param("alpha", 1.0, 0.0, 5.0,
                   f"{_ALPHA_HELP} Contrast branch: the same prompt and image through the negative projector copy. "
                   "Not verified: the paper's code is not released.",
-                  "ours: VCD's alpha 1 (the paper's value is not public); not yet swept on the validation world"),
+                  "ours: VCD's alpha 1 (the paper's value is not public), also the pick of a sweep on the embedded "
+                  "model's validation world (400 questions; assets/shapes-llava/dcd/dcd.json)"),
             _beta("ours: VCD's cut at 0.1 (the paper's value is not public)"),
             _switch("variant", 0,
                     "0 = pos+neg: the original row's image through the positive projector copy; 1 = neg-only: the "
