@@ -114,7 +114,7 @@ def prefill_image_attention(adapter: FamilyAdapter, row: RowInputs) -> torch.Ten
     inputs = adapter.to_model({**inputs, "position_ids": row.position_ids, **row.vision_kwargs})
     positions = row.image_token_positions.to(adapter.device)
     with torch.inference_mode(), lab_attention_for(adapter.model):
-        attentions = adapter.model(**inputs, output_attentions=True).attentions
+        attentions = adapter.forward(**inputs, output_attentions=True).attentions
     return torch.stack([layer[0, :, -1, positions].float().mean(dim=0) for layer in attentions])
 
 

@@ -189,7 +189,7 @@ class _RowGroup:
         if control is not None:
             extra["lab_control"] = control
         with torch.inference_mode():
-            out = self.model(
+            out = self.adapter.forward(
                 **inputs,
                 cache=self.cache,
                 use_cache=True,
@@ -367,21 +367,24 @@ class _RowGroup:
         return (rows[0].view(n, c, -1) if batched else torch.stack(rows, dim=1))
 
     def _attention_maps(self, attentions, attention_layers) -> dict[int, dict]:
-        """Head-and-layer mean attention of the newest query over each wanted row's image tokens."""
+        """Head-and-layer mean attention of the newest query over each wanted row's image tokens: its grid over the
+        picture (None where the image tokens lie on none, ``RowInputs.image_grid``) and its share of all keys."""
         if attentions is None or attention_layers is None:
             return {}
         layers = range(len(attentions)) if attention_layers == "all" else attention_layers
         maps = {}
         for local, row_id in enumerate(self.row_ids):
             row = self.rows[local]
-            if row_id not in self.attention_rows or row.image_grid is None:
+            if row_id not in self.attention_rows or not row.image_token_positions.numel():
                 continue
             # (layers, heads, keys) -> (keys,)
             weights = torch.stack([attentions[layer][local, :, -1, :].float() for layer in layers]).mean(dim=(0, 1))
             on_image = weights.index_select(0, self.image_key_positions[local])
             share = float(on_image.sum() / weights.sum().clamp_min(1e-12))
-            grid = (on_image / on_image.sum().clamp_min(1e-12)).reshape(row.image_grid)
-            maps[row_id] = {"grid": grid.cpu().tolist(), "share": share}
+            grid = None
+            if row.image_grid is not None:
+                grid = (on_image / on_image.sum().clamp_min(1e-12)).reshape(row.image_grid).cpu().tolist()
+            maps[row_id] = {"grid": grid, "share": share}
         return maps
 
 

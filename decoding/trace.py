@@ -47,7 +47,8 @@ class TokenTrace:
     scalars:    the method's per-step scalars by their ``decoding.methods.STEP_SCALARS`` names ("contrast_weight":
                 α_t of (1+α_t)·l − α_t·l′; "plausibility_cut": β_t of p ≥ β_t·max p); {} for methods whose
                 weights are constant and for the baseline.
-    image_attention: {"grid": rows x cols floats summing to 1 over the image tokens, "share": the attention mass on
+    image_attention: {"grid": rows x cols floats summing to 1 over the image tokens (None where the model's image
+                tokens have no place in the picture: ``RowInputs.image_grid``), "share": the attention mass on
                 image tokens out of all keys}, head mean over the chosen layers; None when not recorded.
     early_exit: {"first_top": j, "final": N}: the first hidden-state index j (0 = the embeddings, N = the final
                 layer, the model's own logits) whose early exit ``lm_head(h_j)``, with no final norm as DoLa's

@@ -302,6 +302,9 @@ def attention_caption(token: TokenTrace | None) -> str:
         return "Image attention was not recorded for this token"
     share = token.image_attention.get("share")
     share_text = "" if share is None else f"; {share:.0%} of its attention is on image tokens"
+    if token.image_attention.get("grid") is None:  # learned queries (InstructBLIP's Q-Former), not patches
+        return (f"No map of where “{visible_piece(token.piece)}” looked: this model's image tokens are learned "
+                f"queries that each read the whole picture, not patches of it{share_text}")
     return f"Where “{visible_piece(token.piece)}” looked{share_text}"
 
 

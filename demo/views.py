@@ -85,8 +85,9 @@ def show_token(
     if answer is not None and isinstance(index, int) and 0 <= index < len(answer.tokens):
         token = answer.tokens[index]
     overlay = None
-    if token is not None and token.image_attention and "original" in shown.comparison.images:
-        overlay = attention_overlay(shown.comparison.images["original"], token.image_attention["grid"])
+    grid = token.image_attention.get("grid") if token is not None and token.image_attention else None
+    if grid is not None and "original" in shown.comparison.images:  # None: image tokens with no place in the picture
+        overlay = attention_overlay(shown.comparison.images["original"], grid)
     picks = {**others, side_name: index}
     selected = tuple(picks.get(name) for name in SIDES)
     return TokenView(

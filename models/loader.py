@@ -201,6 +201,10 @@ def load_model(
     source, hub_kwargs, config = _resolve(name, trust_remote_code)
     cls = adapter_class(getattr(config, "model_type", None))
     try:
+        cls.check_config(config)  # before any weights are read
+    except ValueError as e:
+        raise ModelLoadError(f"could not load model {name!r}: {e}") from e
+    try:
         return _load(cls, name, source, config, hub_kwargs, device=device, dtype=dtype, quant=quant,
                      trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
     except ModelLoadError:

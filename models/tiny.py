@@ -15,7 +15,7 @@ import torch
 from models._processors import processor_class
 
 TINY_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3", "idefics3",
-                 "internvl")
+                 "internvl", "instructblip")
 
 # ---- tokenizer -------------------------------------------------------------------------------------------------------
 
@@ -479,10 +479,71 @@ def _build_internvl(family):
     return config, InternVLForConditionalGeneration, processor, dict(eos_token_id=eos, pad_token_id=pad)
 
 
+def _qformer_tokenizer():
+    """The Q-Former's BERT WordPiece tokenizer (bert-base-uncased's normaliser, pre-tokenizer, ``[CLS] $A [SEP]``),
+    trained on the spot on the same corpus."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=320, special_tokens=specials, show_progress=False)
+    tok.train_from_iterator([line for line in _CORPUS.splitlines() if line] * 3, trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", clean_up_tokenization_spaces=False)
+
+
+def _build_instructblip(family):
+    """InstructBLIP with a Vicuna (Llama) language model: a ViT on 32-px images of 8-px patches (16 patches and CLS),
+    a 2-layer Q-Former (cross-attention every 2nd layer) whose 8 learned queries read the image and the prompt (in its
+    own BERT tokenizer), and a linear ``language_projection`` into the language model, where the 8 query outputs sit
+    as ``<image>`` tokens before ``<s>``. Published (the Salesforce checkpoints' geometry, as transformers 5.24's
+    ``InstructBlipVisionConfig`` / ``InstructBlipQFormerConfig`` / ``InstructBlipConfig`` defaults give it; LAVIS's
+    ``blip2_vicuna_instruct``): 224-px images, patch 14, a 39-layer ViT-g, a 12-layer BERT-base Q-Former with
+    cross-attention every 2nd layer, 32 query tokens, BlipImageProcessor with CLIP's mean/std; Vicuna-7B / 13B. No
+    chat template, as there: the processor's constructor takes none, and the adapter writes the plain prompt
+    (``InstructBlipAdapter``). The ViT's own initializer_range (1e-10 by default) is raised to 0.02: near-zero
+    weights would hide the image."""
+    from transformers import (
+        InstructBlipConfig, InstructBlipForConditionalGeneration, InstructBlipProcessor,
+        InstructBlipQFormerConfig, InstructBlipVisionConfig,
+    )
+
+    tokenizer = _llava_tokenizer()  # Vicuna's: <s> first, </s> ends, <image> the query tokens' placeholder
+    bos, eos, pad, image = _ids(tokenizer, "<s>", "</s>", "<pad>", "<image>")
+    qformer_tokenizer = _qformer_tokenizer()
+    queries = 8
+    vision = InstructBlipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                      image_size=_TILE, patch_size=_PATCH, initializer_range=0.02)
+    qformer = InstructBlipQFormerConfig(vocab_size=len(qformer_tokenizer), hidden_size=32, num_hidden_layers=2,
+                                        num_attention_heads=2, intermediate_size=64, cross_attention_frequency=2,
+                                        pad_token_id=qformer_tokenizer.pad_token_id)
+    config = InstructBlipConfig(vision_config=vision, qformer_config=qformer,
+                                text_config=_llama_text(len(tokenizer), bos, eos, pad), num_query_tokens=queries,
+                                image_token_index=image)
+    image_processor = _image_processor_cls("BlipImageProcessor")(
+        size={"height": _TILE, "width": _TILE}, image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+    processor = InstructBlipProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                      qformer_tokenizer=qformer_tokenizer, num_query_tokens=queries)
+    return config, InstructBlipForConditionalGeneration, processor, dict(bos_token_id=bos, eos_token_id=eos,
+                                                                         pad_token_id=pad)
+
+
 # Matrices the model's own init leaves at zero, which in a random model would hide the image entirely: Gemma 3's
 # image projection (``Gemma3PreTrainedModel._init_weights`` zeroes ``mm_input_projection_weight``; trained
-# checkpoints load theirs).
-_ZERO_INIT = {"gemma3": ("model.multi_modal_projector.mm_input_projection_weight",)}
+# checkpoints load theirs), and InstructBLIP's query tokens (zeroed by ``InstructBlipPreTrainedModel._init_weights``:
+# every query would read the image alike).
+_ZERO_INIT = {"gemma3": ("model.multi_modal_projector.mm_input_projection_weight",),
+              "instructblip": ("query_tokens",)}
 
 _BUILDERS = {
     "llava": _build_llava,
@@ -494,6 +555,7 @@ _BUILDERS = {
     "gemma3": _build_gemma3,
     "idefics3": _build_idefics3,
     "internvl": _build_internvl,
+    "instructblip": _build_instructblip,
 }
 
 

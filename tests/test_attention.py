@@ -36,12 +36,12 @@ def _inputs(model, image):
 def test_with_nothing_to_edit_it_is_sdpa_and_eager(model, image):
     _, inputs = _inputs(model, image)
     with torch.inference_mode():
-        plain = model.model(**inputs).logits
+        plain = model.forward(**inputs).logits
         with lab_attention_for(model.model):
-            ours = model.model(**inputs).logits
-            ours_weights = model.model(**inputs, output_attentions=True).attentions
+            ours = model.forward(**inputs).logits
+            ours_weights = model.forward(**inputs, output_attentions=True).attentions
         model.model.set_attn_implementation("eager")
-        eager = model.model(**inputs, output_attentions=True)
+        eager = model.forward(**inputs, output_attentions=True)
         model.model.set_attn_implementation("sdpa")
     torch.testing.assert_close(ours, plain, atol=1e-6, rtol=0)
     torch.testing.assert_close(ours, eager.logits, atol=1e-6, rtol=0)
@@ -50,13 +50,37 @@ def test_with_nothing_to_edit_it_is_sdpa_and_eager(model, image):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
+def test_instructblip_runs_the_function_in_its_language_model_its_q_former_computing_as_under_sdpa(image, tmp_path):
+    """InstructBLIP: the run's attention function is the language model's (its attention weights come back, edits
+    act there); the vision tower and the Q-Former get none of the forward's keywords, so they compute what sdpa and
+    eager compute, whatever the kernel switch."""
+    from decoding.attention import NAME
+
+    model = load_model(build_tiny("instructblip", tmp_path, seed=0))
+    row, inputs = _inputs(model, image)
+    vision = {k: inputs[k] for k in ("pixel_values", "qformer_input_ids", "qformer_attention_mask")}
+    with torch.inference_mode():
+        plain = model.model.get_image_features(**vision).pooler_output
+        with lab_attention_for(model.model):
+            assert model.model.language_model.config._attn_implementation == NAME
+            ours = model.model.get_image_features(**vision).pooler_output
+            out = model.forward(**inputs, output_attentions=True)
+        model.model.set_attn_implementation("eager")
+        eager = model.model.get_image_features(**vision).pooler_output
+        model.model.set_attn_implementation("sdpa")
+    torch.testing.assert_close(ours, plain, atol=1e-6, rtol=0)
+    torch.testing.assert_close(eager, plain, atol=1e-6, rtol=0)
+    layers = model.model.config.text_config.num_hidden_layers
+    assert len(out.attentions) == layers and out.attentions[0].shape[-1] == row.length  # the language model's
+
+
 def test_amplification_raises_image_attention_on_its_layers_only(model, image):
     row, inputs = _inputs(model, image)
     edit = ImageAmplification(alpha=50.0, first_layer=1, first_step=0)  # large: a random model's scores are ~0
     control = LabControl({0: (row.image_token_positions, edit)})
     with torch.inference_mode(), lab_attention_for(model.model):
-        before = model.model(**inputs, output_attentions=True).attentions
-        after = model.model(**inputs, output_attentions=True, lab_control=control).attentions
+        before = model.forward(**inputs, output_attentions=True).attentions
+        after = model.forward(**inputs, output_attentions=True, lab_control=control).attentions
     image_keys = row.image_token_positions
     for layer, (a, b) in enumerate(zip(before, after, strict=True)):
         mass_before = float(a[0, :, -1, image_keys].sum(-1).mean())
@@ -104,8 +128,8 @@ def test_self_introspection_keeps_the_least_attended_image_tokens_from_its_layer
     edit = SelfIntrospection(keep=4, layer=1)
     control = LabControl({0: (image_keys, edit)})
     with torch.inference_mode(), lab_attention_for(model.model):
-        before = model.model(**inputs, output_attentions=True).attentions
-        after = model.model(**inputs, output_attentions=True, lab_control=control).attentions
+        before = model.forward(**inputs, output_attentions=True).attentions
+        after = model.forward(**inputs, output_attentions=True, lab_control=control).attentions
     # the keep set: the 4 image keys the last query attended least at layer 0, head mean (SID's CT2S)
     expected = image_keys[rules.sid_keep_tokens(before[0][0, :, -1, image_keys].float().mean(0), k=4)]
     assert torch.equal(control.kept[0], expected)
@@ -131,9 +155,9 @@ def test_blind_tokens_zero_the_other_image_embeddings_of_their_row_only(model, i
     with torch.inference_mode(), lab_attention_for(model.model):
         hook = decoder.register_forward_pre_hook(spy, with_kwargs=True)  # runs after the lab's own pre-hook
         try:
-            model.model(**batch)
+            model.forward(**batch)
             plain = seen["embeds"]
-            model.model(**batch, lab_control=control)
+            model.forward(**batch, lab_control=control)
             edited = seen["embeds"]
         finally:
             hook.remove()

@@ -261,6 +261,20 @@ def test_picking_a_token_shows_where_it_looked_and_its_candidates(shown):
     assert 'cd-selected" data-token="0"' in view.heatmaps.baseline  # the other side's pick stays outlined
 
 
+def test_a_model_whose_image_tokens_have_no_place_in_the_picture_says_so_instead_of_a_map(tmp_path):
+    """InstructBLIP's query tokens lie on no grid of the picture: no overlay, a caption saying why, with the share."""
+    from models import build_tiny, load_model
+
+    model = load_model(build_tiny("instructblip", tmp_path / "instructblip"))
+    comparison = compare(model, Image.new("RGB", (40, 30), "red"), "What is in the image?", "vcd", max_new_tokens=2,
+                         ignore_eos=True)
+    assert "original" in comparison.images and comparison.method_side.tokens[0].image_attention["grid"] is None
+    view = views.show_token(views.ShownRun(comparison), "method", 0, {}, "confidence")
+    assert view.attention is None and "Token 0:" in view.candidates
+    assert view.attention_caption.startswith("No map of where") and "learned queries" in view.attention_caption
+    assert "of its attention is on image tokens" in view.attention_caption
+
+
 @pytest.mark.parametrize("index", [None, -1, 99, "1"])
 def test_a_pick_outside_the_answer_shows_nothing(shown, index):
     view = views.show_token(shown, "baseline", index, {"method": None}, render.DEFAULT_COLOUR_MODE)

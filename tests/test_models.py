@@ -25,6 +25,7 @@ from models import (
 from models.adapters import (
     Gemma3Adapter,
     Idefics3Adapter,
+    InstructBlipAdapter,
     InternVLAdapter,
     LlavaAdapter,
     LlavaNextAdapter,
@@ -44,6 +45,7 @@ EXPECTED_ADAPTER = {
     "gemma3": Gemma3Adapter,
     "idefics3": Idefics3Adapter,
     "internvl": InternVLAdapter,
+    "instructblip": InstructBlipAdapter,
 }
 # The per-token inputs (besides input_ids) each family's rows carry.
 TOKEN_KEYS = {"qwen2_vl": {"mm_token_type_ids"}, "qwen2_5_vl": {"mm_token_type_ids"}, "qwen3_vl": {"mm_token_type_ids"},
@@ -89,9 +91,10 @@ def quadrant_image(size=64) -> Image.Image:
 
 
 def forward(adapter, input_ids, position_ids, attention_mask=None, **kwargs):
+    """The model's logits, through the adapter's forward (what the engine calls)."""
     with torch.no_grad():
-        return adapter.model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
-                             **kwargs).logits
+        return adapter.forward(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
+                               **kwargs).logits
 
 
 def row_logits(adapter, row: RowInputs) -> torch.Tensor:
@@ -134,7 +137,9 @@ def test_every_family_builds_and_reloads_with_its_adapter(adapters, tiny_dirs):
         assert adapter.token_piece(eos[0]) == adapter.tokenizer.eos_token
         files = set(os.listdir(tiny_dirs[family]))
         assert {"model.safetensors", "config.json", "processor_config.json", "tokenizer.json",
-                "generation_config.json", "chat_template.jinja"} <= files
+                "generation_config.json"} <= files
+        # InstructBLIP has no chat template (its processor takes none); its Q-Former's tokenizer is saved beside
+        assert ("chat_template.jinja" in files) == (family != "instructblip")
 
 
 def test_build_is_seeded(tmp_path):
@@ -159,14 +164,21 @@ def test_build_row_with_image(adapter, family):
     assert row.has_image and row.input_ids.shape == (1, row.length)
     expected_pos = (3, 1, row.length) if family.startswith("qwen") else (1, row.length)
     assert tuple(row.position_ids.shape) == expected_pos
-    rows, cols = row.image_grid
-    assert row.image_token_positions.numel() == rows * cols > 1
+    if family == "instructblip":  # the Q-Former's queries: no grid over the picture
+        assert row.image_grid is None
+        assert row.image_token_positions.tolist() == list(range(adapter.model.config.num_query_tokens))
+    else:
+        rows, cols = row.image_grid
+        assert row.image_token_positions.numel() == rows * cols > 1
     assert bool((row.input_ids[0, row.image_token_positions] == adapter.image_token_id).all())
     assert bool((row.image_token_positions.diff() == 1).all())  # one contiguous block, row-major
     text = adapter.tokenizer.decode(row.input_ids[0])
     assert QUESTION in text
     for key in ("pixel_values",) + (("image_sizes",) if "next" in family or "onevision" in family else ()):
         assert key in row.vision_kwargs
+    if family == "instructblip":
+        assert adapter.qformer_tokenizer.decode(row.vision_kwargs["qformer_input_ids"][0]) == (
+            "[CLS] " + QUESTION.lower() + " [SEP]")
     assert set(row.token_kwargs) == TOKEN_KEYS.get(family, set())
     for types in row.token_kwargs.values():  # 1 exactly at the image tokens
         assert types.shape == row.input_ids.shape
@@ -294,8 +306,8 @@ def test_incremental_decoding_continues_positions_with_max_plus_one(adapter):
         reference = model.generate(input_ids=row.input_ids, attention_mask=torch.ones_like(row.input_ids),
                                    **row.token_kwargs, **row.vision_kwargs, do_sample=False, max_new_tokens=steps,
                                    min_new_tokens=steps)[0, row.length:].tolist()
-        out = model(input_ids=row.input_ids, position_ids=row.position_ids, use_cache=True, **row.token_kwargs,
-                    **row.vision_kwargs)
+        out = adapter.forward(input_ids=row.input_ids, position_ids=row.position_ids, use_cache=True,
+                              **row.token_kwargs, **row.vision_kwargs)
         position, tokens = int(row.position_ids.max()) + 1, []
         for _ in range(steps):
             logits = out.logits[0, -1].clone()
@@ -303,10 +315,45 @@ def test_incremental_decoding_continues_positions_with_max_plus_one(adapter):
             token = logits.argmax()
             tokens.append(int(token))
             step_pos = torch.full((*row.position_ids.shape[:-1], 1), position, dtype=torch.long)
-            out = model(input_ids=token.view(1, 1), position_ids=step_pos, cache=out.cache,
-                        use_cache=True)
+            out = adapter.forward(input_ids=token.view(1, 1), position_ids=step_pos, cache=out.cache,
+                                  use_cache=True)
             position += 1
     assert tokens == reference
+
+
+def test_instructblip_prompt_queries_and_qformer_text(adapters):
+    """InstructBLIP: the plain prompt after the query tokens (no template, no roles), the Q-Former reading the same
+    text, a batch's Q-Former texts padded on the right (each row's logits as alone), and the text cut to the
+    Q-Former's positions."""
+    adapter = adapters["instructblip"]
+    assert adapter.prompt_text("Hi?", with_image=True, system="Be nice.", context="A kitchen.") == (
+        "Be nice. A kitchen.\n\nHi?")
+    row = adapter.build_row("Hi?", noise_image())
+    queries = adapter.model.config.num_query_tokens
+    assert adapter.tokenizer.decode(row.input_ids[0]) == "<image>" * queries + "<s>Hi?"
+    short, long = row, adapter.build_row("Describe the picture in detail, please, every object in it.", noise_image(1))
+    merged = adapter.batch_vision_kwargs([short.vision_kwargs, long.vision_kwargs])
+    width = long.vision_kwargs["qformer_input_ids"].shape[-1]
+    assert merged["qformer_input_ids"].shape == (2, width) > short.vision_kwargs["qformer_input_ids"].shape
+    assert not merged["qformer_attention_mask"][0, short.vision_kwargs["qformer_input_ids"].shape[-1]:].any()
+    assert set(merged["qformer_input_ids"][0, short.vision_kwargs["qformer_input_ids"].shape[-1]:].tolist()) == {
+        adapter.qformer_tokenizer.pad_token_id}
+    logits = forward(adapter, **left_pad_batch(adapter, [short, long]))
+    for i, r in enumerate((short, long)):
+        torch.testing.assert_close(logits[i, -1], row_logits(adapter, r)[0, -1], rtol=0, atol=TOL)
+    limit = adapter.model.config.qformer_config.max_position_embeddings
+    cut = adapter.build_row("a cat " * limit, noise_image()).vision_kwargs["qformer_input_ids"]
+    assert cut.shape[-1] == limit and int(cut[0, -1]) == adapter.qformer_tokenizer.sep_token_id
+    assert adapter.image_projector() is adapter.model.language_projection
+
+
+def test_instructblip_with_an_encoder_decoder_language_model_is_refused(tmp_path):
+    from transformers import InstructBlipConfig, T5Config
+
+    text = T5Config(vocab_size=64, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+    InstructBlipConfig(text_config=text.to_dict()).save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="encoder-decoder.*not supported.*Vicuna"):
+        load_model(tmp_path)
 
 
 def test_gemma3_image_block_attends_both_ways(adapters):

@@ -3,6 +3,7 @@
 from .base import FamilyAdapter, RowInputs
 from .gemma3 import Gemma3Adapter
 from .idefics3 import Idefics3Adapter
+from .instructblip import InstructBlipAdapter
 from .internvl import InternVLAdapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
@@ -20,6 +21,7 @@ ADAPTERS: dict[str, type[FamilyAdapter]] = {
     "gemma3": Gemma3Adapter,
     "idefics3": Idefics3Adapter,
     "internvl": InternVLAdapter,
+    "instructblip": InstructBlipAdapter,
 }
 
 SUPPORTED_FAMILIES: tuple[str, ...] = tuple(ADAPTERS)
@@ -30,6 +32,7 @@ __all__ = [
     "FamilyAdapter",
     "Gemma3Adapter",
     "Idefics3Adapter",
+    "InstructBlipAdapter",
     "InternVLAdapter",
     "RowInputs",
     "LlavaAdapter",
