@@ -26,9 +26,12 @@ class RowInputs:
                     the engine left-pads them with zeros.
     vision_kwargs:  the pixel tensors and their metadata for this row (``pixel_values``, ``image_sizes``,
                     ``image_grid_thw`` ...); empty for a text-only row.
-    image_token_positions: (N,) indices into the row of the image tokens whose attention is shown, in row-major
-                    order over ``image_grid``; empty for a text-only row.
-    image_grid:     (rows, cols) of those N tokens, ``rows * cols == N``; None for a text-only row.
+    image_token_positions: (N,) indices into the row of the image tokens whose attention is shown (and which
+                    PAI, SID, AvisC, OPERA and ECD act on), in row-major order over ``image_grid`` where there is one;
+                    empty for a text-only row.
+    image_grid:     (rows, cols) of those N tokens, ``rows * cols == N``; None for a text-only row, and for an image
+                    row whose image tokens have no place in the picture (InstructBLIP's Q-Former queries: each reads
+                    the whole image), which then has no attention heatmap, only its share of attention on them.
     """
 
     input_ids: torch.Tensor
@@ -166,3 +169,21 @@ class FamilyAdapter:
         return {
             k: v.to(self.device, dtype=self.dtype if v.is_floating_point() else None) for k, v in tensors.items()
         }
+
+    # ---- running the model ---------------------------------------------------------------------------------------
+    def forward(self, **inputs):
+        """One forward of the model as ``decoding`` runs it, and its language model's output (``logits``, ``cache``,
+        and ``hidden_states`` / ``attentions`` when asked for).
+
+        inputs: the batch's per-token tensors (``input_ids``, ``attention_mask``, ``position_ids``, the rows'
+        ``token_kwargs``), the merged ``vision_kwargs`` in a forward that reads the image (a prefill; none in a cached
+        step, which feeds only new tokens), and the run's options (``cache``, ``use_cache``, ``logits_to_keep``,
+        ``output_attentions``, ``output_hidden_states``, ``lab_control``, ``return_dict``). Default: the model itself,
+        which skips its vision tower when no pixels are given.
+        """
+        return self.model(**inputs)
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Refuse (ValueError, saying why) a checkpoint of this family that the adapter cannot run, before its weights
+        are loaded; ``config`` is the checkpoint's. Default: every one runs."""
