@@ -159,7 +159,7 @@ def adapter_nll(adapter, max_rows: int | None = None) -> NLL:
         ids = [text_ids(adapter, answer) for answer in answers]
         out: list = [None] * len(rows)
         for bucket in buckets(rows, max_rows):
-            logits = adapter.model(**stacked(adapter, [rows[i] for i in bucket], [ids[i] for i in bucket])).logits
+            logits = adapter.forward(**stacked(adapter, [rows[i] for i in bucket], [ids[i] for i in bucket])).logits
             for j, i in enumerate(bucket):
                 at = rows[i].length - 1  # the position that predicts the answer's first token
                 target = torch.tensor(ids[i], device=logits.device)

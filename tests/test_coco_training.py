@@ -170,7 +170,7 @@ def test_bad_or_missing_files_are_refused_with_a_message_naming_them(fixture, tm
     assert "run it without the --coco flags" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "instructblip"])
 def test_ecd_trains_on_coco_and_the_detector_decodes(family, fixture, tmp_path, capfd):
     options = ["--epochs", "2", "--batch", "64", "--rank", "4", "--description-tokens", "6", "--rows", "4"]
     path, argv = train_tiny(ecd_train, family, fixture, tmp_path, options)
@@ -189,7 +189,7 @@ def test_ecd_trains_on_coco_and_the_detector_decodes(family, fixture, tmp_path, 
     assert ecd_train.main(bad) == 2 and "none.json' does not exist" in capfd.readouterr().err
 
 
-@pytest.mark.parametrize("family", ["llava", "idefics3"])
+@pytest.mark.parametrize("family", ["llava", "idefics3", "instructblip"])
 def test_dcd_trains_on_coco_and_its_copies_decode(family, fixture, tmp_path, capfd):
     options = ["--steps", "3", "--batch", "4", "--held-out", "6", "--log-every", "1", "--save-every", "1"]
     path, argv = train_tiny(dcd_train, family, fixture, tmp_path, options)
