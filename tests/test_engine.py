@@ -32,7 +32,7 @@ def model(request, tmp_path_factory):
 
 
 def _refused_here(adapter, method: str, call) -> bool:
-    """DCD on a family without a separate image projector (Qwen-VL, Idefics3) is refused, with a message saying
+    """DCD on a family without a separate image projector (Qwen-VL) is refused, with a message saying
     so; True when it was (the test has nothing more to check)."""
     if method != "dcd" or adapter.image_projector() is not None:
         return False
