@@ -284,7 +284,8 @@ class _Request:
         return cls(image, question, original, distorted, seed, sampling.do_sample)
 
     def branch_request(self, model: FamilyAdapter, progress: ProgressFn | None = None) -> BranchRequest:
-        return BranchRequest(model, self.image, self.question, self.original, self.seed, progress, self.do_sample)
+        return BranchRequest(model, self.image, self.question, self.original, self.seed, progress, self.do_sample,
+                             self.distorted)
 
 
 def _check_length(model: FamilyAdapter, rows: list, max_new_tokens: int) -> None:

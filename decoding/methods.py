@@ -131,7 +131,9 @@ ECD_LAM_SOURCE = "ours: chosen on the embedded model's validation world (MODEL_C
 # ---- the record ------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BranchRequest:
-    """What a method's branch construction may use: the model, the request, its original row, the run's seed."""
+    """What a method's branch construction may use: the model, the request, its original row, the run's seed, and
+    the noised twin visual dependence is measured against (None when it is not): a method that edits its original
+    row's image (DCD's positive projection) edits that twin the same way, so that the two differ by the noise only."""
 
     adapter: FamilyAdapter
     image: Image.Image
@@ -140,6 +142,7 @@ class BranchRequest:
     seed: int
     progress: branch_rows.ProgressFn | None = None
     do_sample: bool = False
+    distorted: RowInputs | None = None
 
 
 @dataclass
@@ -492,6 +495,8 @@ def _decoupled_projections(request: BranchRequest, params: dict) -> Branches:
     edits = {"negative": projected_image_embeddings(adapter, row, copies["negative"])}
     if not params["variant"]:
         edits["original"] = projected_image_embeddings(adapter, row, copies["positive"])
+        if request.distorted is not None:  # visual dependence: the noised image through the same positive copy
+            edits["distorted"] = projected_image_embeddings(adapter, request.distorted, copies["positive"])
     info = {"projectors": dcd_folder(adapter.model_id), "variant": "neg-only" if params["variant"] else "pos+neg",
             "replaced_image_tokens": int(edits["negative"].offsets.numel())}
     return Branches({"negative": row}, info, attention_edits=edits)

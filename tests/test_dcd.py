@@ -133,6 +133,16 @@ def test_trained_copies_change_the_rows_and_the_variants_differ(family, request,
     assert result[0].sides[1].roles.keys() >= {"original", "negative"}
 
 
+def test_visual_dependence_in_pos_neg_compares_the_positive_projection_of_both_images(llava, image):
+    # A positive copy that projects every image to zeros: the image and its noised twin then reach the language
+    # model alike, so the method side's visual dependence is 0 at every token, if the twin went through that copy too.
+    own = llava.image_projector().state_dict()
+    _write_copies(llava, {"positive": {k: torch.zeros_like(v) for k, v in own.items()}, "negative": own})
+    result = compare(llava, image, QUESTION, "dcd", max_new_tokens=4, ignore_eos=True, visual_dependence=True)
+    assert [t.visual_dependence for t in result.method_side.tokens] == pytest.approx([0.0] * 4, abs=1e-5)
+    assert any(abs(t.visual_dependence) > 1e-3 for t in result.baseline.tokens)  # the noise does matter here
+
+
 def test_refusals_say_how_to_train(llava, image, tmp_path, monkeypatch):
     plain = load_model(build_tiny("llava", tmp_path / "untrained", seed=3))
     with pytest.raises(DCDMissing, match="python -m eval.dcd_train") as refused:
