@@ -14,8 +14,9 @@ import unicodedata
 from collections.abc import Iterable
 
 WORD_JOINER = "\u2060"
-# Role words of plain-text chat templates (LLaVA-1.5's "USER: ... ASSISTANT:"): a word of capitals and a colon.
-_ROLE_WORD = re.compile(r"\b[A-Za-z][A-Za-z_]*:")
+# Role words of plain-text chat templates: a word and a colon (LLaVA-1.5's "USER: ... ASSISTANT:"), a bracketed
+# word (Llama 2's and Mistral's "[INST] ... [/INST]", plain text to their tokenizers) and Llama 2's "<<SYS>>" markers.
+_ROLE_WORD = re.compile(r"\b[A-Za-z][A-Za-z_]*:|\[/?[A-Za-z][A-Za-z_]*\]|<</?[A-Za-z][A-Za-z_]*>>")
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -46,7 +47,7 @@ def replace_surrogates(text: str) -> str:
 
 
 def role_words(template_text: str) -> set[str]:
-    """The role words (``USER:``) of a rendered chat prompt's own text."""
+    """The role words (``USER:``, ``[/INST]``, ``<<SYS>>``) of a rendered chat prompt's own text."""
     return set(_ROLE_WORD.findall(template_text))
 
 
