@@ -152,8 +152,30 @@ class FamilyAdapter:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     def token_piece(self, token_id: int) -> str:
-        """The text of one token as it appears in the answer (spaces kept)."""
-        return self.tokenizer.decode([int(token_id)], skip_special_tokens=False)
+        """The text of one token as it appears inside an answer (spaces kept).
+
+        Decoded after an anchor token and the anchor's text taken off: a SentencePiece tokenizer's decoder drops the
+        leading space of a text's first piece (Llama's and Mistral's ``Strip(" ", 1, 0)``, a ``Metaspace`` decoder's
+        first "▁"), so "▁cat" alone decodes to "cat" and a candidate list or a yes/no piece would lose its space."""
+        token_id = int(token_id)
+        anchor = self._piece_anchor
+        if anchor is not None:
+            alone = self.tokenizer.decode([anchor], skip_special_tokens=False)
+            both = self.tokenizer.decode([anchor, token_id], skip_special_tokens=False)
+            if alone and both.startswith(alone):
+                return both[len(alone):]
+        return self.tokenizer.decode([token_id], skip_special_tokens=False)
+
+    @property
+    def _piece_anchor(self) -> int | None:
+        """A special token to decode pieces after (the BOS, EOS or pad token: its text is its own, and nothing merges
+        with it), or None where the tokenizer has none."""
+        tokenizer = self.tokenizer
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(tokenizer, name, None)
+            if isinstance(value, int):
+                return value
+        return None
 
     @property
     def device(self) -> torch.device:
