@@ -569,10 +569,17 @@ def build_tiny(family: str, save_dir: str | os.PathLike, seed: int = 0) -> str:
     """
     if family not in _BUILDERS:
         raise ValueError(f"Unknown tiny family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
+    return save_built(family, _BUILDERS[family](family), save_dir, seed)
+
+
+def save_built(family: str, built: tuple, save_dir: str | os.PathLike, seed: int) -> str:
+    """Instantiate a builder's ``(config, model class, processor, special token ids)`` with seeded random weights
+    (the global RNG left untouched; ``_ZERO_INIT`` matrices drawn, the EOS rows scaled by ``_EOS_SCALE``) and save
+    model, generation config and processor into ``save_dir``; returns the folder's path."""
     from transformers import GenerationConfig
 
     save_dir = os.fspath(save_dir)
-    config, model_cls, processor, special_ids = _BUILDERS[family](family)
+    config, model_cls, processor, special_ids = built
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_cls(config).eval()

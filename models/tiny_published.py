@@ -27,13 +27,10 @@ from __future__ import annotations
 import json
 import os
 
-import torch
 
 from models._processors import processor_class
 from models.tiny import (
     _CORPUS,
-    _EOS_SCALE,
-    _ZERO_INIT,
     GEMMA3_CHAT_TEMPLATE,
     IDEFICS3_CHAT_TEMPLATE,
     LLAVA_CHAT_TEMPLATE,
@@ -42,6 +39,7 @@ from models.tiny import (
     QWEN_CHAT_TEMPLATE,
     _ids,
     _image_processor_cls,
+    save_built,
 )
 
 PUBLISHED_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3",
@@ -579,21 +577,4 @@ def build_published(family: str, save_dir: str | os.PathLike, seed: int = 0) -> 
     """
     if family not in _BUILDERS:
         raise ValueError(f"Unknown published family {family!r}; choose one of {', '.join(PUBLISHED_FAMILIES)}")
-    from transformers import GenerationConfig
-
-    save_dir = os.fspath(save_dir)
-    config, model_cls, processor, special_ids = _BUILDERS[family](family)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = model_cls(config).eval()
-        with torch.no_grad():
-            for name in _ZERO_INIT.get(family, ()):
-                model.get_parameter(name).normal_(0.0, config.initializer_range)
-    eos = special_ids["eos_token_id"]
-    with torch.no_grad():
-        model.get_output_embeddings().weight[eos if isinstance(eos, list) else [eos]] *= _EOS_SCALE
-    model.generation_config = GenerationConfig(**special_ids)
-    os.makedirs(save_dir, exist_ok=True)
-    model.save_pretrained(save_dir)
-    processor.save_pretrained(save_dir)
-    return save_dir
+    return save_built(family, _BUILDERS[family](family), save_dir, seed)
