@@ -40,7 +40,7 @@ from models.adapters.base import FamilyAdapter, RowInputs
 
 from . import rules
 from .engine import Combination, _eager_attention, _RowGroup
-from .trace import BranchView, TokenTrace, top_candidates
+from .trace import BranchView, TokenTrace, streamed_piece, top_candidates
 
 _DROPPED = -1.0e9  # transformers' score for a continuation that may not go on (utils.py _beam_search)
 
@@ -167,7 +167,13 @@ class BeamSearch:
             _, best, reason = state.finished[0]
         else:
             best, reason = state.beams[0], "stopped"
-        return BeamEvent(iteration, list(best.traces), best.text, done=True, stop_reason=reason)
+        traces, text = list(best.traces), best.text
+        whole = self.adapter.decode(best.tokens)
+        rest = whole[len(text):] if traces and whole.startswith(text) else ""
+        if rest:  # an unfinished character's bytes, held back while the answer went on (``streamed_piece``)
+            traces[-1] = dataclasses.replace(traces[-1], piece=traces[-1].piece + rest)
+            text += rest
+        return BeamEvent(iteration, traces, text, done=True, stop_reason=reason)
 
     # -- one step ------------------------------------------------------------------------------------------------
     def _choose(self, state: _State, step: int, again: bool):
@@ -282,8 +288,7 @@ class BeamSearch:
         """The beam continuing ``parent`` with ``token``, with that token's trace."""
         before = state.beams[parent]
         tokens = [*before.tokens, token]
-        text = self.adapter.decode(tokens)
-        piece = text[len(before.text) :] if text.startswith(before.text) else self.adapter.decode([token])
+        piece, text = streamed_piece(self.adapter.decode(tokens), before.text, self.adapter.decode([token]))
         piece_of = self.adapter.token_piece
         original = torch.log_softmax(state.logits[parent].float(), dim=-1)
         final = log_probs[parent]

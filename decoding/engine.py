@@ -26,7 +26,7 @@ from models.adapters.base import FamilyAdapter, RowInputs
 
 from .attention import Edit, LabControl, lab_attention_for
 from .sampling import SamplingConfig, check_max_new_tokens
-from .trace import BranchView, TokenTrace, first_top_layer, top_candidates
+from .trace import BranchView, TokenTrace, first_top_layer, streamed_piece, top_candidates
 
 
 @dataclass
@@ -452,6 +452,8 @@ class Engine:
                         event.finished[name] = s.finish("eos")
                     elif step + 1 == max_new_tokens:
                         event.finished[name] = s.finish("max_new_tokens")
+                    if s.finished:
+                        token_trace.piece += s.flush()
                 if all(s.finished for s in state.values()):
                     yield event
                     return
@@ -549,11 +551,17 @@ class _SideState:
         return first_top_layer({**early_exits, max(early_exits): logits}, token)
 
     def _append(self, token: int) -> str:
-        """Add a token; its piece is what it adds to the decoded answer (keeps the spaces single-token decodes drop)."""
+        """Add a token; its piece is what it adds to the decoded answer (keeps the spaces single-token decodes drop;
+        ``trace.streamed_piece``: a byte of a character split over tokens adds nothing until the character is whole)."""
         self.tokens.append(token)
-        text = self.adapter.decode(self.tokens)
-        piece = text[len(self.text) :] if text.startswith(self.text) else self.adapter.decode([token])
-        self.text = text
+        piece, self.text = streamed_piece(self.adapter.decode(self.tokens), self.text, self.adapter.decode([token]))
+        return piece
+
+    def flush(self) -> str:
+        """At the end of the answer: the text still held back (an unfinished character's U+FFFD), now given out."""
+        rest = self.adapter.decode(self.tokens)
+        piece = rest[len(self.text):] if rest.startswith(self.text) else ""
+        self.text += piece
         return piece
 
 

@@ -95,6 +95,27 @@ class SideResult:
         }
 
 
+def streamed_piece(decoded: str, shown: str, alone: str) -> tuple[str, str]:
+    """(the piece a new token adds to the answer, the answer's text now shown), from the whole answer ``decoded``
+    with that token and the text ``shown`` before it (``alone``: the token decoded by itself, the piece when the
+    decoding of the longer answer does not extend the shorter one).
+
+    A character whose UTF-8 bytes are split over byte tokens (an emoji in Llama's byte fallback or byte-level BPE)
+    decodes to U+FFFD until its last byte arrives: up to three trailing U+FFFD are held back, so those tokens add
+    "" and the one that completes the character adds it whole.
+
+    >>> streamed_piece("A \ufffd", "A ", "\ufffd")      # the emoji's first byte: nothing yet
+    ('', 'A ')
+    >>> streamed_piece("A 😀", "A ", "\ufffd")           # its last byte: the whole character
+    ('😀', 'A 😀')
+    """
+    held = len(decoded) - len(decoded.rstrip("\ufffd"))
+    visible = decoded[: len(decoded) - min(held, 3)]
+    if visible.startswith(shown):
+        return visible[len(shown):], visible
+    return alone, visible
+
+
 def top_candidates(probs: torch.Tensor, piece_of, k: int = TOP_K) -> list[Candidate]:
     """The k most probable tokens of a 1-D probability vector."""
     k = min(k, probs.numel())

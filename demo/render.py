@@ -129,15 +129,27 @@ def visible_piece(piece: str) -> str:
     return "".join(out)
 
 
-def token_label(index: int, token: TokenTrace) -> str:
+HELD_BYTE = "⋯"  # a token that adds no text yet: a byte of a character that a later token completes
+
+
+def answer_piece(side: SideResult, index: int) -> str:
+    """Token ``index`` of an answer as shown: ``visible_piece``, except that an empty piece before the last token is
+    a byte of a character split over tokens (its text comes with the token that completes it), not the end."""
+    piece = side.tokens[index].piece
+    if piece == "" and index < len(side.tokens) - 1:
+        return HELD_BYTE
+    return visible_piece(piece)
+
+
+def token_label(index: int, side: SideResult) -> str:
     """How a token is named in the token pickers: its position and its text in quotes (spaces show)."""
-    return f"{index}: “{visible_piece(token.piece)}”"
+    return f"{index}: “{answer_piece(side, index)}”"
 
 
 def token_choices(side: SideResult | None) -> list[tuple[str, int]]:
     if side is None:
         return []
-    return [(token_label(i, t), i) for i, t in enumerate(side.tokens)]
+    return [(token_label(i, side), i) for i in range(len(side.tokens))]
 
 
 def _signed(value: float | None, unit: str = "") -> str:
@@ -197,7 +209,7 @@ def heatmap_html(
         spans.append(
             f'<span class="{" ".join(classes)}" data-token="{index}" '
             f'style="background-color: {scale.colour(token_value(token, scale.mode))}" '
-            f'title="{html.escape(tooltip)}">{html.escape(visible_piece(token.piece))}</span>'
+            f'title="{html.escape(tooltip)}">{html.escape(answer_piece(side, index))}</span>'
         )
         if mark is not None:
             spans.append(f'<sup class="cd-mark cd-mark-{mark}" title="{mark}">{MARK_SYMBOLS[mark]}</sup>')
@@ -253,9 +265,10 @@ def legend_html(scale: Scale) -> str:
     )
 
 
-def candidates_html(token: TokenTrace | None) -> str:
+def candidates_html(token: TokenTrace | None, shown_piece: str | None = None) -> str:
     """A token's top candidates under each branch and in the final distribution (one column each, the chosen token
-    highlighted), with its per-step numbers above."""
+    highlighted), with its per-step numbers above; ``shown_piece``: the token as its answer shows it
+    (``answer_piece``), by default ``visible_piece`` of its piece."""
     if token is None:
         return '<div class="cd-candidates cd-empty">Select a token to see its candidates.</div>'
     views = [(ROLE_LABELS.get(role, role), view) for role, view in token.branches.items()]
@@ -285,7 +298,8 @@ def candidates_html(token: TokenTrace | None) -> str:
     if token.early_exit is not None:
         facts.append(_first_top_text(token.early_exit))
     facts += [f"{STEP_SCALARS[name].symbol} = {value:.3f}" for name, value in token.scalars.items()]
-    header = f"<b>Token {token.step}: “{html.escape(visible_piece(token.piece))}”</b> · " + " · ".join(
+    shown_piece = visible_piece(token.piece) if shown_piece is None else shown_piece
+    header = f"<b>Token {token.step}: “{html.escape(shown_piece)}”</b> · " + " · ".join(
         map(html.escape, facts)
     )
     return (
@@ -295,17 +309,18 @@ def candidates_html(token: TokenTrace | None) -> str:
     )
 
 
-def attention_caption(token: TokenTrace | None) -> str:
+def attention_caption(token: TokenTrace | None, shown_piece: str | None = None) -> str:
     if token is None:
         return "Where the token looked (select a token)"
     if not token.image_attention:
         return "Image attention was not recorded for this token"
     share = token.image_attention.get("share")
     share_text = "" if share is None else f"; {share:.0%} of its attention is on image tokens"
+    shown_piece = visible_piece(token.piece) if shown_piece is None else shown_piece
     if token.image_attention.get("grid") is None:  # learned queries (InstructBLIP's Q-Former), not patches
-        return (f"No map of where “{visible_piece(token.piece)}” looked: this model's image tokens are learned "
+        return (f"No map of where “{shown_piece}” looked: this model's image tokens are learned "
                 f"queries that each read the whole picture, not patches of it{share_text}")
-    return f"Where “{visible_piece(token.piece)}” looked{share_text}"
+    return f"Where “{shown_piece}” looked{share_text}"
 
 
 def method_title(method: str) -> str:

@@ -82,8 +82,9 @@ def show_token(
     its candidates, and the heatmaps with every pick outlined."""
     answer = side(shown, side_name)
     token: TokenTrace | None = None
+    shown_piece = None
     if answer is not None and isinstance(index, int) and 0 <= index < len(answer.tokens):
-        token = answer.tokens[index]
+        token, shown_piece = answer.tokens[index], render.answer_piece(answer, index)
     overlay = None
     grid = token.image_attention.get("grid") if token is not None and token.image_attention else None
     if grid is not None and "original" in shown.comparison.images:  # None: image tokens with no place in the picture
@@ -91,7 +92,8 @@ def show_token(
     picks = {**others, side_name: index}
     selected = tuple(picks.get(name) for name in SIDES)
     return TokenView(
-        heatmaps(shown, colour_by, selected), overlay, render.attention_caption(token), render.candidates_html(token)
+        heatmaps(shown, colour_by, selected), overlay, render.attention_caption(token, shown_piece),
+        render.candidates_html(token, shown_piece),
     )
 
 

@@ -224,6 +224,19 @@ def test_token_text_is_escaped_and_made_visible():
     assert "<script>" not in render.candidates_html(token)
 
 
+def test_a_byte_held_back_mid_answer_is_not_shown_as_the_end():
+    from decoding.trace import BranchView, SideResult, TokenTrace
+
+    view = BranchView(0.5, [])
+    pieces = ["A", "", " 😀", ""]  # the emoji's first byte adds nothing; the answer ends on EOS
+    tokens = [TokenTrace(i, i, piece, {"original": view}, view, 1, False) for i, piece in enumerate(pieces)]
+    side = SideResult("method", "vcd", "A 😀", tokens, True, "eos")
+    assert [render.answer_piece(side, i) for i in range(4)] == ["A", render.HELD_BYTE, " 😀", "∎"]
+    assert [label for label, _ in render.token_choices(side)][1] == f"1: “{render.HELD_BYTE}”"
+    assert f">{render.HELD_BYTE}</span>" in render.heatmap_html(side, render.Scale("visual_dependence", -1, 1))
+    assert f"“{render.HELD_BYTE}”" in render.candidates_html(tokens[1], render.answer_piece(side, 1))
+
+
 def test_candidates_show_every_branch_and_the_final_distribution(comparison):
     token = comparison.method_side.tokens[0]
     markup = render.candidates_html(token)
