@@ -88,9 +88,10 @@ def test_comparison_streams_token_by_token_and_ends_with_both_answers_and_the_tr
     # The app renders exactly what the library computes for the same request.
     direct = compare(pool.get(pool.default), Image.open(CAT), "What is in the picture?", "vcd", max_new_tokens=10)
     assert (baseline["text"], method_side["text"]) == (direct.baseline.text, direct.method_side.text)
-    from demo.render import visible_piece
+    from demo.render import answer_piece
 
-    assert panel_text(final[METHOD_HTML]) == "".join(visible_piece(t.piece) for t in direct.method_side.tokens)
+    side = direct.method_side
+    assert panel_text(final[METHOD_HTML]) == "".join(answer_piece(side, i) for i in range(len(side.tokens)))
 
 
 def test_method_parameters_and_branch_inputs_reach_the_run(served):
