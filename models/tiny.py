@@ -159,6 +159,10 @@ QWEN3_CHAT_TEMPLATE = QWEN_CHAT_TEMPLATE.replace(
     "",
 )
 
+# InternVL (OpenGVLab/InternVL3-1B-hf's chat_template.jinja): ChatML without a default system turn, the image
+# "<IMG_CONTEXT>\n" before the text (the processor expands it to <img>, the tiles' <IMG_CONTEXT> tokens, </img>).
+INTERNVL_CHAT_TEMPLATE = QWEN3_CHAT_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<IMG_CONTEXT>\n")
+
 # Gemma 3 (google/gemma-3-4b-it's chat_template): <bos>, turns "<start_of_turn>user|model\n ... <end_of_turn>\n", a
 # system text at the start of the first user turn, <start_of_image> where the image is, texts trimmed.
 GEMMA3_CHAT_TEMPLATE = (
@@ -211,6 +215,8 @@ _PINPOINTS = [[32, 64], [64, 32], [64, 64]]
 _QWEN_PATCH, _QWEN_MERGE = 8, 2  # Qwen: 16 px per merged token
 _QWEN_MIN_PIXELS, _QWEN_MAX_PIXELS = 16 * 16, 64 * 64
 _EOS_SCALE = 2.0  # the EOS row of the output layer is scaled so that some greedy answers end on their own
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # OpenAI CLIP's normalisation (CLIPImageProcessor's defaults)
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 def _image_processor_cls(name: str):
@@ -473,9 +479,8 @@ def _build_internvl(family):
         size={"height": _TILE, "width": _TILE}, crop_to_patches=True, min_patches=1, max_patches=4,
         image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
     )
-    template = QWEN3_CHAT_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<IMG_CONTEXT>\n")
     processor = processor_class(InternVLProcessor)(image_processor=image_processor, tokenizer=tokenizer,
-                                                   image_seq_length=tokens, chat_template=template)
+                                                   image_seq_length=tokens, chat_template=INTERNVL_CHAT_TEMPLATE)
     return config, InternVLForConditionalGeneration, processor, dict(eos_token_id=eos, pad_token_id=pad)
 
 
@@ -529,8 +534,7 @@ def _build_instructblip(family):
                                 text_config=_llama_text(len(tokenizer), bos, eos, pad), num_query_tokens=queries,
                                 image_token_index=image)
     image_processor = _image_processor_cls("BlipImageProcessor")(
-        size={"height": _TILE, "width": _TILE}, image_mean=[0.48145466, 0.4578275, 0.40821073],
-        image_std=[0.26862954, 0.26130258, 0.27577711],
+        size={"height": _TILE, "width": _TILE}, image_mean=CLIP_MEAN, image_std=CLIP_STD,
     )
     processor = InstructBlipProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                       qformer_tokenizer=qformer_tokenizer, num_query_tokens=queries)

@@ -27,12 +27,14 @@ from __future__ import annotations
 import json
 import os
 
-
 from models._processors import processor_class
 from models.tiny import (
     _CORPUS,
+    CLIP_MEAN,
+    CLIP_STD,
     GEMMA3_CHAT_TEMPLATE,
     IDEFICS3_CHAT_TEMPLATE,
+    INTERNVL_CHAT_TEMPLATE,
     LLAVA_CHAT_TEMPLATE,
     ONEVISION_CHAT_TEMPLATE,
     QWEN3_CHAT_TEMPLATE,
@@ -64,8 +66,6 @@ PUBLISHED_CHECKPOINTS = {
 # CLIP ViT-L/14-336 (llava-1.5-7b-hf and llava-v1.6-mistral-7b-hf config.json vision_config: image_size 336,
 # patch_size 14; preprocessor_config.json: shortest_edge 336, crop 336 x 336, OpenAI CLIP mean/std, resample 3).
 CLIP_SIZE, CLIP_PATCH = 336, 14
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 # llava-v1.6-mistral-7b-hf config.json / preprocessor_config.json image_grid_pinpoints.
 NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 # llava-onevision-qwen2-0.5b-ov-hf config.json: SigLIP so400m at 384 px, patch 14 (27 x 27 = 729 tokens a tile);
@@ -118,14 +118,14 @@ def _padded(n: int, multiple: int = 64) -> int:
 _WORDS = "USER: ASSISTANT: User: Assistant: user assistant model system [INST] [/INST]"
 
 
-def _trained_pieces(pre_tokenizer, vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """BPE pieces and merges trained on the tiny corpus with ``pre_tokenizer``, special tokens left out."""
+def _trained_pieces(pre_tokenizer, vocab_size: int, alphabet=()) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """BPE pieces and merges trained on the tiny corpus with ``pre_tokenizer`` (``alphabet``: pieces always kept),
+    special tokens left out."""
     from tokenizers import Tokenizer, models, trainers
 
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizer
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False, **(
-        {"initial_alphabet": _byte_alphabet()} if _is_byte_level(pre_tokenizer) else {}))
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False, initial_alphabet=alphabet)
     lines = [line for line in _CORPUS.splitlines() if line] + [_WORDS]
     tok.train_from_iterator(lines * 3, trainer)
     model = json.loads(tok.to_str())["model"]
@@ -133,14 +133,18 @@ def _trained_pieces(pre_tokenizer, vocab_size: int) -> tuple[dict[str, int], lis
     return dict(sorted(model["vocab"].items(), key=lambda item: item[1])), merges
 
 
-def _byte_alphabet():
+def _byte_level():
+    """Qwen's and Llama 3's pre-tokenizer: GPT-2's byte-level split, no prefix space."""
     from tokenizers import pre_tokenizers
 
-    return pre_tokenizers.ByteLevel.alphabet()
+    return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
 
 
-def _is_byte_level(pre_tokenizer) -> bool:
-    return "ByteLevel" in repr(pre_tokenizer)
+def _byte_level_pieces() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Byte-level BPE pieces and merges, every byte's piece among them."""
+    from tokenizers import pre_tokenizers
+
+    return _trained_pieces(_byte_level(), 640, alphabet=pre_tokenizers.ByteLevel.alphabet())
 
 
 def _sentencepiece_vocab(head: list[str], vocab_size: int = 500) -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -211,10 +215,9 @@ def _qwen2_tokenizer(specials: list[str], *, eos="<|im_end|>", extra_special_tok
     Qwen3-VL-2B-Instruct, llava-onevision-qwen2-0.5b-ov-hf and InternVL3-1B-hf tokenizer_config.json): "Ġ" for a
     space, no BOS, eos <|im_end|>, pad <|endoftext|>; ``specials`` are the added tokens after <|endoftext|>
     <|im_start|> <|im_end|>, in their published order."""
-    from tokenizers import pre_tokenizers
     from transformers import Qwen2Tokenizer
 
-    vocab, merges = _trained_pieces(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True), 640)
+    vocab, merges = _byte_level_pieces()
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, bos_token=None, eos_token=eos,
                                pad_token="<|endoftext|>", extra_special_tokens=extra_special_tokens or {})
     _special(tokenizer, ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *specials])
@@ -224,13 +227,12 @@ def _qwen2_tokenizer(specials: list[str], *, eos="<|im_end|>", extra_special_tok
 def _llama3_tokenizer(specials: list[str]):
     """Llama 3's tokenizer (Idefics3-8B-Llama3 tokenizer_config.json: ``PreTrainedTokenizerFast``, a byte-level BPE
     like Qwen's, bos <|begin_of_text|> added in front, eos <end_of_utterance>, pad <|reserved_special_token_0|>)."""
-    from tokenizers import pre_tokenizers, processors
-    from tokenizers import Tokenizer, decoders, models
+    from tokenizers import Tokenizer, decoders, models, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab, merges = _trained_pieces(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True), 640)
+    vocab, merges = _byte_level_pieces()
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.pre_tokenizer = _byte_level()
     tok.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>",
                                         eos_token="<end_of_utterance>", pad_token="<|reserved_special_token_0|>",
@@ -269,10 +271,6 @@ MISTRAL_CHAT_TEMPLATE = (
 # Idefics3-8B-Llama3 chat_template.json: SmolVLM's layout (models.tiny) after "<|begin_of_text|>" in place of
 # "<|im_start|>".
 IDEFICS3_LLAMA3_CHAT_TEMPLATE = IDEFICS3_CHAT_TEMPLATE.replace("<|im_start|>", "<|begin_of_text|>", 1)
-
-# InternVL3-1B-hf chat_template.jinja: ChatML without a default system turn, the image "<IMG_CONTEXT>\n" before the
-# text (the processor expands it to <img> + 256 x tiles <IMG_CONTEXT> + </img>).
-INTERNVL_CHAT_TEMPLATE = QWEN3_CHAT_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<IMG_CONTEXT>\n")
 
 # ---- per family -----------------------------------------------------------------------------------------------------
 
