@@ -161,8 +161,14 @@ def lab_attention(module, query, key, value, attention_mask, scaling=None, dropo
             hidden = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
             hidden[positions] = True
             hidden[control.kept[b]] = False
-            scores[b, :, :, hidden] = torch.finfo(scores.dtype).min
+            # -inf, not the mask's finite minimum: a query all of whose keys are hidden (an image token before any
+            # text, as InstructBLIP's first queries) would otherwise spread its weights evenly over every key, the
+            # future ones too; it attends to nothing instead (its softmax NaN made 0), as a pruned token has no row.
+            scores[b, :, :, hidden] = float("-inf")
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    for b, (_, edit) in rows.items():
+        if isinstance(edit, SelfIntrospection) and layer >= edit.layer:
+            weights[b] = weights[b].nan_to_num(0.0)
     for b, (positions, edit) in rows.items():
         if isinstance(edit, SelfIntrospection) and layer == edit.layer - 1:
             on_image = weights[b, :, -1, positions].float().mean(dim=0)
