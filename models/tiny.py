@@ -486,17 +486,19 @@ def _build_internvl(family):
 
 def _qformer_tokenizer():
     """The Q-Former's BERT WordPiece tokenizer (bert-base-uncased's normaliser, pre-tokenizer, ``[CLS] $A [SEP]``),
-    trained on the spot on the same corpus."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    its vocabulary the corpus's words and characters (word-initial and "##" continuations). Written out, not trained:
+    the WordPiece trainer breaks ties differently run to run, which made two builds of one seed differ."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=320, special_tokens=specials, show_progress=False)
-    tok.train_from_iterator([line for line in _CORPUS.splitlines() if line] * 3, trainer)
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = sorted({word for line in _CORPUS.splitlines()
+                    for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line))})
+    chars = sorted({char for word in words for char in word})
+    pieces = [*specials, *chars, *(f"##{char}" for char in chars), *(word for word in words if len(word) > 1)]
+    tok = Tokenizer(models.WordPiece({piece: i for i, piece in enumerate(pieces)}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoders.WordPiece()
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]

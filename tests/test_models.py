@@ -152,6 +152,17 @@ def test_build_is_seeded(tmp_path):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_a_build_is_reproducible_file_for_file(tmp_path):
+    # InstructBLIP: the most tokenizers built on the spot (its Q-Former's WordPiece besides the language model's BPE)
+    folders = [build_tiny("instructblip", tmp_path / name, seed=3) for name in ("a", "b")]
+    files = [sorted(os.path.relpath(os.path.join(root, name), folder) for root, _, names in os.walk(folder)
+                    for name in names) for folder in folders]
+    assert files[0] == files[1] and "qformer_tokenizer/tokenizer.json" in files[0]
+    for name in files[0]:
+        with open(os.path.join(folders[0], name), "rb") as a, open(os.path.join(folders[1], name), "rb") as b:
+            assert a.read() == b.read(), name
+
+
 def test_build_tiny_rejects_unknown_family(tmp_path):
     with pytest.raises(ValueError, match="llava"):
         build_tiny("blip2", tmp_path)
