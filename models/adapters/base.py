@@ -10,6 +10,7 @@ pixel tensor is seen as images (so that augmentations can act on it) and put bac
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -158,23 +159,23 @@ class FamilyAdapter:
         leading space of a text's first piece (Llama's and Mistral's ``Strip(" ", 1, 0)``, a ``Metaspace`` decoder's
         first "▁"), so "▁cat" alone decodes to "cat" and a candidate list or a yes/no piece would lose its space."""
         token_id = int(token_id)
-        anchor = self._piece_anchor
-        if anchor is not None:
-            alone = self.tokenizer.decode([anchor], skip_special_tokens=False)
+        if self._piece_anchor is not None:
+            anchor, alone = self._piece_anchor
             both = self.tokenizer.decode([anchor, token_id], skip_special_tokens=False)
             if alone and both.startswith(alone):
                 return both[len(alone):]
         return self.tokenizer.decode([token_id], skip_special_tokens=False)
 
-    @property
-    def _piece_anchor(self) -> int | None:
+    @functools.cached_property
+    def _piece_anchor(self) -> tuple[int, str] | None:
         """A special token to decode pieces after (the BOS, EOS or pad token: its text is its own, and nothing merges
-        with it), or None where the tokenizer has none."""
+        with it) and its text, or None where the tokenizer has none. Found once: every candidate of every step's
+        trace is a piece."""
         tokenizer = self.tokenizer
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             value = getattr(tokenizer, name, None)
             if isinstance(value, int):
-                return value
+                return value, tokenizer.decode([value], skip_special_tokens=False)
         return None
 
     @property
