@@ -91,20 +91,26 @@ class ObjectVocabulary:
         """The caption's words after joining double words (its length), and its object mentions in order as (word as
         matched, object name), repeats kept: ``caption_to_words`` of both chair.py files (utils/chair.py lines
         98-135, eval_bench/chair.py lines 212-256)."""
+        merged, mentions = self.located(caption)
+        return merged, [(word, obj) for word, obj, _, _ in mentions]
+
+    def located(self, caption: str) -> tuple[list[str], list[tuple[str, str, int, int]]]:
+        """``analyse``, each mention with where it is among the caption's tokens (``chair_words.tokenize``): (word as
+        matched, object name, index of its first token, tokens it spans: 2 for a double word)."""
         words = self.caption_words.words(tokenize(caption), self._key)
         merged: list[str] = []
+        where: list[tuple[int, int]] = []
         i = 0
         while i < len(words):
             pair = " ".join(words[i:i + 2])
-            if pair in self.double_words:
-                merged.append(self.double_words[pair])
-                i += 2
-            else:
-                merged.append(words[i])
-                i += 1
+            width = 2 if pair in self.double_words else 1
+            merged.append(self.double_words[pair] if width == 2 else words[i])
+            where.append((i, width))
+            i += width
         # CHAIR: "the seat of the toilet" must not fire "chair".
-        kept = [w for w in merged if w != "seat"] if "toilet" in merged and "seat" in merged else merged
-        return merged, [(w, self.synonyms[w]) for w in kept if w in self.synonyms]
+        toilet_seat = "toilet" in merged and "seat" in merged
+        return merged, [(w, self.synonyms[w], *at) for w, at in zip(merged, where)
+                        if w in self.synonyms and not (toilet_seat and w == "seat")]
 
     def words(self, caption: str) -> list[str]:
         """The caption's words as CHAIR counts its length: tokens, punctuation included, double words joined."""

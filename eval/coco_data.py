@@ -161,7 +161,7 @@ def check_coco_arguments(parser, args) -> None:
 
 def object_spans(vocabulary: ObjectVocabulary, text: str) -> list[tuple[int, int, str]]:
     """(start, end, object) in characters of ``text`` of each object mention CHAIR counts in it, in order (a double
-    word spans both its words). The mentions are CHAIR's own (``ObjectVocabulary.analyse``); this only finds them back
+    word spans both its words). The mentions are CHAIR's own (``ObjectVocabulary.located``); this only finds them back
     among the text's tokens."""
     lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)  # same length: spans stay valid
     tokens = tokenize(lowered)
@@ -170,18 +170,11 @@ def object_spans(vocabulary: ObjectVocabulary, text: str) -> list[tuple[int, int
         at = lowered.find(token, cursor)
         spans.append(None if at < 0 else (at, at + len(token)))
         cursor = cursor if at < 0 else at + len(token)
-    # The per-token words analyse() merges: the same call it makes (its _key decides whether tagging matters).
-    words = vocabulary.caption_words.words(tokens, vocabulary._key)
-    merged, mentions = vocabulary.analyse(lowered)
-    out, i, j = [], 0, 0
-    for word in merged:
-        width = 2 if " ".join(words[i:i + 2]) in vocabulary.double_words else 1  # analyse's greedy pairing
-        if j < len(mentions) and mentions[j][0] == word:  # a mention (CHAIR's toilet rule drops some "seat"s)
-            ends = [s for s in spans[i:i + width] if s is not None]
-            if ends:
-                out.append((ends[0][0], ends[-1][1], mentions[j][1]))
-            j += 1
-        i += width
+    out = []
+    for _, obj, first, width in vocabulary.located(lowered)[1]:
+        ends = [s for s in spans[first:first + width] if s is not None]
+        if ends:
+            out.append((ends[0][0], ends[-1][1], obj))
     return out
 
 
