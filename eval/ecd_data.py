@@ -206,7 +206,7 @@ def features_of(adapter, examples: list[Example], hidden_layer: int,
         for bucket in buckets(rows, max_rows):
             batch = [examples[i] for i in bucket]
             out = adapter.forward(**stacked(adapter, [rows[i] for i in bucket], [e.answer for e in batch]),
-                        output_hidden_states=True, output_attentions=True, return_dict=True)
+                                  output_hidden_states=True, output_attentions=True, return_dict=True)
             for i, example in enumerate(batch):
                 _token_features(adapter, example, rows[bucket[i]], out, i, hidden_layer, found)
     finally:
