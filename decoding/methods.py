@@ -465,8 +465,10 @@ def _opera_rule(L: dict, t: int, params: dict) -> Combination:
     c = min(params["num_attn_candidates"], original.shape[-1])
     logits = rules.opera_candidates(original, penalty, num_candidates=c, penalty_weight=params["penalty_weights"])
     taken = 0.0
-    if penalty is not None:
-        first = original.float().topk(c, dim=-1).indices[0] == logits[0].argmax()
+    first = original.float().topk(c, dim=-1).indices[0] == logits[0].argmax()
+    # Every candidate lowered below the -999 fill (a large sigma): the top token is none of them, and no penalty was
+    # taken off it; the release decodes on from the fill (utils.py L3556-3557).
+    if penalty is not None and bool(first.any()):
         taken = float(params["penalty_weights"] * penalty[0][first][0])
     return Combination(logits, {"over_trust_penalty": taken})
 

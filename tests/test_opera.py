@@ -84,6 +84,15 @@ def test_the_registry_rule_reports_the_penalty_of_its_top_token():
     assert int(out.logits[0].argmax()) == 0 and out.scalars == {"over_trust_penalty": -1.0}
 
 
+def test_a_penalty_below_the_fill_leaves_a_non_candidate_on_top_and_decoding_goes_on():
+    """sigma 200 on a long window: every candidate's penalised score falls below the -999 fill; the release decodes on
+    from the fill (utils.py L3556-3557), and the top token, no candidate, had no penalty taken off."""
+    record = get_method("opera")
+    l = torch.tensor([[2.0, 1.0, 0.0, -1.0, -2.0, -3.0]])
+    out = record.rule({"original": l, "over_trust": torch.full((1, 5), 5000.0)}, 12, record.defaults)
+    assert int(out.logits[0].argmax()) == 5 and out.scalars == {"over_trust_penalty": 0.0}
+
+
 # ---- the beam path --------------------------------------------------------------------------------------------------
 class _TopCandidates(LogitsProcessor):
     """OPERA's candidate step with no penalty, for transformers' beam search: the top C log-probabilities kept and
