@@ -146,7 +146,8 @@ def prepare_comparison(
     control_plan = None
     if control is not None:
         control_plan = plan_method(request.branch_request(model, progress), control, control_params)
-        sides.append(_method_side("control", control, control_plan, request, rows))
+        # Beside DoLa the control records its early exits too: every panel of a DoLa run takes the layer colour mode.
+        sides.append(_method_side("control", control, control_plan, request, rows, first_top=bool(plan.layers)))
     _check_length(model, [*rows, original], max_new_tokens)
 
     info = dict(plan.info)
@@ -318,7 +319,8 @@ def _baseline_side(original, distorted, rows: list, name: str = "baseline", firs
     return Side(name, "baseline", roles, distorted_role=distorted_role, first_top=first_top)
 
 
-def _method_side(name: str, method: str, plan: MethodPlan, request: _Request, rows: list) -> Side:
+def _method_side(name: str, method: str, plan: MethodPlan, request: _Request, rows: list,
+                 first_top: bool = False) -> Side:
     original, distorted = request.original, request.distorted
     if plan.original is not None:  # the method asks with a prompt of its own (PBA): its own noised twin too
         original = plan.original
@@ -338,7 +340,7 @@ def _method_side(name: str, method: str, plan: MethodPlan, request: _Request, ro
     # A side whose rule reads early exits (DoLa) also records the layer each of its tokens first led at.
     return Side(
         name, method, roles, combine=plan.combine, distorted_role=distorted_role, layers=plan.layers,
-        attention_edits=plan.attention_edits, first_top=bool(plan.layers), features=plan.features,
+        attention_edits=plan.attention_edits, first_top=first_top or bool(plan.layers), features=plan.features,
     )
 
 

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .attention import ReplacedImageEmbeddings
-from .detector import shown_id, trained_folder
+from .detector import model_source, shown_id, trained_folder
 
 SIDES = ("positive", "negative")
 CONFIG = "dcd.json"
@@ -90,7 +90,7 @@ def projector_copies(adapter) -> dict[str, torch.nn.Module]:
     """The positive and negative projector copies trained for this model, loaded once per model (and again when the
     files change); ``DCDMissing`` when there are none, or when they do not fit this model's projector."""
     own = image_projector(adapter)
-    folder = dcd_folder(adapter.model_id)
+    folder = dcd_folder(model_source(adapter))
     paths = {side: os.path.join(folder, weights_file(side)) for side in SIDES}
     missing = [side for side, path in paths.items() if not os.path.exists(path)]
     if missing:
@@ -156,7 +156,7 @@ def untrained_projectors(adapter, scale: float = 0.5, seed: int = 0) -> str | No
     own = adapter.image_projector()
     if own is None:
         return None
-    folder = dcd_folder(adapter.model_id)
+    folder = dcd_folder(model_source(adapter))
     os.makedirs(folder, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
     for side in SIDES:

@@ -140,6 +140,22 @@ def trained_folder(model_id: str, name: str) -> str:
     return os.path.join(home, (model_id or "unnamed").replace("/", "--"))
 
 
+def model_source(adapter) -> str:
+    """What a model's trained parts are found by: the local folder its weights were loaded from (transformers keeps
+    it as ``model.name_or_path``) when it still exists, else its ``model_id``. An app names a local model by a display
+    name in its traces (``demo.model_pool``), and the parts shipped in its folder are found all the same."""
+    loaded = getattr(adapter.model, "name_or_path", None)
+    return loaded if isinstance(loaded, str) and loaded and os.path.isdir(loaded) else adapter.model_id
+
+
+def shown_folder(source: str, name: str) -> str:
+    """``trained_folder(source, name)`` as a trace shows it, naming no server path: ``<model folder's name>/<name>``
+    for a local model, ``$CD_<NAME>_HOME/<id with / as -->`` for a Hub id (the home's own path left out)."""
+    if source and os.path.isdir(source):
+        return f"{shown_id(source)}/{name}"
+    return f"$CD_{name.upper()}_HOME/{(source or 'unnamed').replace('/', '--')}"
+
+
 def detector_folder(model_id: str) -> str:
     """Where the detector of ``model_id`` lives: ``<folder>/ecd`` for a local model folder, else under
     ``$CD_ECD_HOME`` (default ``~/.cache/cd-lab/ecd``)."""
@@ -208,6 +224,6 @@ def untrained_detector(adapter, rank: int = 4, seed: int = 0) -> str:
     torch.manual_seed(seed)
     signature = model_signature(adapter.model)
     detector = Detector({**signature, "hidden_layer": signature["num_layers"] // 2, "rank": rank})
-    folder = detector_folder(adapter.model_id)
+    folder = detector_folder(model_source(adapter))
     save_detector(detector, folder, {"untrained": True})
     return folder

@@ -32,8 +32,8 @@ from models.adapters.base import FamilyAdapter, RowInputs
 
 from . import branch_rows, branches, rules
 from .attention import BlindTokens, Edit, ImageAmplification, SelfIntrospection
-from .dcd import dcd_folder, projected_image_embeddings, projector_copies
-from .detector import detector_folder, detector_for
+from .dcd import projected_image_embeddings, projector_copies
+from .detector import detector_for, model_source, shown_folder
 from .engine import Combination
 
 # Visual dependence is measured against this distortion, the same for every method and both panels.
@@ -170,12 +170,33 @@ RuleFn = Callable[[dict[str, torch.Tensor], int, dict[str, Any]], Combination]
 
 
 @dataclass(frozen=True)
+class Note:
+    """One paragraph of what a method's pre-steps did, for people: ``text``, the library's own words (Markdown
+    emphasis allowed), and ``quote``, the model's or a user's own words it shows verbatim (None: none)."""
+
+    text: str
+    quote: str | None = None
+
+
+NotesFn = Callable[[dict[str, Any]], list[Note]]
+
+# What the rows every side has fed the model; a record's ``labels`` name its contrast rows (and may rename these).
+ROW_LABELS = {"original": "original (image + question)", "distorted": "noised image (for visual dependence)"}
+
+
+def _no_notes(info: dict[str, Any]) -> list[Note]:
+    return []
+
+
+@dataclass(frozen=True)
 class Method:
     """One decoding method. ``build(request, params)`` makes its contrast rows (roles ``contrast_roles``);
     ``rule(logits_by_role, t, params)`` combines step ``t``'s float32 ``(1, vocab)`` logits into the distribution to
     decode from, with the per-step ``scalars`` it reports. ``kind`` is "method", or "control" for the baselines that
     tell a method's effect from its artifacts (its truncation alone, a push toward "yes"). ``search`` is "beam"
-    for a method decoded by beam search (``decoding.beam``, OPERA): greedy or sampled token picking is refused."""
+    for a method decoded by beam search (``decoding.beam``, OPERA): greedy or sampled token picking is refused.
+    Its display is its own too: ``labels`` name its contrast rows and ``notes(info)`` says, in ``Note``s, what its
+    construction did (the app renders both as they are)."""
 
     name: str
     title: str
@@ -188,6 +209,12 @@ class Method:
     scalars: tuple[str, ...] = ()
     kind: str = "method"
     search: str = "token"  # "token": the engine picks each side's next token; "beam": beam search (OPERA)
+    labels: dict[str, str] = field(default_factory=dict)  # contrast role -> what that row fed the model, in words
+    notes: NotesFn = _no_notes  # what construction did (its ``Branches.info``), in words
+
+    def label(self, role: str) -> str:
+        """What the row ``role`` of this method's side fed the model, in words."""
+        return self.labels.get(role) or ROW_LABELS.get(role, role)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -208,6 +235,11 @@ class Method:
         """The per-step rule bound to resolved ``params`` (and construction's ``rule_args``): what the engine calls
         at every step."""
         return functools.partial(self.rule, params={**params, **(rule_args or {})})
+
+
+def role_label(method: str, role: str) -> str:
+    """What the row ``role`` of a side decoded by ``method`` (a registry name, or "baseline") fed the model."""
+    return REGISTRY[method].label(role) if method in REGISTRY else ROW_LABELS.get(role, role)
 
 
 def get_method(name: str) -> Method:
@@ -482,8 +514,8 @@ def _trained_detector(request: BranchRequest, params: dict) -> Branches:
     """ECD-like: no rows; the detector trained for this model (``decoding.detector``; refused when there is none)
     and the features it reads from the original row's own forward."""
     adapter = request.adapter
-    bound = detector_for(adapter.model, adapter.model_id)
-    info = {"detector": detector_folder(adapter.model_id), "hidden_layer": bound.hidden_layer}
+    bound = detector_for(adapter.model, model_source(adapter))
+    info = {"detector": shown_folder(model_source(adapter), "ecd"), "hidden_layer": bound.hidden_layer}
     return Branches({}, info, rule_args={"detector": bound}, features=(bound.hidden_layer,))
 
 
@@ -499,7 +531,8 @@ def _decoupled_projections(request: BranchRequest, params: dict) -> Branches:
         edits["original"] = projected_image_embeddings(adapter, row, copies["positive"])
         if request.distorted is not None:  # visual dependence: the noised image through the same positive copy
             edits["distorted"] = projected_image_embeddings(adapter, request.distorted, copies["positive"])
-    info = {"projectors": dcd_folder(adapter.model_id), "variant": "neg-only" if params["variant"] else "pos+neg",
+    info = {"projectors": shown_folder(model_source(adapter), "dcd"),
+            "variant": "neg-only" if params["variant"] else "pos+neg",
             "replaced_image_tokens": int(edits["negative"].offsets.numel())}
     return Branches({"negative": row}, info, attention_edits=edits)
 
@@ -518,6 +551,101 @@ def _ecd_rule(L: dict, t: int, params: dict) -> Combination:
 
 def _icd_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.icd(L["original"], L["disturbed"], alpha=params["alpha"], beta=params["beta"]))
+
+
+# ---- what each method's construction did, in words (its record's ``notes``) ----------------------------------------
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _noise_notes(info: dict) -> list[Note]:
+    return [Note(f"Diffusion noise at step **{info['noise_step']}** of 1000 on the contrast image "
+                 f"(seed {info['noise_seed']}).")]
+
+
+def _transform_notes(info: dict) -> list[Note]:
+    transform = dict(info["transform"])
+    name = transform.pop("name")
+    details = ", ".join(f"{key} = {_short(value)}" for key, value in transform.items())
+    return [Note(f"RITUAL's random transform: **{name}**" + (f" ({details})." if details else "."))]
+
+
+def _transform_and_noise_notes(info: dict) -> list[Note]:
+    return _transform_notes(info) + _noise_notes(info)
+
+
+def _self_augmentation_notes(info: dict) -> list[Note]:
+    fallback = "" if info["choice_parsed"] else " (its answer named no augmentation, so noise is used)"
+    return [Note(f"The model, asked without the image, chose the augmentation **{info['augmentation']}**{fallback}. "
+                 "Its answer:", info["augmentation_reason"])]
+
+
+def _farthest_augmentation_notes(info: dict) -> list[Note]:
+    distances = ", ".join(f"{name} {value:.3g}" for name, value in info["distances"].items())
+    return [Note(f"The augmentation whose first-step next-token distribution is farthest (L2) from the original "
+                 f"image's: **{info['augmentation']}** (distances: {distances}). The model is not asked.")]
+
+
+def _description_notes(info: dict) -> list[Note]:
+    return [Note("The model's own description of the image, the contrast row's context:", info["description"])]
+
+
+def _text_only_notes(info: dict) -> list[Note]:
+    return [Note("The contrast row is the same prompt without the image; its weight grows with each token.")]
+
+
+def _instruction_notes(info: dict) -> list[Note]:
+    return [Note("Disturbing system instruction of the contrast row:", info["instruction"])]
+
+
+def _amplification_notes(info: dict) -> list[Note]:
+    return [Note(f"Image attention amplified from decoder layer **{info.get('first_layer')}** on, from answer token "
+                 f"{info.get('amplified_from_token')}; the CFG term contrasts with the prompt without the image.")]
+
+
+def _introspection_notes(info: dict) -> list[Note]:
+    cut = " Greedy, as released: no plausibility cut." if info.get("greedy_skips_cut") else ""
+    return [Note(f"The contrast row keeps, from decoder layer **{info.get('from_layer')}** on, only the "
+                 f"{info.get('kept_image_tokens')} image tokens its own query attended least.{cut}")]
+
+
+def _blind_token_notes(info: dict) -> list[Note]:
+    return [Note(f"The contrast row keeps only the **{len(info['blind_tokens'])}** over-attended ('blind') image "
+                 f"tokens of {info['image_tokens']}; every other image embedding is zeroed.")]
+
+
+def _layer_notes(info: dict) -> list[Note]:
+    layers = ", ".join(map(str, info["candidate_layers"]))
+    return [Note(f"No contrast row: at each step the final layer is contrasted with the early exit, among layers "
+                 f"{layers}, farthest from it (JSD).")]
+
+
+def _beam_notes(info: dict) -> list[Note]:
+    rollbacks = info.get("rollbacks")
+    done = "" if rollbacks is None else f" It rolled back {len(rollbacks)} time(s)."
+    return [Note(f"Beam search over **{info['num_beams']}** beams with the over-trust penalty.{done}")]
+
+
+def _detector_notes(info: dict) -> list[Note]:
+    return [Note(f"No contrast row: the detector in {info['detector']} reads decoder layer {info['hidden_layer']} "
+                 "and lowers the tokens it flags.")]
+
+
+def _projection_notes(info: dict) -> list[Note]:
+    return [Note(f"Variant **{info['variant']}**: the image's {info['replaced_image_tokens']} tokens through the "
+                 f"trained projector copies in {info['projectors']}.")]
+
+
+def _cut_only_notes(info: dict) -> list[Note]:
+    return [Note("No contrast row: the plausibility cut alone, on the original row.")]
+
+
+def _yes_prompt_notes(info: dict) -> list[Note]:
+    return [Note("Its question, as the model read it:", info["prompt"])]
+
+
+def _yes_no_notes(info: dict) -> list[Note]:
+    return [Note(f"Its yes and no tokens: “{info['yes_piece']}” and “{info['no_piece']}”.")]
 
 
 # ---- the registry ----------------------------------------------------------------------------------------------------
@@ -563,11 +691,13 @@ _RECORDS = (
             _NOISE_STEP,
         ),
         contrast_roles=("noised",), build=_noised, rule=_vcd_rule,
+        labels={"noised": "noised image"}, notes=_noise_notes,
     ),
     Method(
         name="ritual", title="RITUAL: add a randomly transformed image", short_name="RITUAL", source=_RITUAL,
         params=(_ALPHA_POS, _beta("RITUAL: ritual_beta 0.1 (ritual_sample.py L168)")),
         contrast_roles=("transformed",), build=_transformed, rule=_ritual_rule,
+        labels={"transformed": "transformed image"}, notes=_transform_notes,
     ),
     Method(
         name="ritual_vcd", title="RITUAL + VCD: transformed image added, noised image subtracted",
@@ -587,6 +717,7 @@ _RECORDS = (
             _NOISE_STEP,
         ),
         contrast_roles=("transformed", "noised"), build=_transformed_and_noised, rule=_ritual_vcd_rule,
+        labels={"transformed": "transformed image", "noised": "noised image"}, notes=_transform_and_noise_notes,
     ),
     Method(
         name="savcd", title="Self-augmented VCD: the model picks its augmentation; entropy-adaptive threshold",
@@ -602,6 +733,7 @@ _RECORDS = (
             ),
         ),
         contrast_roles=("augmented",), build=_self_augmented, rule=_savcd_rule, scalars=("plausibility_cut",),
+        labels={"augmented": "augmented image (the model's choice)"}, notes=_self_augmentation_notes,
     ),
     Method(
         name="code", title="CODE: contrast with the model's own description", short_name="CODE",
@@ -617,6 +749,7 @@ _RECORDS = (
             ),
         ),
         contrast_roles=("description",), build=_described, rule=_code_rule,
+        labels={"description": "description instead of the image"}, notes=_description_notes,
         scalars=("contrast_weight", "plausibility_cut"),
     ),
     Method(
@@ -635,6 +768,7 @@ _RECORDS = (
             _beta("0.1, as in RITUAL's M3ID re-implementation"),
         ),
         contrast_roles=("text_only",), build=_text_only, rule=_m3id_rule, scalars=("contrast_weight",),
+        labels={"text_only": "no image"}, notes=_text_only_notes,
     ),
     Method(
         name="icd", title="ICD: contrast with a disturbing system instruction", short_name="ICD",
@@ -644,6 +778,7 @@ _RECORDS = (
             _beta("ICD: cd_beta 0.1 (icd_llava_pope.py L28)"),
         ),
         contrast_roles=("disturbed",), build=_disturbed, rule=_icd_rule,
+        labels={"disturbed": "disturbing instruction"}, notes=_instruction_notes,
     ),
 )
 
@@ -663,6 +798,7 @@ _LATER_RECORDS = (
                   "cut)"),
         ),
         contrast_roles=("augmented",), build=_farthest_augmentation, rule=_vacode_rule,
+        labels={"augmented": "augmented image (farthest at the first step)"}, notes=_farthest_augmentation_notes,
     ),
     Method(
         name="pai", title="PAI: pay more attention to the image, then contrast with the prompt without it",
@@ -685,6 +821,8 @@ _LATER_RECORDS = (
                     "token.", "LALBJ/PAI attention.py L90, CFG.py L48–49 (asked in LALBJ/PAI#22)"),
         ),
         contrast_roles=("text_only",), build=_amplified_with_text_only, rule=_pai_rule,
+        labels={"original": "original, image attention amplified", "text_only": "no image (CFG term)"},
+        notes=_amplification_notes,
     ),
     Method(
         name="sid", title="SID: contrast with the model's own least-attended image tokens", short_name="SID",
@@ -707,6 +845,7 @@ _LATER_RECORDS = (
                     "cut applies when sampling only); 0 = the cut always.", "SID: vcd_sample.py L190–194"),
         ),
         contrast_roles=("introspective",), build=_self_introspective, rule=_sid_rule,
+        labels={"introspective": "least-attended image tokens only"}, notes=_introspection_notes,
     ),
     Method(
         name="avisc", title="AvisC: contrast with only the image tokens the model over-attends", short_name="AvisC",
@@ -724,6 +863,7 @@ _LATER_RECORDS = (
                   "AvisC: lamb 0.99 (pope_eval_llavab.py; its scripts use 1.0)"),
         ),
         contrast_roles=("blind",), build=_blind_tokens, rule=_avisc_rule,
+        labels={"blind": "only the over-attended image tokens"}, notes=_blind_token_notes,
     ),
     Method(
         name="dola", title="DoLa: contrast the final layer with an early exit of the same forward", short_name="DoLa",
@@ -738,6 +878,7 @@ _LATER_RECORDS = (
             _beta("DoLa: relative_top 0.1 (utils.py L2456–2465)"),
         ),
         contrast_roles=(), build=_candidate_layers, rule=_dola_rule, scalars=("premature_layer",),
+        notes=_layer_notes,
     ),
     Method(
         name="opera", title="OPERA: beam search with an over-trust penalty and retrospection", short_name="OPERA",
@@ -770,6 +911,7 @@ _LATER_RECORDS = (
                   "L3134)", 1, integer=True, minimum=1),
         ),
         contrast_roles=(), build=_beam_only, rule=_opera_rule, scalars=("over_trust_penalty",), search="beam",
+        notes=_beam_notes,
     ),
     Method(
         name="ecd", title="ECD-like: lower the tokens a trained hallucination detector flags", short_name="ECD-like",
@@ -784,6 +926,7 @@ _LATER_RECORDS = (
             _beta("ECD's 'adaptive plausibility constraint', at VCD's 0.1 (the paper's value is not public)"),
         ),
         contrast_roles=(), build=_trained_detector, rule=_ecd_rule, scalars=("hallucination_flag",),
+        notes=_detector_notes,
     ),
     Method(
         name="dcd", title="DCD: contrast the positive with the negative trained image projection", short_name="DCD",
@@ -803,6 +946,9 @@ _LATER_RECORDS = (
                     "ours: the paper decodes with both trained projections (pos+neg)"),
         ),
         contrast_roles=("negative",), build=_decoupled_projections, rule=_dcd_rule,
+        labels={"original": "positive side: the positive projector copy (neg-only: the model's own)",
+                "negative": "image through the negative projector copy"},
+        notes=_projection_notes,
     ),
     Method(
         name="apc_only", title="APC-only (control): the plausibility cut alone, no contrast", short_name="APC-only",
@@ -814,11 +960,13 @@ _LATER_RECORDS = (
             ),
         ),
         contrast_roles=(), build=_no_branches, rule=_apc_rule, kind="control",
+        notes=_cut_only_notes,
     ),
     Method(
         name="pba", title="PBA (control): the question asks for \"yes\" whenever possible", short_name="PBA",
         source=f"{_MIRAGE}, inference/pope_infer_pba.py L51",
         params=(), contrast_roles=(), build=_yes_prompt, rule=_original_rule, kind="control",
+        labels={"original": "the question asking for yes"}, notes=_yes_prompt_notes,
     ),
     Method(
         name="olm", title="OLM (control): answer \"yes\" whenever yes and no are close", short_name="OLM",
@@ -830,6 +978,7 @@ _LATER_RECORDS = (
                   "cd_rethink: 0.5 (olm_utils.py L113–141)", maximum=1.0),
         ),
         contrast_roles=(), build=_yes_no_tokens, rule=_olm_rule, kind="control",
+        notes=_yes_no_notes,
     ),
 )
 

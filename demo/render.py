@@ -6,13 +6,12 @@ Pure functions of a `Comparison` / `TokenTrace`, no Gradio: the UI puts their ou
 from __future__ import annotations
 
 import html
-import json
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from decoding.comparison import Comparison
-from decoding.methods import REGISTRY, STEP_SCALARS
+from decoding.methods import REGISTRY, STEP_SCALARS, Note, role_label
 from decoding.trace import SideResult, TokenTrace
 
 # colour-by choices: (label shown, key)
@@ -27,18 +26,6 @@ DEFAULT_COLOUR_MODE = "visual_dependence"
 NOT_RECORDED = {
     "first_top_layer": "The layer each token first led at is recorded on DoLa runs only (its early exits): choose "
     "DoLa to colour by it.",
-}
-
-# What each branch role of a trace fed the model, in words.
-ROLE_LABELS = {
-    "original": "original (image + question)",
-    "noised": "noised image",
-    "transformed": "transformed image",
-    "augmented": "augmented image",
-    "text_only": "no image",
-    "description": "description instead of the image",
-    "disturbed": "disturbing instruction",
-    "distorted": "noised image (for visual dependence)",
 }
 
 POSITIVE = (37, 99, 235)  # blue: supported by the image / pushed up by the method / confident
@@ -265,13 +252,14 @@ def legend_html(scale: Scale) -> str:
     )
 
 
-def candidates_html(token: TokenTrace | None, shown_piece: str | None = None) -> str:
+def candidates_html(token: TokenTrace | None, shown_piece: str | None = None, method: str = "baseline") -> str:
     """A token's top candidates under each branch and in the final distribution (one column each, the chosen token
     highlighted), with its per-step numbers above; ``shown_piece``: the token as its answer shows it
-    (``answer_piece``), by default ``visible_piece`` of its piece."""
+    (``answer_piece``), by default ``visible_piece`` of its piece; ``method``: its side's (``SideResult.method``),
+    whose record names the branches."""
     if token is None:
         return '<div class="cd-candidates cd-empty">Select a token to see its candidates.</div>'
-    views = [(ROLE_LABELS.get(role, role), view) for role, view in token.branches.items()]
+    views = [(role_label(method, role), view) for role, view in token.branches.items()]
     views.append(("final (decoded from)", token.final))
     head = "".join(f"<th>{html.escape(title)}</th>" for title, _ in views)
     chosen = "".join(f'<td class="cd-chosen-prob">p(chosen) = {view.prob:.3f}</td>' for _, view in views)
@@ -333,47 +321,26 @@ def was_stopped(comparison: Comparison) -> bool:
 
 
 def branch_notes(comparison: Comparison | None) -> str:
-    """Markdown: what the method's pre-steps did (its augmentation and reason, its description, its transform ...)."""
+    """Markdown: what the method's pre-steps did (its augmentation, its description, its transform ...), and the
+    control's, in the words of their records' ``notes``."""
     if comparison is None:
         return ""
     info = comparison.branches
-    notes = [f"**{method_title(comparison.method)}**"]
-    if "augmentation" in info:
-        parsed = "" if info.get("choice_parsed", True) else " (its answer named no augmentation, so noise is used)"
-        notes.append(f"The model chose the augmentation **{info['augmentation']}**{parsed}. Its answer:")
-        notes.append(_quote(info.get("augmentation_reason", "")))
-    if "description" in info:
-        notes.append("The model's own description of the image, the contrast branch's context:")
-        notes.append(_quote(info["description"]))
-    if "transform" in info:
-        transform = dict(info["transform"])
-        name = transform.pop("name", "?")
-        details = ", ".join(f"{k} = {_short(v)}" for k, v in transform.items())
-        notes.append(f"RITUAL's random transform: **{name}**" + (f" ({details})" if details else ""))
-    if "noise_step" in info:
-        notes.append(f"Diffusion noise at step **{info['noise_step']}** of 1000 on the contrast image.")
-    if "instruction" in info:
-        notes.append("Disturbing system instruction of the contrast branch:")
-        notes.append(_quote(info["instruction"]))
+    parts = [f"**{method_title(comparison.method)}**", *_notes_markdown(REGISTRY[comparison.method].notes(info))]
     if comparison.control is not None:
-        notes += _control_notes(comparison.control, info.get("control", {}))
-    return "\n\n".join(notes)
+        parts.append(f"**{method_title(comparison.control)}** (third panel)")
+        parts += _notes_markdown(REGISTRY[comparison.control].notes(info.get("control", {})))
+    return "\n\n".join(parts)
 
 
-def _control_notes(control: str, info: dict) -> list[str]:
-    """What the third panel's control did: PBA's prompt, OLM's yes and no tokens."""
-    notes = [f"**{method_title(control)}** (third panel)"]
-    if "prompt" in info:
-        notes.append("Its question, as the model read it:")
-        notes.append(_quote(info["prompt"]))
-    if "yes_piece" in info and "no_piece" in info:
-        yes, no = (html.escape(visible_piece(info[key])) for key in ("yes_piece", "no_piece"))
-        notes.append(f"Its yes and no tokens: “{yes}” and “{no}”.")
-    return notes
-
-
-def _short(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else json.dumps(value)
+def _notes_markdown(notes: list[Note]) -> list[str]:
+    """Each note as a paragraph, its quote (the model's or a user's words) as a quote block below it."""
+    parts = []
+    for note in notes:
+        parts.append(html.escape(note.text, quote=False))
+        if note.quote is not None:
+            parts.append(_quote(note.quote))
+    return parts
 
 
 def _quote(text: str) -> str:
@@ -386,7 +353,7 @@ def image_captions(comparison: Comparison | None) -> list[tuple[object, str]]:
     """(image, caption) for each picture a row fed the model."""
     if comparison is None:
         return []
-    return [(image, ROLE_LABELS.get(role, role)) for role, image in comparison.images.items()]
+    return [(image, role_label(comparison.method, role)) for role, image in comparison.images.items()]
 
 
 def status_text(comparison: Comparison | None, seconds: float | None = None) -> str:

@@ -93,7 +93,7 @@ def show_token(
     selected = tuple(picks.get(name) for name in SIDES)
     return TokenView(
         heatmaps(shown, colour_by, selected), overlay, render.attention_caption(token, shown_piece),
-        render.candidates_html(token, shown_piece),
+        render.candidates_html(token, shown_piece, answer.method if answer is not None else "baseline"),
     )
 
 

@@ -1,7 +1,9 @@
 """The web app's parts that need no server: the command line, the allow-list, reading uploads, rendering traces."""
 
 import html
+import json
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from PIL import Image
 
 import app
 from decoding.comparison import compare
-from decoding.methods import METHODS, REGISTRY
+from decoding.methods import METHODS, REGISTRY, ROW_LABELS
 from demo import render
 from demo.allow_list import MODELS_ENV, TINY_MODEL, allowed_models, default_model, display_name
 from demo.cli import parse_args
@@ -239,9 +241,9 @@ def test_a_byte_held_back_mid_answer_is_not_shown_as_the_end():
 
 def test_candidates_show_every_branch_and_the_final_distribution(comparison):
     token = comparison.method_side.tokens[0]
-    markup = render.candidates_html(token)
+    markup = render.candidates_html(token, method=comparison.method)
     for role in token.branches:
-        assert html.escape(render.ROLE_LABELS[role]) in markup
+        assert html.escape(REGISTRY[comparison.method].label(role)) in markup
     assert "final" in markup
     chosen_cells = re.findall(r'<td class="cd-chosen">', markup)
     views = [*token.branches.values(), token.final]
@@ -253,7 +255,8 @@ def test_branch_notes_and_images_describe_the_pre_steps(comparison):
     notes = render.branch_notes(comparison)
     assert comparison.branches["transform"]["name"] in notes and "step **500**" in notes
     captions = [caption for _, caption in render.image_captions(comparison)]
-    assert captions[0] == render.ROLE_LABELS["original"] and len(captions) == len(comparison.images)
+    assert captions == [REGISTRY["ritual_vcd"].label(role) for role in comparison.images]
+    assert captions[0] == ROW_LABELS["original"] and len(set(captions)) == len(captions)
 
 
 def test_status_tells_how_each_side_ended(comparison):
@@ -281,3 +284,61 @@ def test_every_method_shows_its_source_and_each_defaults_source():
         assert any(record.source in t for t in texts), name
         for param in record.params:
             assert any(param.help in t and param.source in t for t in texts), (name, param.name)
+
+
+# ---- every method runs on the embedded model, and says what it did in its own words ---------------------------------
+@pytest.fixture(scope="module")
+def embedded_runner(tmp_path_factory):
+    """The app's runner serving the embedded model, as the page serves it, with a shapes-world scene uploaded."""
+    from demo.allow_list import EMBEDDED_MODEL_DIR
+    from demo.run import Runner
+
+    uploads = tmp_path_factory.mktemp("uploads")
+    name, question = shapes_examples()[0]
+    shutil.copy(EXAMPLES_DIR / name, uploads / "scene.png")
+    pool = ModelPool([str(EMBEDDED_MODEL_DIR)])
+    pool.get(pool.default)
+    return Runner(pool, uploads, max_pixels=1_000_000), {"path": str(uploads / "scene.png")}, question
+
+
+@pytest.mark.parametrize(("method", "folder"), [("ecd", "detector"), ("dcd", "projectors")])
+def test_ecd_and_dcd_run_on_the_embedded_model_in_the_app_naming_no_server_path(embedded_runner, method, folder):
+    """Their weights ship in the model's folder; the pool names the model by its display name, and the JSON download
+    names the weights' folder by that name too."""
+    from demo.run import SLIDERS, RunControl, RunRequest
+
+    runner, image, question = embedded_runner
+    request = RunRequest(image=image, question=question, model_name=runner.pool.default, method=method,
+                         max_new_tokens=2, sliders=tuple(param.default for _, param in SLIDERS))
+    final = list(runner.run(RunControl(), request))[-1]
+    text = Path(final.details.download).read_text()
+    record = json.loads(text)
+    assert record["method"] == method and record["method_side"]["tokens"] and record["model_id"] == "shapes-llava"
+    assert record["branches"][folder] == f"shapes-llava/{method}"
+    for server_path in (str(Path(__file__).resolve().parent.parent), str(Path.home())):
+        assert server_path not in text and server_path not in final.details.branch_notes
+
+
+def test_every_contrast_row_is_named_in_words_by_its_record():
+    for name, record in REGISTRY.items():
+        for role in ("original", "distorted", *record.contrast_roles):
+            label = record.label(role)
+            assert label and label != role and "_" not in label, (name, role)
+
+
+def test_vacode_s_note_says_it_picks_by_a_distance_not_by_asking_the_model(tiny_pool):
+    image = Image.open(EXAMPLES_DIR / "left_right.png")
+    run = compare(tiny_pool.get(tiny_pool.default), image, "What is on the left?", "vacode", max_new_tokens=1)
+    notes = render.branch_notes(run)
+    assert f"**{run.branches['augmentation']}**" in notes and "farthest (L2)" in notes
+    assert "chose" not in notes and "Its answer" not in notes and "(empty)" not in notes
+
+
+def test_a_control_beside_dola_takes_the_layer_colour_mode_too(tiny_pool):
+    image = Image.open(EXAMPLES_DIR / "left_right.png")
+    run = compare(tiny_pool.get(tiny_pool.default), image, "What is on the left?", "dola", max_new_tokens=3,
+                  control="apc_only")
+    scale = render.colour_scale(run, "first_top_layer")
+    for side in render.sides(run):
+        assert all(token.early_exit is not None for token in side.tokens), side.name
+        assert render.NOT_RECORDED["first_top_layer"] not in render.heatmap_html(side, scale), side.name
