@@ -7,7 +7,7 @@
   :func:`apply_augmentation`).
 - CODE: the description prompt and the text that replaces the image (:data:`DESCRIPTION_PROMPT`,
   :func:`description_context`).
-- ICD: the disturbance system instruction (:data:`ICD_DISTURBANCE_INSTRUCTION`).
+- ICD: the default disturbance system instruction (:data:`ICD_DISTURBANCE_INSTRUCTION`, ours).
 
 Randomness: every random draw comes from an explicit argument, never from a global RNG. PIL-side and parameter draws
 take ``rng``: a ``random.Random``, a ``numpy.random.Generator`` or an ``int`` seed (turned into ``random.Random``).
@@ -603,6 +603,8 @@ def description_context(description: str) -> str:
     return "Here is a description of an image:\n" + description.strip() + "\n\nBased on this description:"
 
 
+# ICD's default instruction, in our own words (ICD's ``instruction`` parameter takes any other): the authors' LLaVA
+# script runs five of theirs, p1k0pan/ICD@2fa44c5 experiments/gen_scripts/icd_llava_pope.py L117–122.
 ICD_DISTURBANCE_INSTRUCTION = (
     "You are an inattentive assistant who only glanced at the image for a moment. Give a vague, hazy and somewhat "
     "confused impression of what it might show, mixing up details and guessing freely instead of looking closely."

@@ -23,7 +23,7 @@ import numbers
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from PIL import Image
@@ -62,6 +62,7 @@ class Param:
     minimum: float | None = 0.0
     min_inclusive: bool = True
     maximum: float | None = None
+    kind: ClassVar[str] = "number"  # "number", or "text" (``TextParam``): what control sets it
 
     def validate(self, value):
         """``value`` checked against the domain, as float (int for integer parameters); else ValueError naming it."""
@@ -81,6 +82,28 @@ class Param:
         if self.maximum is not None and v > self.maximum:
             raise ValueError(f"{self.name} must be <= {self.maximum:g}, got {v}")
         return v
+
+
+# The most characters a text parameter takes (ICD's instruction): far above an instruction, far below a context.
+MAX_TEXT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class TextParam(Param):
+    """A text parameter (ICD's disturbance instruction): a non-empty string of at most ``MAX_TEXT_CHARS`` characters;
+    ``low``/``high`` count characters. The model's adapter checks it like the question when the row is built (a
+    character no tokenizer takes is refused, role markers and special tokens are broken: ``user_text``)."""
+
+    kind: ClassVar[str] = "text"
+
+    def validate(self, value):
+        if not isinstance(value, str):
+            raise ValueError(f"{self.name} must be text")  # not echoed: a visitor's value may be anything
+        if not value.strip():
+            raise ValueError(f"{self.name} is empty: give a text, or leave the default")
+        if len(value) > self.high:
+            raise ValueError(f"{self.name} is too long: {len(value)} characters, the limit is {self.high:g}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -299,8 +322,9 @@ def _text_only(request: BranchRequest, params: dict) -> Branches:
 
 
 def _disturbed(request: BranchRequest, params: dict) -> Branches:
-    """ICD: the same image and question under a disturbing system instruction."""
-    instruction = branches.ICD_DISTURBANCE_INSTRUCTION
+    """ICD: the same image and question under a disturbing system instruction (``instruction``: ours by default, or
+    the user's, checked like the question)."""
+    instruction = request.adapter.user_text(params["instruction"], "ICD's instruction")
     row = request.adapter.build_row(request.question, request.image, system=instruction)
     return Branches({"disturbed": row}, {"instruction": instruction})
 
@@ -776,6 +800,16 @@ _RECORDS = (
         params=(
             _alpha("a 'disturbance' system instruction", "ICD: cd_alpha 1 (icd_llava_pope.py L27)"),
             _beta("ICD: cd_beta 0.1 (icd_llava_pope.py L28)"),
+            TextParam(
+                "instruction", branches.ICD_DISTURBANCE_INSTRUCTION, 1, MAX_TEXT_CHARS,
+                "The disturbance system instruction of the contrast row. The default is our own wording; the "
+                "release's LLaVA script runs five instructions of the authors', one result folder each: pass one of "
+                "them to reproduce it.",
+                "ICD: the list at p1k0pan/ICD@2fa44c5 experiments/gen_scripts/icd_llava_pope.py L117–122 (the "
+                "InstructBLIP scripts': icd_ib_pope.py L68–72), each LLaVA's system prompt in place of its own "
+                "(conv_llava_custom, experiments/llava/conversation.py L347)",
+                minimum=None,
+            ),
         ),
         contrast_roles=("disturbed",), build=_disturbed, rule=_icd_rule,
         labels={"disturbed": "disturbing instruction"}, notes=_instruction_notes,

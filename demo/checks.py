@@ -104,6 +104,8 @@ def max_new_tokens(value) -> int:
 def slider_value(param, value):
     """A method parameter from its slider (``param``: a ``decoding.methods.Param``): in its valid domain (the
     library's own check) and in the slider's range."""
+    if param.kind == "text":  # a text box (ICD's instruction): text of bounded length; the model checks the rest
+        return param.validate(value)
     value = param.validate(value)
     if not param.low <= value <= param.high:
         raise ValueError(f"{param.name} must be between {param.low:g} and {param.high:g} here, got {value:g}")

@@ -231,7 +231,14 @@ def _parameters(max_pixels: int, mode: str) -> dict:
     }
 
 
-def _slider(method: str, param) -> gr.Slider:
+def _slider(method: str, param) -> gr.Slider | gr.Textbox:
+    """The control of one method parameter: a slider, or a text box for a text parameter (ICD's instruction)."""
+    if param.kind == "text":
+        return gr.Textbox(
+            value=param.default, label=f"{param.name} (our default wording)", lines=2, max_lines=6,
+            max_length=int(param.high), info=texts.PARAM_INFO.format(help=param.help, source=param.source),
+            elem_id=f"cd-{method}-{param.name}",
+        )
     return gr.Slider(
         minimum=param.low,
         maximum=param.high,

@@ -39,25 +39,33 @@ examples:
 """
 
 
-def parse_method(spec: str) -> tuple[str, dict[str, float | int]]:
+def parse_method(spec: str, instruction: str | None = None) -> tuple[str, dict[str, float | int | str]]:
     """"ritual:alpha_pos=2,beta=0.1" -> ("ritual", {"alpha_pos": 2, "beta": 0.1}); checked against the method's
-    parameters (unknown names and bad values raise EvalInputError)."""
+    parameters (unknown names and bad values raise EvalInputError). A text parameter is taken as written (no comma
+    in it: ICD's instruction comes whole from ``instruction``, --icd-instruction)."""
+    from decoding.methods import get_method
+
     name, _, rest = spec.partition(":")
     name = name.strip()
-    params: dict[str, float | int] = {}
+    params: dict[str, float | int | str] = {}
+    try:
+        record = get_method(name)
+        texts = {param.name for param in record.params if param.kind == "text"}
+    except ValueError as e:
+        raise EvalInputError(f"--method {spec!r}: {e}") from None
     for part in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = part.partition("=")
         if not eq or not key.strip():
             raise EvalInputError(f"--method {spec!r}: expected NAME or NAME:param=value,param=value, got {part!r}")
-        value = value.strip()
+        key, value = key.strip(), value.strip()
         try:
-            params[key.strip()] = int(value) if value.lstrip("+-").isdigit() else float(value)
+            params[key] = value if key in texts else int(value) if value.lstrip("+-").isdigit() else float(value)
         except ValueError:
-            raise EvalInputError(f"--method {spec!r}: {key.strip()} must be a number, got {value!r}") from None
-    from decoding.methods import get_method
-
+            raise EvalInputError(f"--method {spec!r}: {key} must be a number, got {value!r}") from None
+    if instruction is not None and "instruction" in texts:
+        params["instruction"] = instruction
     try:
-        return name, get_method(name).resolve(params)
+        return name, record.resolve(params)
     except ValueError as e:
         raise EvalInputError(f"--method {spec!r}: {e}") from None
 
@@ -126,6 +134,10 @@ def _common_options() -> argparse.ArgumentParser:
     run.add_argument("--method", action="append", default=[], metavar="NAME[:k=v,...]",
                      help=f"a decoding method to compare with the baseline, repeatable; one of {', '.join(METHODS)}"
                           "; parameters after a colon, e.g. ritual:alpha_pos=2,beta=0.1 (defaults: the papers')")
+    run.add_argument("--icd-instruction", default=None, metavar="TEXT",
+                     help="ICD's disturbance system instruction (default: our own wording). The authors' are listed "
+                          "in p1k0pan/ICD@2fa44c5 experiments/gen_scripts/icd_llava_pope.py L117-122; pass one to "
+                          "reproduce the release")
     run.add_argument("--controls", action="store_true",
                      help="also decode every control beside the methods (APC-only, PBA, OLM: the plausibility cut "
                           "alone, a push toward 'yes' by the prompt, and at the output), with their defaults, so "
@@ -233,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sampling = sampling_config(args)
         benchmark = build_benchmark(args)
-        methods = [parse_method(spec) for spec in args.method]
+        methods = [parse_method(spec, args.icd_instruction) for spec in args.method]
+        if args.icd_instruction is not None and "icd" not in [name for name, _ in methods]:
+            raise EvalInputError("--icd-instruction is ICD's: add --method icd")
         names = [name for name, _ in methods]
         if len(set(names)) != len(names):
             raise EvalInputError(f"each method may be given once, got {names}; compare settings in separate runs")

@@ -286,7 +286,8 @@ def _merge_and_score(benchmark: Benchmark, config: RunConfig, out_dir: str, summ
     scored = benchmark.score(answers, sides)
     table = scored.table
     table.title = f"{table.title} — {config.model}, {config.decoding_label()}"
-    params = [f"`{name}`: " + ", ".join(f"{k}={v:g}" for k, v in p.items()) for name, p in config.methods]
+    params = [f"`{name}`: " + ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v:g}" for k, v in p.items())
+              for name, p in config.methods]  # a text parameter (ICD's instruction) quoted
     table.notes = table.notes + ([f"Method parameters: {'; '.join(params)}."] if params else [])
     metrics = {
         "schema_version": SCHEMA_VERSION,

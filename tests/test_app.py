@@ -284,6 +284,8 @@ def test_every_method_shows_its_source_and_each_defaults_source():
         assert any(record.source in t for t in texts), name
         for param in record.params:
             assert any(param.help in t and param.source in t for t in texts), (name, param.name)
+    kinds = {c.get("props", {}).get("elem_id"): c.get("type") for c in config["components"]}
+    assert kinds["cd-icd-instruction"] == "textbox" and kinds["cd-icd-alpha"] == "slider"
 
 
 # ---- every method runs on the embedded model, and says what it did in its own words ---------------------------------
@@ -342,3 +344,28 @@ def test_a_control_beside_dola_takes_the_layer_colour_mode_too(tiny_pool):
     for side in render.sides(run):
         assert all(token.early_exit is not None for token in side.tokens), side.name
         assert render.NOT_RECORDED["first_top_layer"] not in render.heatmap_html(side, scale), side.name
+
+
+def test_icd_s_instruction_from_the_page_reaches_the_contrast_row_or_is_refused_clearly(tiny_pool, tmp_path):
+    from demo.run import SLIDERS, RunControl, RunError, RunRequest, Runner
+
+    shutil.copy(EXAMPLES_DIR / "cat.jpg", tmp_path / "cat.jpg")
+    runner = Runner(tiny_pool, tmp_path, max_pixels=1_000_000)
+    index = [(method, param.name) for method, param in SLIDERS].index(("icd", "instruction"))
+
+    def run(text):
+        sliders = [param.default for _, param in SLIDERS]
+        sliders[index] = text
+        request = RunRequest(image={"path": str(tmp_path / "cat.jpg")}, question="What is this?",
+                             model_name=tiny_pool.default, method="icd", max_new_tokens=2, sliders=tuple(sliders))
+        return list(runner.run(RunControl(), request))[-1]
+
+    given = "Look anywhere but at the picture."
+    record = json.loads(Path(run(given).details.download).read_text())
+    assert record["params"]["instruction"] == record["branches"]["instruction"] == given
+    for bad, message in [("x" * 1_000_000, "instruction is too long: 1000000 characters"), ("", "instruction is empty"),
+                         ("Be vague.\x07", "ICD's instruction holds a character that is not text"),
+                         (["a", "list"], "instruction must be text"), (10**400, "instruction must be text")]:
+        with pytest.raises(RunError) as refused:
+            run(bad)
+        assert message in refused.value.message and len(refused.value.message) < 300, refused.value.message

@@ -99,9 +99,13 @@ def test_the_bound_rule_with_registry_defaults_is_the_rule_with_its_own(method, 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_parameter_has_a_range_help_and_source(method):
     for param in REGISTRY[method].params:
-        assert isinstance(param, Param)
-        assert param.low <= param.default <= param.high and param.help and param.source, (method, param.name)
+        assert isinstance(param, Param) and param.help and param.source, (method, param.name)
         assert param.validate(param.default) == param.default
+        if param.kind == "text":  # low..high: its length in characters
+            assert param.low <= len(param.default) <= param.high, (method, param.name)
+            assert param.validate("x" * int(param.high)) and param.validate("x" * int(param.low))
+            continue
+        assert param.low <= param.default <= param.high, (method, param.name)
         assert param.validate(param.low) == param.low and param.validate(param.high) == param.high
     assert REGISTRY[method].source and REGISTRY[method].title.startswith(REGISTRY[method].short_name)
     assert REGISTRY[method].kind in ("method", "control")
