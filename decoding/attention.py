@@ -98,20 +98,21 @@ class ReplacedImageEmbeddings:
 
 
 Edit = ImageAmplification | SelfIntrospection | BlindTokens | ReplacedImageEmbeddings
-_EMBEDDING_EDITS = (BlindTokens, ReplacedImageEmbeddings)
 
 
 @dataclass
 class LabControl:
     """What one forward edits: batch index -> (that row's image key positions in cache coordinates, its edit); and,
-    filled during the forward, SID's kept image keys per batch index."""
+    filled during the forward, SID's kept image keys per batch index.
+
+    last_query_weights: with ``output_attentions``, return only the last query's weights, (B, H, 1, keys): all that
+    a prefill's recording reads (the first token's image attention, ECD's features), without keeping every layer's
+    (B, H, L, L) weights; so a prefill with edits never needs splitting into chunks (SID's edit spans every query of
+    the forward, and a chunk without the last query could not choose its kept tokens)."""
 
     edits: dict[int, tuple[torch.Tensor, Edit]] = field(default_factory=dict)
     kept: dict[int, torch.Tensor] = field(default_factory=dict)
-
-    def embeddings_only(self) -> LabControl:
-        """The same control without its attention edits (for a prefill chunk whose last query is not the prompt's)."""
-        return LabControl({b: e for b, e in self.edits.items() if isinstance(e[1], _EMBEDDING_EDITS)})
+    last_query_weights: bool = False
 
     def zeroed_embeddings(self) -> dict[int, torch.Tensor]:
         """Batch index -> the input positions whose embeddings AvisC zeroes (the row's non-blind image tokens)."""
@@ -143,15 +144,35 @@ def lab_attention(module, query, key, value, attention_mask, scaling=None, dropo
     control = kwargs.pop("lab_control", None)
     layer = getattr(module, "layer_idx", None)
     rows = control.rows_for(layer) if control is not None else {}
-    if not rows and not kwargs.get("output_attentions"):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
-                                      **kwargs)
+    want_weights = bool(kwargs.pop("output_attentions", False))
+    last_only = want_weights and control is not None and control.last_query_weights
+    if not rows and (not want_weights or last_only):
+        output, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
+                                           dropout=dropout, **kwargs)
+        return output, (_weights(module, query[:, :, -1:], key, attention_mask, scaling) if last_only else None)
+    weights = _weights(module, query, key, attention_mask, scaling, rows, control, layer)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    values = _repeated(module, value)
+    output = torch.matmul(weights, values).transpose(1, 2).contiguous()
+    if not want_weights:
+        return output, None
+    return output, (weights[:, :, -1:] if last_only else weights)
+
+
+def _repeated(module, states: torch.Tensor) -> torch.Tensor:
+    """Grouped-query keys or values repeated to one per query head."""
     groups = getattr(module, "num_key_value_groups", 1)
-    keys = key.repeat_interleave(groups, dim=1) if groups > 1 else key
-    values = value.repeat_interleave(groups, dim=1) if groups > 1 else value
+    return states.repeat_interleave(groups, dim=1) if groups > 1 else states
+
+
+def _weights(module, query, key, attention_mask, scaling, rows=None, control=None, layer=None) -> torch.Tensor:
+    """Eager attention weights of ``query`` (its last rows, where it is a slice) over every key, with the edits of
+    ``rows`` (batch index -> (image key positions, edit)) of this ``layer``."""
+    keys = _repeated(module, key)
     scores = torch.matmul(query, keys.transpose(2, 3)) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
     if attention_mask is not None:
-        scores = scores + attention_mask[:, :, :, : keys.shape[-2]]
+        scores = scores + attention_mask[:, :, -query.shape[2]:, : keys.shape[-2]]
+    rows = rows or {}
     for b, (positions, edit) in rows.items():
         if isinstance(edit, ImageAmplification):
             image = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
@@ -173,8 +194,7 @@ def lab_attention(module, query, key, value, attention_mask, scaling=None, dropo
         if isinstance(edit, SelfIntrospection) and layer == edit.layer - 1:
             on_image = weights[b, :, -1, positions].float().mean(dim=0)
             control.kept[b] = positions[rules.sid_keep_tokens(on_image, k=edit.keep)]
-    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
-    return torch.matmul(weights, values).transpose(1, 2).contiguous(), weights
+    return weights
 
 
 AttentionInterface.register(NAME, lab_attention)
@@ -183,8 +203,8 @@ AttentionMaskInterface.register(NAME, eager_mask)  # float (B, 1, q, kv) masks: 
 
 def _edit_input_embeddings(module, args, kwargs):
     """A forward pre-hook on the language model (``model.get_decoder()``): AvisC's zeroed image embeddings and DCD's
-    replaced ones, for the rows the forward's control names, in a forward whose inputs hold the image (the prefill,
-    or its first chunk)."""
+    replaced ones, for the rows the forward's control names, in a forward whose inputs hold the image (the
+    prefill)."""
     control, embeds = kwargs.get("lab_control"), kwargs.get("inputs_embeds")
     if control is None or embeds is None:
         return None

@@ -254,12 +254,11 @@ class _RowGroup:
         control = self._control(unique)
         want_attention = self._wants_attention(attention_layers)
         want_layers = self._wanted_layers()
-        if want_attention:
-            # The first token's attention is that of the last prompt position; asking every prefill position for its
-            # attention would cost (rows x heads x L x L) per layer, so the last position runs as its own chunk.
-            # The attention edits, on the last query, wait for that chunk; the embedding edits act on the image's.
-            first = control.embeddings_only() if control is not None else None
-            self._forward(False, None, first, **{k: v[..., :-1] for k, v in tokens.items()}, **vision)
+        if want_attention and not self.edit_rows:
+            # Eager attention, no edits: the first token's attention is that of the last prompt position; asking every
+            # prefill position for its attention would cost (rows x heads x L x L) per layer, so the last position
+            # runs as its own chunk (the same numbers: nothing in the run depends on the chunking).
+            self._forward(False, None, None, **{k: v[..., :-1] for k, v in tokens.items()}, **vision)
             last = {k: tokens[k][..., -1:] for k in ("input_ids", "position_ids")}
             logits, attentions, hidden = self._forward(
                 True, want_layers, control, **last, attention_mask=tokens["attention_mask"]

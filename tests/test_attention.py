@@ -11,6 +11,7 @@ from decoding import compare
 from decoding import rules
 from decoding.attention import BlindTokens, ImageAmplification, LabControl, SelfIntrospection, lab_attention_for
 from decoding.engine import Engine, Side
+from decoding.methods import METHODS
 from models import TINY_FAMILIES, build_tiny, load_model
 from pictures import red_square_on_noise
 
@@ -168,3 +169,37 @@ def test_blind_tokens_zero_the_other_image_embeddings_of_their_row_only(model, i
     others = torch.ones(edited.shape[1], dtype=torch.bool)
     others[zeroed] = False
     torch.testing.assert_close(edited[1, others], plain[1, others])
+
+
+# ---- recording the image attention changes nothing -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def embedded():
+    return load_model("assets/shapes-llava")
+
+
+def _decoded(result):
+    """Every side's tokens, and every probability its trace shows (the final distribution's and each row's)."""
+    sides = [result.baseline, result.method_side]
+    tokens = [[t.token_id for t in side.tokens] for side in sides]
+    probs = [p for side in sides for t in side.tokens for p in (t.final.prob, *(v.prob for v in t.branches.values()))]
+    return tokens, probs
+
+
+@pytest.mark.parametrize("method, params", [
+    *((m, {}) for m in METHODS),
+    ("sid", {"keep": 4}), ("sid", {"keep": 4, "layer": 1}),  # an edit large enough to move the probabilities
+    ("pai", {"as_released": 0, "alpha": 2.0}),  # the prefill edited too
+])
+def test_recording_the_image_attention_changes_no_token_and_no_probability(embedded, method, params):
+    """The app records each token's image attention (its heatmaps), eval does not: every method must decode the same
+    either way (SID's edit was lost in a prefill split for the recording, the first token's probabilities moved)."""
+    shapes_image = Image.open("assets/examples/shapes-1600000015.png").convert("RGB")
+    runs = [
+        compare(embedded, shapes_image, "is there a square in the image ?", method, max_new_tokens=3, ignore_eos=True,
+                attention_layers=layers, **params)
+        for layers in ("all", None)
+    ]
+    (tokens_on, probs_on), (tokens_off, probs_off) = map(_decoded, runs)
+    assert tokens_on == tokens_off
+    assert probs_on == pytest.approx(probs_off, abs=1e-5)
+    assert runs[0].method_side.tokens[0].image_attention is not None
