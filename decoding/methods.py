@@ -378,10 +378,12 @@ def _farthest_augmentation(request: BranchRequest, params: dict) -> Branches:
 def _amplified_with_text_only(request: BranchRequest, params: dict) -> Branches:
     """PAI: the original row's image attention amplified (``decoding.attention``), and the prompt without the image
     for the CFG term (the row M3ID uses)."""
-    amplify = ImageAmplification(
-        alpha=params["alpha"], first_layer=params["first_layer"], first_step=1 if params["as_released"] else 0
-    )
-    info = {"amplified_from_token": 2 if params["as_released"] else 1, "first_layer": params["first_layer"]}
+    # As released, the first answer token goes unamplified only with the CFG term on (gamma != 1: --use-cfg, whose
+    # processor clears the layers' use_cfg flag after the image row's prefill, CFG.py L32-49); gamma 1 is the release
+    # without --use-cfg, amplified from the first token (attention.py L90).
+    late = bool(params["as_released"]) and params["gamma"] != 1.0
+    amplify = ImageAmplification(alpha=params["alpha"], first_layer=params["first_layer"], first_step=int(late))
+    info = {"amplified_from_token": 2 if late else 1, "first_layer": params["first_layer"]}
     text_only = {"text_only": request.adapter.build_row(request.question, None)}
     return Branches(text_only, info, attention_edits={"original": amplify})
 
@@ -845,14 +847,17 @@ _LATER_RECORDS = (
                   "in decoder layers from first_layer on.", "PAI: alpha 0.2 (pope_eval.py L50, README commands)"),
             Param("gamma", 1.1, 1.0, 3.0,
                   "CFG weight against the prompt without the image: γ·(s − u) + u on log-probabilities; 1 turns the "
-                  "term (and its cut) off.", "PAI: gamma 1.1 in the README commands (the .py default is 2)"),
+                  "term (and its cut) off, as the release without --use-cfg.",
+                  "PAI: gamma 1.1 in the README commands (the .py default is 2)"),
             _beta("PAI: 0.1, hard-coded (CFG.py L53)"),
             Param("first_layer", 2, 0, 80, "First decoder layer whose attention is amplified (PAI: 2 to the last).",
                   "PAI: start-layer 2, end-layer 32 of LLaVA-1.5's 32", 1, integer=True),
             _switch("as_released", 1,
-                    "1 = as released: with the CFG term on, the first answer token is not amplified (the release "
-                    "clears its use_cfg flag only after the prefill); 0 = as described: amplified from the first "
-                    "token.", "LALBJ/PAI attention.py L90, CFG.py L48–49 (asked in LALBJ/PAI#22)"),
+                    "1 = as released: with the CFG term on (γ > 1) the first answer token is not amplified (the "
+                    "release clears its use_cfg flag only after the prefill); with γ = 1 (the release without "
+                    "--use-cfg) it is. The release's --use-cfg at γ = 1 never amplifies (its processor returns "
+                    "before clearing the flag): that is alpha 0 here. 0 = as described: amplified from the first "
+                    "token whatever γ.", "LALBJ/PAI attention.py L90, CFG.py L30–49 (asked in LALBJ/PAI#22)"),
         ),
         contrast_roles=("text_only",), build=_amplified_with_text_only, rule=_pai_rule,
         labels={"original": "original, image attention amplified", "text_only": "no image (CFG term)"},

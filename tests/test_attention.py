@@ -93,7 +93,7 @@ def test_amplification_raises_image_attention_on_its_layers_only(model, image):
         torch.testing.assert_close(a[0, :, :-1], b[0, :, :-1])  # only the last query row is edited
 
 
-def test_as_released_leaves_the_first_token_unamplified(image):
+def test_as_released_leaves_the_first_token_unamplified_with_the_cfg_term_only(image):
     model = load_model("assets/shapes-llava")
     shapes_image = Image.open("assets/examples/shapes-1600000015.png")  # a triangle without its star
     question = "is there a square in the image ?"
@@ -108,6 +108,11 @@ def test_as_released_leaves_the_first_token_unamplified(image):
     assert abs(runner_up[1] / runner_up[2] - 1) > 0.02  # as described: it is
     second = released.method_side.tokens[1].image_attention["share"]
     assert second > released.baseline.tokens[1].image_attention["share"]  # from the second token on, it is
+    # gamma 1 is the release without --use-cfg: nothing clears a flag late, the first token is amplified too.
+    no_cfg = compare(model, shapes_image, question, "pai", gamma=1.0, **options)
+    runner_up_no_cfg = no_cfg.method_side.tokens[0].branches["original"].top[1].prob
+    assert runner_up_no_cfg == pytest.approx(runner_up[1], rel=1e-5)
+    assert no_cfg.branches["amplified_from_token"] == 1 and released.branches["amplified_from_token"] == 2
 
 
 def test_other_rows_of_the_batch_are_untouched(image, tmp_path):
