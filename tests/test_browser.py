@@ -35,6 +35,8 @@ MAX_PIXELS = 1_000_000
 MAX_FILE_SIZE = "1mb"
 RUN_TIMEOUT_MS = 60_000
 
+pytestmark = pytest.mark.slow
+
 
 try:
     from playwright.sync_api import expect, sync_playwright

@@ -82,6 +82,7 @@ def test_chair_annotations_match_the_scenes(bench_dir):
     assert vocabulary is not None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isfile(os.path.join(EMBEDDED, "config.json")), reason="embedded model not built")
 def test_eval_command_scores_the_shapes_benchmark_with_the_embedded_model(bench_dir, tmp_path):
     out = tmp_path / "results"
@@ -101,6 +102,7 @@ def test_eval_command_scores_the_shapes_benchmark_with_the_embedded_model(bench_
     assert metrics["baseline"]["accuracy"] >= 4 / 6
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isfile(os.path.join(EMBEDDED, "config.json")), reason="embedded model not built")
 def test_every_printed_eval_command_runs(tmp_path):
     # what `python -m eval.shapes_world.benchmark` tells users to run must work as printed (CHAIR once asked for

@@ -55,6 +55,7 @@ def test_histogram_bins_and_mean_std():
     assert [name for name, _ in lab.runs(2, 5)] == ["greedy", "sampled-seed5", "sampled-seed6"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(os.path.join(SHIPPED, "model.safetensors")), reason="no shipped checkpoint")
 def test_the_lab_command_end_to_end(tmp_path, capsys):
     out = tmp_path / "lab"
