@@ -331,7 +331,7 @@ def test_shipped_model_answers_fixed_scenes(shipped, hand_built):
 @needs_shipped
 def test_shipped_model_hallucinates_the_partner(shipped):
     # On scenes with a trigger and without its partner the world's co-occurrence prior puts the partner in, for every
-    # rule (the bar: false "yes" >= 0.3 against <= 0.1 on scenes with neither); one fixed scene can go
+    # rule (the world's design target: false "yes" >= 0.3 against <= 0.1 on scenes with neither); one fixed scene can go
     # either way (circle -> square is the weakest rule, about 0.63), so the test measures rates on 40 scenes a rule.
     probe = evaluate.partner_probe(40, seed=5)
     answerer = evaluate.GreedyAnswerer(shipped)

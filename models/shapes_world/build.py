@@ -6,7 +6,7 @@ that ``models.load_model(folder)`` loads it like any Hub checkpoint.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -173,6 +173,3 @@ class Encoder:
         if not torch.allclose(encoded["pixel_values"].float(), fast["pixel_values"], atol=1e-5):
             raise AssertionError("fast pixel values differ from the processor's")
 
-
-def size_dict(size: ModelSize) -> dict:
-    return asdict(size)

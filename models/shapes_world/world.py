@@ -51,8 +51,6 @@ RGB = {
 }
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
 RELATIONS = ("left of", "right of", "above", "below")
-ROW_NAMES = ("top", "middle", "bottom")
-COLUMN_NAMES = ("left", "center", "right")
 MAX_PER_KIND = 3
 
 
