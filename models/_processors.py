@@ -44,19 +44,20 @@ def processor_class(processor_cls):
     return processor_cls if is_torchvision_available() else image_only(processor_cls)
 
 
-def load_processor(source: str, model_type: str | None = None, **kwargs):
-    """``AutoProcessor.from_pretrained``; where that fails for want of torchvision, the family's image-only
-    processor."""
+def load_processor(source: str, model_type: str | None = None, class_name: str | None = None, **kwargs):
+    """``AutoProcessor.from_pretrained``, or ``class_name``'s ``from_pretrained`` where the family names its own
+    class; where that fails for want of torchvision, the family's image-only processor."""
+    import transformers
     from transformers import AutoProcessor
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
+    if class_name is not None:
+        return processor_class(getattr(transformers, class_name)).from_pretrained(source, **kwargs)
     try:
         return AutoProcessor.from_pretrained(source, **kwargs)
     except Exception:
         if is_torchvision_available():
             raise
-        import transformers
-
         cls = getattr(transformers, PROCESSOR_MAPPING_NAMES.get(model_type) or "", None)
         if cls is None or not processor_has_video(cls):
             raise

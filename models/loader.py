@@ -226,7 +226,8 @@ def _load(cls, name, source, config, hub_kwargs, *, device, dtype, quant, trust_
     from ._processors import load_processor
 
     processor = load_processor(
-        source, getattr(config, "model_type", None), trust_remote_code=trust_remote_code, **hub_kwargs
+        source, getattr(config, "model_type", None), cls.processor_class, trust_remote_code=trust_remote_code,
+        **hub_kwargs
     )
     kwargs = dict(config=config, dtype=dtype, trust_remote_code=trust_remote_code, **hub_kwargs)
     if attn_implementation is not None:

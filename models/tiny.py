@@ -117,14 +117,17 @@ LLAVA_CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
 )
 
-# LLaVA-OneVision (Qwen2 chat): "<|im_start|>user <image>\n<question><|im_end|>\n<|im_start|>assistant\n"
+# LLaVA-OneVision (Qwen2's ChatML as llava-hf writes it): "<|im_start|>user\n<image>\n<question><|im_end|>\n
+# <|im_start|>assistant\n" — every turn "<|im_start|>" role "\n", its images ("<image>\n" each) before its text,
+# "<|im_end|>\n"; no default system turn. What the llava-onevision-qwen2-7b-si-hf chat_template.json (974bbb6) renders;
+# transformers' tests/models/llava_onevision/test_modeling_llava_onevision.py shows the same prompt.
 ONEVISION_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['content'] is string -%}{%- set parts = [{'type': 'text', 'text': message['content']}] -%}"
     "{%- else -%}{%- set parts = message['content'] -%}{%- endif -%}"
-    "{{ '<|im_start|>' + message['role'] + ' ' }}"
-    "{%- for part in parts if part['type'] == 'image' -%}{{ '<image>' }}{%- endfor -%}"
-    "{%- for part in parts if part['type'] == 'text' -%}{{ '\n' + part['text'] }}{%- endfor -%}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{%- for part in parts if part['type'] == 'image' -%}{{ '<image>\n' }}{%- endfor -%}"
+    "{%- for part in parts if part['type'] == 'text' -%}{{ part['text'] }}{%- endfor -%}"
     "{{ '<|im_end|>\n' }}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
@@ -592,8 +595,10 @@ def save_built(family: str, built: tuple, save_dir: str | os.PathLike, seed: int
         with torch.no_grad():
             for name in _ZERO_INIT.get(family, ()):  # drawn like the other matrices, from the same seeded stream
                 model.get_parameter(name).normal_(0.0, config.initializer_range)
-    with torch.no_grad():
-        model.get_output_embeddings().weight[special_ids["eos_token_id"]] *= _EOS_SCALE
+    with torch.no_grad():  # every id that ends an answer: the generation config's and the tokenizer's EOS
+        configured = special_ids["eos_token_id"]
+        ends = set(configured if isinstance(configured, list) else [configured]) | {processor.tokenizer.eos_token_id}
+        model.get_output_embeddings().weight[sorted(ends)] *= _EOS_SCALE
     model.generation_config = GenerationConfig(**special_ids)
     os.makedirs(save_dir, exist_ok=True)
     model.save_pretrained(save_dir)

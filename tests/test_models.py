@@ -267,7 +267,7 @@ def test_chat_template_style(adapters):
     assert int((row.input_ids == adapters["gemma3"].tokenizer.bos_token_id).sum()) == 1  # the template's own <bos>
     assert int(row.input_ids[0, 0]) == adapters["gemma3"].tokenizer.bos_token_id
     onevision = adapters["llava_onevision"].prompt_text("Hi?", with_image=True)
-    assert onevision == "<|im_start|>user <image>\nHi?<|im_end|>\n<|im_start|>assistant\n"
+    assert onevision == "<|im_start|>user\n<image>\nHi?<|im_end|>\n<|im_start|>assistant\n"  # llava-hf's template
 
 
 def test_forward_on_row_gives_logits(adapter):

@@ -142,6 +142,164 @@ def test_a_question_made_of_the_templates_markers_stays_one_turn_with_one_image(
         assert decoded.count(marker) == plain.count(marker), marker
 
 
+# ---- the prompt as the published chat template renders it -----------------------------------------------------------
+
+ASKED, SYSTEM = "What is in the image?", "Answer briefly."
+_CHATML = "<|im_start|>system\nAnswer briefly.<|im_end|>\n"  # a system turn in Qwen's ChatML
+_ONEVISION_USER = "<|im_start|>user\n<image>\nWhat is in the image?<|im_end|>\n<|im_start|>assistant\n"
+_QWEN_USER = ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What is in the image?<|im_end|>\n"
+              "<|im_start|>assistant\n")
+# family -> (the prompt for one image + ASKED, the same with SYSTEM): what each published chat template renders for
+# these messages (one user turn: the image, then the text; a system turn first), before the processor expands the image.
+PUBLISHED_PROMPTS = {
+    # llava-hf/llava-1.5-7b-hf chat_template.json (its text in openvino.genai's chat_template_fallback_map.hpp @
+    # 8433e664^, "Duplicate from llava-hf/llava-1.5-7b-hf" in FriendliAI/llava-1.5-7b-hf): a system text bare before
+    # the turns, "USER: " and each image "<image>\n", each text + " ", then "ASSISTANT:".
+    "llava": ("USER: <image>\nWhat is in the image? ASSISTANT:",
+              "Answer briefly. USER: <image>\nWhat is in the image? ASSISTANT:"),
+    # llava-hf/llava-v1.6-mistral-7b-hf chat_template.json (same map): no generation prompt of its own.
+    "llava_next": ("[INST] <image>\nWhat is in the image? [/INST]",
+                   "<<SYS>>\nAnswer briefly.\n<</SYS>>\n\n[INST] <image>\nWhat is in the image? [/INST]"),
+    # llava-hf/llava-onevision-qwen2-7b-si-hf chat_template.json @974bbb6 (the 0.5b-ov-hf's file not seen); the
+    # prompt of transformers' tests/models/llava_onevision/test_modeling_llava_onevision.py @47af5a4 has this shape.
+    "llava_onevision": (_ONEVISION_USER, _CHATML + _ONEVISION_USER),
+    # Qwen/Qwen2-VL-2B-Instruct chat_template (openvino.genai's fallback map): "You are a helpful assistant." when the
+    # first turn is not a system one.
+    "qwen2_vl": ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" + _QWEN_USER, _CHATML + _QWEN_USER),
+    # Qwen2.5-VL-3B-Instruct: unverified, taken to be Qwen2-VL's (its chat_template.json was not seen).
+    "qwen2_5_vl": ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" + _QWEN_USER, _CHATML + _QWEN_USER),
+    # Qwen3-VL-2B-Instruct: unverified (its chat_template.json was not seen): no default system turn.
+    "qwen3_vl": (_QWEN_USER, _CHATML + _QWEN_USER),
+    # google/gemma-3-4b-it: transformers' tests/models/gemma3/test_modeling_gemma3.py @c46c6cd (test_model_4b_bf16)
+    # decodes this prompt, special tokens skipped and the image expanded, as "user\nYou are a helpful assistant.\n\n
+    # \n\n\n\nWhat is shown in this image?\nmodel\n": the system text + "\n\n" opening the first user turn.
+    "gemma3": ("<bos><start_of_turn>user\n<start_of_image>What is in the image?<end_of_turn>\n<start_of_turn>model\n",
+               "<bos><start_of_turn>user\nAnswer briefly.\n\n<start_of_image>What is in the image?<end_of_turn>\n"
+               "<start_of_turn>model\n"),
+    # HuggingFaceM4/Idefics3-8B-Llama3 chat_template (preprocessor_config.json @92a708a): "User:" before an image,
+    # "System: " before a text.
+    "idefics3": ("<|begin_of_text|>User:<image>What is in the image?<end_of_utterance>\nAssistant:",
+                 "<|begin_of_text|>System: Answer briefly.<end_of_utterance>\nUser:<image>What is in the image?"
+                 "<end_of_utterance>\nAssistant:"),
+    # OpenGVLab/InternVL3-1B-hf chat_template.jinja (transformers' convert_internvl_weights_to_hf.py writes it; 481
+    # bytes as the file in the repository's tree).
+    "internvl": ("<|im_start|>user\n<IMG_CONTEXT>\nWhat is in the image?<|im_end|>\n<|im_start|>assistant\n",
+                 _CHATML + "<|im_start|>user\n<IMG_CONTEXT>\nWhat is in the image?<|im_end|>\n<|im_start|>assistant\n"),
+    # Salesforce/instructblip-vicuna-7b: no chat template; the instruction as it is (LAVIS blip2_vicuna_instruct.py
+    # generate; transformers' test_inference_vicuna_7b: "What is unusual about this image?").
+    "instructblip": ("What is in the image?", "Answer briefly. What is in the image?"),
+}
+
+
+def test_the_prompt_is_what_the_published_template_renders(adapters, family):
+    adapter = adapters[family]
+    plain, with_system = PUBLISHED_PROMPTS[family]
+    assert adapter.prompt_text(ASKED, with_image=True) == plain
+    assert adapter.prompt_text(ASKED, with_image=True, system=SYSTEM) == with_system
+
+
+# ---- the special tokens the published files give -----------------------------------------------------------------
+
+# family -> (the generation_config.json's BOS / EOS / pad, as tokens; every token that ends an answer; the prompt's
+# first token; the pad token): the published values, each from the file named in models/tiny_published.py.
+PUBLISHED_SPECIAL_TOKENS = {
+    "llava": (("<s>", "</s>", "<pad>"), {"</s>"}, "<s>", "<pad>"),
+    "llava_next": (("<s>", "</s>", "<pad>"), {"</s>"}, "<s>", "<pad>"),
+    "llava_onevision": ((None, "<|im_end|>", "<|endoftext|>"), {"<|im_end|>"}, "<|im_start|>", "<|endoftext|>"),
+    "qwen2_vl": ((None, ["<|im_end|>", "<|endoftext|>"], "<|endoftext|>"), {"<|im_end|>", "<|endoftext|>"},
+                 "<|im_start|>", "<|endoftext|>"),
+    "qwen2_5_vl": ((None, ["<|im_end|>", "<|endoftext|>"], "<|endoftext|>"), {"<|im_end|>", "<|endoftext|>"},
+                   "<|im_start|>", "<|endoftext|>"),
+    "qwen3_vl": ((None, ["<|im_end|>", "<|endoftext|>"], "<|endoftext|>"), {"<|im_end|>", "<|endoftext|>"},
+                 "<|im_start|>", "<|endoftext|>"),
+    "gemma3": (("<bos>", ["<eos>", "<end_of_turn>"], "<pad>"), {"<eos>", "<end_of_turn>"}, "<bos>", "<pad>"),
+    "idefics3": (("<|begin_of_text|>", "<end_of_utterance>", "<|reserved_special_token_0|>"), {"<end_of_utterance>"},
+                 "<|begin_of_text|>", "<|reserved_special_token_0|>"),
+    # generation_config.json names no pad: load_model fills in the tokenizer's.
+    "internvl": (("<|endoftext|>", "<|im_end|>", "<|endoftext|>"), {"<|im_end|>"}, "<|im_start|>", "<|endoftext|>"),
+    # generation_config.json (9e55477): bos 0 (<unk>), eos 1 (<s>), pad 32000 ([PAD]); the tokenizer's BOS and EOS
+    # are </s> (special_tokens_map.json): answers end with </s> (LAVIS), and at <s> where transformers' generate
+    # stops; the prompt starts with </s> after the query tokens (transformers' test_inference_vicuna_7b: [2, 1724,
+    # ...]).
+    "instructblip": (("<unk>", "<s>", "[PAD]"), {"</s>", "<s>"}, "</s>", "[PAD]"),
+}
+
+
+def _tokens(tokenizer, ids):
+    if ids is None:
+        return None
+    return tokenizer.convert_ids_to_tokens(ids) if isinstance(ids, list) else tokenizer.convert_ids_to_tokens([ids])[0]
+
+
+def test_stop_bos_and_pad_tokens_are_every_published_files(adapters, rows, family):
+    """The stop set is the tokenizer's EOS and the generation config's (instructblip-vicuna-7b's says 1, <s>, while
+    its tokenizer ends answers with </s>: the generation config alone never stopped it)."""
+    adapter = adapters[family]
+    tokenizer, config = adapter.tokenizer, adapter.model.generation_config
+    configured, stops, bos, pad = PUBLISHED_SPECIAL_TOKENS[family]
+    names = ("bos", "eos", "pad")
+    assert tuple(_tokens(tokenizer, getattr(config, f"{name}_token_id")) for name in names) == configured
+    assert set(tokenizer.convert_ids_to_tokens(adapter.eos_token_ids)) == stops
+    assert adapter.eos_token_ids[0] == tokenizer.eos_token_id  # what a training target ends with
+    text = [t for t in rows[family].input_ids[0].tolist() if t != adapter.image_token_id]
+    assert tokenizer.convert_ids_to_tokens(text[0]) == bos
+    assert tokenizer.convert_ids_to_tokens(adapter.pad_token_id) == pad
+
+
+def test_instructblip_loads_its_image_processor_where_the_file_names_the_video_one(folders, adapters):
+    processor_config = json.loads((Path(folders["instructblip"]) / "processor_config.json").read_text())
+    assert processor_config["processor_class"] == "InstructBlipVideoProcessor"  # as published (4fd0ddb)
+    processor = adapters["instructblip"].processor
+    assert type(processor).__name__ == "InstructBlipProcessor" and processor.num_query_tokens == 32
+
+
+# ---- plain decoding is transformers' own generate ------------------------------------------------------------------
+
+def test_plain_decoding_is_transformers_generate_with_the_real_stop_set(adapters, family):
+    """The engine's baseline (greedy) gives the tokens of ``model.generate`` on the same prompt, the same number of
+    new tokens and the stop set of the published files; generate pads after a stop, the engine ends there."""
+    import torch
+
+    from decoding.comparison import answer_all
+
+    adapter, steps = adapters[family], 4
+    picture = photo().resize((256, 192))
+    row = adapter.build_row(ASKED, picture)
+    with torch.no_grad():
+        out = adapter.model.generate(input_ids=row.input_ids, attention_mask=torch.ones_like(row.input_ids),
+                                     **row.token_kwargs, **row.vision_kwargs, do_sample=False, max_new_tokens=steps,
+                                     eos_token_id=adapter.eos_token_ids, pad_token_id=adapter.pad_token_id)
+    expected = out[0, row.length:].tolist()
+    sides, _ = answer_all(adapter, picture, ASKED, [], max_new_tokens=steps)
+    tokens = [token.token_id for token in sides["baseline"].tokens]
+    assert tokens == expected[: len(tokens)]
+    assert len(tokens) == steps or tokens[-1] in adapter.eos_token_ids
+
+
+# ---- numbers transformers' own tests print for the published checkpoints ----------------------------------------
+
+def test_onevision_takes_a_1024_by_899_photo_as_the_published_processor_does(adapters):
+    """hf tests/models/llava_onevision/test_modeling_llava_onevision.py @032b32a, on llava-onevision-qwen2-0.5b-ov-hf:
+    a 1024 x 899 photo and the prompt "user\\n<image>\\nWhat do you see in this image?<|im_end|>\\n<|im_start|>
+    assistant\\n" give 6567 input ids and pixel_values (1, 10, 3, 384, 384). Qwen2's tokenizer writes that prompt's
+    text in 16 tokens (user, \\n, \\n, What, _do, _you, _see, _in, _this, _image, ?, <|im_end|>, \\n,
+    <|im_start|>, assistant, \\n), so the image is 6551: the base tile, then the 3 x 3 canvas unpadded, with
+    newlines."""
+    adapter = adapters["llava_onevision"]
+    row = adapter.build_row("What do you see in this image?", Image.new("RGB", (1024, 899), (90, 120, 60)))
+    assert int((row.input_ids == adapter.image_token_id).sum()) == 6567 - 16
+    assert tuple(row.vision_kwargs["pixel_values"].shape) == (1, 10, 3, 384, 384)
+    assert row.vision_kwargs["image_sizes"].tolist() == [[899, 1024]]
+
+
+def test_gemma3_rope_is_the_published_configs_as_transformers_reads_it(adapters):
+    """gemma-3-4b-it config.json (copy: mlx-community/gemma-3-4b-it-bf16): rope_theta 1e6 with rope_scaling linear x 8
+    on the global layers, rope_local_base_freq 1e4 on the sliding ones."""
+    rope = adapters["gemma3"].model.config.text_config.rope_parameters
+    assert rope["full_attention"] == {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}
+    assert rope["sliding_attention"] == {"rope_type": "default", "rope_theta": 1e4}
+
+
 # ---- the heatmap's grid --------------------------------------------------------------------------------------------
 
 def test_the_heatmap_grid_is_the_image_tokens_the_processor_inserted(adapters, rows, family):

@@ -59,6 +59,9 @@ class FamilyAdapter:
     """
 
     family: str = "base"
+    # The processor class to load for this family whatever the checkpoint's processor_config.json names (None: the
+    # one it names, through AutoProcessor); see InstructBlipAdapter.
+    processor_class: str | None = None
 
     def __init__(self, model, processor, model_id: str = ""):
         self.model = model
@@ -133,13 +136,18 @@ class FamilyAdapter:
 
     @property
     def eos_token_ids(self) -> list[int]:
-        """Every id that ends an answer (the generation config's EOS ids, else the tokenizer's)."""
-        ids = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        if ids is None:
-            ids = self.tokenizer.eos_token_id
-        if ids is None:
-            return []
-        return [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])]
+        """Every id that ends an answer: the tokenizer's EOS first (the token the model was trained to end with, and
+        what a training target ends with), then the generation config's EOS ids not already in. Both count because a
+        published checkpoint's two files need not agree: instructblip-vicuna-7b's generation_config.json says 1 (<s>)
+        while its tokenizer, and the authors' code, end answers with </s> (2); Qwen2-VL's and Gemma 3's generation
+        configs add a second id (<|endoftext|>, <end_of_turn>) to the tokenizer's."""
+        ids = []
+        configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        for value in (self.tokenizer.eos_token_id, configured):
+            for token in (value if isinstance(value, (list, tuple)) else [value]):
+                if token is not None and int(token) >= 0 and int(token) not in ids:
+                    ids.append(int(token))
+        return ids
 
     @property
     def pad_token_id(self) -> int:

@@ -4,7 +4,7 @@ Layout: one square view (``pixel_values`` (1, 3, S, S); 224 px published) throug
 queries (32) read its patches in the Q-Former, which also reads the prompt in its own BERT tokenizer
 (``qformer_input_ids``: the instruction-aware queries of InstructBLIP); ``language_projection`` maps the query outputs
 into the language model, where they fill ``num_query_tokens`` ``<image>`` tokens at the very start of the prompt,
-before ``<s>`` (``InstructBlipProcessor``).
+before the BOS token (``</s>`` in the published tokenizer; ``InstructBlipProcessor``).
 
 Prompt: plain text, no chat template: the processor's constructor takes none, and LAVIS's ``blip2_vicuna_instruct``
 and transformers' own example (``InstructBlipForConditionalGeneration.forward``'s docstring) feed the instruction as
@@ -25,6 +25,24 @@ Quirks, handled through the adapter's hooks:
   tokenizer's pad id and mask 0 (its mask is the Q-Former's own bidirectional one).
 - Checkpoints with a Flan-T5 (encoder-decoder) language model are refused at load (``check_config``): the engine
   continues one decoder-only cache per row.
+- Special tokens: the published files disagree. Salesforce/instructblip-vicuna-7b's generation_config.json (commit
+  9e55477) and its text config say BOS 0, EOS 1 (values transformers' conversion script
+  ``convert_instructblip_original_to_pytorch.py`` took from ``decapoda-research/llama-7b-hf``'s config), while its
+  tokenizer (special_tokens_map.json) has BOS = EOS = UNK = ``</s>`` (2) and pad ``[PAD]`` (32000) — the tokens
+  LAVIS sets (``blip2_vicuna_instruct.py``: ``add_special_tokens`` ``[PAD]``, then ``</s>`` as BOS, EOS and UNK).
+  LAVIS (@506965b) trains every answer to end with ``</s>`` (``text_output + eos_token``) and its ``generate``
+  stops at the EOS of the Vicuna weights it loads (a local folder's config, not published with the model: taken to
+  be ``</s>``, 2, as its ``outputs[outputs == 0] = 2`` after generating suggests); transformers' ``generate`` on the
+  published files stops only at 1 (``<s>``, which the model never learnt to write) and so runs to the token limit
+  (tried on the tiny build with those values: it wrote ``</s>`` and went on). The stop set is both
+  (``eos_token_ids``: the tokenizer's ``</s>`` first, then the generation config's 1); the prompt starts with the
+  tokenizer's BOS ``</s>``, as transformers' own integration test shows (``test_inference_vicuna_7b``: ``[2, 1724,
+  338, ...]``).
+- Processor: the published processor_config.json (commit 4fd0ddb) names ``InstructBlipVideoProcessor`` (the same
+  repository serves ``InstructBlipVideoForConditionalGeneration``), which ``AutoProcessor`` would load: a video
+  processor (torchvision only) that writes ``<video>`` tokens, none of which the image model reads. The loader
+  takes ``InstructBlipProcessor`` (``processor_class``) whatever the file names: the image processor of
+  preprocessor_config.json, both tokenizers and processor_config.json's ``num_query_tokens``.
 
 What it cannot do, and why: the query tokens have no place in the picture (each attends to every patch), so
 ``RowInputs.image_grid`` is None: no attention heatmap, only the share of attention on the query tokens. The methods
@@ -46,6 +64,7 @@ VICUNA_ROLE_WORDS = ("USER:", "ASSISTANT:")  # lmsys/vicuna-7b-v1.1's template: 
 
 class InstructBlipAdapter(SingleViewAdapter):
     family = "instructblip"
+    processor_class = "InstructBlipProcessor"
     vision_keys = ("pixel_values", "qformer_input_ids", "qformer_attention_mask")
 
     @classmethod
