@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import chair, mme, pope
+from . import chair, mme, pope, stats
 from .chair_words import CHAIR_VARIANTS, DEFAULT_CHAIR_VARIANT, Tagger
 from .errors import EvalInputError
-from .report import Column, Table
+from .report import Column, Table, interval_fields, tests_table
 
 CHAIR_PROMPT = "Please describe this image in detail."  # OPERA's CHAIR prompt, taken up by later decoding papers
 
@@ -36,20 +36,28 @@ def request_key(image: str, prompt: str) -> str:
 
 @dataclass
 class Scored:
+    """table: the results; details: every count behind it (metrics.json's "metrics"); statistics: the intervals and
+    paired tests (metrics.json's "statistics"); tables: more tables (the paired tests); plot(out_dir) -> the files
+    it wrote, or None."""
+
     table: Table
     details: dict[str, Any]
+    statistics: dict[str, Any] = field(default_factory=dict)
+    tables: list[Table] = field(default_factory=list)
+    plot: Callable[[str], list[str]] | None = None
 
 
 @dataclass
 class Benchmark:
     """name; image_root: folder the requests' image paths are relative to; requests: what to decode, in order;
-    score(answers, sides): answers maps request key -> side name -> answer text; sides: "baseline" then the methods.
+    score(answers, sides, records): answers maps request key -> side name -> answer text; sides: "baseline" then the
+    methods; records (optional): request key -> the runner's whole answer record (POPE's first-token readout).
     settings: the benchmark's choices, recorded with the results."""
 
     name: str
     image_root: str
     requests: list[Request]
-    score: Callable[[dict[str, dict[str, str]], list[str]], Scored]
+    score: Callable[..., Scored]
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -83,13 +91,35 @@ def _check_image(root: str, image: str, named_in: str) -> None:
         raise EvalInputError(f"image {path!r} (named in {named_in}) does not exist")
 
 
+def comparisons(sides: list[str]) -> list[tuple[str, str]]:
+    """The paired comparisons of one run: every side against the baseline, and every method (not a control) against
+    every control of the run (APC-only, PBA, OLM: ``decoding.methods`` kind "control")."""
+    from decoding.methods import REGISTRY
+
+    controls = [s for s in sides if s in REGISTRY and REGISTRY[s].kind == "control"]
+    pairs = [(side, "baseline") for side in sides if side != "baseline"]
+    return pairs + [(side, c) for side in sides if side != "baseline" and side not in controls for c in controls]
+
+
+def bootstrap_settings() -> dict[str, Any]:
+    return {"resamples": stats.RESAMPLES, "seed": stats.SEED, "confidence": stats.CONFIDENCE}
+
+
+def _intervals_note(what: str) -> str:
+    return (f"[low, high]: 95 % percentile-bootstrap interval over {what} ({stats.RESAMPLES} resamples, seed "
+            f"{stats.SEED}).")
+
+
 # ---- POPE ------------------------------------------------------------------------------------------------------------
 
 _POPE_COLUMNS = [
-    Column("split", "Split"), Column("method", "Method"), Column("accuracy", "Accuracy", 2),
-    Column("precision", "Precision", 2), Column("recall", "Recall", 2), Column("f1", "F1", 2),
-    Column("yes_ratio", "Yes ratio", 2), Column("n", "Questions", 0),
+    Column("split", "Split"), Column("method", "Method"), Column("accuracy", "Accuracy", 2, interval=True),
+    Column("precision", "Precision", 2, interval=True), Column("recall", "Recall", 2, interval=True),
+    Column("f1", "F1", 2, interval=True), Column("yes_ratio", "Yes ratio", 2, interval=True),
+    Column("n", "Questions", 0),
 ]
+_FIRST_TOKEN_COLUMNS = [Column("first_token_accuracy", "Acc., first token", 2),
+                        Column("disagreement", "Readouts disagree", 2)]
 
 
 def pope_benchmark(
@@ -119,22 +149,63 @@ def pope_benchmark(
             _check_image(image_dir, item.image, f"{sources[split]}, question_id {item.question_id}")
             item_keys.setdefault(split, []).append((item, requests.add(item.image, item.question + suffix)))
 
-    def score(answers: dict[str, dict[str, str]], sides: list[str]) -> Scored:
-        rows, details = [], {}
+    def score(answers: dict[str, dict[str, str]], sides: list[str], records: dict | None = None) -> Scored:
+        rows, details, intervals, readout, tests = [], {}, {}, {}, []
         for split, keyed in item_keys.items():
             labels = [item.label for item, _ in keyed]
+            said = {side: [pope.parse_pope_answer(answers[key][side]) for _, key in keyed] for side in sides}
             for side in sides:
-                predictions = [pope.parse_pope_answer(answers[key][side]) for _, key in keyed]
-                metrics = pope.pope_metrics(labels, predictions)
-                details.setdefault(split, {})[side] = metrics
-                rows.append({"split": split, "method": side, **{k: _percent(k, v) for k, v in metrics.items()}})
-        return Scored(Table("POPE (%)", _POPE_COLUMNS, rows), details)
+                details.setdefault(split, {})[side] = metrics = pope.pope_metrics(labels, said[side])
+                found = pope.pope_intervals(labels, said[side])
+                intervals.setdefault(split, {})[side] = {k: v.to_dict() for k, v in found.items()}
+                row = {"split": split, "method": side, **{k: _percent(k, v) for k, v in metrics.items()}}
+                for rate, value in found.items():
+                    row.update(interval_fields(rate, value, 100))
+                first = _first_token_said(records, keyed, side)
+                if first is not None:
+                    readout.setdefault(split, {})[side] = _readouts(labels, said[side], first)
+                    row["first_token_accuracy"] = 100 * readout[split][side]["first_token"]["accuracy"]
+                    row["disagreement"] = 100 * readout[split][side]["disagreement"]
+                rows.append(row)
+            correct = {side: [p == t for p, t in zip(said[side], labels)] for side in sides}
+            tests += [stats.mcnemar(correct[a], correct[b], (a, b), split) for a, b in comparisons(sides)]
+        tests = stats.holm(tests)
+        columns = _POPE_COLUMNS + (_FIRST_TOKEN_COLUMNS if readout else [])
+        notes = [_intervals_note("the questions")] + ([_FIRST_TOKEN_NOTE] if readout else [])
+        statistics = {"bootstrap": bootstrap_settings(), "intervals": intervals, "readouts": readout,
+                      "paired_tests": [t.to_dict() for t in tests]}
+        tables = [tests_table(tests, {"accuracy": 100}, "POPE: paired tests of accuracy (McNemar's exact test)")]
+        return Scored(Table("POPE (%)", columns, rows, notes), details, statistics, tables if tests else [])
 
     return Benchmark(
         "pope", image_dir, requests.all(), score,
         {"questions": {split: os.path.abspath(path) for split, path in sources.items()},
          "prompt_suffix": suffix, "limit": limit},
     )
+
+
+_FIRST_TOKEN_NOTE = (
+    "Acc., first token: accuracy when the answer is read from its first token, \"yes\" where p(yes) > p(no) summed "
+    "over the tokenizer's own yes / no tokens (among the first token's recorded top candidates); Readouts disagree: "
+    "% of questions where that and POPE's text rule (the figures before it, and what the papers report) differ.")
+
+
+def _first_token_said(records: dict | None, keyed: list, side: str) -> list[str] | None:
+    """The first-token readout of every question for ``side``, or None where a record lacks it (an older run)."""
+    if not records:
+        return None
+    said = []
+    for _, key in keyed:
+        probs = (records[key].get("first_token") or {}).get(side)
+        if probs is None:
+            return None
+        said.append(pope.first_token_answer(probs["yes"], probs["no"]))
+    return said
+
+
+def _readouts(labels: list[str], text_said: list[str], first_said: list[str]) -> dict:
+    return {"first_token": pope.pope_metrics(labels, first_said),
+            "disagreement": sum(a != b for a, b in zip(text_said, first_said)) / len(labels)}
 
 
 _PERCENT_KEYS = {"accuracy", "precision", "recall", "f1", "yes_ratio", "chair_s", "chair_i"}
@@ -147,9 +218,12 @@ def _percent(key: str, value):
 # ---- CHAIR -----------------------------------------------------------------------------------------------------------
 
 _CHAIR_COLUMNS = [
-    Column("method", "Method"), Column("chair_s", "CHAIR_s", 1), Column("chair_i", "CHAIR_i", 1),
-    Column("recall", "Recall", 1), Column("length", "Len", 1), Column("n", "Images", 0),
+    Column("method", "Method"), Column("chair_s", "CHAIR_s", 1, interval=True),
+    Column("chair_i", "CHAIR_i", 1, interval=True), Column("recall", "Recall", 1, interval=True),
+    Column("length", "Len", 1, interval=True), Column("chair_i_matched", "CHAIR_i at matched length", 1, interval=True),
+    Column("n", "Images", 0),
 ]
+_CHAIR_TESTED = ("chair_s", "chair_i", "recall")
 
 
 def chair_benchmark(
@@ -188,16 +262,70 @@ def chair_benchmark(
         "chair_variant": variant, "prompt": prompt, "limit": limit, "image_ids": image_ids,
     }
 
-    def score(answers: dict[str, dict[str, str]], sides: list[str]) -> Scored:
-        rows, details = [], {}
+    def score(answers: dict[str, dict[str, str]], sides: list[str], records: dict | None = None) -> Scored:
+        reports = {side: [chair.caption_report(answers[keys[i]][side], truth[i], vocabulary) for i in image_ids]
+                   for side in sides}
+        matched = chair.matched_lengths(reports)
+        arrays = {side: chair.chair_arrays(reports[side], matched) for side in sides}
+        rows, details, intervals = [], {}, {}
         for side in sides:
-            reports = [chair.caption_report(answers[keys[i]][side], truth[i], vocabulary) for i in image_ids]
-            details[side] = metrics = chair.chair_metrics(reports)
-            rows.append({"method": side, **{k: _percent(k, v) for k, v in metrics.items()}})
+            details[side] = metrics = chair.chair_metrics(reports[side])
+            found = chair.chair_intervals(arrays[side])
+            intervals[side] = {k: v.to_dict() for k, v in found.items()}
+            row = {"method": side, **{k: _percent(k, v) for k, v in metrics.items()}}
+            for figure, value in found.items():
+                row.update(interval_fields(figure, value, 1 if figure == "length" else 100))
+            rows.append(row)
+        tests = stats.holm([_chair_test(arrays, figure, pair)
+                            for pair in comparisons(sides) for figure in _CHAIR_TESTED])
         settings["chair_words"] = vocabulary.caption_words.provenance()  # what the words came from (metrics.json)
-        return Scored(Table(_chair_title(variant), _CHAIR_COLUMNS, rows, _chair_notes(captions is not None)), details)
+        statistics = {"bootstrap": bootstrap_settings(), "intervals": intervals, "matched_tokens": matched,
+                      "paired_tests": [t.to_dict() for t in tests]}
+        table = Table(_chair_title(variant), _CHAIR_COLUMNS, rows,
+                      _chair_notes(captions is not None) + [_intervals_note("the images"), _MATCHED_NOTE])
+        tables = [tests_table(tests, {f: 100 for f in _CHAIR_TESTED}, "CHAIR: paired tests (paired bootstrap)")]
+        return Scored(table, details, statistics, tables if tests else [],
+                      lambda out_dir: [chair_frontier_plot(intervals, out_dir)])
 
     return Benchmark("chair", image_dir, requests.all(), score, settings)
+
+
+_MATCHED_NOTE = (
+    "CHAIR_i at matched length: each image's descriptions cut to the shortest one among the methods of this run (in "
+    "tokens), then CHAIR_i as above; the fixed-length comparison OPERA (Huang et al., CVPR 2024) makes by decoding "
+    "at most 64 tokens, made per image at scoring time. A method that writes less hallucinates less: compare here.")
+
+
+def _chair_test(arrays: dict, figure: str, pair: tuple[str, str]) -> stats.PairedTest:
+    keys = chair.CHAIR_FIGURES[figure]
+    statistic = stats.mean if len(keys) == 1 else stats.ratio
+    return stats.paired_bootstrap(statistic, [arrays[pair[0]][k] for k in keys], [arrays[pair[1]][k] for k in keys],
+                                  figure, pair)
+
+
+def chair_frontier_plot(intervals: dict[str, dict], out_dir: str, name: str = "chair_frontier.png") -> str:
+    """Recall against CHAIR_i, one point per side with both 95 % intervals as error bars: up and to the left is
+    better. Returns the file written."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for side, found in intervals.items():
+        x, y = (100 * found[k]["estimate"] for k in ("chair_i", "recall"))
+        xerr = [[x - 100 * found["chair_i"]["low"]], [100 * found["chair_i"]["high"] - x]]
+        yerr = [[y - 100 * found["recall"]["low"]], [100 * found["recall"]["high"] - y]]
+        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", capsize=3, label=side)
+    ax.set_xlabel("CHAIR_i (%), lower is better")
+    ax.set_ylabel("recall (%), higher is better")
+    ax.set_title("CHAIR: recall vs CHAIR_i (95 % bootstrap intervals)")
+    ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    path = os.path.join(out_dir, name)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _chair_vocabulary(synonyms_path: str | None, variant: str, tagger: Tagger | None) -> chair.ObjectVocabulary:
@@ -259,8 +387,8 @@ def mme_benchmark(
     requests = _Requests()
     keyed = [(item, requests.add(item.image, item.question + suffix)) for item in items]
 
-    def score(answers: dict[str, dict[str, str]], sides: list[str]) -> Scored:
-        rows, details = [], {}
+    def score(answers: dict[str, dict[str, str]], sides: list[str], records: dict | None = None) -> Scored:
+        rows, details, arrays, intervals = [], {}, {}, {}
         for side in sides:
             row = {"method": side}
             for subtask in subtasks:
@@ -268,14 +396,25 @@ def mme_benchmark(
                            for item, key in keyed if item.subtask == subtask]
                 result = mme.mme_subtask_score(triples)
                 details.setdefault(side, {})[subtask] = result
+                arrays.setdefault(side, {})[subtask] = mme.image_arrays(triples)
                 row[subtask] = result["score"]
             row["total"] = sum(row[subtask] for subtask in subtasks)
             details[side]["total"] = row["total"]
+            found = mme.mme_intervals(arrays[side])
+            intervals[side] = {k: v.to_dict() for k, v in found.items()}
+            for part, value in found.items():
+                row.update(interval_fields(part, value))
             rows.append(row)
+        tests = stats.holm([mme.mme_paired(arrays[a], arrays[b], (a, b)) for a, b in comparisons(sides)])
         columns = [Column("method", "Method")]
-        columns += [Column(subtask, subtask.capitalize(), 2) for subtask in subtasks]
-        columns.append(Column("total", "Total", 2))
-        return Scored(Table("MME perception (score = 100·acc + 100·acc+ per subtask)", columns, rows), details)
+        columns += [Column(subtask, subtask.capitalize(), 2, interval=True) for subtask in subtasks]
+        columns.append(Column("total", "Total", 2, interval=True))
+        statistics = {"bootstrap": bootstrap_settings(), "intervals": intervals,
+                      "paired_tests": [t.to_dict() for t in tests]}
+        table = Table("MME perception (score = 100·acc + 100·acc+ per subtask)", columns, rows,
+                      [_intervals_note("the images, within each subtask")])
+        tables = [tests_table(tests, {}, "MME: paired tests of the total score (paired bootstrap)")]
+        return Scored(table, details, statistics, tables if tests else [])
 
     return Benchmark(
         "mme", root, requests.all(), score,

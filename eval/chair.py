@@ -290,13 +290,17 @@ def sample_images(instances: CocoInstances, count: int, seed: int) -> list[int]:
 
 def caption_report(caption: str, truth: set[str], vocabulary: ObjectVocabulary) -> dict:
     """One caption scored: its mentions, which are hallucinated, which true objects it names, its length."""
-    words, mentions = vocabulary.analyse(caption)
+    words, located = vocabulary.located(caption)
+    mentions = [(word, obj) for word, obj, _, _ in located]
     return {
         "mentions": [obj for _, obj in mentions],
         "hallucinated": [obj for _, obj in mentions if obj not in truth],
         "covered": sorted({obj for _, obj in mentions if obj in truth}),
         "truth": sorted(truth),
         "words": len(words),
+        # for CHAIR_i at matched length: the caption's tokens, and where (in tokens) each mention ends
+        "tokens": len(tokenize(caption)),
+        "mention_ends": [start + width for _, _, start, width in located],
     }
 
 
@@ -320,3 +324,56 @@ def chair_metrics(reports: list[dict]) -> dict[str, float | int]:
         "truth_objects": truth,
         "covered_objects": covered,
     }
+
+
+# ---- intervals, CHAIR_i at matched length -------------------------------------------------------------------
+
+def chair_arrays(reports: list[dict], matched_tokens: list[int] | None = None) -> dict:
+    """Per caption, the counts every CHAIR figure is a ratio of (numpy arrays, one value per caption, for
+    ``eval.stats``). With ``matched_tokens`` (one length per caption): the mentions and hallucinated mentions within
+    the caption's first that many tokens too (``matched_lengths``)."""
+    import numpy as np
+
+    out = {
+        "hallucinated_caption": np.array([bool(r["hallucinated"]) for r in reports], float),
+        "hallucinated": np.array([len(r["hallucinated"]) for r in reports], float),
+        "mentions": np.array([len(r["mentions"]) for r in reports], float),
+        "covered": np.array([len(r["covered"]) for r in reports], float),
+        "truth": np.array([len(r["truth"]) for r in reports], float),
+        "words": np.array([r["words"] for r in reports], float),
+    }
+    if matched_tokens is not None:
+        within = [[end <= limit for end in r["mention_ends"]] for r, limit in zip(reports, matched_tokens)]
+        out["mentions_matched"] = np.array([sum(w) for w in within], float)
+        out["hallucinated_matched"] = np.array(
+            [sum(keep and obj not in r["truth"] for keep, obj in zip(w, r["mentions"]))
+             for r, w in zip(reports, within)], float)
+    return out
+
+
+def matched_lengths(reports_by_side: dict[str, list[dict]]) -> list[int]:
+    """Each image's shortest description over the sides, in tokens: where every side's caption is cut for CHAIR_i
+    at matched length."""
+    return [min(column) for column in zip(*([r["tokens"] for r in reports] for reports in reports_by_side.values()))]
+
+
+CHAIR_FIGURES = {  # figure -> (statistic's arrays, as a ratio of sums or a mean); "_s" is a mean over captions
+    "chair_s": ("hallucinated_caption",),
+    "chair_i": ("hallucinated", "mentions"),
+    "recall": ("covered", "truth"),
+    "length": ("words",),
+    "chair_i_matched": ("hallucinated_matched", "mentions_matched"),
+}
+
+
+def chair_intervals(arrays: dict, resamples: int | None = None, seed: int | None = None) -> dict:
+    """Each CHAIR figure (fractions; the length in tokens) with its 95 % bootstrap interval over the images."""
+    from . import stats
+
+    options = {"resamples": resamples or stats.RESAMPLES, "seed": stats.SEED if seed is None else seed}
+    out = {}
+    for figure, keys in CHAIR_FIGURES.items():
+        if all(k in arrays for k in keys):
+            statistic = stats.mean if len(keys) == 1 else stats.ratio
+            out[figure] = stats.interval(statistic, [arrays[k] for k in keys], **options)
+    return out

@@ -128,3 +128,62 @@ def mme_subtask_score(questions: list[tuple[str, str, str]]) -> dict[str, float 
         "acc_plus": acc_plus,
         "score": 100 * acc + 100 * acc_plus,
     }
+
+
+# ---- intervals and paired tests (``eval.stats``) ---------------------------------------------------------------
+
+def image_arrays(questions: list[tuple[str, str, str]]) -> tuple:
+    """(image, true answer, parsed answer) triples -> per image (first-seen order): questions right, questions,
+    all right; numpy arrays, what a subtask's score is made of."""
+    import numpy as np
+
+    per_image: dict[str, list[bool]] = {}
+    for image, truth, parsed in questions:
+        per_image.setdefault(image, []).append(truth == parsed)
+    hits = list(per_image.values())
+    return (np.array([sum(h) for h in hits], float), np.array([len(h) for h in hits], float),
+            np.array([all(h) for h in hits], float))
+
+
+def _score(right, asked, all_right):
+    from . import stats
+
+    return 100 * stats.ratio(right, asked) + 100 * stats.mean(all_right)
+
+
+def _subtask_draws(statistic, data_by_subtask: dict[str, list], resamples: int, seed: int) -> dict:
+    """Draws per subtask, images drawn within their subtask (a stratified bootstrap: the total keeps each subtask's
+    images); subtask k uses seed + k, the same for every side, so sides drawn alike pair up."""
+    from . import stats
+
+    return {subtask: stats.draws(statistic, data, resamples, seed + k)
+            for k, (subtask, data) in enumerate(data_by_subtask.items())}
+
+
+def mme_intervals(arrays_by_subtask: dict[str, tuple], resamples: int | None = None, seed: int | None = None) -> dict:
+    """Each subtask's score and the total with their 95 % bootstrap intervals over the images."""
+    from . import stats
+
+    resamples, seed = resamples or stats.RESAMPLES, stats.SEED if seed is None else seed
+    drawn = _subtask_draws(_score, {s: list(a) for s, a in arrays_by_subtask.items()}, resamples, seed)
+    estimates = {s: float(_score(*(x[None, :] for x in a))[0]) for s, a in arrays_by_subtask.items()}
+    out = {s: stats.percentile_interval(estimates[s], drawn[s], resamples, seed, "images") for s in drawn}
+    out["total"] = stats.percentile_interval(sum(estimates.values()), sum(drawn.values()), resamples, seed, "images")
+    return out
+
+
+def mme_paired(side: dict[str, tuple], reference: dict[str, tuple], names: tuple[str, str],
+               resamples: int | None = None, seed: int | None = None):
+    """The total score's difference side − reference on the same images, paired bootstrap (``stats.PairedTest``)."""
+    from . import stats
+
+    resamples, seed = resamples or stats.RESAMPLES, stats.SEED if seed is None else seed
+
+    def difference(*arrays):
+        return _score(*arrays[:3]) - _score(*arrays[3:])
+
+    drawn = sum(_subtask_draws(difference, {s: [*side[s], *reference[s]] for s in side}, resamples, seed).values())
+    estimate = sum(float(difference(*(x[None, :] for x in (*side[s], *reference[s])))[0]) for s in side)
+    return stats.PairedTest("total", names[0], names[1],
+                            stats.percentile_interval(estimate, drawn, resamples, seed, "images"),
+                            stats.bootstrap_p_value(drawn), "paired bootstrap")

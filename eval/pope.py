@@ -13,6 +13,7 @@ among the objects that co-occur most with the ones present.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -145,3 +146,72 @@ def pope_metrics(labels: list[str], predictions: list[str]) -> dict[str, float |
         "f1": f1,
         "yes_ratio": (tp + fp) / n if n else 0.0,
     }
+
+
+# ---- intervals and the first-token readout ---------------------------------------------------------------------------
+
+def _rates(label_yes, said_yes):
+    """POPE's five rates on arrays (draws, questions) of bools: ``stats.draws``'s statistic form."""
+    import numpy as np
+
+    tp = np.sum(label_yes * said_yes, axis=-1)
+    said, truth, n = np.sum(said_yes, axis=-1), np.sum(label_yes, axis=-1), label_yes.shape[-1]
+    precision = np.divide(tp, said, out=np.zeros_like(tp, dtype=float), where=said != 0)
+    recall = np.divide(tp, truth, out=np.zeros_like(tp, dtype=float), where=truth != 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(both), where=both != 0)
+    return {"accuracy": np.sum(label_yes == said_yes, axis=-1) / n, "precision": precision, "recall": recall,
+            "f1": f1, "yes_ratio": said / n}
+
+
+RATES = ("accuracy", "precision", "recall", "f1", "yes_ratio")
+
+
+def pope_intervals(labels: list[str], predictions, resamples: int | None = None, seed: int | None = None) -> dict:
+    """Each of POPE's rates (fractions) with its 95 % bootstrap interval (``eval.stats``): over the questions, or
+    over questions x seeds when ``predictions`` is a list of runs (one list of "yes"/"no" per seed)."""
+    import numpy as np
+
+    from . import stats
+
+    said = np.asarray(predictions) == "yes"
+    truth = np.broadcast_to(np.asarray(labels) == "yes", said.shape)
+    options = {"resamples": resamples or stats.RESAMPLES, "seed": stats.SEED if seed is None else seed}
+    return {rate: stats.interval(lambda t, s, rate=rate: _rates(t, s)[rate], [truth, said], **options)
+            for rate in RATES}
+
+
+@functools.lru_cache(maxsize=8)  # once per tokenizer: it decodes the whole vocabulary
+def answer_token_ids(tokenizer) -> dict[str, frozenset[int]]:
+    """Every token of ``tokenizer`` that is by itself the word "yes" / "no" in any case, with or without its leading
+    space or the tokenizer's space mark ("Yes", "▁yes", "ĠNo", "YES" ...), derived from the tokenizer's own vocabulary
+    (each id decoded alone), never from a fixed list: Llama's "Yes" is 3869, Qwen2's another id altogether, and a
+    fixed LLaMA id set reads every Qwen2-VL answer as neither."""
+    found: dict[str, set[int]] = {"yes": set(), "no": set()}
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    ids = [i for i in range(len(tokenizer)) if i not in special]
+    for token_id, text in zip(ids, tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=False)):
+        word = text.strip().lstrip("\u2581\u0120").lower()
+        if word in found:
+            found[word].add(token_id)
+    return {word: frozenset(v) for word, v in found.items()}
+
+
+def first_token_answer(p_yes: float | None, p_no: float | None) -> str | None:
+    """The first-token readout: "yes" when p("yes") > p("no") at the answer's first token (each summed over the
+    tokenizer's own yes / no tokens, ``answer_token_ids``), "no" when p("no") is larger or equal, None when neither
+    was recorded (an empty answer)."""
+    if p_yes is None or p_no is None:
+        return None
+    return "yes" if p_yes > p_no else "no"
+
+
+def first_token_probs(side, ids: dict[str, frozenset[int]]) -> dict[str, float] | None:
+    """p("yes") and p("no") at a side's first answer token (``decoding``'s trace: the distribution it decoded from,
+    after its rule and mask), each the summed probability of the recorded top candidates among ``ids``
+    (``answer_token_ids``): a yes/no question's first token puts nearly all its mass there. None for an empty
+    answer."""
+    if not side.tokens:
+        return None
+    top = side.tokens[0].final.top
+    return {word: sum(c.prob for c in top if c.token_id in ids[word]) for word in ("yes", "no")}
