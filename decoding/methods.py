@@ -411,27 +411,44 @@ def _blind_tokens(request: BranchRequest, params: dict) -> Branches:
 
 
 def dola_candidate_layers(num_layers: int, high: bool, tied_embeddings: bool) -> tuple[int, ...]:
-    """DoLa's candidate premature layers as transformers' ``dola_layers="low" / "high"`` chose them (the
-    transformers-community/dola ``custom_generate`` code): the lower or upper half's even layers (for more than 40
-    layers, the first or last 20), skipping the embeddings (index 0) when the output head shares their weights.
+    """DoLa's candidate premature layers as transformers chose them for ``dola_layers="low" / "high"`` (4.52's
+    ``_dola_decoding``, ``generation/utils.py`` L2915-2947, which the transformers-community/dola ``custom_generate``
+    code keeps): the lower or upper half's even layers (for more than 40 layers, the first or last 20). With tied
+    embeddings the lower half starts at 2, skipping the embeddings (index 0, an identity exit there); at 1 for a
+    2-layer model; a lower half starting at its own end is that one layer. Where transformers' list comes out empty
+    (tied, 3 layers: it then fails), the start layer alone.
 
     >>> dola_candidate_layers(32, high=False, tied_embeddings=False), dola_candidate_layers(32, True, False)[:3]
     ((0, 2, 4, 6, 8, 10, 12, 14), (16, 18, 20))
+    >>> dola_candidate_layers(2, high=False, tied_embeddings=True), dola_candidate_layers(4, False, True)
+    ((1,), (2,))
     """
-    start = 2 if tied_embeddings and num_layers > 2 else 0
-    if num_layers <= 40:
-        layers = range(num_layers // 2, num_layers, 2) if high else range(start, num_layers // 2, 2)
+    half = num_layers // 2
+    if not tied_embeddings or num_layers < 2:
+        start = 0
     else:
-        layers = range(num_layers - 20, num_layers, 2) if high else range(start, 20, 2)
+        start = 2 if num_layers > 2 else 1
+    if high:
+        layers = range(half, num_layers, 2) if num_layers <= 40 else range(num_layers - 20, num_layers, 2)
+    elif start == half:
+        layers = range(start, start + 1)
+    else:
+        layers = range(start, half, 2) if num_layers <= 40 else range(start, 20, 2)
     return tuple(layers) or (start,)
+
+
+def dola_tied_embeddings(config) -> bool:
+    """Whether DoLa skips the embeddings' exit: the flag transformers reads, the model's top-level config's (not its
+    text config's: InternVL's say different things), True where that config has none (4.52's ``PretrainedConfig``
+    default, ``configuration_utils.py`` L223-224)."""
+    return bool(getattr(config, "tie_word_embeddings", True))
 
 
 def _candidate_layers(request: BranchRequest, params: dict) -> Branches:
     """DoLa: no rows; the premature layers to contrast the final one with, from the model's own depth."""
     config = request.adapter.model.config
-    text = config.get_text_config()
-    tied = bool(getattr(text, "tie_word_embeddings", getattr(config, "tie_word_embeddings", False)))
-    layers = dola_candidate_layers(text.num_hidden_layers, bool(params["high_layers"]), tied)
+    tied = dola_tied_embeddings(config)
+    layers = dola_candidate_layers(config.get_text_config().num_hidden_layers, bool(params["high_layers"]), tied)
     return Branches({}, {"candidate_layers": list(layers)}, rule_args={"layers": layers}, layers=layers)
 
 

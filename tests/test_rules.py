@@ -442,3 +442,39 @@ def test_rules_do_not_depend_on_global_state():
     torch.randn(100)
     assert torch.equal(a, savcd(l, c))
     assert rules.__name__ == "decoding.rules"
+
+
+# ---- DoLa's candidate layers -----------------------------------------------------------------------------------------
+# transformers 4.52's buckets (``_dola_decoding``, generation/utils.py L2915-2947), worked by hand at the depths where
+# its special cases act: tied embeddings start at 2 (1 for 2 layers), a lower half starting at its end is one layer.
+@pytest.mark.parametrize("layers, tied, low, high", [
+    (32, False, range(0, 16, 2), range(16, 32, 2)),
+    (32, True, range(2, 16, 2), range(16, 32, 2)),
+    (48, True, range(2, 20, 2), range(28, 48, 2)),
+    (4, True, [2], [2]),
+    (4, False, [0], [2]),
+    (2, True, [1], [1]),
+    (2, False, [0], [1]),
+    (1, True, [0], [0]),
+    (3, True, [2], [1]),  # transformers' lower list is empty there (and it fails): the start layer alone
+])
+def test_dola_candidate_layers_are_transformers_buckets(layers, tied, low, high):
+    from decoding.methods import dola_candidate_layers
+
+    assert dola_candidate_layers(layers, high=False, tied_embeddings=tied) == tuple(low)
+    assert dola_candidate_layers(layers, high=True, tied_embeddings=tied) == tuple(high)
+
+
+def test_dola_reads_the_tie_flag_where_transformers_does():
+    """The top-level config's flag (InternVL's says tied where its text config says untied), True where the config
+    has none (InstructBLIP's; 4.52's default)."""
+    from transformers import InstructBlipConfig, InternVLConfig
+
+    from decoding.methods import dola_tied_embeddings
+
+    text = {"model_type": "qwen2"}
+    internvl = InternVLConfig(text_config={**text, "tie_word_embeddings": False}, tie_word_embeddings=True)
+    untied = InternVLConfig(text_config={**text, "tie_word_embeddings": True}, tie_word_embeddings=False)
+    assert not internvl.get_text_config().tie_word_embeddings and dola_tied_embeddings(internvl)
+    assert untied.get_text_config().tie_word_embeddings and not dola_tied_embeddings(untied)
+    assert not hasattr(InstructBlipConfig(), "tie_word_embeddings") and dola_tied_embeddings(InstructBlipConfig())
