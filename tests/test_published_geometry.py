@@ -253,6 +253,29 @@ def test_instructblip_loads_its_image_processor_where_the_file_names_the_video_o
     assert type(processor).__name__ == "InstructBlipProcessor" and processor.num_query_tokens == 32
 
 
+def test_an_instructblip_answer_ends_at_its_tokenizers_eos(folders):
+    """A model that writes </s> first: the engine's answer is that one token, while transformers' generate on the
+    published generation config (eos 1, <s>) writes it and goes on to the token limit."""
+    import torch
+
+    from decoding.comparison import answer_all
+
+    adapter = load_model(folders["instructblip"])  # a copy of its own: its output layer is changed below
+    picture, eos, steps = photo().resize((256, 192)), adapter.tokenizer.eos_token_id, 4
+    row = adapter.build_row(ASKED, picture)
+    inputs = dict(input_ids=row.input_ids, attention_mask=torch.ones_like(row.input_ids), **row.vision_kwargs)
+    with torch.no_grad():
+        logits = adapter.model(**inputs).logits[0, -1]
+        first = int(logits.argmax())
+        assert logits[first] > 0
+        head = adapter.model.get_output_embeddings().weight
+        head[eos] = 100 * head[first]  # </s> now outscores the first answer token wherever it is positive
+        generated = adapter.model.generate(**inputs, do_sample=False, max_new_tokens=steps)[0, row.length:].tolist()
+    sides, _ = answer_all(adapter, picture, ASKED, [], max_new_tokens=steps)
+    assert [token.token_id for token in sides["baseline"].tokens] == [eos]
+    assert generated[0] == eos and len(generated) == steps
+
+
 # ---- plain decoding is transformers' own generate ------------------------------------------------------------------
 
 def test_plain_decoding_is_transformers_generate_with_the_real_stop_set(adapters, family):
