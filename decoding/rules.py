@@ -82,7 +82,10 @@ def _real(name: str, value) -> float:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an int of 309 digits or more (JSON allows it): no float holds it, so it is not finite
+        raise ValueError(f"{name} must be finite, got a number beyond a float's range") from None
     if math.isnan(v):
         raise ValueError(f"{name} must not be NaN")
     if math.isinf(v):

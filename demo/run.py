@@ -46,6 +46,11 @@ DOWNLOAD_TTL_S = 3600
 # Progress updates go to the browser; CODE's description calls back once per token, so send only visible changes.
 PROGRESS_STEP = 0.02
 
+# What Stop says, and the run's status, when the run it stops still waits in the queue (texts.py holds the app's
+# other words).
+CANCELLING_WAITING = "Cancelled: the comparison waiting in the queue will not run."
+CANCELLED_WAITING = "Stopped before it started: Stop was pressed while it waited in the queue."
+
 ProgressFn = Callable[..., None]  # progress(fraction, desc=...), as gradio's gr.Progress is called
 
 
@@ -63,10 +68,13 @@ class StopRequested(Exception):
 
 @dataclass
 class RunControl:
-    """One browser session's run: the Stop button sets ``stop_requested``, the running comparison polls it."""
+    """One browser session's run: the Stop button sets ``stop_requested``, the running comparison polls it, and a
+    run that was still waiting in the queue (``waiting``, set by the page's Compare before the run joins the queue)
+    ends as soon as it starts."""
 
     running: bool = False
     stop_requested: bool = False
+    waiting: bool = False
     download: str | None = None  # this session's last JSON file, removed when the next run writes one
 
 
@@ -160,7 +168,7 @@ def check_request(
     """The request's values checked, in the order of the page's controls; ValueError for the first bad one."""
     picture = read_upload(checks.upload_path(request.image, upload_folder), max_pixels, max_bytes)
     question = checks.question(request.question)
-    method = get_method(request.method)
+    method = get_method(checks.choice("method", request.method, REGISTRY))
     params = {
         param.name: checks.slider_value(param, value)
         for (name, param), value in zip(SLIDERS, request.sliders)
@@ -168,9 +176,7 @@ def check_request(
     }
     sampling = checks.sampling(request.decoding_mode, request.temperature, request.top_p, request.top_k, request.seed)
     max_new_tokens = checks.max_new_tokens(request.max_new_tokens)
-    colour_by = request.colour_by
-    if not isinstance(colour_by, str) or colour_by not in {key for _, key in render.COLOUR_MODES}:
-        raise ValueError(f"unknown colour mode {colour_by!r}")
+    colour_by = checks.choice("colour mode", request.colour_by, [key for _, key in render.COLOUR_MODES])
     truth = shapes_lab.known_scene(picture, drawn_scene if isinstance(drawn_scene, world.Scene) else None)
     control = checks.control(request.control, CONTROLS, texts.NO_CONTROL)
     control_params = None
@@ -187,16 +193,28 @@ def check_request(
 
 def _values(values, name: str) -> tuple:
     if not isinstance(values, (tuple, list)):
-        raise ValueError(f"the {name} must be a list of numbers, got {type(values).__name__}")  # noqa: TRY004
+        raise ValueError(f"the {name} must be a list of numbers, got {checks.shown(values)}")  # noqa: TRY004
     return tuple(values)
 
 
+def wait_for_run(control: RunControl) -> None:
+    """The page's Compare, before its run joins the queue: until the run starts, Stop cancels it (gradio's queue
+    tells the app nothing of a waiting run)."""
+    control.waiting = True
+    if not control.running:  # a click while a run goes on leaves that run's Stop alone
+        control.stop_requested = False
+
+
 def stop(control: RunControl) -> str:
-    """Ask this session's running comparison to stop after its current token (nothing to do when none runs)."""
-    if not control.running:
-        return texts.NOTHING_TO_STOP
-    control.stop_requested = True
-    return texts.STOPPING
+    """Ask this session's running comparison to stop after its current token, or its waiting one not to run
+    (nothing to do when neither)."""
+    if control.running:
+        control.stop_requested = True
+        return texts.STOPPING
+    if control.waiting:
+        control.stop_requested = True
+        return CANCELLING_WAITING
+    return texts.NOTHING_TO_STOP
 
 
 def release_memory() -> None:
@@ -232,7 +250,8 @@ class Runner:
         self.upload_folder = upload_folder  # the only folder a visitor's image is read from
         self.max_pixels = max_pixels
         self.max_bytes = checks.parse_file_size(max_file_size) if max_file_size is not None else None
-        # How runs ended ("done", "stopped", "closed": the visitor cancelled or left, "refused": bad input, "failed"),
+        # How runs ended ("done", "stopped", "closed": the visitor cancelled or left, "refused": bad input, "failed",
+        # "cancelled": stopped while waiting in the queue),
         # and how many are running: for the operator's log and for the tests.
         self.runs: Counter[str] = Counter()
         self.active_runs = 0
@@ -260,7 +279,14 @@ class Runner:
         ``warn`` gets the notice of a model that failed to load (another one answers). Bad input raises RunError
         before the first update; so does a failure while the model runs (out of memory included), after which the
         run's memory is freed. Closing this generator (the visitor cancelled or left) stops the comparison at once.
+        A run the visitor stopped while it waited in the queue ends here, with a status saying so.
         """
+        cancelled, control.waiting = control.waiting and control.stop_requested and not control.running, False
+        if cancelled:
+            self._count("cancelled")
+            log.info("run cancelled: Stop was pressed while it waited in the queue")
+            yield RunUpdate(CANCELLED_WAITING)
+            return
         run = self._start(request, drawn_scene, progress)
         if run.fallback:
             warn(run.fallback)
@@ -273,7 +299,7 @@ class Runner:
                 max_bytes=self.max_bytes,
             )
             progress(0.0, desc=texts.LOADING_MODEL)
-            served, model, fallback = self.pool.load(request.model_name)
+            served, model, fallback = self.pool.load(checks.choice("model", request.model_name, self.pool.names))
             limit = self.pool.new_token_limit(served)
             if settings.max_new_tokens > limit:
                 raise ValueError(texts.TOO_MANY_NEW_TOKENS.format(

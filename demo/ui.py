@@ -13,16 +13,15 @@ import os
 from pathlib import Path
 
 import gradio as gr
-from gradio.exceptions import Error as GradioError
 from gradio.utils import get_upload_folder
 
 from decoding.methods import METHODS
 
 from . import render, shapes_lab, texts, views, zerogpu
-from .checks import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_QUEUE_SIZE
+from .checks import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_QUEUE_SIZE, one_line
 from .layout import Components, build_layout
 from .model_pool import ModelPool
-from .run import CONTROL_SLIDERS, CONTROLS, SLIDERS, RunError, RunRequest, Runner, RunUpdate, stop
+from .run import CONTROL_SLIDERS, CONTROLS, SLIDERS, RunError, RunRequest, Runner, RunUpdate, stop, wait_for_run
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +48,11 @@ class Blocks(gr.Blocks):
     """gr.Blocks whose refusals of a malformed request are the app's own words.
 
     Before a handler runs, gradio checks the request in ``Blocks.preprocess_data`` (``validate_inputs``: too few
-    input values; ``processing_utils.async_move_files_to_cache``: a file payload it did not store). Its messages name
-    the server's working directory and its component objects; the visitor gets ``texts.MALFORMED_REQUEST`` and the
-    detail goes to the log, as one line (a refusal, not a crash).
+    input values; ``processing_utils.async_move_files_to_cache``: a file payload it did not store; a menu's
+    ``preprocess``: a value not among its choices, for the private handlers of the colour modes and the token
+    pickers). Its messages name the server's working directory and its component objects, and quote the value whole;
+    the visitor gets ``texts.MALFORMED_REQUEST`` and the detail goes to the log, as one short line (a refusal, not a
+    crash).
 
     ``trailing_defaults`` (API name -> values): inputs an endpoint gained at its end, filled in with these when a
     request leaves them out, so that callers written before them keep working (/compare's control inputs).
@@ -66,10 +67,8 @@ class Blocks(gr.Blocks):
             inputs = [*inputs, *defaults[len(defaults) - missing :]]
         try:
             return await super().preprocess_data(block_fn, inputs, *args, **kwargs)
-        except GradioError:
-            raise
         except Exception as error:  # noqa: BLE001 (whatever gradio refuses, the visitor reads the same)
-            log.info("request refused before its handler: %s", " ".join(str(error).split()))
+            log.info("request refused before its handler: %s", one_line(str(error)))
             raise gr.Error(
                 texts.MALFORMED_REQUEST, title=texts.MALFORMED_REQUEST_TITLE, print_exception=False
             ) from None
@@ -153,8 +152,12 @@ def _wire_run(c: Components, runner: Runner) -> None:
 
     request_inputs = [c.image, c.question, c.model, c.method, c.decoding_mode, c.temperature, c.top_p, c.top_k]
     request_inputs += [c.seed, c.max_new_tokens, c.colour_by]
-    gr.on(
-        triggers=[c.run.click, c.question.submit],
+    # First, at once (not queued): the session's run is marked as waiting, so that Stop can cancel it in the queue.
+    waiting = gr.on(
+        triggers=[c.run.click, c.question.submit], fn=wait_for_run, inputs=[c.control], queue=False,
+        api_visibility="private",
+    )
+    waiting.then(
         fn=zerogpu.gpu(compare, duration=_declared_seconds),
         inputs=[c.control, c.drawn_scene, c.score],
         inputs_kwargs={
@@ -207,6 +210,18 @@ def _wire_lab(c: Components, runner: Runner) -> None:
 
 
 # ---- the token inspector -----------------------------------------------------------------------------------------
+class TokenClick(gr.EventData):
+    """A click on a token of a heatmap (its select event), read leniently: ``gr.SelectData`` fails before the handler
+    on event data that is not a dict with "index" and "value" (a crafted request may send null, {}, a list or a
+    string), with HTTP 500 and a traceback. Here ``index`` is the clicked token's, or None for anything but a whole
+    number (the click then changes nothing)."""
+
+    def __init__(self, target, data):
+        super().__init__(target, data)
+        index = data.get("index") if isinstance(data, dict) else None
+        self.index = index if isinstance(index, int) and not isinstance(index, bool) else None
+
+
 def _wire_inspector(c: Components) -> None:
     heatmaps = [c.legend, c.baseline.heatmap, c.method_panel.heatmap, c.control_panel.heatmap]
     pickers = [c.panel(name).token for name in views.SIDES]
@@ -230,7 +245,7 @@ def _wire_inspector(c: Components) -> None:
             queue=False,
         )
 
-        def click(shown, colour_by, first, second, event: gr.SelectData, side_name=side_name, other_names=other_names):
+        def click(shown, colour_by, first, second, event: TokenClick, side_name=side_name, other_names=other_names):
             choices = views.clicked_token(shown, side_name, event.index)
             if choices is None:
                 return [gr.skip()] * (len(heatmaps) + 4)  # the inspector, its picker and the view stay as they are

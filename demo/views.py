@@ -83,7 +83,7 @@ def show_token(
     answer = side(shown, side_name)
     token: TokenTrace | None = None
     shown_piece = None
-    if answer is not None and isinstance(index, int) and 0 <= index < len(answer.tokens):
+    if answer is not None and _is_index(index) and 0 <= index < len(answer.tokens):
         token, shown_piece = answer.tokens[index], render.answer_piece(answer, index)
     overlay = None
     grid = token.image_attention.get("grid") if token is not None and token.image_attention else None
@@ -101,6 +101,11 @@ def clicked_token(shown: ShownRun | None, side_name: str, index) -> list[tuple[s
     """A click on token ``index`` of one side's heatmap: the picker's choices, to select it with (None: no such
     token, the picker stays as it is)."""
     answer = side(shown, side_name)
-    if answer is None or not isinstance(index, int) or not 0 <= index < len(answer.tokens):
+    if answer is None or not _is_index(index) or not 0 <= index < len(answer.tokens):
         return None
     return render.token_choices(answer)
+
+
+def _is_index(index) -> bool:
+    """Whether a picker's or a click's value is a token index (a whole number; True is not one)."""
+    return isinstance(index, int) and not isinstance(index, bool)

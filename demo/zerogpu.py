@@ -36,6 +36,8 @@ EXTRA_ROW_SHARE = 0.08  # of a token's time, per row beyond the first
 MIN_SECONDS, MAX_SECONDS = 20, 120  # ZeroGPU's default is 60 s; longer calls need a tier that allows them
 # Tokens a method decodes before the answer (decoding.branch_rows): CODE's self-description, Self-Aug's choice.
 PRE_STEP_TOKENS = {"code": 512, "savcd": 32}
+# What an unreadable or out-of-range max_new_tokens counts as: more than any run may ask (the run then refuses it).
+UNREADABLE_TOKENS = 512
 BEAM_ROWS = {"opera": 30}  # 5 beams and 5 x 5 candidate rows a token (decoding.beam)
 
 
@@ -62,15 +64,17 @@ def gpu_seconds(method: str, max_new_tokens, control: str | None = None, scale: 
     included, within [MIN_SECONDS, MAX_SECONDS]. Anything unreadable counts as the largest request, so a bad value
     is refused by the run itself, never by the GPU's clock.
 
-    >>> gpu_seconds("vcd", 64), gpu_seconds("code", 64), gpu_seconds("vcd", 1)
-    (20, 39, 20)
+    >>> gpu_seconds("vcd", 64), gpu_seconds("code", 64), gpu_seconds("vcd", 1), gpu_seconds("vcd", float("inf"))
+    (20, 39, 20, 36)
     """
     from decoding.methods import REGISTRY
 
-    try:
-        tokens = max(1, int(max_new_tokens))
-    except (TypeError, ValueError):
-        tokens = 512
+    from demo.checks import max_new_tokens as checked_new_tokens
+
+    try:  # the run's own check (a huge integer or infinity included), so nothing here converts an unchecked value
+        tokens = checked_new_tokens(max_new_tokens)
+    except ValueError:
+        tokens = UNREADABLE_TOKENS
     sides = [m for m in ("baseline", method, control) if m in REGISTRY or m == "baseline"]
     rows = sum(2 if side == "baseline" else rows_of(side) for side in sides)
     decoded = tokens + max(PRE_STEP_TOKENS.get(side, 0) for side in sides)

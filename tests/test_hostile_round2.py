@@ -16,15 +16,13 @@ import re
 import stat
 import struct
 import tempfile
-import uuid
 import zlib
 
-import httpx
 import pytest
 from gradio.utils import get_upload_folder
 from gradio_client import Client, handle_file
 from PIL import Image
-from serving import free_port
+from serving import config, fn_index, free_port, raw_call, upload
 
 from demo import images, shapes_lab, texts
 from demo.allow_list import EMBEDDED_MODEL_DIR, TINY_LABEL, TINY_MODEL
@@ -171,48 +169,6 @@ def served():
 def inputs(image=None, question="is there a square in the image ?", *, model=None, max_new_tokens=2):
     return [image, question, model or "shapes-llava", "vcd", "greedy", 1.0, 1.0, 0, 0, max_new_tokens,
             "visual_dependence", *(param.default for _, param in SLIDERS)]
-
-
-def config(url: str) -> dict:
-    return httpx.get(f"{url}/config").json()
-
-
-def component_id(url: str, elem_id: str) -> int:
-    return next(c["id"] for c in config(url)["components"] if c.get("props", {}).get("elem_id") == elem_id)
-
-
-def fn_index(url: str, api_name: str | None = None, trigger: tuple[str, str] | None = None) -> int:
-    """A dependency by its API name, or by its trigger (element id, event) for the private ones."""
-    for dependency in config(url)["dependencies"]:
-        if api_name is not None and dependency.get("api_name") == api_name:
-            return dependency["id"]
-        if trigger is not None and [component_id(url, trigger[0]), trigger[1]] in dependency["targets"]:
-            return dependency["id"]
-    raise AssertionError(f"no dependency {api_name or trigger}")
-
-
-def upload(url: str, path) -> dict:
-    with open(path, "rb") as file:
-        stored = httpx.post(f"{url}/gradio_api/upload", files={"files": (path.name, file)}).json()[0]
-    return {"path": stored, "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
-
-
-def raw_call(url: str, index: int, data: list, queued: bool = True) -> dict:
-    """One event as the page sends it; returns the completed message ({"success": ..., "output": ...})."""
-    session = uuid.uuid4().hex[:11]
-    body = {"data": data, "fn_index": index, "trigger_id": None, "session_hash": session, "event_data": None}
-    if not queued:
-        response = httpx.post(f"{url}/gradio_api/run/predict", content=json.dumps(body),
-                              headers={"content-type": "application/json"}, timeout=60)
-        payload = response.json()
-        return {"success": response.status_code == 200 and "error" not in payload, "output": payload}
-    httpx.post(f"{url}/gradio_api/queue/join", content=json.dumps(body),
-               headers={"content-type": "application/json"}).raise_for_status()
-    with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}, timeout=120) as stream:
-        for line in stream.iter_lines():
-            if line.startswith("data:") and (message := json.loads(line[5:])).get("msg") == "process_completed":
-                return message
-    raise AssertionError("no completed message")
 
 
 def raw_compare(url: str, data: list) -> dict:
