@@ -119,8 +119,9 @@ LLAVA_CHAT_TEMPLATE = (
 
 # LLaVA-OneVision (Qwen2's ChatML as llava-hf writes it): "<|im_start|>user\n<image>\n<question><|im_end|>\n
 # <|im_start|>assistant\n" — every turn "<|im_start|>" role "\n", its images ("<image>\n" each) before its text,
-# "<|im_end|>\n"; no default system turn. What the llava-onevision-qwen2-7b-si-hf chat_template.json (974bbb6) renders;
-# transformers' tests/models/llava_onevision/test_modeling_llava_onevision.py shows the same prompt.
+# "<|im_end|>\n"; no default system turn. What the llava-onevision-qwen2-7b-si-hf chat_template.json (974bbb6) and the
+# template of transformers' convert_llava_onevision_weights_to_hf.py (d058e0f) render; transformers'
+# tests/models/llava_onevision/test_modeling_llava_onevision.py (032b32a) prompts the same way.
 ONEVISION_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['content'] is string -%}{%- set parts = [{'type': 'text', 'text': message['content']}] -%}"

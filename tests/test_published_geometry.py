@@ -13,9 +13,10 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
-from decoding.comparison import compare
+from decoding.comparison import answer_all, compare
 from demo.examples import EXAMPLES_DIR
 from models import load_model
 from models.tiny_published import PUBLISHED_CHECKPOINTS, PUBLISHED_FAMILIES, build_published
@@ -161,7 +162,8 @@ PUBLISHED_PROMPTS = {
     "llava_next": ("[INST] <image>\nWhat is in the image? [/INST]",
                    "<<SYS>>\nAnswer briefly.\n<</SYS>>\n\n[INST] <image>\nWhat is in the image? [/INST]"),
     # llava-hf/llava-onevision-qwen2-7b-si-hf chat_template.json @974bbb6 (the 0.5b-ov-hf's file not seen); the
-    # prompt of transformers' tests/models/llava_onevision/test_modeling_llava_onevision.py @47af5a4 has this shape.
+    # prompt of transformers' tests/models/llava_onevision/test_modeling_llava_onevision.py @032b32a has this shape,
+    # and so has the template hf convert_llava_onevision_weights_to_hf.py @d058e0f writes.
     "llava_onevision": (_ONEVISION_USER, _CHATML + _ONEVISION_USER),
     # Qwen/Qwen2-VL-2B-Instruct chat_template (openvino.genai's fallback map): "You are a helpful assistant." when the
     # first turn is not a system one.
@@ -201,7 +203,8 @@ def test_the_prompt_is_what_the_published_template_renders(adapters, family):
 # ---- the special tokens the published files give -----------------------------------------------------------------
 
 # family -> (the generation_config.json's BOS / EOS / pad, as tokens; every token that ends an answer; the prompt's
-# first token; the pad token): the published values, each from the file named in models/tiny_published.py.
+# first token; the pad token): the published values, each from the file named in models/tiny_published.py (where it
+# marks one unverified — Qwen's, OneVision's and Idefics3's generation configs — so is it here).
 PUBLISHED_SPECIAL_TOKENS = {
     "llava": (("<s>", "</s>", "<pad>"), {"</s>"}, "<s>", "<pad>"),
     "llava_next": (("<s>", "</s>", "<pad>"), {"</s>"}, "<s>", "<pad>"),
@@ -256,10 +259,6 @@ def test_instructblip_loads_its_image_processor_where_the_file_names_the_video_o
 def test_an_instructblip_answer_ends_at_its_tokenizers_eos(folders):
     """A model that writes </s> first: the engine's answer is that one token, while transformers' generate on the
     published generation config (eos 1, <s>) writes it and goes on to the token limit."""
-    import torch
-
-    from decoding.comparison import answer_all
-
     adapter = load_model(folders["instructblip"])  # a copy of its own: its output layer is changed below
     picture, eos, steps = photo().resize((256, 192)), adapter.tokenizer.eos_token_id, 4
     row = adapter.build_row(ASKED, picture)
@@ -281,10 +280,6 @@ def test_an_instructblip_answer_ends_at_its_tokenizers_eos(folders):
 def test_plain_decoding_is_transformers_generate_with_the_real_stop_set(adapters, family):
     """The engine's baseline (greedy) gives the tokens of ``model.generate`` on the same prompt, the same number of
     new tokens and the stop set of the published files; generate pads after a stop, the engine ends there."""
-    import torch
-
-    from decoding.comparison import answer_all
-
     adapter, steps = adapters[family], 4
     picture = photo().resize((256, 192))
     row = adapter.build_row(ASKED, picture)
