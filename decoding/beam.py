@@ -6,9 +6,28 @@ keeps the best ``num_beams`` continuations and reorders the cache rows to follow
 transformers 5's own ``_beam_search`` (``generation/utils.py``: top ``2 x num_beams`` continuations, hypotheses ended
 by EOS or the length limit kept with their score over ``generated_length ** length_penalty``, its early-stop
 heuristic with ``early_stopping=False``), so that plain beam search here equals ``generate(num_beams=...)``
-(``tests/test_opera.py``). OPERA's release (``shikiw/OPERA@61426ef transformers-4.29.2/src/transformers/generation/
-utils.py`` L3116-3674) runs transformers 4.29's ``BeamSearchScorer``, which normalises a hypothesis by its length
-with the prompt; 5.x normalises by the answer's length only. That is the one difference on purpose.
+(``tests/test_opera.py``). OPERA's release is ``shikiw/OPERA@61426ef transformers-4.29.2/src/transformers/generation/
+utils.py`` L3116-3674 ("the release" below).
+
+Differences from the release, on purpose (every one):
+
+- Length normalisation: the release runs transformers 4.29's ``BeamSearchScorer``, which divides a hypothesis' score
+  by its length with the prompt; 5.x, here, by the answer's length only.
+- Column scores: the release multiplies and stores ``1e-7 * prod(sigma * A)`` in float16 (overflow to inf, underflow
+  to 0, ``loc`` the first of tied columns); here the exact value (``rules.opera_column_scores`` says where it shows).
+- Rejected tokens (the ``as_released`` switch, ``Opera.as_released``; default as released): the release keys what a
+  rollback rejects by its position and clears them from the wrong end of its list, so a rejection made in a branch
+  the search later undid still applies (``BeamSearch._reject``); the fix keys them by the step restored and forgets
+  those of every step a rollback undoes.
+- Errors: the release wraps its whole rollback in a bare ``except:`` (L3458, L3555), so any error there means "no
+  rollback". The one ordinary settings reach, a position past its ``window_size``-slot lists (a window_size
+  shorter than the answer), is reproduced (as released: no rollback there); the rest raise here. Not reproduced: a
+  rollback to the slot just before the end of those lists (``pos + 1 == window_size``), where the release fails
+  after discarding its history and decodes on from a restored step's candidates.
+- Re-feeding after a rollback: the release re-prefills the whole sequence without a cache (L3497-3534); here the
+  cache is cropped to the prompt and the kept tokens re-fed, one step each (the same numbers up to rounding).
+- The look-ahead: beams x C candidates in one batched forward; ``batched=False`` feeds one candidate per forward, as
+  the release does (the same numbers up to rounding, ``tests/test_opera.py``).
 
 OPERA, per step and beam (formulas and lines in ``decoding.rules.opera_*``):
 
@@ -54,6 +73,8 @@ class Opera:
     num_candidates: int = 5  # num_attn_candidates C: also the most rollbacks to one position
     penalty_weight: float = 1.0  # penalty_weights
     history: int = 512  # window_size: steps of history a rollback can reach back
+    # Which tokens a rollback rejects: True, the release's bookkeeping (``_Rejections``); False, the fix.
+    as_released: bool = True
 
 
 @dataclass
@@ -123,7 +144,8 @@ class BeamSearch:
         """A fresh search (each call starts over), one event per iteration."""
         self.history: list[_State] = []
         self.rollbacks: dict[int, int] = {}  # position -> rollbacks counted there
-        self.rejected: dict[int, set[int]] = {}  # step -> parent * vocab + token it may not choose again
+        self.rejected: dict[int, set[int]] = {}  # key -> parent * vocab + token it may not choose again (``_reject``)
+        self.rejected_key = 0  # the key of the step a rollback returned to
         self.rollback_log = []
         model = self.adapter.model
         attention = self.opera is not None or self.attention_layers is not None
@@ -150,7 +172,7 @@ class BeamSearch:
             outcome = self._choose(state, step, again)
             iteration += 1
             if isinstance(outcome, tuple):  # a rollback: the step it went back to is chosen again
-                state, again = self._restore(*outcome), True
+                state, again = self._restore(*outcome, window=step + 1), True
                 yield dataclasses.replace(self._event(iteration, state, None), rollback=self.rollback_log[-1])
                 continue
             state, again = outcome, False
@@ -181,7 +203,7 @@ class BeamSearch:
         logits = state.logits
         penalty = candidates = None
         if again:  # the step a rollback returned to: the whole vocabulary, minus what it chose before
-            scores, scalars = rules.opera_rollback_logits(logits, self._rejected_mask(step, logits)), None
+            scores, scalars = rules.opera_rollback_logits(logits, self._rejected_mask(logits)), None
         elif self.opera is not None:
             penalty, candidates = self._over_trust(state, step)
             scores = self.combine({"original": logits, "over_trust": penalty}, step).logits
@@ -208,11 +230,12 @@ class BeamSearch:
         state.loc = loc.mode(dim=-1).values  # per beam, the mode over its candidates (L3437)
         return penalty, candidates.cpu()
 
-    def _rollback_to(self, state: _State, step: int):
+    def _rollback_to(self, state: _State, step: int) -> tuple[int, int] | None:
+        """(the step to restore, the position the release keys that rollback's rejections by), or None."""
         locs = torch.stack([s.loc for s in self.history[: step + 1]], dim=1)
         loc = rules.opera_rollback_loc(locs, threshold=self.opera.threshold)
-        if loc is None:
-            return None
+        if loc is None or (self.opera.as_released and loc + 1 >= self.opera.history):
+            return None  # as released, a position past its window_size-slot list fails inside its bare except
         where = rules.opera_rollback_position(
             loc, self.rollbacks, window=step + 1, num_candidates=self.opera.num_candidates,
             history=self.opera.history,
@@ -225,11 +248,11 @@ class BeamSearch:
         # this one when pos is this step or the next (L3477-3480).
         restore = min(pos, step - 1)
         self.rollback_log.append((step + 1, restore))
-        return (restore,)
+        return restore, pos
 
-    def _rejected_mask(self, step: int, logits: torch.Tensor) -> torch.Tensor:
+    def _rejected_mask(self, logits: torch.Tensor) -> torch.Tensor:
         mask = torch.zeros(logits.numel(), dtype=torch.bool)
-        mask[list(self.rejected.get(step, ()))] = True
+        mask[list(self.rejected.get(self.rejected_key, ()))] = True
         return mask.view_as(logits)
 
     def _select(self, state: _State, step: int, scores, candidates, penalties) -> _State:
@@ -313,12 +336,12 @@ class BeamSearch:
         return _Beam(tokens, [*before.traces, trace], text)
 
     # -- retrospection -------------------------------------------------------------------------------------------
-    def _restore(self, restore: int) -> _State:
-        """Everything as it was at step ``restore``; the cache re-fed from the prompt with each beam's tokens."""
+    def _restore(self, restore: int, pos: int, window: int) -> _State:
+        """Everything as it was at step ``restore``; the cache re-fed from the prompt with each beam's tokens; what
+        that step chose before rejected (``_reject``)."""
         saved = self.history[restore]
         self.history[restore + 1 :] = []
-        self.rejected = {k: v for k, v in self.rejected.items() if k <= restore}
-        self.rejected[restore] = self.rejected.get(restore, set()) | saved.chosen
+        self._reject(saved.chosen, restore, pos, window)
         group = self.group
         group.rewind(self.prompt_length)
         logits, attention = saved.logits, saved.attention
@@ -326,6 +349,25 @@ class BeamSearch:
             fed = {i: b.tokens[k] for i, b in enumerate(saved.beams)}
             logits, attention, _ = group.step(fed, self.attention_layers if k == restore - 1 else None)
         return dataclasses.replace(saved, logits=logits, attention=attention, chosen=set())
+
+    def _reject(self, chosen: set[int], restore: int, pos: int, window: int) -> None:
+        """Record what the restored step chose before, as rejected when it is chosen again.
+
+        As released (L3478-3481, L3538-3550): the rejections are kept under the rollback's position ``pos`` (one more
+        than the step restored when the column that led is the newest one or the one before), with every earlier
+        rollback's to that position; a rollback clears the position after its own, and the ``window - pos - 2`` last
+        slots of the ``window_size``-slot list (the end of that list, not the steps undone). So a rejection made in a
+        branch of the search that a later rollback undid still applies when the search reaches its position again.
+        Fixed: kept under the step restored; a rollback forgets the rejections of every step it undoes."""
+        if self.opera.as_released:
+            for j in range(window - pos - 2):
+                self.rejected.pop(self.opera.history - 1 - j, None)
+            self.rejected.pop(pos + 1, None)
+            self.rejected_key = pos
+        else:
+            self.rejected = {k: v for k, v in self.rejected.items() if k <= restore}
+            self.rejected_key = restore
+        self.rejected[self.rejected_key] = self.rejected.get(self.rejected_key, set()) | chosen
 
 
 def _default_rule(logits: dict[str, torch.Tensor], t: int, opera: Opera | None) -> Combination:

@@ -183,7 +183,8 @@ def _beam_search(model, method: str, plan: MethodPlan, original, max_new_tokens,
     if get_method(method).search != "beam":
         return None
     p = plan.params
-    opera = Opera(p["scale_factor"], p["threshold"], p["num_attn_candidates"], p["penalty_weights"], p["window_size"])
+    opera = Opera(p["scale_factor"], p["threshold"], p["num_attn_candidates"], p["penalty_weights"], p["window_size"],
+                  bool(p["as_released"]))
     return BeamSearch(
         model, original, plan.combine, num_beams=p["num_beams"], opera=opera, max_new_tokens=max_new_tokens,
         attention_layers=attention_layers, ignore_eos=ignore_eos, batched=batched,

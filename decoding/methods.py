@@ -965,6 +965,13 @@ _LATER_RECORDS = (
             Param("window_size", 512, 1, 2048,
                   "Steps of history kept: how far back a rollback can reach.", "OPERA: window_size 512 (utils.py "
                   "L3134)", 1, integer=True, minimum=1),
+            _switch("as_released", 1,
+                    "Which tokens a rollback rejects. 1 = as released: they are kept under the rollback's position "
+                    "and a later rollback clears only the position after its own, so a rejection made in a branch "
+                    "of the search that was undone since still applies when the search returns there; a position "
+                    "past window_size rolls nothing back (the release's list index fails in its bare except). "
+                    "0 = fixed: kept under the step restored, forgotten with every step a rollback undoes.",
+                    "shikiw/OPERA utils.py L3473-3481, L3538-3550 (the fix is ours)"),
         ),
         contrast_roles=(), build=_beam_only, rule=_opera_rule, scalars=("over_trust_penalty",), search="beam",
         notes=_beam_notes,

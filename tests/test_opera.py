@@ -174,6 +174,37 @@ def test_retrospection_rolls_back_and_changes_the_answer(llava, image):
     assert len(events[-1].tokens) == 16
 
 
+def test_rejections_as_released_outlive_the_steps_undone_and_the_fix_forgets_them(llava, image):
+    """As released (L3478-3481, L3538-3550) what a rollback rejects is kept under its position and only the position
+    after a rollback's own is cleared: a later rollback to an earlier step leaves rejections at later positions, which
+    apply when the search reaches them again. The fix keys them by the step restored and forgets every undone step's."""
+    row = llava.build_row(QUESTION, image)
+    runs = {}
+    for as_released in (True, False):
+        opera = Opera(scale=1.0, threshold=0, num_candidates=3, as_released=as_released)
+        search = BeamSearch(llava, row, max_new_tokens=16, ignore_eos=True, opera=opera)
+        runs[as_released] = search, [t.token_id for t in list(search.run())[-1].tokens]
+    fixed, released = runs[False][0], runs[True][0]
+    assert fixed.rollback_log and released.rollback_log
+    assert max(fixed.rejected) == fixed.rollback_log[-1][1]  # nothing kept past the step last restored
+    last = released.rollback_log[-1][1]
+    assert any(key > last + 1 for key in released.rejected)  # kept from a branch the search undid
+    assert runs[True][1] != runs[False][1]
+
+
+def test_opera_as_released_rolls_nothing_back_past_its_window_size(llava, image):
+    """The release's rollback lists have window_size slots; a position past them fails inside its bare except: no
+    rollback. The fix clamps the position into the window instead."""
+    row = llava.build_row(QUESTION, image)
+    logs = []
+    for as_released in (True, False):
+        opera = Opera(scale=1.0, threshold=0, num_candidates=3, history=8, as_released=as_released)
+        search = BeamSearch(llava, row, max_new_tokens=13, ignore_eos=True, opera=opera)
+        list(search.run())
+        logs.append(search.rollback_log)
+    assert logs[0] == [] and logs[1]
+
+
 # ---- as a method ----------------------------------------------------------------------------------------------------
 def test_opera_beside_the_greedy_baseline_is_deterministic_and_traced(llava, image):
     runs = [compare(llava, image, QUESTION, "opera", max_new_tokens=6, ignore_eos=True) for _ in range(2)]
