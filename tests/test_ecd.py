@@ -144,7 +144,7 @@ def test_ecd_decodes_with_the_embedded_model_seeded_and_reproducibly(embedded):
             for s in (3, 3, 4, 5, 6)]
     texts = [r.method_side.text for r in runs]
     assert texts[0] == texts[1] and len(set(texts[1:])) > 1
-    assert runs[0].branches["detector"] == os.path.join(EMBEDDED, "ecd")
+    assert runs[0].branches["detector"] == "shapes-llava/ecd"  # the folder by the model's name: no server path
     # lam = 0 is the plausibility cut alone: the APC-only control's tokens, draw for draw
     off = compare(embedded, image, question, "ecd", max_new_tokens=3, do_sample=True, seed=2, lam=0.0, beta=0.2)
     apc = compare(embedded, image, question, "apc_only", max_new_tokens=3, do_sample=True, seed=2, beta=0.2)

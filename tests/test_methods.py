@@ -9,7 +9,7 @@ import pytest
 import torch
 from logits import FlippedDetector
 
-from decoding import rules
+from decoding import branches, rules
 from decoding.methods import METHODS, REGISTRY, STEP_SCALARS, Param, get_method
 
 L = torch.tensor([[2.0, 1.0, -1.0, 0.0]])
@@ -77,7 +77,7 @@ def test_the_registry_lists_every_method_once_in_display_order():
 def test_defaults_are_the_authors():
     defaults = {m: REGISTRY[m].defaults for m in METHODS}
     assert defaults["vcd"] == {"alpha": 1.0, "beta": 0.1, "noise_step": 500}
-    assert defaults["icd"] == {"alpha": 1.0, "beta": 0.1}
+    assert defaults["icd"] == {"alpha": 1.0, "beta": 0.1, "instruction": branches.ICD_DISTURBANCE_INSTRUCTION}
     assert defaults["ritual"] == {"alpha_pos": 3.0, "beta": 0.1}
     assert defaults["ritual_vcd"] == {"alpha_pos": 3.0, "alpha": 1.0, "beta": 0.1, "noise_step": 500}
     assert defaults["savcd"] == {"alpha": 1.0, "gamma": 0.5}
