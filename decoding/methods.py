@@ -383,17 +383,40 @@ def _amplified_with_text_only(request: BranchRequest, params: dict) -> Branches:
     # without --use-cfg, amplified from the first token (attention.py L90).
     late = bool(params["as_released"]) and params["gamma"] != 1.0
     amplify = ImageAmplification(alpha=params["alpha"], first_layer=params["first_layer"], first_step=int(late))
-    info = {"amplified_from_token": 2 if late else 1, "first_layer": params["first_layer"]}
+    info = {"amplified_from_token": 2 if late else 1, "first_layer": params["first_layer"],
+            "decoder_layers": _decoder_layers(request.adapter)}
     text_only = {"text_only": request.adapter.build_row(request.question, None)}
     return Branches(text_only, info, attention_edits={"original": amplify})
 
 
+# SID's release keeps 100 of LLaVA-1.5's 576 image tokens for POPE (fast-v-attention-rank, pope_eval.py L83-107).
+SID_RELEASED_KEEP, SID_RELEASED_IMAGE_TOKENS = 100, 576
+
+
+def sid_keep_for(image_tokens: int) -> int:
+    """SID's kept image tokens for a model with ``image_tokens`` of them, at the release's share (100 of 576),
+    rounded, at least 1.
+
+    >>> sid_keep_for(576), sid_keep_for(36), sid_keep_for(2)
+    (100, 6, 1)
+    """
+    return max(1, round(SID_RELEASED_KEEP * image_tokens / SID_RELEASED_IMAGE_TOKENS))
+
+
+def _decoder_layers(adapter: FamilyAdapter) -> int:
+    return int(adapter.model.config.get_text_config().num_hidden_layers)
+
+
 def _self_introspective(request: BranchRequest, params: dict) -> Branches:
     """SID: the same prompt and image as a contrast row of its own, whose attention keeps, from layer ``layer`` on,
-    only the image tokens its own query attended least at the layer before (CT²S)."""
-    edit = SelfIntrospection(keep=params["keep"], layer=params["layer"])
+    only the image tokens its own query attended least at the layer before (CT²S); ``keep`` 0 is the release's
+    share of this model's image tokens."""
+    image_tokens = int(request.original.image_token_positions.numel())
+    keep = params["keep"] or sid_keep_for(image_tokens)
+    edit = SelfIntrospection(keep=keep, layer=params["layer"])
     skip_cut = bool(params["as_released"]) and not request.do_sample
-    info = {"kept_image_tokens": params["keep"], "from_layer": params["layer"], "greedy_skips_cut": skip_cut}
+    info = {"kept_image_tokens": keep, "image_tokens": image_tokens, "from_layer": params["layer"],
+            "decoder_layers": _decoder_layers(request.adapter), "greedy_skips_cut": skip_cut}
     return Branches(
         {"introspective": request.original}, info, rule_args={"skip_cut": skip_cut},
         attention_edits={"introspective": edit},
@@ -642,14 +665,29 @@ def _instruction_notes(info: dict) -> list[Note]:
 
 
 def _amplification_notes(info: dict) -> list[Note]:
+    layer, layers = info.get("first_layer"), info.get("decoder_layers")
+    if layers is not None and layer >= layers:
+        return [Note(f"**No amplification**: first_layer {layer} is past this model's {layers} decoder layers (0 to "
+                     f"{layers - 1}); only the CFG term against the prompt without the image acts.")]
     return [Note(f"Image attention amplified from decoder layer **{info.get('first_layer')}** on, from answer token "
                  f"{info.get('amplified_from_token')}; the CFG term contrasts with the prompt without the image.")]
 
 
 def _introspection_notes(info: dict) -> list[Note]:
     cut = " Greedy, as released: no plausibility cut." if info.get("greedy_skips_cut") else ""
+    kept, image_tokens = info.get("kept_image_tokens"), info.get("image_tokens")
+    layer, layers = info.get("from_layer"), info.get("decoder_layers")
+    if image_tokens is not None and kept >= image_tokens:
+        return [Note(f"**Nothing to hide**: the contrast row keeps {kept} image tokens and this model has "
+                     f"{image_tokens}, so it equals the original row and SID decodes as plain decoding here. Lower "
+                     f"keep (0: the release's share) to see it act.")]
+    if layers is not None and layer >= layers:
+        return [Note(f"**Nothing to hide**: layer {layer} is past this model's {layers} decoder layers (0 to "
+                     f"{layers - 1}), so the contrast row equals the original row and SID decodes as plain decoding "
+                     f"here. Lower layer to see it act.")]
+    of = f" of {image_tokens}" if image_tokens is not None else ""
     return [Note(f"The contrast row keeps, from decoder layer **{info.get('from_layer')}** on, only the "
-                 f"{info.get('kept_image_tokens')} image tokens its own query attended least.{cut}")]
+                 f"{kept} image tokens{of} its own query attended least.{cut}")]
 
 
 def _blind_token_notes(info: dict) -> list[Note]:
@@ -867,7 +905,9 @@ _LATER_RECORDS = (
                   "term (and its cut) off, as the release without --use-cfg.",
                   "PAI: gamma 1.1 in the README commands (the .py default is 2)"),
             _beta("PAI: 0.1, hard-coded (CFG.py L53)"),
-            Param("first_layer", 2, 0, 80, "First decoder layer whose attention is amplified (PAI: 2 to the last).",
+            Param("first_layer", 2, 0, 80,
+                  "First decoder layer whose attention is amplified, to the last (at or past the model's layer "
+                  "count, none: the page says so).",
                   "PAI: start-layer 2, end-layer 32 of LLaVA-1.5's 32", 1, integer=True),
             _switch("as_released", 1,
                     "1 = as released: with the CFG term on (γ > 1) the first answer token is not amplified (the "
@@ -889,12 +929,16 @@ _LATER_RECORDS = (
                   "Contrast strength against the introspective row: (1+alpha)·l − alpha·l_sid. 0.5 is what the "
                   "release runs (its --cd-alpha 1 is parsed but never passed).", "SID: vcd_sample.py L168"),
             _beta("SID: cd_beta 0.1 (vcd_sample.py L169)"),
-            Param("keep", 100, 1, 1000,
+            Param("keep", 0, 0, 1000,
                   "Image tokens the introspective row keeps from layer `layer` on: the ones its own query attended "
-                  "least at the layer before (LLaVA-1.5 has 576; a model with no more than this has nothing to "
-                  "hide, as the embedded model's 36).", "SID: fast-v-attention-rank 100 for POPE (50 for CHAIR)", 1,
-                  integer=True, minimum=1),
-            Param("layer", 2, 1, 80, "The first decoder layer that sees only the kept image tokens.",
+                  "least at the layer before. 0 = the release's share for the served model: 100 of LLaVA-1.5's 576 "
+                  "(17 %), rounded (6 of the embedded model's 36). A count at or above the model's image tokens "
+                  "hides nothing: SID is then plain decoding.",
+                  "SID: fast-v-attention-rank 100 of 576 for POPE (50 for CHAIR); 0 scales it (ours)", 1,
+                  integer=True, minimum=0),
+            Param("layer", 2, 1, 80,
+                  "The first decoder layer that sees only the kept image tokens (at or past the model's layer count, "
+                  "none: the page says so).",
                   "SID: fast-v-agg-layer 2", 1, integer=True, minimum=1),
             _switch("as_released", 1,
                     "1 = as released: greedy decoding takes the argmax of the unmasked difference (the plausibility "
