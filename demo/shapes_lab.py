@@ -281,11 +281,24 @@ class SideScore:
     correct: int = 0
     hallucinated: int = 0
     missed: int = 0
+    per_run: dict[int, tuple[int, int]] = field(default_factory=dict)  # run number -> (hallucinated, claims)
 
-    def add(self, grade: grading.Grade) -> None:
+    def add(self, grade: grading.Grade, run: int = 0) -> None:
         self.correct += grade.correct
         self.hallucinated += grade.hallucinated
         self.missed += grade.missed
+        self.per_run[run] = (grade.hallucinated, grade.correct + grade.hallucinated)
+
+    def interval(self):
+        """The hallucinated share with its 95 % bootstrap interval over the scored runs (``eval.stats``), or None
+        before two runs with claims: one run says nothing about the spread."""
+        from eval import stats
+
+        runs = [v for v in self.per_run.values() if v[1]]
+        if len(runs) < 2:
+            return None
+        hallucinated, claims = (np.array(column, float) for column in zip(*runs))
+        return stats.interval(stats.ratio, [hallucinated, claims])
 
     @property
     def hallucination_rate(self) -> float | None:
@@ -304,7 +317,25 @@ class Scoreboard:
         """One scored run: {side title: its grade}."""
         self.runs += 1
         for title, grade in grades.items():
-            self.sides.setdefault(title, SideScore()).add(grade)
+            self.sides.setdefault(title, SideScore()).add(grade, self.runs)
+
+    def differences(self) -> list:
+        """Every side against the first one (the baseline) on the runs both were scored on: the hallucinated share's
+        difference with its paired-bootstrap interval, Holm-corrected over the session's comparisons
+        (``eval.stats.PairedTest``); a pair with fewer than two such runs is left out."""
+        from eval import stats
+
+        titles = list(self.sides)
+        tests = []
+        for title in titles[1:]:
+            side, reference = self.sides[title].per_run, self.sides[titles[0]].per_run
+            both = [r for r in side if r in reference and side[r][1] and reference[r][1]]
+            if len(both) < 2:
+                continue
+            arrays = [np.array([table[r][k] for r in both], float) for table in (side, reference) for k in (0, 1)]
+            tests.append(stats.paired_bootstrap(stats.ratio, arrays[:2], arrays[2:], "hallucinated share",
+                                                (title, titles[0]), group=f"{len(both)} runs"))
+        return stats.holm(tests)
 
     def html(self) -> str:
         if not self.runs:
@@ -314,17 +345,31 @@ class Scoreboard:
             )
         rows = []
         for title, score in self.sides.items():
-            rate = score.hallucination_rate
+            rate, found = score.hallucination_rate, score.interval()
+            spread = "" if found is None else f" [{found.low:.0%}, {found.high:.0%}]"
             rows.append(
                 f"<tr><td>{html.escape(title)}</td><td>{score.correct}</td><td>{score.hallucinated}</td>"
-                f"<td>{score.missed}</td><td>{'n/a' if rate is None else f'{rate:.0%}'}</td></tr>"
+                f"<td>{score.missed}</td><td>{'n/a' if rate is None else f'{rate:.0%}'}{spread}</td></tr>"
             )
         return (
             f'<div class="cd-score"><b>Running score</b> over {self.runs} scored run{"s" if self.runs != 1 else ""} '
             "(shape words, colour words and yes/no answers):"
             '<table class="cd-top"><tr><th>side</th><th>✓ correct</th><th>✗ hallucinated</th><th>○ missed</th>'
-            f"<th>hallucinated share</th></tr>{''.join(rows)}</table></div>"
+            f"<th>hallucinated share [95 % interval]</th></tr>{''.join(rows)}</table>{self._verdicts()}</div>"
         )
+
+    def _verdicts(self) -> str:
+        """One line per side against the baseline: its difference, its interval, and whether that is noise."""
+        lines = []
+        for t in self.differences():
+            d = t.difference
+            verdict = "a real difference" if t.significant else "no different from noise so far"
+            lines.append(f"{html.escape(t.side)} − {html.escape(t.reference)}: {100 * d.estimate:+.0f} points "
+                         f"[{100 * d.low:+.0f}, {100 * d.high:+.0f}] over {t.group}: {verdict}")
+        if not lines:
+            return ""
+        return ('<div class="cd-note">' + "<br>".join(lines) + "<br>(95 % paired-bootstrap intervals over the scored "
+                "runs; Holm-corrected p &lt; 0.05 for a real difference)</div>")
 
 
 __all__ = [

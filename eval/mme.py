@@ -186,4 +186,4 @@ def mme_paired(side: dict[str, tuple], reference: dict[str, tuple], names: tuple
     estimate = sum(float(difference(*(x[None, :] for x in (*side[s], *reference[s])))[0]) for s in side)
     return stats.PairedTest("total", names[0], names[1],
                             stats.percentile_interval(estimate, drawn, resamples, seed, "images"),
-                            stats.bootstrap_p_value(drawn), "paired bootstrap")
+                            stats.bootstrap_p_value(estimate, drawn), "paired bootstrap")

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import bootstrap
+from scipy.stats import bootstrap, norm
 
 from eval import chair, mme, pope, stats
 
@@ -80,7 +80,11 @@ def test_paired_bootstrap_sees_a_real_difference_and_not_a_null_one():
     null = stats.paired_bootstrap(stats.mean, [base], [base], "accuracy", ("m", "baseline"), resamples=999)
     assert real.p_value < 0.01 and real.difference.low > 0
     assert null.p_value == 1.0 and null.difference.estimate == 0
-    assert stats.bootstrap_p_value(np.array([0.1, 0.2, -0.05, 0.3])) == pytest.approx(2 * 2 / 5)
+    drawn = np.array([0.1, 0.2, -0.05, 0.3])
+    assert stats.bootstrap_p_value(0.1, drawn) == pytest.approx(2 * norm.sf(0.1 / np.std(drawn, ddof=1)))
+    assert stats.bootstrap_p_value(0.0, np.zeros(5)) == 1.0 and stats.bootstrap_p_value(0.2, np.full(5, 0.2)) == 0
+    # below α where 0 is outside the percentile interval, and back: the two agree on these clear cases
+    assert (real.p_value < 0.05) == (real.difference.low > 0)
 
 
 def test_chair_at_matched_length_counts_only_the_cut_caption():

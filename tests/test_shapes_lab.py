@@ -167,5 +167,25 @@ def test_the_scoreboard_adds_runs_per_side():
     assert (board.sides["Baseline"].correct, board.sides["Baseline"].hallucinated) == (1, 1)
     assert board.sides["Baseline"].hallucination_rate == 0.5 and board.sides["VCD"].hallucination_rate == 0.0
     markup = board.html()
-    assert "2 scored runs" in markup and "<td>Baseline</td><td>1</td><td>1</td><td>0</td><td>50%</td>" in markup
+    assert "2 scored runs" in markup
+    assert "<td>Baseline</td><td>1</td><td>1</td><td>0</td><td>50% [0%, 100%]</td>" in markup
     assert shapes_lab.SideScore().hallucination_rate is None
+    found = board.sides["Baseline"].interval()  # two runs: the share with its bootstrap interval
+    assert found.estimate == 0.5 and found.low == 0.0 and found.high == 1.0 and "50% [0%, 100%]" in markup
+    assert "VCD − Baseline: -50 points" in markup and "no different from noise so far" in markup
+
+
+def test_the_running_score_tells_a_real_difference_from_noise():
+    hallucinated = grading.grade_answer(SCENE, "is there a diamond in the image ?", ["yes"])
+    right = grading.grade_answer(SCENE, "is there a diamond in the image ?", ["no"])
+    board = shapes_lab.Scoreboard()
+    for k in range(3):  # one hallucination in three runs: an interval that takes in no difference at all
+        board.add({"Baseline": hallucinated if k == 0 else right, "VCD": right})
+    assert [t.significant for t in board.differences()] == [False]
+    for _ in range(20):  # twenty more where only the baseline hallucinates
+        board.add({"Baseline": hallucinated, "VCD": right})
+    (test,) = board.differences()
+    assert test.significant and test.difference.high < 0 and test.group == "23 runs"
+    assert "a real difference" in board.html()
+    board.add({"Baseline": right})  # a run scored for one side only is not paired
+    assert board.differences()[0].group == "23 runs"

@@ -10,8 +10,13 @@ the baseline, every ``--method`` and the controls (APC-only, PBA, OLM) in one ba
 writes under ``--out``:
 
     lab.md            the tables: accuracy and yes-ratio per split and side (greedy; sampled mean ± std over seeds),
-                      the answers each method flipped against the baseline, accuracy by the asked object's visibility
-    lab.json          every figure behind them, and each question's p("yes") per side and run
+                      each with its 95 % bootstrap interval (over the questions; sampled, over questions x seeds),
+                      the paired tests of every method against the baseline and each control (greedy: McNemar's
+                      exact test; sampled: paired bootstrap over questions x seeds; Holm-corrected per decoding
+                      mode, significant ones marked *), the answers each method flipped against the baseline (the
+                      greedy flips are McNemar's table), accuracy by the asked object's visibility
+    lab.json          every figure behind them, the intervals and tests, and each question's p("yes") per side and
+                      run
     accuracy.png, p_yes.png, visibility.png, flips.png     the plots (matplotlib)
 
 Why the controls: under sampling, much of a contrastive method's POPE gain on LLaVA-1.5 is its plausibility cut
@@ -30,8 +35,8 @@ from collections import Counter
 
 from models.shapes_world import world
 
-from .. import pope
-from ..benchmarks import pope_benchmark
+from .. import pope, stats
+from ..benchmarks import comparisons, pope_benchmark
 from ..cli import control_methods, parse_method
 from ..report import write_json
 from ..runner import RunConfig, run_benchmark
@@ -146,6 +151,49 @@ def summarise(by_run: dict, facts: dict, sides: list[str]) -> dict:
     return summary
 
 
+def _said(records: list[dict], side: str) -> list[str]:
+    return [pope.parse_pope_answer(r["answers"][side]) for r in records]
+
+
+def _labels(records: list[dict], facts: dict) -> list[str]:
+    return [facts[(r["image"], r["prompt"])]["label"] for r in records]
+
+
+def intervals(by_run: dict, facts: dict, sides: list[str]) -> dict:
+    """Per split and side, POPE's rates with their 95 % bootstrap intervals: greedy over the questions, sampled over
+    questions x seeds (``pope.pope_intervals``)."""
+    greedy, sampled_runs = by_run["greedy"], [v for k, v in by_run.items() if k != "greedy"]
+    out = {}
+    for split in SPLITS:
+        labels = _labels(greedy[split], facts)
+        for side in sides:
+            out.setdefault(split, {})[side] = {
+                "greedy": pope.pope_intervals(labels, _said(greedy[split], side)),
+                "sampled": pope.pope_intervals(labels, [_said(run[split], side) for run in sampled_runs])}
+    return out
+
+
+def paired_tests(by_run: dict, facts: dict, sides: list[str]) -> dict[str, list[stats.PairedTest]]:
+    """Every method against the baseline and each control (``benchmarks.comparisons``) on the same questions, per
+    split: greedy by McNemar's exact test, sampled by a paired bootstrap of the accuracy over questions x seeds;
+    Holm's correction over each mode's comparisons."""
+    greedy, sampled_runs = by_run["greedy"], [v for k, v in by_run.items() if k != "greedy"]
+    tests: dict[str, list] = {"greedy": [], "sampled": []}
+    for split in SPLITS:
+        labels = _labels(greedy[split], facts)
+
+        def correct(run, side, labels=labels, split=split):
+            return [a == t for a, t in zip(_said(run[split], side), labels)]
+
+        for side, reference in comparisons(sides):
+            tests["greedy"].append(stats.mcnemar(correct(greedy, side), correct(greedy, reference),
+                                                 (side, reference), split))
+            tests["sampled"].append(stats.paired_bootstrap(
+                stats.mean, [[correct(run, side) for run in sampled_runs]],
+                [[correct(run, reference) for run in sampled_runs]], "accuracy", (side, reference), split))
+    return {mode: stats.holm(found) for mode, found in tests.items()}
+
+
 def false_yes_p_yes(records_by_split: dict[str, list[dict]], facts: dict, side: str = "baseline") -> list[float]:
     """p("yes") of ``side``'s false "yes" answers over every split of one run (a question asked in two splits counts
     once)."""
@@ -167,18 +215,27 @@ def _pm(entry: dict) -> str:
     return f"{100 * entry['mean']:.1f} ± {100 * entry['std']:.1f}"
 
 
-def markdown(summary: dict, sides: list[str], seeds: list[int], p_yes: list[float], model: str) -> str:
+def _ci(found: stats.Interval) -> str:
+    return f"[{100 * found.low:.1f}, {100 * found.high:.1f}]"
+
+
+def markdown(summary: dict, sides: list[str], seeds: list[int], p_yes: list[float], model: str, found: dict,
+             tests: dict[str, list[stats.PairedTest]]) -> str:
     seed_list = ", ".join(map(str, seeds))
     lines = [f"## Shapes-world lab: {model}", "",
              f"### Toy-POPE accuracy / yes-ratio (%) — greedy, and sampling at T = 1 over seeds {seed_list} "
-             "(mean ± std)", "", "| split | side | greedy acc. | greedy yes | sampled acc. | sampled yes |",
+             "(mean ± std)", "", f"[low, high]: 95 % percentile-bootstrap interval ({stats.RESAMPLES} resamples, seed "
+             f"{stats.SEED}): greedy over the questions, sampled over questions x seeds.", "",
+             "| split | side | greedy acc. | greedy yes | sampled acc. | sampled yes |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     for split in SPLITS:
         for side in sides:
-            e = summary[split][side]
-            lines.append(f"| {split} | {side} | {100 * e['greedy']['accuracy']:.1f} | "
-                         f"{100 * e['greedy']['yes_ratio']:.1f} | {_pm(e['sampled']['accuracy'])} | "
-                         f"{_pm(e['sampled']['yes_ratio'])} |")
+            e, g, m = summary[split][side], found[split][side]["greedy"], found[split][side]["sampled"]
+            lines.append(f"| {split} | {side} | {100 * e['greedy']['accuracy']:.1f} {_ci(g['accuracy'])} | "
+                         f"{100 * e['greedy']['yes_ratio']:.1f} {_ci(g['yes_ratio'])} | "
+                         f"{_pm(e['sampled']['accuracy'])} {_ci(m['accuracy'])} | "
+                         f"{_pm(e['sampled']['yes_ratio'])} {_ci(m['yes_ratio'])} |")
+    lines += ["", *tests_markdown(tests, seed_list)]
     lines += ["", f"### Answers flipped against the baseline — greedy; sampled (mean per seed, seeds {seed_list})",
               "", "| split | side | " + " | ".join(k.replace("_", " ") for k in FLIPS) + " |",
               "| --- | --- |" + " ---: |" * len(FLIPS)]
@@ -204,6 +261,23 @@ def markdown(summary: dict, sides: list[str], seeds: list[int], p_yes: list[floa
     return "\n".join(lines) + "\n"
 
 
+def tests_markdown(tests: dict[str, list[stats.PairedTest]], seed_list: str) -> list[str]:
+    """The paired tests' table: accuracy difference (points) with its interval, Holm-adjusted p, * if significant."""
+    count = {mode: len(found) for mode, found in tests.items()}
+    lines = ["### Paired tests of accuracy — method − the side it is against, same questions (points, 95 % "
+             "interval; p after Holm)", "",
+             f"Greedy: McNemar's exact test on the flipped answers, Holm over its {count['greedy']} comparisons; "
+             f"sampled (seeds {seed_list}): paired bootstrap over questions x seeds, Holm over its "
+             f"{count['sampled']}. * : p (Holm) < 0.05.", "",
+             "| split | side | against | greedy Δ acc. | greedy p | sampled Δ acc. | sampled p |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for greedy, sampled in zip(tests["greedy"], tests["sampled"]):
+        cells = [f"{100 * t.difference.estimate:+.1f} {_ci(t.difference)}{' *' if t.significant else ''} | "
+                 f"{t.p_holm:.3g}" for t in (greedy, sampled)]
+        lines.append(f"| {greedy.group} | {greedy.side} | {greedy.reference} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
 def histogram(values: list[float], bins=P_YES_BINS) -> list[int]:
     """Counts per bin [bins[i], bins[i+1]) (the last bin closed): ``evaluate.bin_counts``."""
     return evaluate.bin_counts(values, bins)
@@ -211,8 +285,14 @@ def histogram(values: list[float], bins=P_YES_BINS) -> list[int]:
 
 # ---- the plots ----------------------------------------------------------------------------------------------------
 
-def plot(summary: dict, sides: list[str], p_yes: list[float], out: str) -> list[str]:
-    """The lab's four PNGs under ``out``; returns their paths."""
+def _error_bars(found: dict, split: str, sides: list[str], mode: str) -> list[list[float]]:
+    """matplotlib's asymmetric yerr (points below, points above) of the accuracy's 95 % intervals."""
+    values = [found[split][s][mode]["accuracy"] for s in sides]
+    return [[100 * (v.estimate - v.low) for v in values], [100 * (v.high - v.estimate) for v in values]]
+
+
+def plot(summary: dict, sides: list[str], p_yes: list[float], out: str, found: dict) -> list[str]:
+    """The lab's four PNGs under ``out``; returns their paths. Accuracy bars carry their 95 % bootstrap intervals."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only
@@ -230,15 +310,16 @@ def plot(summary: dict, sides: list[str], p_yes: list[float], out: str) -> list[
     fig, axes = plt.subplots(1, len(SPLITS), figsize=(4.2 * len(SPLITS), 3.6), sharey=True)
     for ax, split in zip(axes, SPLITS):
         entries = [summary[split][s] for s in sides]
-        ax.bar(x - 0.2, [100 * e["greedy"]["accuracy"] for e in entries], 0.4, label="greedy")
+        ax.bar(x - 0.2, [100 * e["greedy"]["accuracy"] for e in entries], 0.4,
+               yerr=_error_bars(found, split, sides, "greedy"), capsize=2, label="greedy")
         ax.bar(x + 0.2, [100 * e["sampled"]["accuracy"]["mean"] for e in entries], 0.4,
-               yerr=[100 * e["sampled"]["accuracy"]["std"] for e in entries], label="sampled, T = 1")
+               yerr=_error_bars(found, split, sides, "sampled"), capsize=2, label="sampled, T = 1")
         ax.set_title(f"toy-POPE {split}")
         ax.set_xticks(x, sides, rotation=60, ha="right")
-    lowest = min(min(e["greedy"]["accuracy"], e["sampled"]["accuracy"]["mean"])
-                 for split in SPLITS for e in (summary[split][s] for s in sides))
+    lowest = min(found[split][s][mode]["accuracy"].low for split in SPLITS for s in sides
+                 for mode in ("greedy", "sampled"))
     axes[0].set_ylim(max(0, 10 * (100 * lowest // 10) - 10), 100)  # sharey: one limit for all
-    axes[0].set_ylabel("accuracy (%)")
+    axes[0].set_ylabel("accuracy (%), 95 % interval")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", ncols=2, fontsize="small")
     save(fig, "accuracy.png", top=0.92)
 
@@ -309,15 +390,20 @@ def main(argv=None) -> int:
     summary = summarise(by_run, facts, sides)
     p_yes = false_yes_p_yes(by_run["greedy"], facts)
     seeds = [args.seed + k for k in range(args.seeds)]
-    text = markdown(summary, sides, seeds, p_yes, args.model)
+    found, tests = intervals(by_run, facts, sides), paired_tests(by_run, facts, sides)
+    text = markdown(summary, sides, seeds, p_yes, args.model, found, tests)
     with open(os.path.join(args.out, "lab.md"), "w", encoding="utf-8") as f:
         f.write(text)
     write_json(os.path.join(args.out, "lab.json"), {
         "model": args.model, "n": args.n, "seeds": seeds, "methods": [[m, p] for m, p in methods],
-        "summary": summary, "baseline_false_yes_p_yes": p_yes,
+        "summary": summary, "baseline_false_yes_p_yes": p_yes, "bootstrap": {
+            "resamples": stats.RESAMPLES, "seed": stats.SEED, "confidence": stats.CONFIDENCE},
+        "intervals": {split: {side: {mode: {k: v.to_dict() for k, v in rates.items()} for mode, rates in e.items()}
+                              for side, e in by_side.items()} for split, by_side in found.items()},
+        "paired_tests": {mode: [t.to_dict() for t in found_tests] for mode, found_tests in tests.items()},
         "p_yes": {run: {split: [r["p_yes"] for r in records] for split, records in splits.items()}
                   for run, splits in by_run.items()}})
-    paths = plot(summary, sides, p_yes, args.out)
+    paths = plot(summary, sides, p_yes, args.out, found)
     print(text)
     print("wrote " + ", ".join([os.path.join(args.out, n) for n in ("lab.md", "lab.json")] + paths))
     return 0
