@@ -31,7 +31,8 @@ from decoding.sampling import SamplingConfig
 
 from .benchmarks import Benchmark, Request
 from .errors import EvalInputError
-from .report import write_json
+from .pope import answer_token_ids, first_token_probs
+from .report import write_json, write_tables
 
 SCHEMA_VERSION = 1
 SHARD_PATTERN = "answers.shard-*.jsonl"
@@ -214,6 +215,9 @@ def decode_request(model, benchmark: Benchmark, request: Request, config: RunCon
         "tokens": {name: len(side.tokens) for name, side in sides.items()},
         "stop": {name: side.stop_reason for name, side in sides.items()},
         "p_yes": {name: first_token_yes(side) for name, side in sides.items()},
+        # POPE's first-token readout: p("yes") and p("no") over this tokenizer's own yes / no tokens
+        "first_token": {name: first_token_probs(side, answer_token_ids(model.tokenizer))
+                        for name, side in sides.items()},
         "branches": branches,
     }
 
@@ -283,7 +287,7 @@ def _merge_and_score(benchmark: Benchmark, config: RunConfig, out_dir: str, summ
             record = {k: v for k, v in records[request.key].items() if k not in ("seconds", "process")}
             f.write(json.dumps(record, default=_jsonable) + "\n")
     answers = {r.key: records[r.key]["answers"] for r in benchmark.requests}
-    scored = benchmark.score(answers, sides)
+    scored = benchmark.score(answers, sides, {r.key: records[r.key] for r in benchmark.requests})
     table = scored.table
     table.title = f"{table.title} — {config.model}, {config.decoding_label()}"
     params = [f"`{name}`: " + ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v:g}" for k, v in p.items())
@@ -296,14 +300,12 @@ def _merge_and_score(benchmark: Benchmark, config: RunConfig, out_dir: str, summ
         "settings": benchmark.settings,
         "requests": len(benchmark.requests),
         "metrics": scored.details,
+        "statistics": scored.statistics,
         "table": table.rows,
     }
-    files = {name: os.path.join(out_dir, name) for name in ("metrics.json", "metrics.csv", "metrics.md")}
-    write_json(files["metrics.json"], metrics)
-    table.write_csv(files["metrics.csv"])
-    markdown = table.markdown()
-    with open(files["metrics.md"], "w", encoding="utf-8") as f:
-        f.write(markdown)
+    write_json(os.path.join(out_dir, "metrics.json"), metrics)
+    markdown, written = write_tables(out_dir, [table, *scored.tables])
+    plots = scored.plot(out_dir) if scored.plot else []
     summary.table = markdown
     summary.metrics = metrics
-    summary.files = [answers_path, *files.values()]
+    summary.files = [answers_path, os.path.join(out_dir, "metrics.json"), *written, *plots]

@@ -22,7 +22,8 @@ from eval.cli import main
 from models import build_tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-POPE_HEADER = "| Split | Method | Accuracy | Precision | Recall | F1 | Yes ratio | Questions |"
+POPE_HEADER = ("| Split | Method | Accuracy | Precision | Recall | F1 | Yes ratio | Questions | Acc., first token | "
+               "Readouts disagree |")
 
 # Two splits of three questions; the first question is the same in both (one shared request).
 POPE_SPLITS = {
@@ -248,8 +249,41 @@ def test_pope_command_end_to_end(sharded_run):
     assert markdown in stdout and POPE_HEADER in markdown
     assert "sampling (temperature 1, top-p 1, top-k off)" in markdown
     csv_lines = (out / "metrics.csv").read_text().splitlines()
-    assert csv_lines[0] == "split,method,accuracy,precision,recall,f1,yes_ratio,n"
+    rates = ",".join(f"{r},{r}_low,{r}_high" for r in ("accuracy", "precision", "recall", "f1", "yes_ratio"))
+    assert csv_lines[0] == f"split,method,{rates},n,first_token_accuracy,disagreement"
     assert len(csv_lines) == 1 + 6
+    _check_pope_statistics(metrics, answers, by_prompt, markdown)
+
+
+def _check_pope_statistics(metrics, answers, by_prompt, markdown):
+    """Intervals hold their estimate; every method meets the baseline in one McNemar test per split, Holm-adjusted;
+    the first-token readout is each answer's p("yes") against p("no")."""
+    statistics = metrics["statistics"]
+    assert statistics["bootstrap"]["resamples"] > 0
+    for split, sides in statistics["intervals"].items():
+        for side, found in sides.items():
+            for rate, value in found.items():
+                assert value["low"] <= metrics["metrics"][split][side][rate] <= value["high"]
+                assert value["estimate"] == pytest.approx(metrics["metrics"][split][side][rate])
+    tests = statistics["paired_tests"]
+    assert [(t["group"], t["side"], t["reference"]) for t in tests] == [
+        (split, side, "baseline") for split in ("random", "popular") for side in ("vcd", "ritual")]
+    assert all(t["p_value"] <= t["p_holm"] <= 1 and t["test"].startswith("McNemar") for t in tests)
+    assert "paired tests of accuracy" in markdown
+    for a in answers:
+        for probs in a["first_token"].values():
+            assert 0 <= probs["yes"] + probs["no"] <= 1 + 1e-6
+    for split, rows in POPE_SPLITS.items():
+        for side in ("baseline", "vcd", "ritual"):
+            first = [by_prompt_first(answers, text, side) for _, _, text, _ in rows[:2]]
+            text_rule = [parse_pope_answer(by_prompt[text][side]) for _, _, text, _ in rows[:2]]
+            disagree = sum(f != t for f, t in zip(first, text_rule)) / 2
+            assert statistics["readouts"][split][side]["disagreement"] == disagree
+
+
+def by_prompt_first(answers, prompt, side):
+    probs = next(a for a in answers if a["prompt"] == prompt)["first_token"][side]
+    return "yes" if probs["yes"] > probs["no"] else "no"
 
 
 def test_sharded_run_equals_single_process_run(model_dir, data, sharded_run, tmp_path, capsys):
@@ -284,7 +318,8 @@ def test_chair_command_end_to_end(model_dir, data, tmp_path, capsys, monkeypatch
     assert main(chair_args(model_dir, data, out)) == 0  # the default variant: lvlm
     printed = capsys.readouterr().out
     assert "### CHAIR, lvlm variant (the LVLM papers' chair.py: nltk part-of-speech tags, WordNet lemmas)" in printed
-    assert "| Method | CHAIR_s | CHAIR_i | Recall | Len | Images |" in printed
+    assert "| Method | CHAIR_s | CHAIR_i | Recall | Len | CHAIR_i at matched length | Images |" in printed
+    assert (out / "chair_frontier.png").stat().st_size > 0 and "CHAIR: paired tests" in printed
     answers = read_jsonl(out / "answers.jsonl")
     assert [a["image"] for a in answers] == ["COCO_val2014_000000000001.jpg", "COCO_val2014_000000000002.jpg"]
     assert all(a["prompt"] == "Please describe this image in detail." for a in answers)
@@ -305,6 +340,11 @@ def test_chair_command_end_to_end(model_dir, data, tmp_path, capsys, monkeypatch
             assert metrics["metrics"][side]["truth_objects"] == 3
             assert metrics["metrics"][side]["mentions"] == sum(len(r["mentions"]) for r in reports)
             assert metrics["metrics"][side]["length"] == sum(r["words"] for r in reports) / 2
+            found = metrics["statistics"]["intervals"][side]
+            assert all(found[k]["low"] <= metrics["metrics"][side][k] <= found[k]["high"]
+                       for k in ("chair_s", "chair_i", "recall", "length"))
+        assert [(t["side"], t["reference"], t["metric"]) for t in metrics["statistics"]["paired_tests"]] == [
+            ("icd", "baseline", figure) for figure in ("chair_s", "chair_i", "recall")]
 
 
 def test_chair_command_says_how_to_get_the_lvlm_variants_data(model_dir, data, tmp_path, capsys, monkeypatch):
