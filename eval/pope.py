@@ -181,20 +181,42 @@ def pope_intervals(labels: list[str], predictions, resamples: int | None = None,
             for rate in RATES}
 
 
+def answer_spellings(word: str) -> list[str]:
+    """How an answer may start with ``word``: "yes", "Yes", "YES", " yes", " Yes"."""
+    return [word, word.capitalize(), word.upper(), " " + word, " " + word.capitalize()]
+
+
 @functools.lru_cache(maxsize=8)  # once per tokenizer: it decodes the whole vocabulary
 def answer_token_ids(tokenizer) -> dict[str, frozenset[int]]:
-    """Every token of ``tokenizer`` that is by itself the word "yes" / "no" in any case, with or without its leading
-    space or the tokenizer's space mark ("Yes", "▁yes", "ĠNo", "YES" ...), derived from the tokenizer's own vocabulary
-    (each id decoded alone), never from a fixed list: Llama's "Yes" is 3869, Qwen2's another id altogether, and a
-    fixed LLaMA id set reads every Qwen2-VL answer as neither."""
-    found: dict[str, set[int]] = {"yes": set(), "no": set()}
+    """The tokens of ``tokenizer`` that start a "yes" / "no" answer, derived from the tokenizer itself, never from a
+    fixed list (LLaVA-1.5's Llama tokenizer writes "Yes" as one id, Qwen2's as another altogether; a fixed Llama id
+    set reads every Qwen2-VL answer as neither):
+
+    - every token that is by itself the word in any case, with or without its leading space or the tokenizer's space
+      mark ("Yes", "▁yes", "ĠNo", "YES" ...), each id decoded alone;
+    - where it has no such token at all, the first token each spelling of the word ("yes", "Yes", "YES", " yes",
+      " Yes") is split into (a small vocabulary's "Y" of "Y" + "es"), a token that is only a space skipped: the first
+      token is all a first-token readout can read.
+    Special tokens are never answers."""
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     ids = [i for i in range(len(tokenizer)) if i not in special]
+    found: dict[str, set[int]] = {"yes": set(), "no": set()}
     for token_id, text in zip(ids, tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=False)):
-        word = text.strip().lstrip("\u2581\u0120").lower()
+        word = _bare(text)
         if word in found:
             found[word].add(token_id)
+    for word in (w for w, whole in found.items() if not whole):
+        for spelling in answer_spellings(word):
+            pieces = [i for i in tokenizer.encode(spelling, add_special_tokens=False)
+                      if _bare(tokenizer.decode([i], skip_special_tokens=False))]
+            if pieces and pieces[0] not in special and word.startswith(_bare(tokenizer.decode([pieces[0]]))):
+                found[word].add(pieces[0])
     return {word: frozenset(v) for word, v in found.items()}
+
+
+def _bare(piece: str) -> str:
+    """A token's text without spaces or space marks, lower-cased: what it says as an answer's first word."""
+    return piece.strip().lstrip("\u2581\u0120").strip().lower()
 
 
 def first_token_answer(p_yes: float | None, p_no: float | None) -> str | None:
