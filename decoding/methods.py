@@ -1053,7 +1053,7 @@ _LATER_RECORDS = (
                     "ours: the paper decodes with both trained projections (pos+neg)"),
         ),
         contrast_roles=("negative",), build=_decoupled_projections, rule=_dcd_rule,
-        labels={"original": "positive side: the positive projector copy (neg-only: the model's own)",
+        labels={"original": "original, through the positive projector copy (neg-only: the model's own)",
                 "negative": "image through the negative projector copy"},
         notes=_projection_notes,
     ),
@@ -1073,7 +1073,7 @@ _LATER_RECORDS = (
         name="pba", title="PBA (control): the question asks for \"yes\" whenever possible", short_name="PBA",
         source=f"{_MIRAGE}, inference/pope_infer_pba.py L51",
         params=(), contrast_roles=(), build=_yes_prompt, rule=_original_rule, kind="control",
-        labels={"original": "the question asking for yes"}, notes=_yes_prompt_notes,
+        labels={"original": "original, its question asking for yes"}, notes=_yes_prompt_notes,
     ),
     Method(
         name="olm", title="OLM (control): answer \"yes\" whenever yes and no are close", short_name="OLM",

@@ -326,6 +326,7 @@ def test_every_contrast_row_is_named_in_words_by_its_record():
         for role in ("original", "distorted", *record.contrast_roles):
             label = record.label(role)
             assert label and label != role and "_" not in label, (name, role)
+        assert record.label("original").startswith("original"), name  # the inspector's first column, in every panel
 
 
 def test_vacode_s_note_says_it_picks_by_a_distance_not_by_asking_the_model(tiny_pool):
