@@ -8,12 +8,15 @@ rounds. The figures are printed (run with -s to see them): requests answered per
 final result, queue wait included), RSS after warming up and after each round.
 """
 
+import contextlib
 import json
+import math
 import os
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,9 +27,11 @@ from gradio_client import Client, handle_file
 from gradio_client.utils import QueueError
 from serving import free_port
 
+from demo import shapes_lab
 from demo.allow_list import TINY_LABEL, TINY_MODEL, default_model, display_name
 from demo.examples import EXAMPLES_DIR
 from demo.run import SLIDERS
+from models.shapes_world import world
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 20
@@ -44,8 +49,8 @@ def rss_mb(pid: int) -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def serving_app(folder: Path, queue_size: int):
     """`python app.py` as an operator starts it, with no model named: it serves its default model."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "CD_MODELS"}
@@ -53,10 +58,10 @@ def server(tmp_path_factory):
     # As the README advises for a server: without it glibc gives gradio's worker threads more malloc arenas, and RSS
     # creeps up by a few MB per round for a while before it levels off (fragmentation, not objects kept alive).
     env.setdefault("MALLOC_ARENA_MAX", "2")
-    log = tmp_path_factory.mktemp("server") / "server.log"
+    log = folder / "server.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), "--queue-size", str(QUEUE_SIZE)],
+            [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), "--queue-size", str(queue_size)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
@@ -80,6 +85,12 @@ def server(tmp_path_factory):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with serving_app(tmp_path_factory.mktemp("server"), QUEUE_SIZE) as served:
+        yield served
 
 
 def request_inputs(question: str, seed: int) -> list:
@@ -218,3 +229,121 @@ def test_twenty_concurrent_visitors_are_all_answered_or_told_busy_with_flat_memo
 
     for client in clients:
         client.close()
+
+
+# ---- how many visitors at once before the first token takes 10 s -----------------------------------------------------
+FIRST_TOKEN_LIMIT_S = 10.0
+MAX_BURSTS = int(os.environ.get("CD_BURST_ROUNDS", "5"))  # doubling from 16 visitors, then halving the interval
+LARGEST_BURST = 256
+
+
+@pytest.fixture(scope="module")
+def roomy_server(tmp_path_factory):
+    """The same app with a queue that takes the largest burst."""
+    with serving_app(tmp_path_factory.mktemp("roomy"), LARGEST_BURST) as served:
+        yield served
+
+
+def page_defaults(url: str, image: dict, question: str) -> tuple[int, list, dict]:
+    """/compare's index and its inputs as the page sends them untouched (the default model, method, decoding mode,
+    max new tokens and parameters), with ``image`` and ``question``; None for the session's states. Also the
+    values by element id."""
+    config = httpx.get(f"{url}/config").json()
+    components = {c["id"]: c for c in config["components"]}
+    compare = next(d for d in config["dependencies"] if d.get("api_name") == "compare")
+    data, named = [], {}
+    for component_id in compare["inputs"]:
+        component = components[component_id]
+        elem_id = component.get("props", {}).get("elem_id")
+        if component["type"] == "state":
+            data.append(None)
+        else:
+            data.append({"cd-image": image, "cd-question": question}.get(elem_id, component["props"].get("value")))
+            named[elem_id] = data[-1]
+    return compare["id"], data, named
+
+
+def visit_for_first_token(http: httpx.Client, url: str, request: tuple[int, list], barrier: threading.Barrier,
+                          out: dict) -> None:
+    """One visitor: joins the queue when everyone does, records when its first token arrives, and reads on to the
+    end (closing the stream would close the run)."""
+    index, data = request
+    session = f"burst{threading.get_ident()}"[:20]
+    body = {"data": data, "fn_index": index, "trigger_id": None, "session_hash": session, "event_data": None}
+    barrier.wait()
+    started = time.monotonic()
+    out.update(session=session, event_id=http.post(f"{url}/gradio_api/queue/join", json=body).json()["event_id"])
+    with http.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}) as stream:
+        for line in stream.iter_lines():
+            message = json.loads(line[5:]) if line.startswith("data:") else {}
+            if message.get("msg") == "process_generating" and "seconds" not in out:
+                out["seconds"] = time.monotonic() - started
+            if message.get("msg") == "process_completed":
+                out["ended"] = message.get("success")
+                return
+
+
+def burst_median(http: httpx.Client, url: str, request: tuple[int, list], visitors: int) -> float:
+    """``visitors`` press Compare at once: the median time to their first token (inf: over the limit). Once it is
+    known, those still waiting are cancelled (as their Cancel would), so a burst costs at most about the limit."""
+    barrier = threading.Barrier(visitors + 1)
+    outs = [{} for _ in range(visitors)]
+    threads = [threading.Thread(target=visit_for_first_token, args=(http, url, request, barrier, out)) for out in outs]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started, needed = time.monotonic(), visitors // 2 + 1  # the median needs the first half and one more
+    while sum("seconds" in out for out in outs) < needed and time.monotonic() - started < FIRST_TOKEN_LIMIT_S + 1:
+        time.sleep(0.05)
+    for out in outs:
+        if "seconds" not in out and "event_id" in out:
+            http.post(f"{url}/gradio_api/cancel",
+                      json={"session_hash": out["session"], "fn_index": request[0], "event_id": out["event_id"]})
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads) and all(o.get("ended") is not False for o in outs), outs
+    firsts = sorted(out["seconds"] for out in outs if "seconds" in out)
+    if len(firsts) < needed:
+        return math.inf
+    return firsts[visitors // 2] if visitors % 2 else (firsts[visitors // 2 - 1] + firsts[visitors // 2]) / 2
+
+
+def test_concurrent_visitors_served_before_the_median_first_token_passes_10_s(roomy_server):
+    """Bursts of visitors pressing Compare at once, with the page's defaults on the default model and the gallery's
+    first scene and question: 16, 32, 64 ... until the median time to first token passes the limit, then halving
+    the interval between the last two, at most MAX_BURSTS bursts. Printed, not asserted: it depends on the
+    machine."""
+    url, process, log = roomy_server
+    scene, question = shapes_lab.draw_scene(shapes_lab.EXAMPLE_SEEDS[0])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "scene.png"
+        world.render(scene).save(path)
+        with open(path, "rb") as file:
+            stored = httpx.post(f"{url}/gradio_api/upload", files={"files": ("scene.png", file)}).json()[0]
+    index, data, named = page_defaults(url, {"path": stored, "orig_name": "scene.png",
+                                             "meta": {"_type": "gradio.FileData"}}, question)
+    # one client for every visitor: a client each would spend this process's CPU on TLS setup, not the server's
+    limits = httpx.Limits(max_connections=2 * LARGEST_BURST + 4, max_keepalive_connections=2 * LARGEST_BURST + 4)
+    medians: dict[int, float] = {}
+    with httpx.Client(limits=limits, timeout=300) as http:
+        visit_for_first_token(http, url, (index, data), threading.Barrier(1), {})  # warm-up: the first run loads more
+        within, over = 0, None
+        for _ in range(MAX_BURSTS):
+            visitors = min(2 * max(within, 8), LARGEST_BURST) if over is None else (within + over) // 2
+            if visitors in medians or visitors <= within:
+                break
+            medians[visitors] = burst_median(http, url, (index, data), visitors)
+            if medians[visitors] <= FIRST_TOKEN_LIMIT_S:
+                within = visitors
+            else:
+                over = visitors
+    assert process.poll() is None and medians, log.read_text()[-3000:]
+    print(
+        f"\nmedian time to first token, visitors pressing Compare at once with the page's defaults "
+        f"({named['cd-model']}, {named['cd-method']}, {named['cd-decoding']}, {named['cd-max-new-tokens']} new tokens,"
+        f" the gallery's first scene and question): "
+        + ", ".join(f"{n}: {m:.1f} s" if m != math.inf else f"{n}: over {FIRST_TOKEN_LIMIT_S:g} s"
+                    for n, m in sorted(medians.items()))
+        + f"; within {FIRST_TOKEN_LIMIT_S:g} s up to {within} visitors at once"
+        + (f" (over it at {over})" if over is not None else " (the largest burst tried)")
+    )
