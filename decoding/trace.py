@@ -35,9 +35,10 @@ class TokenTrace:
 
     step:       0-based index of the token in the answer.
     token_id, piece: the chosen token, and the text it adds to the decoded answer (spaces kept).
-    branches:   role -> BranchView, for "original" and every contrast role of the side ("noised", "transformed",
-                "augmented", "text_only", "description", "disturbed", and "distorted", the row visual dependence is
-                measured against). The baseline side has "original" (and "distorted").
+    branches:   role -> BranchView, for "original", every contrast role of the side's method (its record's
+                ``contrast_roles``: "noised", "transformed", "augmented", "text_only", "description", "disturbed",
+                "introspective", "blind", "negative"; ``Method.label`` names each in words) and "distorted", the row
+                visual dependence is measured against. The baseline side has "original" (and "distorted").
     final:      the distribution actually decoded from (after the method's rule, its plausibility mask and the
                 sampling warpers).
     plausible_set_size: how many tokens the final distribution keeps (finite logits).
