@@ -73,7 +73,7 @@ class Opera:
     num_candidates: int = 5  # num_attn_candidates C: also the most rollbacks to one position
     penalty_weight: float = 1.0  # penalty_weights
     history: int = 512  # window_size: steps of history a rollback can reach back
-    # Which tokens a rollback rejects: True, the release's bookkeeping (``_Rejections``); False, the fix.
+    # Which tokens a rollback rejects: True, the release's bookkeeping (``BeamSearch._reject``); False, the fix.
     as_released: bool = True
 
 
@@ -353,8 +353,8 @@ class BeamSearch:
     def _reject(self, chosen: set[int], restore: int, pos: int, window: int) -> None:
         """Record what the restored step chose before, as rejected when it is chosen again.
 
-        As released (L3478-3481, L3538-3550): the rejections are kept under the rollback's position ``pos`` (one more
-        than the step restored when the column that led is the newest one or the one before), with every earlier
+        As released (L3478-3481, L3538-3550): the rejections are kept under the rollback's position ``pos`` (the step
+        restored, or one or two past it when the column that led is one of the window's last two), with every earlier
         rollback's to that position; a rollback clears the position after its own, and the ``window - pos - 2`` last
         slots of the ``window_size``-slot list (the end of that list, not the steps undone). So a rejection made in a
         branch of the search that a later rollback undid still applies when the search reaches its position again.
