@@ -62,3 +62,21 @@ def test_intervals_hold_the_tables_figures():
             assert sampled["accuracy"].low < sampled["accuracy"].estimate < sampled["accuracy"].high
     text = lab.markdown(summary, sides, [0, 1, 2], [0.7, 0.9], "tiny", found, lab.paired_tests(by_run, facts, sides))
     assert "### Paired tests of accuracy" in text and "| random | m | baseline |" in text and " * |" in text
+
+
+def test_the_two_readouts_and_their_disagreement():
+    by_run, facts = _runs(n=4, seeds=1)
+    sides = ["baseline", "m", "apc_only"]
+    assert lab.readouts(by_run, facts, sides) is None  # no first-token record: no table
+    for split in lab.SPLITS:
+        for k, r in enumerate(by_run["greedy"][split]):  # the first token says "yes" on the first question only
+            r["first_token"] = {s: {"yes": 0.9, "no": 0.1} if k == 0 else {"yes": 0.2, "no": 0.7} for s in sides}
+    read = lab.readouts(by_run, facts, sides)
+    for split in lab.SPLITS:
+        for side in sides:
+            text = [a["answers"][side] for a in by_run["greedy"][split]]
+            first = ["yes", "no", "no", "no"]
+            assert read[split][side]["disagreement"] == sum(a != b for a, b in zip(first, text)) / 4
+            labels = [facts[(r["image"], r["prompt"])]["label"] for r in by_run["greedy"][split]]
+            assert read[split][side]["first_token_accuracy"] == sum(a == b for a, b in zip(first, labels)) / 4
+    assert "first-token accuracy (%) / readouts disagree (%)" in "\n".join(lab.readouts_markdown(read, sides))

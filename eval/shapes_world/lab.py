@@ -194,6 +194,26 @@ def paired_tests(by_run: dict, facts: dict, sides: list[str]) -> dict[str, list[
     return {mode: stats.holm(found) for mode, found in tests.items()}
 
 
+def readouts(by_run: dict, facts: dict, sides: list[str]) -> dict | None:
+    """Per split and side, the greedy answers read two ways: POPE's text rule (the lab's figures, and the papers') and
+    the first token's p("yes") > p("no") (``pope.first_token_answer``): the first-token accuracy and how often the two
+    readouts disagree. None where the answers carry no first-token record (a run decoded before it was recorded)."""
+    greedy = by_run["greedy"]
+    if any("first_token" not in r for records in greedy.values() for r in records):
+        return None
+    out = {}
+    for split in SPLITS:
+        labels = _labels(greedy[split], facts)
+        for side in sides:
+            probs = [r["first_token"][side] or {"yes": None, "no": None} for r in greedy[split]]
+            first = [pope.first_token_answer(p["yes"], p["no"]) for p in probs]
+            text = _said(greedy[split], side)
+            out.setdefault(split, {})[side] = {
+                "first_token_accuracy": sum(a == t for a, t in zip(first, labels)) / len(labels),
+                "disagreement": sum(a != b for a, b in zip(first, text)) / len(labels)}
+    return out
+
+
 def false_yes_p_yes(records_by_split: dict[str, list[dict]], facts: dict, side: str = "baseline") -> list[float]:
     """p("yes") of ``side``'s false "yes" answers over every split of one run (a question asked in two splits counts
     once)."""
@@ -220,7 +240,7 @@ def _ci(found: stats.Interval) -> str:
 
 
 def markdown(summary: dict, sides: list[str], seeds: list[int], p_yes: list[float], model: str, found: dict,
-             tests: dict[str, list[stats.PairedTest]]) -> str:
+             tests: dict[str, list[stats.PairedTest]], read: dict | None = None) -> str:
     seed_list = ", ".join(map(str, seeds))
     lines = [f"## Shapes-world lab: {model}", "",
              f"### Toy-POPE accuracy / yes-ratio (%) — greedy, and sampling at T = 1 over seeds {seed_list} "
@@ -235,7 +255,7 @@ def markdown(summary: dict, sides: list[str], seeds: list[int], p_yes: list[floa
                          f"{100 * e['greedy']['yes_ratio']:.1f} {_ci(g['yes_ratio'])} | "
                          f"{_pm(e['sampled']['accuracy'])} {_ci(m['accuracy'])} | "
                          f"{_pm(e['sampled']['yes_ratio'])} {_ci(m['yes_ratio'])} |")
-    lines += ["", *tests_markdown(tests, seed_list)]
+    lines += ["", *tests_markdown(tests, seed_list), *readouts_markdown(read, sides)]
     lines += ["", f"### Answers flipped against the baseline — greedy; sampled (mean per seed, seeds {seed_list})",
               "", "| split | side | " + " | ".join(k.replace("_", " ") for k in FLIPS) + " |",
               "| --- | --- |" + " ---: |" * len(FLIPS)]
@@ -275,6 +295,19 @@ def tests_markdown(tests: dict[str, list[stats.PairedTest]], seed_list: str) -> 
         cells = [f"{100 * t.difference.estimate:+.1f} {_ci(t.difference)}{' *' if t.significant else ''} | "
                  f"{t.p_holm:.3g}" for t in (greedy, sampled)]
         lines.append(f"| {greedy.group} | {greedy.side} | {greedy.reference} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def readouts_markdown(read: dict | None, sides: list[str]) -> list[str]:
+    if read is None:
+        return []
+    lines = ["", "### Two readouts of the greedy answers: POPE's text rule (above) and the first token (p(\"yes\") > "
+             "p(\"no\") over the tokenizer's own yes / no tokens): first-token accuracy (%) / readouts disagree (%)",
+             "", "| side | " + " | ".join(SPLITS) + " |", "| --- |" + " ---: |" * len(SPLITS)]
+    for side in sides:
+        cells = [f"{100 * read[s][side]['first_token_accuracy']:.1f} / {100 * read[s][side]['disagreement']:.1f}"
+                 for s in SPLITS]
+        lines.append(f"| {side} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -391,7 +424,8 @@ def main(argv=None) -> int:
     p_yes = false_yes_p_yes(by_run["greedy"], facts)
     seeds = [args.seed + k for k in range(args.seeds)]
     found, tests = intervals(by_run, facts, sides), paired_tests(by_run, facts, sides)
-    text = markdown(summary, sides, seeds, p_yes, args.model, found, tests)
+    read = readouts(by_run, facts, sides)
+    text = markdown(summary, sides, seeds, p_yes, args.model, found, tests, read)
     with open(os.path.join(args.out, "lab.md"), "w", encoding="utf-8") as f:
         f.write(text)
     write_json(os.path.join(args.out, "lab.json"), {
@@ -400,6 +434,7 @@ def main(argv=None) -> int:
             "resamples": stats.RESAMPLES, "seed": stats.SEED, "confidence": stats.CONFIDENCE},
         "intervals": {split: {side: {mode: {k: v.to_dict() for k, v in rates.items()} for mode, rates in e.items()}
                               for side, e in by_side.items()} for split, by_side in found.items()},
+        "readouts": read,
         "paired_tests": {mode: [t.to_dict() for t in found_tests] for mode, found_tests in tests.items()},
         "p_yes": {run: {split: [r["p_yes"] for r in records] for split, records in splits.items()}
                   for run, splits in by_run.items()}})
