@@ -10,7 +10,8 @@ Attention edits: PAI's image amplification (Liu, Zheng, Chen, ECCV 2024; ``LALBJ
 decoder layers ``>= first_layer``, the last query row's pre-softmax scores on the row's image keys are raised by
 ``alpha * |score|`` (``decoding.rules.pai_amplify``); and SID's self-introspection (``SelfIntrospection``). Layers
 without an edit run sdpa untouched (a layer with one runs eager for its whole batch); with ``output_attentions``
-every layer returns its weights, as eager attention does. Two edits of a row's input embeddings, applied by a
+every layer returns its weights, as eager attention does (only the last query's where the forward's control asks,
+``LabControl.last_query_weights``: a prefill's recording). Two edits of a row's input embeddings, applied by a
 pre-hook on the language model in the prefill: AvisC's zeroed image embeddings (``BlindTokens``) and DCD's replaced
 ones (``ReplacedImageEmbeddings``).
 """

@@ -51,6 +51,22 @@ def test_with_nothing_to_edit_it_is_sdpa_and_eager(model, image):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
+def test_last_query_weights_are_the_full_weights_last_row_with_and_without_edits(model, image):
+    """What a prefill's recording asks for: every layer's last-query weights, edited layers (SID from layer 1) and
+    plain ones alike, as the full eager weights' last row; the logits unchanged."""
+    row, inputs = _inputs(model, image)
+    edits = {0: (row.image_token_positions, SelfIntrospection(keep=2, layer=1))}
+    with torch.inference_mode(), lab_attention_for(model.model):
+        full = model.forward(**inputs, output_attentions=True, lab_control=LabControl(dict(edits)))
+        last = model.forward(**inputs, output_attentions=True,
+                             lab_control=LabControl(dict(edits), last_query_weights=True))
+    torch.testing.assert_close(last.logits, full.logits, atol=1e-5, rtol=0)
+    assert len(last.attentions) == len(full.attentions)
+    for a, b in zip(last.attentions, full.attentions, strict=True):
+        assert a.shape[-2] == 1
+        torch.testing.assert_close(a[..., 0, :], b[..., -1, :], atol=1e-6, rtol=0)
+
+
 def test_instructblip_runs_the_function_in_its_language_model_its_q_former_computing_as_under_sdpa(image, tmp_path):
     """InstructBLIP: the run's attention function is the language model's (its attention weights come back, edits
     act there); the vision tower and the Q-Former get none of the forward's keywords, so they compute what sdpa and
