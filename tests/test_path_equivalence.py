@@ -13,9 +13,9 @@ Not the full grid of 18 records x 11 models (about 90 s here): every record on t
 and each other tiny family with a rotating share of the records (family i of the nine takes records i, i+9, ...), so
 that every record runs on three models and every family runs records. Each model is built and loaded once for the
 module (tiny families with a random ECD detector and random DCD projector copies in their folders, as the engine
-tests run them). Where a default is tied to LLaVA-1.5's size and does nothing on these models (SID keeps 100 of at
-most 36 image tokens; PAI and SID start at layer 2 of the tiny models' 2), ``ACTING`` sets values that act, in every
-path alike: a path-dependent bug in a method that does nothing cannot show.
+tests run them). Where a default does nothing on these models (PAI and SID start at layer 2, past the tiny models'
+2 layers), ``ACTING`` sets values that act, in every path alike: a path-dependent bug in a method that does nothing
+cannot show.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ CASES = [
     *((model, method) for model in (EMBEDDED, "llava") for method in METHODS),
     *((family, method) for i, family in enumerate(OTHER_FAMILIES) for method in METHODS[i :: len(OTHER_FAMILIES)]),
 ]
-ACTING = {"sid": {"keep": 4, "layer": 1}, "pai": {"first_layer": 1}}
+ACTING = {"sid": {"layer": 1}, "pai": {"first_layer": 1}}
 MAX_NEW_TOKENS = 3
 TOLERANCE = 1e-5
 
