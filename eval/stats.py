@@ -47,11 +47,6 @@ class Interval:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def scaled(self, factor: float) -> Interval:
-        """The same interval in other units (fractions -> %)."""
-        return Interval(self.estimate * factor, self.low * factor, self.high * factor, self.resamples, self.seed,
-                        self.confidence, self.over)
-
 
 def _as_matrix(array) -> np.ndarray:
     """(items,) -> (1, items); (seeds, items) as it is."""
@@ -207,12 +202,3 @@ def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     top, bottom = np.sum(numerator, axis=-1), np.sum(denominator, axis=-1)
     return np.divide(top, bottom, out=np.zeros_like(top, dtype=float), where=bottom != 0)
 
-
-def significance_mark(test: PairedTest) -> str:
-    """"*" where the Holm-adjusted difference is significant, "" otherwise."""
-    return "*" if test.significant else ""
-
-
-def format_interval(value: Interval, digits: int = 1) -> str:
-    """"81.0 [79.2, 82.7]"."""
-    return f"{value.estimate:.{digits}f} [{value.low:.{digits}f}, {value.high:.{digits}f}]"
