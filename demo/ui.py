@@ -3,6 +3,19 @@
 
 Everything shown comes from `decoding.stream_compare` (one batched run for every panel); this module only maps the
 handlers' values onto components.
+
+The API's /compare takes every input by name (``REQUEST_FIELDS``; each method's parameters as ``{method}_{param}``;
+the third panel's ``control`` and its parameters as ``control_{control}_{param}``); an input left out keeps the
+page's default. With gradio_client::
+
+    from gradio_client import Client, handle_file
+
+    client = Client("http://127.0.0.1:7860/")
+    outputs = client.predict(
+        image=handle_file("cat.jpg"), question="Is there a dog in the image?", method="vcd", vcd_alpha=1.0,
+        vcd_beta=0.1, max_new_tokens=32, control="apc_only", api_name="/compare",
+    )
+    print(outputs[0])  # the status line; outputs[5] is the run's JSON (``client.view_api()`` lists them all)
 """
 
 from __future__ import annotations
@@ -27,13 +40,20 @@ log = logging.getLogger(__name__)
 
 CSS = (Path(__file__).resolve().parent / "app.css").read_text(encoding="utf-8")
 
-# /compare's inputs after the session's state, by the names API callers know them by (gradio named the sliders by
-# their position when they were positional parameters; the names stay so that keyword calls keep working).
+# /compare's inputs after the session's state, by the names API callers know them by.
 REQUEST_FIELDS = (
     "image", "question", "model_name", "method", "decoding_mode", "temperature", "top_p", "top_k", "seed",
     "max_new_tokens", "colour_by",
 )
-SLIDER_NAMES = tuple(f"param_{3 + len(REQUEST_FIELDS) + i}" for i in range(len(SLIDERS)))
+
+
+def slider_names(sliders) -> tuple[str, ...]:
+    """/compare's names of method parameters (``sliders``: (method, Param) pairs, as ``run.SLIDERS``): by method and
+    parameter, so that a method added to the registry renames no other input (they were numbered by position)."""
+    return tuple(f"{method}_{param.name}" for method, param in sliders)
+
+
+SLIDER_NAMES = slider_names(SLIDERS)
 # Then the third panel's control and its sliders: last, so that callers sending only the inputs above keep working.
 CONTROL_FIELD = "control"
 CONTROL_SLIDER_NAMES = tuple(f"control_{name}_{param.name}" for name, param in CONTROL_SLIDERS)
