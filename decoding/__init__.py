@@ -2,8 +2,8 @@
 one batched engine.
 
 Nothing here imports gradio. Entry points (imported lazily, so `import decoding.sampling` stays light):
-`compare`, `stream_compare`, `Comparison`, `answer_all` (several methods in one run), `METHODS` / `REGISTRY` /
-`get_method` (the methods), `SamplingConfig` (the decoding options).
+`compare`, `stream_compare`, `Comparison`, `answer_all` (several methods in one run), `answer_many` (several
+requests in one run), `METHODS` / `REGISTRY` / `get_method` (the methods), `SamplingConfig` (the decoding options).
 """
 
 _LAZY = {
@@ -12,6 +12,7 @@ _LAZY = {
     "Comparison": "comparison",
     "prepare_comparison": "comparison",
     "answer_all": "comparison",
+    "answer_many": "comparison",
     "METHODS": "methods",
     "REGISTRY": "methods",
     "get_method": "methods",

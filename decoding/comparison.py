@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -365,6 +365,37 @@ def answer_all(
     Returns (side name -> SideResult, method -> what its branches did); the baseline side is named "baseline".
     Trace extras (attention, visual dependence) are off by default: benchmarks need the answers.
     """
+    [answers] = answer_many(
+        model, [(image, question)], methods, sampling=sampling, baseline=baseline, max_new_tokens=max_new_tokens,
+        attention_layers=attention_layers, visual_dependence=visual_dependence, ignore_eos=ignore_eos, batched=batched,
+    )
+    return answers
+
+
+def answer_many(
+    model: FamilyAdapter,
+    requests: list[tuple[Image.Image, str] | tuple[Image.Image, str, int]],
+    methods: list[str | tuple[str, dict[str, Any]]],
+    *,
+    sampling: SamplingConfig | None = None,
+    baseline: bool = True,
+    max_new_tokens: int = 64,
+    attention_layers: list[int] | str | None = None,
+    visual_dependence: bool = False,
+    ignore_eos: bool = False,
+    batched: bool = True,
+) -> list[tuple[dict[str, SideResult], dict[str, dict[str, Any]]]]:
+    """``answer_all`` for several requests at once: every request's baseline and methods in ONE engine run, one
+    forward per token for all their rows; a finished side's rows leave the batch.
+
+    requests: (image, question) pairs, or (image, question, seed) triples: the seed replaces ``sampling.seed`` for
+    everything of that request (its samples, noised rows, random transforms, pre-steps), so each request gets the
+    answers ``answer_all`` gives it alone, whatever shares its batch.
+    What cannot share the run is batched as far as it can be: a method's pre-steps (CODE's description,
+    Self-augmented VCD's choice of augmentation, ...) run one request at a time before it, and OPERA's beam search
+    one request at a time after it.
+    Returns what ``answer_all`` returns, for each request in order.
+    """
     specs = [(m, {}) if isinstance(m, str) else (m[0], dict(m[1])) for m in methods]
     names = [m for m, _ in specs]
     if len(set(names)) != len(names) or "baseline" in names:
@@ -372,23 +403,20 @@ def answer_all(
     if not specs and not baseline:
         raise ValueError("nothing to decode: no method and no baseline")
     sampling = _sampling(sampling, {})
-    request = _Request.start(model, image, question, max_new_tokens, sampling, visual_dependence)
-    original, distorted = request.original, request.distorted
     for method, _ in specs:
         _check_search(method, sampling)
     rows: list = []
-    sides = [_baseline_side(original, distorted, rows)] if baseline else []
-    infos, beams = {}, {}
-    for method, params in specs:
-        plan = plan_method(request.branch_request(model), method, params)
-        beam = _beam_search(model, method, plan, original, max_new_tokens, attention_layers, ignore_eos, batched)
-        if beam is None:
-            sides.append(_method_side(method, method, plan, request, rows))
-        else:  # OPERA: its own beam search, after the batched sides
-            beams[method] = PreparedRun([], [], sampling, None, beam, distorted)
-        infos[method] = dict(plan.info)
-    _check_length(model, [*rows, original], max_new_tokens)
-    results = {side.name: SideResult(side.name, side.method) for side in sides}
+    planned = []
+    for request in requests:
+        image, question, seed = _request_parts(request, sampling.seed)
+        planned.append(_plan_answers(
+            model, image, question, specs, replace(sampling, seed=seed), rows, baseline=baseline,
+            max_new_tokens=max_new_tokens, attention_layers=attention_layers, visual_dependence=visual_dependence,
+            ignore_eos=ignore_eos, batched=batched,
+        ))
+    # Side names are unique in a run: each request's are prefixed with its index.
+    sides = [replace(side, name=f"{i}/{side.name}") for i, answers in enumerate(planned) for side in answers.sides]
+    by_name = {f"{i}/{name}": side for i, answers in enumerate(planned) for name, side in answers.results.items()}
     run = Engine(model).run(
         rows,
         sides,
@@ -399,13 +427,58 @@ def answer_all(
         ignore_eos=ignore_eos,
     ) if sides else ()
     for event in run:
-        _apply_event(results, event)
-    for method, prepared in beams.items():
-        results[method] = SideResult(method, method)
-        for _ in _run_beam(model, prepared, results[method], batched, None):
-            pass
-        infos[method]["rollbacks"] = [list(r) for r in prepared.beam.rollback_log]
-    return {name: results[name] for name in ["baseline", *names] if name in results}, infos
+        _apply_event(by_name, event)
+    out = []
+    for answers in planned:
+        for method, prepared in answers.beams.items():  # OPERA: its own beam search, after the batched sides
+            answers.results[method] = SideResult(method, method)
+            for _ in _run_beam(model, prepared, answers.results[method], batched, None):
+                pass
+            answers.infos[method]["rollbacks"] = [list(r) for r in prepared.beam.rollback_log]
+        results = answers.results
+        out.append(({name: results[name] for name in ["baseline", *names] if name in results}, answers.infos))
+    return out
+
+
+def _request_parts(request, default_seed: int) -> tuple[Image.Image, str, int]:
+    """(image, question, seed) of one of ``answer_many``'s requests."""
+    if not isinstance(request, (tuple, list)) or len(request) not in (2, 3):
+        raise ValueError("each request must be (image, question) or (image, question, seed)")
+    return request[0], request[1], request[2] if len(request) == 3 else default_seed
+
+
+@dataclass
+class _PlannedAnswers:
+    """One request of ``answer_many``: its sides (their rows in the run's shared list, their sampling seeded with
+    the request's seed), the results they will fill, OPERA's beam searches and what each method's branches did."""
+
+    sides: list[Side]
+    results: dict[str, SideResult]
+    beams: dict[str, PreparedRun]
+    infos: dict[str, dict[str, Any]]
+
+
+def _plan_answers(model, image, question, specs, sampling: SamplingConfig, rows: list, *, baseline: bool,
+                  max_new_tokens: int, attention_layers, visual_dependence: bool, ignore_eos: bool,
+                  batched: bool) -> _PlannedAnswers:
+    """Validate one request, run its methods' pre-steps and add its rows to ``rows``."""
+    request = _Request.start(model, image, question, max_new_tokens, sampling, visual_dependence)
+    original, distorted = request.original, request.distorted
+    first = len(rows)
+    sides = [_baseline_side(original, distorted, rows)] if baseline else []
+    infos, beams = {}, {}
+    for method, params in specs:
+        plan = plan_method(request.branch_request(model), method, params)
+        beam = _beam_search(model, method, plan, original, max_new_tokens, attention_layers, ignore_eos, batched)
+        if beam is None:
+            sides.append(_method_side(method, method, plan, request, rows))
+        else:
+            beams[method] = PreparedRun([], [], sampling, None, beam, distorted)
+        infos[method] = dict(plan.info)
+    _check_length(model, [*rows[first:], original], max_new_tokens)
+    sides = [replace(side, seed=sampling.seed) for side in sides]
+    results = {side.name: SideResult(side.name, side.method) for side in sides}
+    return _PlannedAnswers(sides, results, beams, infos)
 
 
 def _apply_event(results: dict[str, SideResult], event) -> None:
@@ -482,6 +555,6 @@ def compare(model: FamilyAdapter, image: Image.Image, question: str, method: str
 
 
 __all__ = [
-    "Comparison", "METHODS", "PreparedRun", "SamplingConfig", "answer_all", "compare", "prepare_comparison",
-    "stream_compare",
+    "Comparison", "METHODS", "PreparedRun", "SamplingConfig", "answer_all", "answer_many", "compare",
+    "prepare_comparison", "stream_compare",
 ]

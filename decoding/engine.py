@@ -64,6 +64,9 @@ class Side:
                     of the same forward, ``"hidden j"`` (1, hidden), its raw last-position hidden state, and
                     ``"image attention"`` (1, layers), the share of the last query's head-mean attention on the
                     row's image tokens in each layer (ECD's detector; eager attention for the run).
+    seed:           the seed of this side's sampling generator; None: the run's ``sampling.seed``. Sides of several
+                    requests decoded in one run (``answer_many``) each keep their request's seed, so a request samples
+                    the same tokens in a shared batch as alone.
     """
 
     name: str
@@ -75,6 +78,7 @@ class Side:
     attention_edits: dict[str, Edit] = field(default_factory=dict)
     first_top: bool = False
     features: tuple[int, ...] | None = None
+    seed: int | None = None
 
     def __post_init__(self):
         if "original" not in self.roles:
@@ -418,7 +422,8 @@ class Engine:
         adapter = self.adapter
         eos = set() if ignore_eos else set(adapter.eos_token_ids)
         warpers = sampling.warpers() if sampling.do_sample else None
-        generators = {side.name: torch.Generator().manual_seed(sampling.seed) for side in sides}
+        seeds = {side.name: sampling.seed if side.seed is None else side.seed for side in sides}
+        generators = {name: torch.Generator().manual_seed(seed) for name, seed in seeds.items()}
         attention_rows = {side.roles["original"] for side in sides} if attention_layers is not None else set()
         layer_rows = {side.roles["original"]: _early_exits(side, adapter.model) for side in sides}
         layer_rows = {row: layers for row, layers in layer_rows.items() if layers}

@@ -151,6 +151,13 @@ def _common_options() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                      help="a quick look: only the first N questions of each POPE split, the first N CHAIR images, "
                           "the first N images of each MME subtask")
+    run.add_argument("--batch-size", type=_positive_int, default=1, metavar="N",
+                     help="decode N items together: every row of their baselines and methods in one forward per "
+                          "token, a finished answer's rows leaving the batch (default 1). The answers do not depend "
+                          "on it (each item keeps its own seed), so a run may resume with another. Not shared: a "
+                          "method's pre-steps (CODE's description, Self-augmented VCD's and VACoDe's choice, "
+                          "AvisC's attention pass) run item by item before the batch, and OPERA's beam search item "
+                          "by item after it")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     decoding = common.add_argument_group("decoding (the same for the baseline and every method)")
     decoding.add_argument("--max-new-tokens", type=_positive_int, default=None, metavar="N",
@@ -260,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             model=args.model, methods=methods,
             max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[benchmark.name],
             sampling=sampling, device=args.device, dtype=args.dtype,
-            quantization=None if args.quantization == "none" else args.quantization,
+            quantization=None if args.quantization == "none" else args.quantization, batch_size=args.batch_size,
         )
         summary = run_benchmark(benchmark, config, args.out, progress=not args.no_progress)
     except EvalInputError as e:

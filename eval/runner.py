@@ -1,8 +1,10 @@
 """Decode a benchmark's requests under the baseline and every method, resumably, on one or many processes; score.
 
-Every request is decoded by ONE ``decoding.answer_all`` call: the baseline and all methods in one batched run. Its
-seed is derived from the run's seed and the request's key alone, so an answer does not depend on the order, on which
-process decoded it, or on how many processes there were.
+Every request is answered by the baseline and all methods in one batched engine run; ``RunConfig.batch_size``
+requests share that run (``decoding.answer_many``: every row of all of them in one forward per token, a finished
+side's rows leaving the batch). Its seed is derived from the run's seed and the request's key alone, and it keeps that
+seed in a shared batch, so an answer does not depend on the order, on which process decoded it, on how many processes
+there were, or on the batch size.
 
 Files in the output folder:
     run.json                  what defines the answers (model, load options, methods, decoding); a rerun must match
@@ -12,7 +14,7 @@ Files in the output folder:
 
 Under ``accelerate launch`` each process decodes its share of the requests that no shard holds yet (accelerate's
 ``PartialState.split_between_processes``), then the main process merges the shards once all are done
-(``wait_for_everyone``). A run that is stopped keeps every finished request; rerunning the command decodes the rest.
+(``wait_for_everyone``). A run that is stopped keeps every finished batch; rerunning the command decodes the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from decoding.sampling import SamplingConfig
@@ -41,7 +43,9 @@ SHARD_PATTERN = "answers.shard-*.jsonl"
 @dataclass
 class RunConfig:
     """What defines the answers: the model and how it is loaded, the methods with their parameters, the decoding
-    (``sampling``: greedy or sampled, and the run's seed, from which each request's seed is derived)."""
+    (``sampling``: greedy or sampled, and the run's seed, from which each request's seed is derived).
+    ``batch_size`` (requests decoded together) is not among them: the answers do not depend on it, so a run may be
+    resumed with another."""
 
     model: str
     methods: list[tuple[str, dict[str, Any]]]
@@ -50,6 +54,7 @@ class RunConfig:
     device: str | None = None
     dtype: str | None = None
     quantization: str | None = None
+    batch_size: int = 1
 
     def fingerprint(self) -> dict[str, Any]:
         # The device is left out: moving a run between GPUs is fine.
@@ -192,20 +197,25 @@ def _jsonable(value):
     return str(value)
 
 
-def decode_request(model, benchmark: Benchmark, request: Request, config: RunConfig) -> dict[str, Any]:
-    """One request's answers from every side, by one batched ``answer_all`` run."""
-    from decoding import answer_all
+def decode_requests(model, benchmark: Benchmark, requests: list[Request], config: RunConfig) -> list[dict[str, Any]]:
+    """The requests' answers from every side, all in one batched ``answer_many`` run; one record per request."""
+    from decoding import answer_many
 
-    seed = request_seed(config.sampling.seed, request.key)
-    sides, branches = answer_all(
+    seeds = [request_seed(config.sampling.seed, request.key) for request in requests]
+    answered = answer_many(
         model,
-        _open_image(benchmark.image_root, request),
-        request.prompt,
+        [(_open_image(benchmark.image_root, r), r.prompt, seed) for r, seed in zip(requests, seeds, strict=True)],
         config.methods,
-        sampling=replace(config.sampling, seed=seed),
+        sampling=config.sampling,
         baseline=True,
         max_new_tokens=config.max_new_tokens,
     )
+    yes_no = answer_token_ids(model.tokenizer)
+    return [_record(request, seed, sides, branches, yes_no)
+            for request, seed, (sides, branches) in zip(requests, seeds, answered, strict=True)]
+
+
+def _record(request: Request, seed: int, sides, branches, yes_no) -> dict[str, Any]:
     return {
         "key": request.key,
         "image": request.image,
@@ -216,8 +226,7 @@ def decode_request(model, benchmark: Benchmark, request: Request, config: RunCon
         "stop": {name: side.stop_reason for name, side in sides.items()},
         "p_yes": {name: first_token_yes(side) for name, side in sides.items()},
         # POPE's first-token readout: p("yes") and p("no") over this tokenizer's own yes / no tokens
-        "first_token": {name: first_token_probs(side, answer_token_ids(model.tokenizer))
-                        for name, side in sides.items()},
+        "first_token": {name: first_token_probs(side, yes_no) for name, side in sides.items()},
         "branches": branches,
     }
 
@@ -254,15 +263,12 @@ def run_benchmark(benchmark: Benchmark, config: RunConfig, out_dir: str, *, prog
             model = _load(config, state)
             where = f" [process {state.process_index + 1}/{state.num_processes}]" if state.num_processes > 1 else ""
             with _open_shard(out_dir, state.process_index) as shard:
-                bar = tqdm(share, desc=f"{benchmark.name}{where}", unit="item", disable=not progress,
+                bar = tqdm(total=len(share), desc=f"{benchmark.name}{where}", unit="item", disable=not progress,
                            position=state.process_index, file=sys.stderr, dynamic_ncols=True)
-                for request in bar:
-                    started = time.perf_counter()
-                    record = decode_request(model, benchmark, request, config)
-                    record["seconds"] = round(time.perf_counter() - started, 3)
-                    record["process"] = state.process_index
-                    shard.write(json.dumps(record, default=_jsonable) + "\n")
-                    shard.flush()  # a stopped run keeps every finished request
+                for start in range(0, len(share), config.batch_size):
+                    _decode_batch(model, benchmark, share[start:start + config.batch_size], config, shard,
+                                  state.process_index)
+                    bar.update(min(config.batch_size, len(share) - start))
                 bar.close()
     state.wait_for_everyone()
 
@@ -271,6 +277,18 @@ def run_benchmark(benchmark: Benchmark, config: RunConfig, out_dir: str, *, prog
     if state.is_main_process:
         _merge_and_score(benchmark, config, out_dir, summary)
     return summary
+
+
+def _decode_batch(model, benchmark: Benchmark, batch: list[Request], config: RunConfig, shard, process: int) -> None:
+    """Decode one batch of requests and append their records to the process's shard."""
+    started = time.perf_counter()
+    records = decode_requests(model, benchmark, batch, config)
+    seconds = round((time.perf_counter() - started) / len(batch), 3)  # each request's share of its batch's time
+    for record in records:
+        record["seconds"] = seconds
+        record["process"] = process
+        shard.write(json.dumps(record, default=_jsonable) + "\n")
+    shard.flush()  # a stopped run keeps every finished batch
 
 
 def _merge_and_score(benchmark: Benchmark, config: RunConfig, out_dir: str, summary: RunSummary) -> None:

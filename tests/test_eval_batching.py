@@ -1,0 +1,195 @@
+"""Many requests in one engine run (``decoding.answer_many``, ``python -m eval --batch-size``): the answers do not
+depend on the batch size. On the embedded model and every tiny family, greedy and sampled, each request decoded in a
+batch with the others gives the tokens it gets alone, with the same probabilities (to 1e-5); and the batch really is
+one forward per token. Through the command: the same answers and metrics at --batch-size 1 and 3, and a run resumed
+with another batch size."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from decoding import answer_all, answer_many
+from decoding.dcd import untrained_projectors
+from decoding.detector import untrained_detector
+from decoding.methods import REGISTRY
+from decoding.sampling import SamplingConfig
+from eval.cli import main
+from eval.throughput import write_pope_like
+from models import TINY_FAMILIES, build_tiny, load_model
+from pictures import red_square_on_noise
+
+EMBEDDED = "assets/shapes-llava"
+# Parameters under which SID's edit acts on a tiny model (test_engine.py: 2 layers, 12-16 image tokens).
+ACTING_ON_TINY_MODELS = {"sid": {"keep": 4, "layer": 1}}
+MAX_NEW_TOKENS = 6
+
+
+@pytest.fixture(scope="module", params=[EMBEDDED, *TINY_FAMILIES])
+def model(request, tmp_path_factory):
+    if request.param == EMBEDDED:
+        return load_model(EMBEDDED)  # its trained ECD detector and DCD projectors come with it
+    adapter = load_model(build_tiny(request.param, tmp_path_factory.mktemp(request.param), seed=0))
+    untrained_detector(adapter)  # ECD and DCD refuse a model without their trained parts (test_ecd.py, test_dcd.py)
+    untrained_projectors(adapter)
+    return adapter
+
+
+def requests():
+    """Three requests: pictures of different sizes and aspect ratios (different tile and patch counts), questions of
+    different lengths (different padding), each with its own seed."""
+    pictures = [red_square_on_noise(0), red_square_on_noise(1).resize((40, 72)),
+                red_square_on_noise(2).resize((96, 48))]
+    questions = ["Is there a red square?", "What colour is the big square in the middle of the picture?",
+                 "Describe the picture."]
+    return [(picture, question, 11 + i) for i, (picture, question) in enumerate(zip(pictures, questions, strict=True))]
+
+
+# Sampled runs add the dice to what greedy runs check with every method: methods whose rows or rules use the request's
+# seed (VCD's noise, RITUAL's transform, Self-augmented VCD's sampled choice), ones of other row lengths, and ECD.
+SAMPLED = ("vcd", "ritual", "savcd", "m3id", "ecd")
+# ECD beside a method that edits attention (PAI, SID, AvisC) fails in the prefill at this commit (its detector reads
+# attention weights that a prefill under the edits does not return); the fix is under way in decoding/engine.py.
+# Until it lands ECD is checked in the sampled runs, which edit nothing.
+NOT_IN_THE_GREEDY_RUN = ("ecd",)
+
+
+def methods(adapter, do_sample: bool) -> list[tuple[str, dict]]:
+    """Greedy: every method and control the model takes (DCD needs a separate image projector, not Qwen-VL's); on
+    tiny models SID with parameters that act there, and no CODE: its pre-step writes a whole description per request,
+    seconds on some tiny families, and its row (the question after that description, no image) is a text row like
+    ICD's and M3ID's; the embedded model runs it. Sampled: ``SAMPLED`` (OPERA, beam search, refuses sampling)."""
+    tiny = adapter.model_id != "shapes-llava"
+    chosen = []
+    for name in SAMPLED if do_sample else REGISTRY:
+        if (name == "dcd" and adapter.image_projector() is None) or (tiny and name == "code"):
+            continue
+        if not do_sample and name in NOT_IN_THE_GREEDY_RUN:
+            continue
+        chosen.append((name, ACTING_ON_TINY_MODELS.get(name, {}) if tiny else {}))
+    return chosen
+
+
+def assert_same_answers(alone, together):
+    """Tokens identical; every probability the trace holds (the distribution decoded from, each branch's, and their
+    top candidates) equal to 1e-5; the methods' per-step scalars equal to 1e-5."""
+    assert len(alone) == len(together)
+    for (sides_a, infos_a), (sides_b, infos_b) in zip(alone, together, strict=True):
+        assert list(sides_a) == list(sides_b)
+        assert json.dumps(infos_a, sort_keys=True, default=str) == json.dumps(infos_b, sort_keys=True, default=str)
+        for name, side_a in sides_a.items():
+            side_b = sides_b[name]
+            assert [t.token_id for t in side_a.tokens] == [t.token_id for t in side_b.tokens], name
+            assert (side_a.text, side_a.stop_reason) == (side_b.text, side_b.stop_reason), name
+            for a, b in zip(side_a.tokens, side_b.tokens, strict=True):
+                assert set(a.branches) == set(b.branches)
+                for view_a, view_b in [(a.final, b.final), *((a.branches[r], b.branches[r]) for r in a.branches)]:
+                    assert view_a.prob == pytest.approx(view_b.prob, abs=1e-5), name
+                    assert [c.token_id for c in view_a.top] == [c.token_id for c in view_b.top] or all(
+                        # candidates tied in probability may come in either order
+                        x.prob == pytest.approx(y.prob, abs=1e-5) for x, y in zip(view_a.top, view_b.top, strict=True)
+                    ), name
+                assert a.scalars.keys() == b.scalars.keys()
+                for key in a.scalars:
+                    assert a.scalars[key] == pytest.approx(b.scalars[key], abs=1e-5, nan_ok=True), (name, key)
+
+
+@pytest.mark.parametrize("do_sample", [False, True], ids=["greedy", "sampled"])
+def test_answers_do_not_depend_on_the_batch(model, do_sample):
+    """Alone: ``answer_all`` with the request's seed as the run's seed (what evaluation did one request at a time);
+    together: one ``answer_many`` run whose run seed is none of the requests' seeds."""
+    chosen = methods(model, do_sample)
+    sampling = SamplingConfig(do_sample=do_sample, seed=5)
+    batch = requests()
+    alone = [
+        answer_all(model, image, question, chosen, sampling=replace(sampling, seed=seed), max_new_tokens=MAX_NEW_TOKENS)
+        for image, question, seed in batch
+    ]
+    together = answer_many(model, batch, chosen, sampling=sampling, max_new_tokens=MAX_NEW_TOKENS)
+    assert_same_answers(alone, together)
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return load_model(EMBEDDED)
+
+
+def test_a_batch_is_one_forward_per_token(embedded):
+    """All the requests' rows go through each forward together: as many forwards as one request alone, each step's
+    batch holding every request's rows."""
+    batch_sizes = []
+
+    def count(module, args, kwargs, output):
+        batch_sizes.append(kwargs["input_ids"].shape[0])
+
+    handle = embedded.model.register_forward_hook(count, with_kwargs=True)
+    try:
+        answer_many(embedded, requests(), ["vcd"], max_new_tokens=4, ignore_eos=True)
+        together = list(batch_sizes)
+        batch_sizes.clear()
+        answer_many(embedded, requests()[:1], ["vcd"], max_new_tokens=4, ignore_eos=True)
+        alone = list(batch_sizes)
+    finally:
+        handle.remove()
+    assert len(together) == len(alone) == 4  # the prefill, then one forward for each later token
+    assert together[1:] == [3 * alone[1]] * 3
+
+
+@pytest.fixture(scope="module")
+def pope_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("batching-pope")
+    return write_pope_like(str(folder), 4), str(folder / "images")
+
+
+def pope_command(pope_files, out, *extra):
+    questions, images = pope_files
+    return ["pope", "--model", EMBEDDED, "--questions", questions, "--images", images, "--prompt-suffix", "none",
+            "--method", "vcd", "--method", "m3id", "--do-sample", "--seed", "3", "--max-new-tokens", "4",
+            "--no-progress", "--out", str(out), *extra]
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def assert_close(a, b, path="."):
+    """JSON values equal, numbers to 1e-5 (a p("yes") may differ in its last bits between batch sizes)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for key in a:
+            assert_close(a[key], b[key], f"{path}/{key}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_close(x, y, f"{path}/{i}")
+    elif isinstance(a, float) and not isinstance(a, bool):
+        assert b == pytest.approx(a, abs=1e-5, nan_ok=True), path
+    else:
+        assert a == b, path
+
+
+def test_the_command_gives_the_same_answers_at_any_batch_size(pope_files, tmp_path, capsys):
+    one, many = tmp_path / "batch-1", tmp_path / "batch-3"
+    assert main(pope_command(pope_files, one, "--batch-size", "1")) == 0
+    # A run started at one batch size resumes at another: the batch size is not part of what defines the answers.
+    assert main(pope_command(pope_files, many, "--batch-size", "2", "--limit", "3")) == 0
+    assert main(pope_command(pope_files, many, "--batch-size", "3")) == 0
+    out = capsys.readouterr().out
+    assert "decoded 5 requests now, 3 were already done, 8 in all" in out
+    answers_one, answers_many = read_jsonl(one / "answers.jsonl"), read_jsonl(many / "answers.jsonl")
+    assert len(answers_one) == 8 and {a["answers"]["baseline"] for a in answers_one} <= {"yes", "no"}
+    assert_close(answers_one, answers_many)
+    assert (one / "run.json").read_text() == (many / "run.json").read_text()
+    assert_close(json.loads((one / "metrics.json").read_text()), json.loads((many / "metrics.json").read_text()))
+    shard = read_jsonl(many / "answers.shard-000.jsonl")
+    assert [set(r) for r in shard] == [set(r) for r in read_jsonl(one / "answers.shard-000.jsonl")]
+
+
+def test_the_help_says_what_does_not_share_a_batch(capsys):
+    with pytest.raises(SystemExit):
+        main(["pope", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--batch-size N" in text
+    assert all(word in text for word in ("do not depend on it", "pre-steps", "OPERA's beam search"))
