@@ -265,10 +265,16 @@ class _RowGroup:
             self._forward(False, None, None, **{k: v[..., :-1] for k, v in tokens.items()}, **vision)
             last = {k: tokens[k][..., -1:] for k in ("input_ids", "position_ids")}
             logits, attentions, hidden = self._forward(
-                True, want_layers, control, **last, attention_mask=tokens["attention_mask"]
+                True, want_layers, None, **last, attention_mask=tokens["attention_mask"]
             )
         else:
-            logits, attentions, hidden = self._forward(False, want_layers, control, **tokens, **vision)
+            # A run with edits (under ``decoding.attention``; every group holds the run's edits): one forward, which
+            # returns only the last query's weights. Chunks would not do: SID hides image keys from every query of
+            # the prefill, chosen by the last query's attention.
+            if want_attention:
+                control = control or LabControl()
+                control.last_query_weights = True
+            logits, attentions, hidden = self._forward(want_attention, want_layers, control, **tokens, **vision)
         fork = torch.tensor(index, device=self.device)
         if len(unique) != len(self.rows):
             self.cache.reorder_cache(fork)
