@@ -60,6 +60,10 @@ def test_intervals_hold_the_tables_figures():
             assert greedy["accuracy"].estimate == pytest.approx(summary[split][side]["greedy"]["accuracy"])
             assert sampled["accuracy"].estimate == pytest.approx(summary[split][side]["sampled"]["accuracy"]["mean"])
             assert sampled["accuracy"].low < sampled["accuracy"].estimate < sampled["accuracy"].high
+            band = found[split][side]["by_visibility"]["clear"]  # every question of _runs is "clear"
+            assert band["greedy"].estimate == pytest.approx(greedy["accuracy"].estimate)
+            assert (band["sampled"].low, band["sampled"].high) == pytest.approx(
+                (sampled["accuracy"].low, sampled["accuracy"].high))
     text = lab.markdown(summary, sides, [0, 1, 2], [0.7, 0.9], "tiny", found, lab.paired_tests(by_run, facts, sides))
     assert "### Paired tests of accuracy" in text and "| random | m | baseline |" in text and " * |" in text
 

@@ -161,16 +161,35 @@ def _labels(records: list[dict], facts: dict) -> list[str]:
 
 def intervals(by_run: dict, facts: dict, sides: list[str]) -> dict:
     """Per split and side, POPE's rates with their 95 % bootstrap intervals: greedy over the questions, sampled over
-    questions x seeds (``pope.pope_intervals``)."""
+    questions x seeds (``pope.pope_intervals``); and under "by_visibility", per band of the asked object, the
+    accuracy's interval in each mode."""
     greedy, sampled_runs = by_run["greedy"], [v for k, v in by_run.items() if k != "greedy"]
     out = {}
     for split in SPLITS:
         labels = _labels(greedy[split], facts)
+        bands = [facts[(r["image"], r["prompt"])]["visibility"] for r in greedy[split]]
         for side in sides:
-            out.setdefault(split, {})[side] = {
-                "greedy": pope.pope_intervals(labels, _said(greedy[split], side)),
-                "sampled": pope.pope_intervals(labels, [_said(run[split], side) for run in sampled_runs])}
+            said = {"greedy": [_said(greedy[split], side)],
+                    "sampled": [_said(run[split], side) for run in sampled_runs]}
+            out.setdefault(split, {})[side] = entry = {
+                "greedy": pope.pope_intervals(labels, said["greedy"][0]),
+                "sampled": pope.pope_intervals(labels, said["sampled"])}
+            entry["by_visibility"] = {band: {mode: _band_accuracy(labels, runs, [b == band for b in bands])
+                                             for mode, runs in said.items()} for band in sorted(set(bands))}
     return out
+
+
+def _plain(value):
+    """``intervals``' nested dicts with each ``stats.Interval`` as a dict (lab.json)."""
+    if isinstance(value, stats.Interval):
+        return value.to_dict()
+    return {k: _plain(v) for k, v in value.items()}
+
+
+def _band_accuracy(labels: list[str], runs: list[list[str]], keep: list[bool]) -> stats.Interval:
+    """The accuracy's interval over the questions ``keep`` marks (and the runs' seeds)."""
+    correct = [[a == t for a, t, k in zip(run, labels, keep) if k] for run in runs]
+    return stats.interval(stats.mean, [correct])
 
 
 def paired_tests(by_run: dict, facts: dict, sides: list[str]) -> dict[str, list[stats.PairedTest]]:
@@ -267,11 +286,13 @@ def markdown(summary: dict, sides: list[str], seeds: list[int], p_yes: list[floa
     bands = [b for b in (*world.VISIBILITY_BANDS, "absent") if b in summary["random"]["baseline"]["greedy"]
              ["by_visibility"]]
     lines += ["", f"### Accuracy (%) by the asked object's visibility, adversarial split — greedy; sampled "
-              f"(seeds {seed_list})", "", "| side | " + " | ".join(bands) + " |", "| --- |" + " ---: |" * len(bands)]
+              f"(seeds {seed_list}), each with its 95 % interval", "", "| side | " + " | ".join(bands) + " |",
+              "| --- |" + " ---: |" * len(bands)]
     for side in sides:
         e = summary["adversarial"][side]
-        cells = [f"{100 * e['greedy']['by_visibility'][b]['accuracy']:.1f}; "
-                 f"{100 * e['sampled']['by_visibility'][b]['mean']:.1f}" for b in bands]
+        v = found["adversarial"][side]["by_visibility"]
+        cells = [f"{100 * e['greedy']['by_visibility'][b]['accuracy']:.1f} {_ci(v[b]['greedy'])}; "
+                 f"{100 * e['sampled']['by_visibility'][b]['mean']:.1f} {_ci(v[b]['sampled'])}" for b in bands]
         lines.append(f"| {side} | " + " | ".join(cells) + " |")
     counts = histogram(p_yes)
     lines += ["", f"### p(\"yes\") of the baseline's false \"yes\" answers — greedy, all splits ({len(p_yes)} answers, "
@@ -324,6 +345,11 @@ def _error_bars(found: dict, split: str, sides: list[str], mode: str) -> list[li
     return [[100 * (v.estimate - v.low) for v in values], [100 * (v.high - v.estimate) for v in values]]
 
 
+def _band_error_bars(found: dict, band: str, sides: list[str]) -> list[list[float]]:
+    values = [found["adversarial"][s]["by_visibility"][band]["sampled"] for s in sides]
+    return [[100 * (v.estimate - v.low) for v in values], [100 * (v.high - v.estimate) for v in values]]
+
+
 def plot(summary: dict, sides: list[str], p_yes: list[float], out: str, found: dict) -> list[str]:
     """The lab's four PNGs under ``out``; returns their paths. Accuracy bars carry their 95 % bootstrap intervals."""
     import matplotlib
@@ -368,9 +394,9 @@ def plot(summary: dict, sides: list[str], p_yes: list[float], out: str, found: d
     for k, band in enumerate(bands):
         ax.bar(x + (k - (len(bands) - 1) / 2) * width,
                [100 * summary["adversarial"][s]["sampled"]["by_visibility"][band]["mean"] for s in sides], width,
-               label=band)
+               yerr=_band_error_bars(found, band, sides), capsize=1.5, label=band)
     ax.set_xticks(x, sides, rotation=60, ha="right")
-    ax.set_ylabel("accuracy (%), sampled mean")
+    ax.set_ylabel("accuracy (%), sampled, 95 % interval")
     ax.set_title("adversarial split, by the asked object's visibility")
     ax.legend(fontsize="small")
     save(fig, "visibility.png")
@@ -432,8 +458,7 @@ def main(argv=None) -> int:
         "model": args.model, "n": args.n, "seeds": seeds, "methods": [[m, p] for m, p in methods],
         "summary": summary, "baseline_false_yes_p_yes": p_yes, "bootstrap": {
             "resamples": stats.RESAMPLES, "seed": stats.SEED, "confidence": stats.CONFIDENCE},
-        "intervals": {split: {side: {mode: {k: v.to_dict() for k, v in rates.items()} for mode, rates in e.items()}
-                              for side, e in by_side.items()} for split, by_side in found.items()},
+        "intervals": _plain(found),
         "readouts": read,
         "paired_tests": {mode: [t.to_dict() for t in found_tests] for mode, found_tests in tests.items()},
         "p_yes": {run: {split: [r["p_yes"] for r in records] for split, records in splits.items()}
