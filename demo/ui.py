@@ -93,6 +93,18 @@ class Blocks(gr.Blocks):
                 texts.MALFORMED_REQUEST, title=texts.MALFORMED_REQUEST_TITLE, print_exception=False
             ) from None
 
+    async def process_api(self, *args, event_data: gr.EventData | None = None, **kwargs):
+        """An event's data, as the handlers read it: the app's only reader is the token click, which needs the
+        clicked index. Anything else a request sends there (null, a list, a string, NaN, a file payload) would fail
+        in gradio before the handler (``gr.SelectData`` indexes it; a file payload is refused with its path echoed),
+        with HTTP 500 and a traceback; here it becomes no index, and the click changes nothing."""
+        if event_data is not None:
+            sent = event_data._data  # the event's JSON as sent; gradio's EventData has no public reader of it whole
+            index = sent.get("index") if isinstance(sent, dict) else None
+            plain = isinstance(index, int) and not isinstance(index, bool)
+            event_data = gr.EventData(event_data.target, {"index": index if plain else None, "value": None})
+        return await super().process_api(*args, event_data=event_data, **kwargs)
+
 
 def build_blocks(runner: Runner) -> gr.Blocks:
     with Blocks(title=texts.TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
@@ -230,18 +242,6 @@ def _wire_lab(c: Components, runner: Runner) -> None:
 
 
 # ---- the token inspector -----------------------------------------------------------------------------------------
-class TokenClick(gr.EventData):
-    """A click on a token of a heatmap (its select event), read leniently: ``gr.SelectData`` fails before the handler
-    on event data that is not a dict with "index" and "value" (a crafted request may send null, {}, a list or a
-    string), with HTTP 500 and a traceback. Here ``index`` is the clicked token's, or None for anything but a whole
-    number (the click then changes nothing)."""
-
-    def __init__(self, target, data):
-        super().__init__(target, data)
-        index = data.get("index") if isinstance(data, dict) else None
-        self.index = index if isinstance(index, int) and not isinstance(index, bool) else None
-
-
 def _wire_inspector(c: Components) -> None:
     heatmaps = [c.legend, c.baseline.heatmap, c.method_panel.heatmap, c.control_panel.heatmap]
     pickers = [c.panel(name).token for name in views.SIDES]
@@ -265,7 +265,7 @@ def _wire_inspector(c: Components) -> None:
             queue=False,
         )
 
-        def click(shown, colour_by, first, second, event: TokenClick, side_name=side_name, other_names=other_names):
+        def click(shown, colour_by, first, second, event: gr.SelectData, side_name=side_name, other_names=other_names):
             choices = views.clicked_token(shown, side_name, event.index)
             if choices is None:
                 return [gr.skip()] * (len(heatmaps) + 4)  # the inspector, its picker and the view stay as they are
@@ -302,9 +302,15 @@ def _heatmap_values(shown: views.Heatmaps) -> tuple[str, str, str, str]:
 
 # ---- controls that show and hide others ----------------------------------------------------------------------------
 def _wire_controls(c: Components, pool: ModelPool) -> None:
+    def method_changed(method):
+        if method not in METHODS:  # null (which gradio lets through): only a crafted request sends it
+            return [gr.skip()] * (len(METHODS) + 1)
+        return [gr.Group(visible=method == name) for name in METHODS] + [
+            texts.METHOD_HEADING.format(title=render.method_title(method))
+        ]
+
     c.method.change(
-        lambda method: [gr.Group(visible=method == name) for name in METHODS]
-        + [texts.METHOD_HEADING.format(title=render.method_title(method))],
+        method_changed,
         inputs=[c.method],
         outputs=[*c.method_groups.values(), c.method_panel.heading],
         api_visibility="private",

@@ -40,6 +40,7 @@ MILLION = "x" * 1_000_000
 ECHO_BOUND = 400  # characters: a refusal quoting a million-character name must stay far below
 LOG_BOUND = 1_000
 # What else a visitor may send for a number; each must be refused naming the control.
+FILE_PAYLOAD = {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}  # gradio's own check refuses it, echoing
 NOT_NUMBERS = (HUGE, -HUGE, math.nan, math.inf, -math.inf, "1", MILLION, True, None, [1], {"value": 1})
 NUMBER_SLIDERS = [(method, param) for method, param in SLIDERS if getattr(param, "kind", None) != "text"]
 fn_index = functools.cache(find_fn)  # the served config is large: read it once per dependency
@@ -163,14 +164,17 @@ def test_a_token_click_with_malformed_event_data_changes_nothing(served, capfd):
     data = [None, "visual_dependence", None, None]  # the shown run (state), the colour mode, the other pickers
     capfd.readouterr()
     for event in (None, {}, [0], "0", math.nan, {"index": math.nan}, {"index": [0, 1]}, {"index": True},
-                  {"index": "0"}, {"index": HUGE}, {"index": -1}, {"index": 10**9}):
+                  {"index": "0"}, {"index": HUGE}, {"index": -1}, {"index": 10**9},
+                  {"index": None, "value": FILE_PAYLOAD}, [FILE_PAYLOAD], FILE_PAYLOAD):
         reply = raw_call(url, click, data, queued=False, session=session, event_data=event)
         assert reply["status"] == 200 and reply["success"], (event, reply)
         assert not any(isinstance(v, dict) and v.get("open") for v in reply["output"]["data"])  # nothing opened
     no_traceback(capfd)
-    # a well-formed click still opens the inspector on its token
-    reply = raw_call(url, click, data, queued=False, session=session, event_data={"index": 0, "value": "yes"})
-    assert reply["success"] and reply["output"]["data"][0].get("open") is True
+    # a well-formed click still opens the inspector on its token (whatever its value holds)
+    for value in ("yes", FILE_PAYLOAD):
+        reply = raw_call(url, click, data, queued=False, session=session, event_data={"index": 0, "value": value})
+        assert reply["success"] and reply["output"]["data"][0].get("open") is True
+    no_traceback(capfd)
 
 
 # ---- class 3: gradio's refusals of a private handler's value ---------------------------------------------------------
@@ -191,6 +195,18 @@ def test_a_private_handler_refuses_a_value_not_among_its_choices_in_the_apps_wor
     no_traceback(capfd)
     logged = [r.getMessage() for r in caplog.records if "refused before its handler" in r.getMessage()]
     assert logged and "list of choices" in logged[-1] and len(logged[-1]) < LOG_BOUND  # the detail, cut short
+
+
+@pytest.mark.parametrize("trigger, data", [
+    (("cd-colour-by", "change"), [None, None, None, None, None]),
+    (("cd-baseline-token", "input"), [None, None, None, None, None]),
+    (("cd-method", "change"), [None]),
+])
+def test_a_private_handler_takes_null_which_gradio_lets_through(served, capfd, trigger, data):
+    capfd.readouterr()
+    reply = raw_call(served["url"], fn_index(served["url"], trigger=trigger), data, queued=False)
+    assert reply["status"] == 200 and reply["success"], reply
+    no_traceback(capfd)
 
 
 # ---- class 4: echoes ---------------------------------------------------------------------------------------------
