@@ -169,16 +169,25 @@ RATES = ("accuracy", "precision", "recall", "f1", "yes_ratio")
 
 def pope_intervals(labels: list[str], predictions, resamples: int | None = None, seed: int | None = None) -> dict:
     """Each of POPE's rates (fractions) with its 95 % bootstrap interval (``eval.stats``): over the questions, or
-    over questions x seeds when ``predictions`` is a list of runs (one list of "yes"/"no" per seed)."""
+    over questions x seeds when ``predictions`` is a list of runs (one list of "yes"/"no" per seed). One set of
+    draws serves all five rates."""
     import numpy as np
 
     from . import stats
 
     said = np.asarray(predictions) == "yes"
     truth = np.broadcast_to(np.asarray(labels) == "yes", said.shape)
-    options = {"resamples": resamples or stats.RESAMPLES, "seed": stats.SEED if seed is None else seed}
-    return {rate: stats.interval(lambda t, s, rate=rate: _rates(t, s)[rate], [truth, said], **options)
-            for rate in RATES}
+    resamples, seed = resamples or stats.RESAMPLES, stats.SEED if seed is None else seed
+
+    def all_rates(t, s):
+        found = _rates(t, s)
+        return np.stack([found[rate] for rate in RATES])
+
+    drawn = stats.draws(all_rates, [truth, said], resamples, seed)
+    estimates = all_rates(truth.reshape(1, -1), said.reshape(1, -1))[:, 0]
+    over = "items x seeds" if said.ndim == 2 and said.shape[0] > 1 else "items"
+    return {rate: stats.percentile_interval(float(estimates[k]), drawn[k], resamples, seed, over)
+            for k, rate in enumerate(RATES)}
 
 
 def answer_spellings(word: str) -> list[str]:
