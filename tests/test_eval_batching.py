@@ -16,7 +16,7 @@ from decoding.detector import untrained_detector
 from decoding.methods import REGISTRY
 from decoding.sampling import SamplingConfig
 from eval.cli import main
-from eval.throughput import write_pope_like
+from eval.throughput import same_answers, write_pope_like
 from models import TINY_FAMILIES, build_tiny, load_model
 from pictures import red_square_on_noise
 
@@ -193,3 +193,21 @@ def test_the_help_says_what_does_not_share_a_batch(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--batch-size N" in text
     assert all(word in text for word in ("do not depend on it", "pre-steps", "OPERA's beam search"))
+
+
+def test_the_throughput_script_tells_different_answers_apart():
+    """``eval.throughput`` prints "same answers" from this comparison: equal records pass, a p("yes") within 1e-5
+    passes, a different answer, token count or a p("yes") further off does not."""
+    record = {"key": "k", "answers": {"baseline": "yes"}, "tokens": {"baseline": 2}, "stop": {"baseline": "eos"},
+              "p_yes": {"baseline": 0.75}}
+
+    def changed(field, value):
+        return [{**record, field: {"baseline": value}}]
+
+    assert same_answers([record], [dict(record)])
+    assert same_answers([record], changed("p_yes", 0.75 + 5e-6))
+    assert not same_answers([record], changed("p_yes", 0.75 + 5e-5))
+    assert not same_answers([record], changed("answers", "no"))
+    assert not same_answers([record], changed("tokens", 3))
+    assert not same_answers([record], changed("p_yes", None))
+    assert not same_answers([record], [])
