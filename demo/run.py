@@ -357,7 +357,7 @@ class Runner:
             failure = failure_message(error)
         finally:
             stream.close()  # ends the engine's loop now, dropping its rows and their KV caches
-            control.running = False
+            control.running = control.stop_requested = False  # a Stop meant this run, not the session's next one
             steps = comparison.steps if comparison is not None else 0
             del stream, comparison, run
             self._count(outcome, active=-1)

@@ -224,16 +224,24 @@ def test_a_million_character_name_is_echoed_cut_short_in_the_reply_and_the_log(s
 
 # ---- class 5: Stop, cancel and a closed tab cancel a run waiting in the queue ----------------------------------------
 @pytest.fixture
-def slot_held(served, monkeypatch):
-    """Every run holds the queue's only slot until released (then it is refused): the run in front of the queue."""
+def holding(monkeypatch):
+    """Every run holds the queue's only slot until released, then it is refused ("released")."""
     release = threading.Event()
 
-    def holding(*args, **kwargs):
+    def hold(*args, **kwargs):
         release.wait(60)
         raise ValueError("released")
         yield  # a generator, as stream_compare is
 
-    monkeypatch.setattr(demo.run, "stream_compare", holding)
+    monkeypatch.setattr(demo.run, "stream_compare", hold)
+    yield release
+    release.set()
+
+
+@pytest.fixture
+def slot_held(served, holding):
+    """A run of another session in front of the queue, holding its only slot until released."""
+    release = holding
     runner = served["runner"]
     first = served["client"].submit(*inputs(handle_file(str(CAT))), api_name="/compare")
     wait_for(lambda: runner.active_runs == 1, 30)
@@ -298,3 +306,27 @@ def test_closing_the_tab_drops_its_run_waiting_in_the_queue(served, slot_held):
         next(m for m in stream if m.get("msg") == "estimation")  # waiting; then the tab closes
     time.sleep(0.5)  # the server notices the closed stream at its next check
     assert runs_after_release(served, slot_held) == 0
+
+
+def test_a_stop_meant_for_the_running_run_leaves_the_sessions_next_run_alone(served, holding):
+    url, runner = served["url"], served["runner"]
+    session = new_session()
+    mark, compare = fn_index(url, trigger=("cd-run", "click")), fn_index(url, "compare")
+    data = [None, None, None, *inputs(served["scene"])]
+    raw_call(url, mark, [None], queued=False, session=session)
+    join(url, compare, data, session)
+    stream = queue_messages(url, session)
+    wait_for(lambda: runner.active_runs == 1, 30)
+    assert raw_call(url, fn_index(url, "stop"), [None], queued=False, session=session)["output"]["data"][0] == (
+        texts.STOPPING)
+    raw_call(url, mark, [None], queued=False, session=session)  # Compare again at once: the next run waits
+    join(url, compare, data, session)
+    holding.set()
+    completed = []
+    for message in stream:
+        if message.get("msg") == "process_completed":
+            completed.append(message)
+            if len(completed) == 2:
+                break
+    stream.close()
+    assert [m["output"].get("error") for m in completed] == ["released", "released"]  # both reached the model
