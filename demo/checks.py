@@ -88,7 +88,7 @@ _ECHO = _Echo()
 def shown(value) -> str:
     """Any value a visitor sent, as a refusal or the log quotes it: the one place an echo is made. Its repr (which
     escapes control characters and lone surrogates, so it is printable), each part cut to ``ECHO_CHARS`` and the
-    whole to ``ECHO_LIMIT``: a name of a million characters comes back as its first few. Never fails.
+    whole to ``ECHO_LIMIT``: a name of a million characters comes back as its first and last few. Never fails.
 
     >>> shown("x" * 1_000_000) == "'" + "x" * 27 + "..." + "x" * 28 + "'"
     True
@@ -97,7 +97,7 @@ def shown(value) -> str:
     """
     try:
         text = _ECHO.repr(value)
-    except Exception:  # noqa: BLE001 (an object whose repr fails: say what it is not)
+    except Exception:  # noqa: BLE001 (an object whose own repr fails: the echo says so, and the refusal stands)
         text = "<a value that cannot be shown>"
     return text if len(text) <= ECHO_LIMIT else text[: ECHO_LIMIT - 3] + "..."
 
