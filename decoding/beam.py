@@ -32,7 +32,7 @@ Differences from the release, on purpose (every one):
 OPERA, per step and beam (formulas and lines in ``decoding.rules.opera_*``):
 
 1. the top ``C`` tokens of the raw logits are the candidates; each is fed on the beam's cache (one batched forward of
-   beams x C rows, ``_RowGroup.lookahead``; the cache is cropped back, as 5.x caches grow in place) for its last-layer
+   beams x C rows, ``RowGroup.lookahead``; the cache is cropped back, as 5.x caches grow in place) for its last-layer
    attention, max over heads, renormalised;
 2. the window (the answer's tokens' rows and columns, the candidate's last) gives the candidate's over-trust penalty
    (``rules.opera_penalty``), subtracted from its logit; the beam then chooses among its candidates only
@@ -58,7 +58,8 @@ import torch
 from models.adapters.base import FamilyAdapter, RowInputs
 
 from . import rules
-from .engine import Combination, _eager_attention, _RowGroup
+from .combination import Combination
+from .engine import RowGroup, eager_attention
 from .trace import BranchView, TokenTrace, streamed_piece, top_candidates
 
 _DROPPED = -1.0e9  # transformers' score for a continuation that may not go on (utils.py _beam_search)
@@ -149,13 +150,13 @@ class BeamSearch:
         self.rollback_log = []
         model = self.adapter.model
         attention = self.opera is not None or self.attention_layers is not None
-        with _eager_attention(model) if attention else contextlib.nullcontext():
+        with eager_attention(model) if attention else contextlib.nullcontext():
             yield from self._loop()
 
     def _loop(self) -> Iterator[BeamEvent]:
         n = self.num_beams
         watched = set(range(n)) if self.attention_layers is not None else set()
-        group = _RowGroup(self.adapter, list(range(n)), [self.row] * n, watched)
+        group = RowGroup(self.adapter, list(range(n)), [self.row] * n, watched)
         group.capture_attention = self.opera is not None
         logits, attention, _ = group.prefill(self.attention_layers)
         self.group, self.prompt_length = group, group.attention_mask.shape[1]
@@ -386,7 +387,7 @@ _FILL = -999.0  # OPERA's score of a token a step may not choose (rules.opera_ca
 def teacher_forced(adapter: FamilyAdapter, row: RowInputs, tokens: list[int]) -> list[torch.Tensor]:
     """The (vocab,) log-probabilities ``row`` gives each of ``tokens`` after the ones before it (visual dependence
     of a beam's answer, against the noised image)."""
-    group = _RowGroup(adapter, [0], [row], set())
+    group = RowGroup(adapter, [0], [row], set())
     logits, _, _ = group.prefill(None)
     out = [torch.log_softmax(logits[0], dim=-1)]
     for token in tokens[:-1]:

@@ -25,25 +25,9 @@ import torch
 from models.adapters.base import FamilyAdapter, RowInputs
 
 from .attention import Edit, LabControl, lab_attention_for
+from .combination import Combination, Combine, original_only  # noqa: F401  (Combination: a rule's return, re-exported)
 from .sampling import SamplingConfig, check_max_new_tokens
 from .trace import BranchView, TokenTrace, first_top_layer, streamed_piece, top_candidates
-
-
-@dataclass
-class Combination:
-    """A side's combined logits for one step (float32, (1, vocab)), with the rule's per-step scalars by their
-    ``decoding.methods.STEP_SCALARS`` names."""
-
-    logits: torch.Tensor
-    scalars: dict[str, float] = field(default_factory=dict)
-
-
-Combine = Callable[[dict[str, torch.Tensor], int], Combination]
-
-
-def original_only(logits: dict[str, torch.Tensor], step: int) -> Combination:
-    """The baseline's rule: decode from the original branch as it is."""
-    return Combination(logits["original"].float())
 
 
 @dataclass
@@ -102,7 +86,7 @@ class StepEvent:
     row_logits: torch.Tensor | None = None
 
 
-class _RowGroup:
+class RowGroup:
     """Rows that share one batched forward and one batched KV cache (row i of the cache belongs to row i only)."""
 
     def __init__(
@@ -438,9 +422,9 @@ class Engine:
         row_side = {row: side for side in sides for row in side.roles.values()}
         row_ids = list(range(len(rows)))
         groups = (
-            [_RowGroup(adapter, row_ids, rows, attention_rows, layer_rows, edit_rows, feature_rows)]
+            [RowGroup(adapter, row_ids, rows, attention_rows, layer_rows, edit_rows, feature_rows)]
             if batched
-            else [_RowGroup(adapter, [i], rows, attention_rows, layer_rows, edit_rows, feature_rows) for i in row_ids]
+            else [RowGroup(adapter, [i], rows, attention_rows, layer_rows, edit_rows, feature_rows) for i in row_ids]
         )
         state = {side.name: _SideState(side, adapter) for side in sides}
         record = attention_layers is not None or bool(feature_rows)
@@ -621,11 +605,11 @@ def _attention_for_run(model, record: bool, edit: bool):
     recording), eager where attention is only recorded, else the model's own."""
     if edit:
         return lab_attention_for(model)
-    return _eager_attention(model) if record else contextlib.nullcontext()
+    return eager_attention(model) if record else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
-def _eager_attention(model):
+def eager_attention(model):
     """Attention weights exist only under eager attention; switch to it for this run only, then switch back."""
     before = model.config._attn_implementation
     if before == "eager":

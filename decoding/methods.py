@@ -34,7 +34,7 @@ from . import branch_rows, branches, rules
 from .attention import BlindTokens, Edit, ImageAmplification, SelfIntrospection
 from .dcd import projected_image_embeddings, projector_copies
 from .detector import detector_for, model_source, shown_folder
-from .engine import Combination
+from .combination import Combination, RuleFn, contrast
 
 # Visual dependence is measured against this distortion, the same for every method and both panels.
 VISUAL_DEPENDENCE_NOISE_STEP = 500
@@ -187,9 +187,6 @@ class Branches:
     layers: tuple[int, ...] = ()
     attention_edits: dict[str, Edit] = field(default_factory=dict)
     features: tuple[int, ...] | None = None
-
-
-RuleFn = Callable[[dict[str, torch.Tensor], int, dict[str, Any]], Combination]
 
 
 @dataclass(frozen=True)
@@ -476,10 +473,6 @@ def _candidate_layers(request: BranchRequest, params: dict) -> Branches:
 
 
 # ---- per-step rules bound to the rows ------------------------------------------------------------------------------
-def _vcd_rule(L: dict, t: int, params: dict) -> Combination:
-    return Combination(rules.vcd(L["original"], L["noised"], alpha=params["alpha"], beta=params["beta"]))
-
-
 def _ritual_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.ritual(L["original"], L["transformed"], alpha=params["alpha_pos"], beta=params["beta"]))
 
@@ -512,10 +505,6 @@ def _m3id_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(logits, {"contrast_weight": float(rules.m3id_weight(t, lam=lam))})
 
 
-def _vacode_rule(L: dict, t: int, params: dict) -> Combination:
-    return Combination(rules.vcd(L["original"], L["augmented"], alpha=params["alpha"], beta=params["beta"]))
-
-
 def _apc_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.apc_only(L["original"], beta=params["beta"]))
 
@@ -536,15 +525,14 @@ def _pai_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.pai_cfg(L["original"], L["text_only"], gamma=params["gamma"], beta=params["beta"]))
 
 
+_sid_contrast = contrast(rules.sid, "introspective")
+
+
 def _sid_rule(L: dict, t: int, params: dict) -> Combination:
-    original, introspective = L["original"], L["introspective"]
     if params["skip_cut"]:  # as released, greedy: the argmax of the unmasked difference (vcd_sample.py L190–191)
-        return Combination((1.0 + params["alpha"]) * original.float() - params["alpha"] * introspective.float())
-    return Combination(rules.sid(original, introspective, alpha=params["alpha"], beta=params["beta"]))
-
-
-def _avisc_rule(L: dict, t: int, params: dict) -> Combination:
-    return Combination(rules.avisc(L["original"], L["blind"], alpha=params["alpha"], beta=params["beta"]))
+        original, introspective = L["original"].float(), L["introspective"].float()
+        return Combination((1.0 + params["alpha"]) * original - params["alpha"] * introspective)
+    return _sid_contrast(L, t, params)
 
 
 def _dola_rule(L: dict, t: int, params: dict) -> Combination:
@@ -603,20 +591,12 @@ def _decoupled_projections(request: BranchRequest, params: dict) -> Branches:
     return Branches({"negative": row}, info, attention_edits=edits)
 
 
-def _dcd_rule(L: dict, t: int, params: dict) -> Combination:
-    return Combination(rules.dcd(L["original"], L["negative"], alpha=params["alpha"], beta=params["beta"]))
-
-
 def _ecd_rule(L: dict, t: int, params: dict) -> Combination:
     z = params["detector"].logits(L)
     top = L["original"].argmax(dim=-1, keepdim=True)
     flag = float(torch.sigmoid(z.gather(-1, top))[0, 0])
     logits = rules.ecd(L["original"], z, lam=params["lam"], beta=params["beta"])
     return Combination(logits, {"hallucination_flag": flag})
-
-
-def _icd_rule(L: dict, t: int, params: dict) -> Combination:
-    return Combination(rules.icd(L["original"], L["disturbed"], alpha=params["alpha"], beta=params["beta"]))
 
 
 # ---- what each method's construction did, in words (its record's ``notes``) ----------------------------------------
@@ -771,7 +751,7 @@ _RECORDS = (
             _beta("VCD: cd_beta 0.1 (same file L118; its POPE script uses 0.2)"),
             _NOISE_STEP,
         ),
-        contrast_roles=("noised",), build=_noised, rule=_vcd_rule,
+        contrast_roles=("noised",), build=_noised, rule=contrast(rules.vcd, "noised"),
         labels={"noised": "noised image"}, notes=_noise_notes,
     ),
     Method(
@@ -868,7 +848,7 @@ _RECORDS = (
                 minimum=None,
             ),
         ),
-        contrast_roles=("disturbed",), build=_disturbed, rule=_icd_rule,
+        contrast_roles=("disturbed",), build=_disturbed, rule=contrast(rules.icd, "disturbed"),
         labels={"disturbed": "disturbing instruction"}, notes=_instruction_notes,
     ),
 )
@@ -888,7 +868,7 @@ _LATER_RECORDS = (
             _beta("VCD's fixed 0.1, as the paper describes (the re-implementation's scripts use Self-Aug's adaptive "
                   "cut)"),
         ),
-        contrast_roles=("augmented",), build=_farthest_augmentation, rule=_vacode_rule,
+        contrast_roles=("augmented",), build=_farthest_augmentation, rule=contrast(rules.vcd, "augmented"),
         labels={"augmented": "augmented image (farthest at the first step)"}, notes=_farthest_augmentation_notes,
     ),
     Method(
@@ -962,7 +942,7 @@ _LATER_RECORDS = (
                   "Blind tokens: those whose attention (mean over the selected layers) is at least mean + lam·std.",
                   "AvisC: lamb 0.99 (pope_eval_llavab.py; its scripts use 1.0)"),
         ),
-        contrast_roles=("blind",), build=_blind_tokens, rule=_avisc_rule,
+        contrast_roles=("blind",), build=_blind_tokens, rule=contrast(rules.avisc, "blind"),
         labels={"blind": "only the over-attended image tokens"}, notes=_blind_token_notes,
     ),
     Method(
@@ -1052,7 +1032,7 @@ _LATER_RECORDS = (
                     "model's own projector as the positive side, only the negative copy trained in.",
                     "ours: the paper decodes with both trained projections (pos+neg)"),
         ),
-        contrast_roles=("negative",), build=_decoupled_projections, rule=_dcd_rule,
+        contrast_roles=("negative",), build=_decoupled_projections, rule=contrast(rules.dcd, "negative"),
         labels={"original": "original, through the positive projector copy (neg-only: the model's own)",
                 "negative": "image through the negative projector copy"},
         notes=_projection_notes,
