@@ -46,10 +46,6 @@ DOWNLOAD_TTL_S = 3600
 # Progress updates go to the browser; CODE's description calls back once per token, so send only visible changes.
 PROGRESS_STEP = 0.02
 
-# What Stop says, and the run's status, when the run it stops still waits in the queue (texts.py holds the app's
-# other words).
-CANCELLING_WAITING = "Cancelled: the comparison waiting in the queue will not run."
-CANCELLED_WAITING = "Stopped before it started: Stop was pressed while it waited in the queue."
 
 ProgressFn = Callable[..., None]  # progress(fraction, desc=...), as gradio's gr.Progress is called
 
@@ -213,7 +209,7 @@ def stop(control: RunControl) -> str:
         return texts.STOPPING
     if control.waiting:
         control.stop_requested = True
-        return CANCELLING_WAITING
+        return texts.CANCELLING_WAITING
     return texts.NOTHING_TO_STOP
 
 
@@ -285,7 +281,7 @@ class Runner:
         if cancelled:
             self._count("cancelled")
             log.info("run cancelled: Stop was pressed while it waited in the queue")
-            yield RunUpdate(CANCELLED_WAITING)
+            yield RunUpdate(texts.CANCELLED_WAITING)
             return
         run = self._start(request, drawn_scene, progress)
         if run.fallback:

@@ -64,6 +64,9 @@ WITH_NOTICE = "{status} ⚠️ {notice}"
 STOPPED_IN_PRE_STEP = "Stopped before the first token (during the method's pre-step)."
 STOPPING = "Stopping…"
 NOTHING_TO_STOP = "No comparison is running."
+# What Stop says, and the run's status, when the run it stops still waits in the queue.
+CANCELLING_WAITING = "Cancelled: the comparison waiting in the queue will not run."
+CANCELLED_WAITING = "Stopped before it started: Stop was pressed while it waited in the queue."
 OUT_OF_MEMORY_TITLE = "Out of memory"
 OUT_OF_MEMORY = (
     "The model ran out of memory during this comparison, so it was stopped and its memory freed. "

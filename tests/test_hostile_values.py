@@ -280,11 +280,11 @@ def test_stop_cancels_the_sessions_run_waiting_in_the_queue(served, slot_held):
     stream = queue_messages(url, session)
     assert next(m for m in stream if m.get("msg") == "estimation")["rank"] >= 0  # waiting
     reply = raw_call(url, fn_index(url, "stop"), [None], queued=False, session=session)
-    assert reply["output"]["data"][0] == demo.run.CANCELLING_WAITING
+    assert reply["output"]["data"][0] == texts.CANCELLING_WAITING
     assert runs_after_release(served, slot_held) == 0
     completed = next(m for m in stream if m.get("msg") == "process_completed")
     stream.close()
-    assert completed["success"] and completed["output"]["data"][STATUS] == demo.run.CANCELLED_WAITING
+    assert completed["success"] and completed["output"]["data"][STATUS] == texts.CANCELLED_WAITING
     assert runner.runs["cancelled"] == cancelled + 1
     # the session's next Compare runs as usual (here: reaches the model, which the fixture's stand-in refuses)
     raw_call(url, fn_index(url, trigger=("cd-run", "click")), [None], queued=False, session=session)

@@ -138,6 +138,7 @@ def visit(client: Client, url: str, question: str, seed: int) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_twenty_concurrent_visitors_are_all_answered_or_told_busy_with_flat_memory(server):
     url, process, log = server
     clients = [None] * CLIENTS
@@ -308,6 +309,7 @@ def burst_median(http: httpx.Client, url: str, request: tuple[int, list], visito
     return firsts[visitors // 2] if visitors % 2 else (firsts[visitors // 2 - 1] + firsts[visitors // 2]) / 2
 
 
+@pytest.mark.slow
 def test_concurrent_visitors_served_before_the_median_first_token_passes_10_s(roomy_server):
     """Bursts of visitors pressing Compare at once, with the page's defaults on the default model and the gallery's
     first scene and question: 16, 32, 64 ... until the median time to first token passes the limit, then halving
