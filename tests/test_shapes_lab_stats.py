@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 
@@ -50,7 +52,7 @@ def test_every_method_meets_the_baseline_and_each_control_and_holm_covers_one_mo
     assert all(t.difference.over == "items x seeds" for t in tests["sampled"])
 
 
-def test_intervals_hold_the_tables_figures():
+def test_intervals_hold_the_tables_figures(tmp_path):
     by_run, facts = _runs(seeds=3)
     sides = ["baseline", "m", "apc_only"]
     found, summary = lab.intervals(by_run, facts, sides), lab.summarise(by_run, facts, sides)
@@ -64,8 +66,16 @@ def test_intervals_hold_the_tables_figures():
             assert band["greedy"].estimate == pytest.approx(greedy["accuracy"].estimate)
             assert (band["sampled"].low, band["sampled"].high) == pytest.approx(
                 (sampled["accuracy"].low, sampled["accuracy"].high))
-    text = lab.markdown(summary, sides, [0, 1, 2], [0.7, 0.9], "tiny", found, lab.paired_tests(by_run, facts, sides))
+    tests = lab.paired_tests(by_run, facts, sides)
+    text = lab.markdown(summary, sides, [0, 1, 2], [0.7, 0.9], "tiny", found, tests)
     assert "### Paired tests of accuracy" in text and "| random | m | baseline |" in text and " * |" in text
+    rates, tested = (list(csv.DictReader(open(path, encoding="utf-8")))
+                     for path in lab.write_csv(found, tests, tmp_path))
+    assert len(rates) == 3 * 3 * 2 and len(tested) == 2 * len(tests["greedy"])
+    first = rates[0]
+    assert (first["split"], first["side"], first["mode"]) == ("random", "baseline", "greedy")
+    assert float(first["accuracy_low"]) == pytest.approx(100 * found["random"]["baseline"]["greedy"]["accuracy"].low)
+    assert [r["mode"] for r in tested] == ["greedy"] * len(tests["greedy"]) + ["sampled"] * len(tests["sampled"])
 
 
 def test_the_two_readouts_and_their_disagreement():

@@ -15,6 +15,7 @@ writes under ``--out``:
                       exact test; sampled: paired bootstrap over questions x seeds; Holm-corrected per decoding
                       mode, significant ones marked *), the answers each method flipped against the baseline (the
                       greedy flips are McNemar's table), accuracy by the asked object's visibility
+    lab.csv, lab-tests.csv   the rates with their intervals (one row per split, side and mode), the paired tests
     lab.json          every figure behind them, the intervals and tests, and each question's p("yes") per side and
                       run
     accuracy.png, p_yes.png, visibility.png, flips.png     the plots (matplotlib)
@@ -38,7 +39,7 @@ from models.shapes_world import world
 from .. import pope, stats
 from ..benchmarks import comparisons, pope_benchmark
 from ..cli import control_methods, parse_method
-from ..report import write_json
+from ..report import Column, Table, interval_fields, tests_table, write_json
 from ..runner import RunConfig, run_benchmark
 from . import benchmark, evaluate
 
@@ -337,6 +338,24 @@ def histogram(values: list[float], bins=P_YES_BINS) -> list[int]:
     return evaluate.bin_counts(values, bins)
 
 
+def write_csv(found: dict, tests: dict[str, list[stats.PairedTest]], out: str) -> list[str]:
+    """lab.csv: per split, side and decoding mode, POPE's rates (%) with ``_low`` / ``_high``; lab-tests.csv: the
+    paired tests of both modes. Returns the paths."""
+    rows = [{"split": split, "side": side, "mode": mode,
+             **{k: v for rate in pope.RATES for k, v in interval_fields(rate, entry[mode][rate], 100).items()}}
+            for split, by_side in found.items() for side, entry in by_side.items() for mode in ("greedy", "sampled")]
+    columns = [Column("split", "split"), Column("side", "side"), Column("mode", "mode")]
+    columns += [Column(rate, rate, 2, interval=True) for rate in pope.RATES]
+    paths = [os.path.join(out, "lab.csv"), os.path.join(out, "lab-tests.csv")]
+    Table("lab", columns, rows).write_csv(paths[0])
+    both = tests_table([t for mode in ("greedy", "sampled") for t in tests[mode]], {"accuracy": 100})
+    both.columns = [Column("mode", "mode")] + both.columns
+    for k, row in enumerate(both.rows):
+        row["mode"] = "greedy" if k < len(tests["greedy"]) else "sampled"
+    both.write_csv(paths[1])
+    return paths
+
+
 # ---- the plots ----------------------------------------------------------------------------------------------------
 
 def _error_bars(found: dict, split: str, sides: list[str], mode: str) -> list[list[float]]:
@@ -463,7 +482,7 @@ def main(argv=None) -> int:
         "paired_tests": {mode: [t.to_dict() for t in found_tests] for mode, found_tests in tests.items()},
         "p_yes": {run: {split: [r["p_yes"] for r in records] for split, records in splits.items()}
                   for run, splits in by_run.items()}})
-    paths = plot(summary, sides, p_yes, args.out, found)
+    paths = write_csv(found, tests, args.out) + plot(summary, sides, p_yes, args.out, found)
     print(text)
     print("wrote " + ", ".join([os.path.join(args.out, n) for n in ("lab.md", "lab.json")] + paths))
     return 0
