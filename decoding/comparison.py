@@ -400,6 +400,7 @@ def answer_many(
     names = [m for m, _ in specs]
     if len(set(names)) != len(names) or "baseline" in names:
         raise ValueError(f"each method may appear once (and none may be called 'baseline'), got {names}")
+    specs = [(m, get_method(m).resolve(params)) for m, params in specs]  # the one check, before any model work
     if not specs and not baseline:
         raise ValueError("nothing to decode: no method and no baseline")
     sampling = _sampling(sampling, {})

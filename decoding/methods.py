@@ -1091,9 +1091,10 @@ class MethodPlan:
 
 
 def plan_method(request: BranchRequest, name: str, params: dict[str, Any] | None = None) -> MethodPlan:
-    """Resolve ``params``, build the method's contrast rows and bind its rule."""
+    """Build the method's contrast rows and bind its rule to ``params``, which the library's entry point has resolved
+    (``Method.resolve``, the one check of a parameter: ``compare``, ``answer_many``); one left out takes its default."""
     method = get_method(name)
-    resolved = method.resolve(params)
+    resolved = {**method.defaults, **(params or {})}
     built = method.build(request, resolved)
     if tuple(built.rows) != method.contrast_roles:
         raise AssertionError(f"{name} built rows {tuple(built.rows)}, its record says {method.contrast_roles}")

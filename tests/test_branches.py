@@ -482,11 +482,12 @@ def tiny_llava(tmp_path_factory):
 
 
 def _icd_plan(adapter, **params):
-    from decoding.methods import BranchRequest, plan_method
+    from decoding.methods import BranchRequest, get_method, plan_method
 
     image, question = Image.new("RGB", (40, 30), (200, 30, 30)), "What is in the image?"
     request = BranchRequest(adapter, image, question, adapter.build_row(question, image), seed=0)
-    return plan_method(request, "icd", params), image, question
+    # resolved as the library's entry points do (compare, answer_many): plan_method takes checked parameters
+    return plan_method(request, "icd", get_method("icd").resolve(params)), image, question
 
 
 def test_icd_s_contrast_row_carries_the_instruction_given(tiny_llava):
