@@ -7,6 +7,10 @@ with another batch size."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -20,15 +24,16 @@ from eval.throughput import same_answers, write_pope_like
 from models import TINY_FAMILIES, build_tiny, load_model
 from pictures import red_square_on_noise
 
-EMBEDDED = "assets/shapes-llava"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EMBEDDED = os.path.join(REPO, "assets", "shapes-llava")
 # Parameters under which SID's edit acts on a tiny model (test_engine.py: 2 layers, 12-16 image tokens).
 ACTING_ON_TINY_MODELS = {"sid": {"keep": 4, "layer": 1}}
 MAX_NEW_TOKENS = 6
 
 
-@pytest.fixture(scope="module", params=[EMBEDDED, *TINY_FAMILIES])
+@pytest.fixture(scope="module", params=["shapes-llava", *TINY_FAMILIES])
 def model(request, tmp_path_factory):
-    if request.param == EMBEDDED:
+    if request.param == "shapes-llava":
         return load_model(EMBEDDED)  # its trained ECD detector and DCD projectors come with it
     adapter = load_model(build_tiny(request.param, tmp_path_factory.mktemp(request.param), seed=0))
     untrained_detector(adapter)  # ECD and DCD refuse a model without their trained parts (test_ecd.py, test_dcd.py)
@@ -170,9 +175,16 @@ def assert_close(a, b, path="."):
         assert a == b, path
 
 
-def test_the_command_gives_the_same_answers_at_any_batch_size(pope_files, tmp_path, capsys):
-    one, many = tmp_path / "batch-1", tmp_path / "batch-3"
-    assert main(pope_command(pope_files, one, "--batch-size", "1")) == 0
+@pytest.fixture(scope="module")
+def batch_one(pope_files, tmp_path_factory):
+    """The command's output folder at --batch-size 1."""
+    out = tmp_path_factory.mktemp("batch-1") / "pope"
+    assert main(pope_command(pope_files, out, "--batch-size", "1")) == 0
+    return out
+
+
+def test_the_command_gives_the_same_answers_at_any_batch_size(pope_files, batch_one, tmp_path, capsys):
+    one, many = batch_one, tmp_path / "batch-3"
     # A run started at one batch size resumes at another: the batch size is not part of what defines the answers.
     assert main(pope_command(pope_files, many, "--batch-size", "2", "--limit", "3")) == 0
     assert main(pope_command(pope_files, many, "--batch-size", "3")) == 0
@@ -211,3 +223,26 @@ def test_the_throughput_script_tells_different_answers_apart():
     assert not same_answers([record], changed("tokens", 3))
     assert not same_answers([record], changed("p_yes", None))
     assert not same_answers([record], [])
+
+
+def test_a_sharded_run_in_batches_equals_the_single_process_run(pope_files, batch_one, tmp_path):
+    """Two processes, as a launcher starts them (torchrun / accelerate launch; ACCELERATE_USE_CPU is what
+    `accelerate launch --cpu` sets), each decoding its share in batches of 3: the merged answers are batch 1's."""
+    out = tmp_path / "sharded"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "eval", *pope_command(pope_files, out, "--batch-size", "3")], cwd=REPO,
+            env=dict(os.environ, OMP_NUM_THREADS="1", RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                     LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port, ACCELERATE_USE_CPU="1"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=240) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    shards = [read_jsonl(out / f"answers.shard-{i:03d}.jsonl") for i in (0, 1)]
+    assert [len(shard) for shard in shards] == [4, 4]  # each process decoded its half
+    assert_close(read_jsonl(batch_one / "answers.jsonl"), read_jsonl(out / "answers.jsonl"))
