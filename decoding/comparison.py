@@ -408,8 +408,7 @@ def answer_many(
         _check_search(method, sampling)
     rows: list = []
     planned = []
-    for request in requests:
-        image, question, seed = _request_parts(request, sampling.seed)
+    for image, question, seed in [_request_parts(request, sampling.seed) for request in requests]:
         planned.append(_plan_answers(
             model, image, question, specs, replace(sampling, seed=seed), rows, baseline=baseline,
             max_new_tokens=max_new_tokens, attention_layers=attention_layers, visual_dependence=visual_dependence,

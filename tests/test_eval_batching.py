@@ -246,3 +246,20 @@ def test_a_sharded_run_in_batches_equals_the_single_process_run(pope_files, batc
     shards = [read_jsonl(out / f"answers.shard-{i:03d}.jsonl") for i in (0, 1)]
     assert [len(shard) for shard in shards] == [4, 4]  # each process decoded its half
     assert_close(read_jsonl(batch_one / "answers.jsonl"), read_jsonl(out / "answers.jsonl"))
+
+
+def test_a_malformed_request_is_refused_clearly(embedded):
+    """Before any model work: no forward, not even the pre-steps of the well-formed requests before it (VACoDe's)."""
+    picture = red_square_on_noise(0)
+    forwards = []
+    handle = embedded.model.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        for bad in [(picture,), [picture, "Is there a square?", 1, 2], "Is there a square?"]:
+            with pytest.raises(ValueError, match=r"each request must be \(image, question\) or \(image, question, "):
+                answer_many(embedded, [(picture, "Is there a square?"), bad], ["vacode"], max_new_tokens=1)
+    finally:
+        handle.remove()
+    assert not forwards
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        answer_many(embedded, [(picture, "Is there a square?", "seven")], ["vcd"], max_new_tokens=1)
+    assert answer_many(embedded, [], ["vcd"]) == []
