@@ -24,3 +24,42 @@ def wordnet():
         return find_wordnet()
     except WordNetMissing as e:
         pytest.fail(f"{e}: install Debian's wordnet-base (as .ci/run does) or `python -m nltk.downloader wordnet`")
+
+
+def add_untrained_parts(adapter):
+    """``adapter`` with a random ECD detector and random DCD projector copies saved in its model's folder (none for a
+    family without a separate projector): ECD and DCD refuse a model without their trained parts (test_ecd.py,
+    test_dcd.py), and tiny models have none. Returns ``adapter``."""
+    from decoding.dcd import untrained_projectors
+    from decoding.detector import untrained_detector
+
+    untrained_detector(adapter)
+    untrained_projectors(adapter)
+    return adapter
+
+
+@pytest.fixture(scope="session")
+def untrained_parts():
+    """``add_untrained_parts``, for a test that loads a tiny model its own way (the app's pool)."""
+    return add_untrained_parts
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """``tiny_model(family)``: the tiny ``family`` model (seed 0) with its untrained ECD and DCD parts, built and
+    loaded once for the session, or the embedded model for "shapes-llava" (its trained parts ship with it)."""
+    from demo.allow_list import EMBEDDED_MODEL_DIR
+    from models import build_tiny, load_model
+
+    loaded = {}
+
+    def get(family: str):
+        if family not in loaded:
+            if family == "shapes-llava":
+                loaded[family] = load_model(str(EMBEDDED_MODEL_DIR))
+            else:
+                path = build_tiny(family, tmp_path_factory.mktemp(family), seed=0)
+                loaded[family] = add_untrained_parts(load_model(path))
+        return loaded[family]
+
+    return get

@@ -11,8 +11,6 @@ import pytest
 import torch
 
 from decoding import answer_all, compare, prepare_comparison, stream_compare
-from decoding.dcd import untrained_projectors
-from decoding.detector import untrained_detector
 from decoding.engine import Combination, Engine, Side
 from decoding.methods import METHODS, REGISTRY
 from decoding.sampling import SamplingConfig
@@ -22,13 +20,28 @@ from pictures import red_square_on_noise
 QUESTION = "Is there a red circle in the picture?"
 
 
-@pytest.fixture(scope="module", params=TINY_FAMILIES)
-def model(request, tmp_path_factory):
-    path = build_tiny(request.param, tmp_path_factory.mktemp(request.param), seed=0)
-    adapter = load_model(path)
-    untrained_detector(adapter)  # ECD refuses a model without a detector of its own (test_ecd.py)
-    untrained_projectors(adapter)  # DCD likewise without projector copies (test_dcd.py); None: no projector
-    return adapter
+@pytest.fixture(params=TINY_FAMILIES)
+def model(request, tiny_model):
+    """Each tiny family, with its untrained ECD and DCD parts (conftest.py)."""
+    return tiny_model(request.param)
+
+
+# The method x model grid, not whole (17 methods x 11 models, about 3 min here, 20 tests more for each method): every
+# method on the embedded model and on tiny LLaVA, and each other tiny family with two rotating shares of the methods
+# (method i on families i and i + 4 of the nine), so that every method meets four models and every family several
+# methods. As tests/test_path_equivalence.py chooses its cases.
+EMBEDDED = "shapes-llava"
+OTHER_FAMILIES = tuple(family for family in TINY_FAMILIES if family != "llava")
+
+
+def grid(methods: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(model, method) cases of the grid for ``methods``."""
+    n = len(OTHER_FAMILIES)
+    rotated = [(OTHER_FAMILIES[(i + shift) % n], method) for i, method in enumerate(methods) for shift in (0, 4)]
+    return [*((model, method) for model in (EMBEDDED, "llava") for method in methods), *rotated]
+
+
+TOKEN_METHODS = tuple(m for m in METHODS if REGISTRY[m].search == "token")  # OPERA's beam search: test_opera.py
 
 
 def _refused_here(adapter, method: str, call) -> bool:
@@ -79,10 +92,20 @@ def test_baseline_greedy_equals_generate(model, image, attention):
 ACTING_ON_TINY_MODELS = {"sid": {"keep": 4, "layer": 1}}
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if REGISTRY[m].search == "token"])  # OPERA: test_opera.py
-def test_batched_equals_separate_forwards(model, image, method):
+def test_the_grid_covers_every_method_and_every_family():
+    for methods in (TOKEN_METHODS, METHODS):
+        cases = grid(methods)
+        assert {method for _, method in cases} == set(methods)
+        assert {model for model, _ in cases} == {EMBEDDED, *TINY_FAMILIES}
+        assert all(len({model for model, m in cases if m == method}) == 4 for method in methods)
+        assert all(sum(model == family for model, _ in cases) >= 2 for family in OTHER_FAMILIES)
+
+
+@pytest.mark.parametrize(("model_name", "method"), grid(TOKEN_METHODS))
+def test_batched_equals_separate_forwards(tiny_model, image, model_name, method):
     """Every row of a side-by-side run, batched with one cache row each, against each row run alone."""
-    params = ACTING_ON_TINY_MODELS.get(method, {})
+    model = tiny_model(model_name)
+    params = {} if model_name == EMBEDDED else ACTING_ON_TINY_MODELS.get(method, {})
     if _refused_here(model, method, lambda: prepare_comparison(model, image, QUESTION, method, **params)):
         return
     prepared = prepare_comparison(model, image, QUESTION, method, seed=3, attention_layers=None, **params)
@@ -274,10 +297,11 @@ def test_a_question_longer_than_the_context_is_refused_up_front(llava, image):
         compare(llava, image, QUESTION, "vcd", max_new_tokens=limit - row.length + 1)
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_no_method_uses_a_deprecated_transformers_argument(model, image, method):
+@pytest.mark.parametrize(("model_name", "method"), grid(METHODS))
+def test_no_method_uses_a_deprecated_transformers_argument(tiny_model, image, model_name, method):
     """transformers 5.24 renamed ``past_key_values`` to ``cache`` and removes the old name in 5.40; the old name (or
     anything else deprecated) warns with FutureWarning, which is an error here."""
+    model = tiny_model(model_name)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         if _refused_here(model, method, lambda: compare(model, image, QUESTION, method, max_new_tokens=3)):
