@@ -52,12 +52,9 @@ def requests():
 
 
 # Sampled runs add the dice to what greedy runs check with every method: methods whose rows or rules use the request's
-# seed (VCD's noise, RITUAL's transform, Self-augmented VCD's sampled choice), ones of other row lengths, and ECD.
-SAMPLED = ("vcd", "ritual", "savcd", "m3id", "ecd")
-# ECD beside a method that edits attention (PAI, SID, AvisC) fails in the prefill at this commit (its detector reads
-# attention weights that a prefill under the edits does not return); the fix is under way in decoding/engine.py.
-# Until it lands ECD is checked in the sampled runs, which edit nothing.
-NOT_IN_THE_GREEDY_RUN = ("ecd",)
+# seed (VCD's noise, RITUAL's transform, Self-augmented VCD's sampled choice), ones of other row lengths, an attention
+# edit and a detector reading attention.
+SAMPLED = ("vcd", "ritual", "savcd", "m3id", "pai", "ecd")
 
 
 def methods(adapter, do_sample: bool) -> list[tuple[str, dict]]:
@@ -69,8 +66,6 @@ def methods(adapter, do_sample: bool) -> list[tuple[str, dict]]:
     chosen = []
     for name in SAMPLED if do_sample else REGISTRY:
         if (name == "dcd" and adapter.image_projector() is None) or (tiny and name == "code"):
-            continue
-        if not do_sample and name in NOT_IN_THE_GREEDY_RUN:
             continue
         chosen.append((name, ACTING_ON_TINY_MODELS.get(name, {}) if tiny else {}))
     return chosen
