@@ -57,21 +57,37 @@ def branch_logits(method: str, *contrasts: torch.Tensor) -> dict[str, torch.Tens
     return {"original": L, **dict(zip(roles, contrasts, strict=True)), **layers}
 
 
-def test_the_registry_lists_every_method_once_in_display_order():
-    assert METHODS == (
-        "vcd", "ritual", "ritual_vcd", "savcd", "code", "m3id", "icd", "vacode", "pai", "sid", "avisc", "dola",
-        "opera", "ecd", "dcd", "apc_only", "pba", "olm",
-    )
-    assert set(RULE_WITH_ITS_DEFAULTS) == set(METHODS)
-    assert all(REGISTRY[name].name == name for name in METHODS)
-    assert [REGISTRY[m].short_name for m in METHODS] == [
-        "VCD", "RITUAL", "RITUAL + VCD", "Self-augmented VCD", "CODE", "M3ID", "ICD", "VACoDe", "PAI", "SID",
-        "AvisC", "DoLa", "OPERA", "ECD-like", "DCD", "APC-only", "PBA", "OLM",
-    ]
-    assert [m for m in METHODS if REGISTRY[m].kind == "control"] == ["apc_only", "pba", "olm"]
-    assert {REGISTRY[m].kind for m in METHODS} == {"method", "control"}
-    assert [m for m in METHODS if REGISTRY[m].search == "beam"] == ["opera"]
-    assert {REGISTRY[m].search for m in METHODS} == {"token", "beam"}
+def test_every_record_is_named_once_and_says_what_it_is():
+    assert METHODS == tuple(REGISTRY) and all(REGISTRY[name].name == name for name in METHODS)
+    short_names = [REGISTRY[m].short_name for m in METHODS]
+    assert len(set(short_names)) == len(short_names) and all(short_names)
+    assert set(RULE_WITH_ITS_DEFAULTS) == set(METHODS)  # every record has its reference rule in this file
+    for record in REGISTRY.values():
+        assert record.kind in ("method", "control") and record.search in ("token", "beam")
+        assert (record.kind == "control") == ("(control)" in record.title), record.name
+        assert (record.search == "beam") == ("num_beams" in record.defaults), record.name
+
+
+def test_every_record_is_in_the_app_s_menus_in_eval_and_in_the_bench(capsys):
+    """The app offers every record in its method menu and every control in its third panel's; ``python -m eval
+    --method NAME`` takes every record at its defaults; the bench's --methods takes every record (it refuses only the
+    unknown name given beside them)."""
+    from decoding import bench
+    from demo.allow_list import EMBEDDED_MODEL_DIR
+    from demo.model_pool import ModelPool
+    from demo.ui import build_ui
+    from eval.cli import parse_method
+
+    config = build_ui(ModelPool([str(EMBEDDED_MODEL_DIR)])).get_config_file()
+    menus = {c["props"].get("elem_id"): c["props"].get("choices") for c in config["components"] if "props" in c}
+    offered = {menu: {value for _, value in menus[menu]} for menu in ("cd-method", "cd-control")}
+    assert offered["cd-method"] == set(METHODS)
+    assert {m for m in METHODS if REGISTRY[m].kind == "control"} <= offered["cd-control"]
+    for name, record in REGISTRY.items():
+        assert parse_method(name) == (name, record.defaults)
+    with pytest.raises(SystemExit):
+        bench.main(["--methods", ",".join([*METHODS, "no_such_method"])])
+    assert "unknown method(s) ['no_such_method']" in capsys.readouterr().err
 
 
 def test_defaults_are_the_authors():
