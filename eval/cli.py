@@ -154,7 +154,8 @@ def _common_options() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=_positive_int, default=1, metavar="N",
                      help="decode N items together: every row of their baselines and methods in one forward per "
                           "token, a finished answer's rows leaving the batch (default 1). The answers do not depend "
-                          "on it (each item keeps its own seed), so a run may resume with another. Not shared: a "
+                          "on it (each item keeps its own seed; up to rounding in half precision on a GPU), so a run "
+                          "may resume with another. Not shared: a "
                           "method's pre-steps (CODE's description, Self-augmented VCD's and VACoDe's choice, "
                           "AvisC's attention pass) run item by item before the batch, and OPERA's beam search item "
                           "by item after it")
