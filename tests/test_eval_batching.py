@@ -15,13 +15,11 @@ from dataclasses import replace
 
 import pytest
 from decoding import answer_all, answer_many
-from decoding.dcd import untrained_projectors
-from decoding.detector import untrained_detector
 from decoding.methods import REGISTRY
 from decoding.sampling import SamplingConfig
 from eval.cli import main
 from eval.throughput import same_answers, write_pope_like
-from models import TINY_FAMILIES, build_tiny, load_model
+from models import TINY_FAMILIES
 from pictures import red_square_on_noise
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,14 +29,10 @@ ACTING_ON_TINY_MODELS = {"sid": {"keep": 4, "layer": 1}}
 MAX_NEW_TOKENS = 6
 
 
-@pytest.fixture(scope="module", params=["shapes-llava", *TINY_FAMILIES])
-def model(request, tmp_path_factory):
-    if request.param == "shapes-llava":
-        return load_model(EMBEDDED)  # its trained ECD detector and DCD projectors come with it
-    adapter = load_model(build_tiny(request.param, tmp_path_factory.mktemp(request.param), seed=0))
-    untrained_detector(adapter)  # ECD and DCD refuse a model without their trained parts (test_ecd.py, test_dcd.py)
-    untrained_projectors(adapter)
-    return adapter
+@pytest.fixture(params=["shapes-llava", *TINY_FAMILIES])
+def model(request, tiny_model):
+    """The embedded model (its trained ECD and DCD parts ship with it), each tiny family (untrained ones: conftest)."""
+    return tiny_model(request.param)
 
 
 def requests():
@@ -110,9 +104,9 @@ def test_answers_do_not_depend_on_the_batch(model, do_sample):
     assert_same_answers(alone, together)
 
 
-@pytest.fixture(scope="module")
-def embedded():
-    return load_model(EMBEDDED)
+@pytest.fixture
+def embedded(tiny_model):
+    return tiny_model("shapes-llava")
 
 
 def test_a_batch_is_one_forward_per_token(embedded):

@@ -26,8 +26,6 @@ import pytest
 from PIL import Image
 
 from decoding.comparison import answer_all, compare, stream_compare
-from decoding.dcd import untrained_projectors
-from decoding.detector import untrained_detector
 from decoding.methods import METHODS, REGISTRY
 from demo.allow_list import EMBEDDED_MODEL_DIR
 from demo.examples import EXAMPLES_DIR, shapes_examples
@@ -49,8 +47,9 @@ TOLERANCE = 1e-5
 class Served:
     """The models of the grid, each built (tiny families) and loaded once, behind the app's runner."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, add_untrained_parts):
         self.folder = folder
+        self.add_untrained_parts = add_untrained_parts
         self.uploads = folder / "uploads"
         self.uploads.mkdir()
         name, self.question = shapes_examples()[0]
@@ -67,15 +66,14 @@ class Served:
             pool = ModelPool([source])
             adapter = pool.get(pool.default)
             if model != EMBEDDED:  # the embedded model ships its own, trained
-                untrained_detector(adapter)
-                untrained_projectors(adapter)
+                self.add_untrained_parts(adapter)
             self.runners[model] = Runner(pool, self.uploads, max_pixels=1_000_000)
         return self.runners[model]
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    return Served(tmp_path_factory.mktemp("path-equivalence"))
+def served(tmp_path_factory, untrained_parts):
+    return Served(tmp_path_factory.mktemp("path-equivalence"), untrained_parts)
 
 
 def _app_side(runner: Runner, question: str, method: str):
