@@ -368,8 +368,8 @@ class Scoreboard:
                          f"[{100 * d.low:+.0f}, {100 * d.high:+.0f}] over {t.group}: {verdict}")
         if not lines:
             return ""
-        return ("<p>" + "<br>".join(lines) + "<br>(95 % paired-bootstrap intervals over the scored runs; Holm-corrected "
-                "p &lt; 0.05 for a real difference)</p>")
+        return ("<p>" + "<br>".join(lines) + "<br>(95 % paired-bootstrap intervals over the scored runs; "
+                "Holm-corrected p &lt; 0.05 for a real difference)</p>")
 
 
 __all__ = [
