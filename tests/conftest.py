@@ -63,3 +63,9 @@ def tiny_model(tmp_path_factory):
         return loaded[family]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def embedded_model(tiny_model):
+    """The embedded shapes-world model (assets/shapes-llava), loaded once for the session."""
+    return tiny_model("shapes-llava")

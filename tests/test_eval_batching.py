@@ -105,8 +105,8 @@ def test_answers_do_not_depend_on_the_batch(model, do_sample):
 
 
 @pytest.fixture
-def embedded(tiny_model):
-    return tiny_model("shapes-llava")
+def embedded(embedded_model):
+    return embedded_model
 
 
 def test_a_batch_is_one_forward_per_token(embedded):

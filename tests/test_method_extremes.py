@@ -8,7 +8,6 @@ from PIL import Image
 
 from decoding import compare
 from decoding.methods import METHODS, REGISTRY
-from models import load_model
 
 QUESTION = "is there a square in the image ?"
 # A long answer: OPERA's column scores (past 10 tokens) sink every candidate below its fill at sigma 200.
@@ -17,9 +16,9 @@ DESCRIBE = "Describe the picture."
 SAYS_IT_IS_A_NO_OP = ("**Nothing to hide**", "**No amplification**")
 
 
-@pytest.fixture(scope="module")
-def embedded():
-    return load_model("assets/shapes-llava")
+@pytest.fixture
+def embedded(embedded_model):
+    return embedded_model
 
 
 @pytest.fixture(scope="module")
