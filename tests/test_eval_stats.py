@@ -111,3 +111,15 @@ def test_mme_total_interval_and_a_side_against_itself():
     assert found["total"].low <= found["total"].estimate <= found["total"].high
     same = mme.mme_paired(arrays, arrays, ("m", "baseline"), resamples=300)
     assert same.difference.estimate == 0 and same.p_value == 1.0
+
+
+def test_a_clear_difference_survives_holm_over_a_whole_run():
+    # 40 of 400 answers flipped wrong -> right and none back: Holm over a lab run's 105 comparisons must still see
+    # it (a p-value counted from the draws beyond zero cannot go below 2 / 2001, which x 105 is 0.1)
+    base = np.array([True] * 300 + [False] * 100)
+    better = base.copy()
+    better[300:340] = True
+    test = stats.paired_bootstrap(stats.mean, [better], [base], "accuracy", ("m", "baseline"))
+    assert test.p_value * 105 < 0.05
+    others = [stats.PairedTest("accuracy", f"m{i}", "baseline", test.difference, 0.5, "t") for i in range(104)]
+    assert stats.holm([test, *others])[0].significant
