@@ -196,9 +196,10 @@ def _first_token_said(records: dict | None, keyed: list, side: str) -> list[str]
         return None
     said = []
     for _, key in keyed:
-        probs = (records[key].get("first_token") or {}).get(side)
-        if probs is None:
+        recorded = records[key].get("first_token") or {}
+        if side not in recorded:
             return None
+        probs = recorded[side] or {"yes": None, "no": None}  # None: an empty answer, read as neither
         said.append(pope.first_token_answer(probs["yes"], probs["no"]))
     return said
 

@@ -1,5 +1,6 @@
 """eval.stats: intervals as scipy draws them, McNemar's exact test, Holm's step-down, and the benchmarks' intervals."""
 
+import json
 import math
 
 import numpy as np
@@ -123,3 +124,24 @@ def test_a_clear_difference_survives_holm_over_a_whole_run():
     assert test.p_value * 105 < 0.05
     others = [stats.PairedTest("accuracy", f"m{i}", "baseline", test.difference, 0.5, "t") for i in range(104)]
     assert stats.holm([test, *others])[0].significant
+
+
+def test_the_pope_table_reads_both_readouts_and_an_empty_answer_is_neither(tmp_path):
+    from eval.benchmarks import pope_benchmark
+
+    (tmp_path / "img.png").write_bytes(b"")
+    rows = [{"question_id": i, "image": "img.png", "text": f"Is there a q{i}?", "label": label}
+            for i, label in enumerate(["yes", "no", "yes"])]
+    (tmp_path / "coco_pope_random.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bench = pope_benchmark([str(tmp_path / "coco_pope_random.json")], str(tmp_path))
+    keys = [r.key for r in bench.requests]
+    answers = {k: {"baseline": a} for k, a in zip(keys, ["Yes", "No", ""])}
+    first = [{"yes": 0.9, "no": 0.1}, {"yes": 0.6, "no": 0.3}, None]  # the second: text "No", first token "yes"
+    records = {k: {"first_token": {"baseline": f}} for k, f in zip(keys, first)}
+    scored = bench.score(answers, ["baseline"], records)
+    read = scored.statistics["readouts"]["random"]["baseline"]
+    # text rule: yes, no, yes (an empty answer reads "yes"); first token: yes, yes, neither
+    assert read["disagreement"] == pytest.approx(2 / 3) and read["first_token"]["accuracy"] == pytest.approx(1 / 3)
+    assert scored.table.rows[0]["disagreement"] == pytest.approx(200 / 3)
+    older = bench.score(answers, ["baseline"], {k: {} for k in keys})  # a run from before the readout: no column
+    assert "first_token_accuracy" not in older.table.rows[0] and not older.statistics["readouts"]
