@@ -69,3 +69,11 @@ def tiny_model(tmp_path_factory):
 def embedded_model(tiny_model):
     """The embedded shapes-world model (assets/shapes-llava), loaded once for the session."""
     return tiny_model("shapes-llava")
+
+
+@pytest.fixture(scope="session")
+def image():
+    """The engine tests' picture: a red square on seeded noise (never modified in place: it is shared)."""
+    from pictures import red_square_on_noise
+
+    return red_square_on_noise(0)

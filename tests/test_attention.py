@@ -13,7 +13,6 @@ from decoding.attention import BlindTokens, ImageAmplification, LabControl, Self
 from decoding.engine import Engine, Side
 from decoding.methods import METHODS
 from models import TINY_FAMILIES, build_tiny, load_model
-from pictures import red_square_on_noise
 
 QUESTION = "Is there a red circle in the picture?"
 
@@ -21,11 +20,6 @@ QUESTION = "Is there a red circle in the picture?"
 @pytest.fixture(scope="module", params=TINY_FAMILIES)
 def model(request, tmp_path_factory):
     return load_model(build_tiny(request.param, tmp_path_factory.mktemp(request.param), seed=0))
-
-
-@pytest.fixture(scope="module")
-def image():
-    return red_square_on_noise(0)
 
 
 def _inputs(model, image):
@@ -193,9 +187,9 @@ def test_blind_tokens_zero_the_other_image_embeddings_of_their_row_only(model, i
 
 
 # ---- recording the image attention changes nothing -------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def embedded():
-    return load_model("assets/shapes-llava")
+@pytest.fixture
+def embedded(embedded_model):
+    return embedded_model
 
 
 def _decoded(result):

@@ -11,7 +11,6 @@ import torch
 from decoding import compare
 from demo import render
 from models import build_tiny, load_model
-from pictures import red_square_on_noise
 
 QUESTION = "Is there a red circle in the picture?"
 
@@ -19,11 +18,6 @@ QUESTION = "Is there a red circle in the picture?"
 @pytest.fixture(scope="module")
 def llava(tmp_path_factory):
     return load_model(build_tiny("llava", tmp_path_factory.mktemp("llava-dola-heatmap"), seed=1))
-
-
-@pytest.fixture(scope="module")
-def image():
-    return red_square_on_noise(0)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from decoding.engine import Combination, Engine, Side
 from decoding.methods import METHODS, REGISTRY
 from decoding.sampling import SamplingConfig
 from models import TINY_FAMILIES, build_tiny, load_model
-from pictures import red_square_on_noise
 
 QUESTION = "Is there a red circle in the picture?"
 
@@ -60,11 +59,6 @@ def _refused_here(adapter, method: str, call) -> bool:
 @pytest.fixture(scope="module")
 def llava(tmp_path_factory):
     return load_model(build_tiny("llava", tmp_path_factory.mktemp("llava-engine"), seed=1))
-
-
-@pytest.fixture(scope="module")
-def image():
-    return red_square_on_noise(0)
 
 
 def _generate(adapter, row, max_new_tokens):

@@ -11,7 +11,6 @@ from decoding import answer_all, compare, rules
 from decoding.beam import BeamSearch, Opera
 from decoding.methods import get_method
 from models import TINY_FAMILIES, build_tiny, load_model
-from pictures import red_square_on_noise
 
 QUESTION = "Is there a red circle in the picture?"
 
@@ -24,11 +23,6 @@ def model(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def llava(tmp_path_factory):
     return load_model(build_tiny("llava", tmp_path_factory.mktemp("llava-opera"), seed=1))
-
-
-@pytest.fixture(scope="module")
-def image():
-    return red_square_on_noise(0)
 
 
 # ---- the rules ------------------------------------------------------------------------------------------------------
