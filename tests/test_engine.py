@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from decoding import answer_all, compare, prepare_comparison, stream_compare
+from decoding import answer_all, answer_many, compare, prepare_comparison, stream_compare
 from decoding.engine import Combination, Engine, Side
 from decoding.methods import METHODS, REGISTRY
 from decoding.sampling import SamplingConfig
@@ -280,6 +280,19 @@ def test_answer_all_runs_every_method_in_one_batch_with_the_same_answers(llava, 
     assert [t.token_id for t in sides["baseline"].tokens] == [t.token_id for t in alone.baseline.tokens]
     with pytest.raises(ValueError, match="once"):
         answer_all(llava, image, QUESTION, ["vcd", "vcd"])
+
+
+def test_a_bad_parameter_is_refused_before_any_model_work(llava, image):
+    """answer_many checks every method's parameters once, before any request's pre-steps (CODE's description is a
+    generate of its own): a bad one costs no forward."""
+    forwards = []
+    hook = llava.model.register_forward_pre_hook(lambda module, args: forwards.append(1))
+    try:
+        with pytest.raises(ValueError, match="alpha must be >= 0"):
+            answer_many(llava, [(image, QUESTION)] * 2, ["code", ("vcd", {"alpha": -1.0})], max_new_tokens=2)
+    finally:
+        hook.remove()
+    assert forwards == []
 
 
 def test_a_question_longer_than_the_context_is_refused_up_front(llava, image):
