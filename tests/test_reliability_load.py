@@ -298,11 +298,15 @@ def burst_median(http: httpx.Client, url: str, request: tuple[int, list], visito
         time.sleep(0.05)
     for out in outs:
         if "seconds" not in out and "event_id" in out:
+            out["cancelled"] = True
             http.post(f"{url}/gradio_api/cancel",
                       json={"session_hash": out["session"], "fn_index": request[0], "event_id": out["event_id"]})
     for thread in threads:
         thread.join(120)
-    assert not any(thread.is_alive() for thread in threads) and all(o.get("ended") is not False for o in outs), outs
+    # A cancelled visitor may end unsuccessfully (its run can start between the check and the cancel); every other
+    # visitor's run must succeed.
+    unanswered = [o for o in outs if not o.get("cancelled") and o.get("ended") is False]
+    assert not any(thread.is_alive() for thread in threads) and not unanswered, unanswered
     firsts = sorted(out["seconds"] for out in outs if "seconds" in out)
     if len(firsts) < needed:
         return math.inf
