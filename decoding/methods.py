@@ -314,7 +314,7 @@ def _described(request: BranchRequest, params: dict) -> Branches:
 
 
 def _text_only(request: BranchRequest, params: dict) -> Branches:
-    """M3ID: the same prompt without the image."""
+    """M3ID, CAD and AdaCAD: the same prompt without the image."""
     return Branches({"text_only": request.adapter.build_row(request.question, None)})
 
 
@@ -505,6 +505,17 @@ def _m3id_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(logits, {"contrast_weight": float(rules.m3id_weight(t, lam=lam))})
 
 
+def _cad_rule(L: dict, t: int, params: dict) -> Combination:
+    return Combination(rules.cad(L["original"], L["text_only"], alpha=params["alpha"], beta=params["beta"]))
+
+
+def _adacad_rule(L: dict, t: int, params: dict) -> Combination:
+    original, text_only, threshold = L["original"], L["text_only"], params["threshold"]
+    weight = float(rules.adacad_weight(original, text_only, threshold=threshold)[0])
+    logits = rules.adacad(original, text_only, threshold=threshold, beta=params["beta"])
+    return Combination(logits, {"contrast_weight": weight})
+
+
 def _apc_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.apc_only(L["original"], beta=params["beta"]))
 
@@ -640,6 +651,15 @@ def _text_only_notes(info: dict) -> list[Note]:
     return [Note("The contrast row is the same prompt without the image; its weight grows with each token.")]
 
 
+def _context_notes(info: dict) -> list[Note]:
+    return [Note("The contrast row is the same prompt without the image: what the image adds is amplified.")]
+
+
+def _adaptive_context_notes(info: dict) -> list[Note]:
+    return [Note("The contrast row is the same prompt without the image; each token's weight is how much the image "
+                 "changes the next-token distribution (Jensen–Shannon divergence, 0 to ln 2).")]
+
+
 def _instruction_notes(info: dict) -> list[Note]:
     return [Note("Disturbing system instruction of the contrast row:", info["instruction"])]
 
@@ -720,6 +740,16 @@ def _alpha(branch: str, source: str) -> Param:
 
 def _beta(source: str) -> Param:
     return Param("beta", 0.1, 0.001, 1.0, _BETA_HELP, source, 0.001, minimum=0.0, min_inclusive=False, maximum=1.0)
+
+
+# CAD's and AdaCAD's plausibility cut: none as released (0), VCD's when a user wants it.
+_OPTIONAL_CUT = Param(
+    "beta", 0.0, 0.0, 1.0,
+    "Plausibility cut: keep only tokens with p ≥ beta·max(p) under the original branch; 0 = none, as released.",
+    "CAD and AdaCAD release none (the top-p filters at 1.0 of L219 are omitted here; in float32 they mask only "
+    "p below ~3e-9); a cut is ours", 0.001, maximum=1.0,
+)
+_CAD = "Shi et al., Trusting Your Evidence: Hallucinate Less with Context-aware Decoding, NAACL 2024 (arXiv 2305.14739)"
 
 
 def _switch(name: str, default: int, help: str, source: str) -> Param:
@@ -830,6 +860,38 @@ _RECORDS = (
         ),
         contrast_roles=("text_only",), build=_text_only, rule=_m3id_rule, scalars=("contrast_weight",),
         labels={"text_only": "no image"}, notes=_text_only_notes,
+    ),
+    Method(
+        name="cad", title="CAD: amplify what the image adds over the prompt without it", short_name="CAD",
+        source=f"{_CAD}, the image as the context (xhan77/context-aware-decoding@1281d7f group_decode_fileio.py "
+        "L105–113)",
+        params=(
+            Param("alpha", 1.0, 0.0, 5.0,
+                  f"{_ALPHA_HELP} Contrast branch: the same prompt without the image. 1 is the release's weight "
+                  "for short answers against the model's prior (NQ-SWAP, greedy); its summaries use 0.5.",
+                  "CAD: 2_-1 (alpha 1) in exp_nqswap.sh, chosen here for questions about the image, where the "
+                  "image contradicts the language prior as NQ-SWAP's context does the model's memory; exp_cnndm.sh "
+                  "runs 1.5_-0.5 (alpha 0.5) for long summaries"),
+            _OPTIONAL_CUT,
+        ),
+        contrast_roles=("text_only",), build=_text_only, rule=_cad_rule,
+        labels={"text_only": "no image"}, notes=_context_notes,
+    ),
+    Method(
+        name="adacad", title="AdaCAD: CAD weighted by how much the image changes each token", short_name="AdaCAD",
+        source="Wang et al., AdaCAD: Adaptively Decoding to Balance Conflicts between Contextual and Parametric "
+        "Knowledge, arXiv 2409.07394 (HanNight/AdaCAD@d4519ec group_decode_fileio_adacad.py L38–50, L136–145), "
+        "the image as the context",
+        params=(
+            Param("threshold", 0.0, 0.0, 1.0,
+                  "Floor of the per-token weight alpha_t = max(JSD, threshold), the JSD of the distributions with "
+                  "and without the image (0 to ln 2 = 0.69); 0 = the JSD alone. The release's QA runs use 0, its "
+                  "summaries 0.3.",
+                  "AdaCAD: --threshold 0.0 (group_decode_fileio_adacad.py L262, run_qa.sh; run_summ.sh uses 0.3)"),
+            _OPTIONAL_CUT,
+        ),
+        contrast_roles=("text_only",), build=_text_only, rule=_adacad_rule, scalars=("contrast_weight",),
+        labels={"text_only": "no image"}, notes=_adaptive_context_notes,
     ),
     Method(
         name="icd", title="ICD: contrast with a disturbing system instruction", short_name="ICD",

@@ -51,6 +51,9 @@ __all__ = [
     "m3id",
     "m3id_gamma",
     "m3id_weight",
+    "cad",
+    "adacad",
+    "adacad_weight",
     "pai_cfg",
     "pai_amplify",
     "sid",
@@ -567,6 +570,108 @@ def m3id(
             f"lam * step = {lam * step:g} is too large: the M3ID weight (1 - gamma_t) / gamma_t overflows float32"
         )
     return apply_mask(l + (l - u) * weight, _keep_log(l, math.log(beta)))
+
+
+# =====================================================================================================================
+# Methods, part 3: CAD, AdaCAD, Instructive Decoding
+#
+# Snapshots read (repo@commit): xhan77/context-aware-decoding@1281d7f, HanNight/AdaCAD@d4519ec,
+# joonkeekim/Instructive-Decoding@56c0348. Line numbers below refer to those snapshots.
+# =====================================================================================================================
+def _cut_or_none(l: torch.Tensor, combined: torch.Tensor, beta) -> torch.Tensor:
+    """``combined`` under the plausibility cut of ``l`` at ``beta`` in ``[0, 1]``; 0 = no cut (``p >= 0`` keeps all)."""
+    beta = _unit("beta", beta)
+    return combined if beta == 0.0 else apply_mask(combined, _keep_log(l, math.log(beta)))
+
+
+def cad(
+    logits: torch.Tensor, context_free_logits: torch.Tensor, alpha: float = 1.0, beta: float = 0.0
+) -> torch.Tensor:
+    r"""CAD, context-aware decoding (Shi et al., NAACL 2024), with the image as the context: amplify what the image
+    adds over the same prompt without it.
+
+    ``out = (1 + alpha) * l - alpha * l_u``   on raw logits; with ``beta > 0`` only on
+    ``{i : l_i >= log(beta) + max(l)}`` (``-inf`` elsewhere). ``beta = 0`` (default): no cut, as released.
+
+    Args:
+        logits: ``(batch, vocab)`` original branch (image + prompt).
+        context_free_logits: ``(batch, vocab)`` the same prompt without the image (M3ID's and PAI's row).
+        alpha: contrast strength ``>= 0``. The release's scripts run 1 for knowledge conflicts (``exp_nqswap.sh``,
+            weights ``2_-1``, greedy) and 0.5 for summaries (``exp_cnndm.sh``, ``1.5_-0.5``).
+        beta: plausibility cut in ``[0, 1]``; 0 = none (the release has none).
+
+    Source: ``xhan77/context-aware-decoding@1281d7f group_decode_fileio.py`` L105 (raw ``outputs.logits``), L112
+    (``assigned_weight * score``: 1+alpha and -alpha from the input jsonl), L113 (``all_reduce`` sums the two
+    processes' rows). Not reproduced: each branch's top-p filter at ``filter_p = 1.0`` (L219), which in float32 still
+    masks a far tail (p below ~3e-9 on a 32k vocabulary).
+
+    Example (``alpha = 0.5``: ``1.5 l - 0.5 l_u``):
+
+    >>> cad(torch.tensor([[2.0, 1.0, 0.0, -1.0]]), torch.tensor([[0.0, 1.0, 2.0, 0.0]]), alpha=0.5)
+    tensor([[ 3.0000,  1.0000, -1.0000, -1.5000]])
+    """
+    l, u = _branches(logits, context_free_logits=context_free_logits)
+    alpha = _non_negative("alpha", alpha)
+    return _cut_or_none(l, (1.0 + alpha) * l - alpha * u, beta)
+
+
+def adacad_weight(logits: torch.Tensor, context_free_logits: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    r"""AdaCAD's per-step contrast weight: the Jensen–Shannon divergence of the two branches' next-token
+    distributions (natural log, so in ``[0, ln 2]``), floored at ``threshold``; one value per row.
+
+    ``p = softmax(l)``, ``q = softmax(l_u)``, ``M = (p + q) / 2``,
+    ``alpha_t = max(0.5 * (KL(p || M) + KL(q || M)), threshold)``.
+
+    As released, a row whose ``p + q`` has a zero takes ``log M`` clamped at 1e-9, and ``p`` (``q``) with a zero is
+    clamped at 1e-9 before the KL (both per row here; the release runs one row).
+
+    Source: ``HanNight/AdaCAD@d4519ec group_decode_fileio_adacad.py`` L38–50 (``get_jsd``: ``F.kl_div(m, p,
+    reduction='batchmean')``), L136 (on the raw logits of both branches, before any filter), L137–138 (the floor).
+    ``--threshold`` 0.0 (L262; ``run_qa.sh``); ``run_summ.sh`` uses 0.3.
+
+    Example (JSD 0.239350; with ``l_u = l`` it is 0, and the floor then decides):
+
+    >>> l, u = torch.tensor([[2.0, 1.0, 0.0, -1.0]]), torch.tensor([[0.0, 1.0, 2.0, 0.0]])
+    >>> adacad_weight(l, u), adacad_weight(l, l, threshold=0.3)
+    (tensor([0.2393]), tensor([0.3000]))
+    """
+    l, u = _branches(logits, context_free_logits=context_free_logits)
+    threshold = _non_negative("threshold", threshold)
+    p, q = torch.softmax(l, dim=-1), torch.softmax(u, dim=-1)
+    tiny = 1e-9
+    m = 0.5 * (p + q)
+    log_m = torch.where(((p + q) == 0).any(-1, keepdim=True), m.clamp_min(tiny), m).log()
+    p = torch.where((p <= 0).any(-1, keepdim=True), p.clamp_min(tiny), p)
+    q = torch.where((q <= 0).any(-1, keepdim=True), q.clamp_min(tiny), q)
+    kl_p = F.kl_div(log_m, p, reduction="none").sum(-1)
+    kl_q = F.kl_div(log_m, q, reduction="none").sum(-1)
+    return (0.5 * (kl_p + kl_q)).clamp_min(threshold)
+
+
+def adacad(
+    logits: torch.Tensor, context_free_logits: torch.Tensor, threshold: float = 0.0, beta: float = 0.0
+) -> torch.Tensor:
+    r"""AdaCAD (Wang et al., arXiv 2409.07394): CAD with a weight of its own at every step, the Jensen–Shannon
+    divergence of the two branches (:func:`adacad_weight`): large where the image changes the prediction, 0 where it
+    changes nothing.
+
+    ``alpha_t = max(JSD(softmax l, softmax l_u), threshold)``, ``out = (1 + alpha_t) * l - alpha_t * l_u`` on raw
+    logits; with ``beta > 0`` only on the plausible set of ``l`` (the release has no cut: ``beta = 0``).
+
+    Source: ``HanNight/AdaCAD@d4519ec group_decode_fileio_adacad.py`` L136–145 (the jsonl weights' values are
+    ignored, only their signs pick the branch).
+
+    Example (``alpha_t = 0.239350``; with ``threshold = 0.3`` it is 0.3):
+
+    >>> l, u = torch.tensor([[2.0, 1.0, 0.0, -1.0]]), torch.tensor([[0.0, 1.0, 2.0, 0.0]])
+    >>> adacad(l, u)
+    tensor([[ 2.4787,  1.0000, -0.4787, -1.2393]])
+    >>> adacad(l, u, threshold=0.3)
+    tensor([[ 2.6000,  1.0000, -0.6000, -1.3000]])
+    """
+    l, u = _branches(logits, context_free_logits=context_free_logits)
+    alpha = adacad_weight(l, u, threshold).unsqueeze(-1)
+    return _cut_or_none(l, (1.0 + alpha) * l - alpha * u, beta)
 
 
 # =====================================================================================================================

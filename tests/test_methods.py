@@ -23,6 +23,8 @@ RULE_WITH_ITS_DEFAULTS = {
     "savcd": lambda L, t: rules.savcd(L["original"], L["augmented"]),
     "code": lambda L, t: rules.code(L["original"], L["description"]),
     "m3id": lambda L, t: rules.m3id(L["original"], L["text_only"], step=t),
+    "cad": lambda L, t: rules.cad(L["original"], L["text_only"]),
+    "adacad": lambda L, t: rules.adacad(L["original"], L["text_only"]),
     "icd": lambda L, t: rules.icd(L["original"], L["disturbed"]),
     "vacode": lambda L, t: rules.vcd(L["original"], L["augmented"]),
     "pai": lambda L, t: rules.pai_cfg(L["original"], L["text_only"]),
