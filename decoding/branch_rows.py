@@ -1,7 +1,9 @@
 """The contrast rows a method feeds the model, built from one request: pixels noised or augmented, and the model's own
-pre-steps (CODE's description of the image, Self-Aug's choice of augmentation), cached.
+pre-steps (CODE's description of the image, Self-Aug's choice of augmentation, AvisC's prefill attention), cached.
 
-Pixel and prompt transforms that need no model are in ``decoding.branches``; this module puts them into rows.
+Pixel and prompt transforms that need no model are in ``decoding.branches``; this module puts them into rows. It
+stands below the engine: a pre-step that decodes runs through the ``PreSteps`` it is handed (the comparison layer
+hands in ``decoding.engine.Engine``), so that the registry (``decoding.methods``) that calls it is below the engine too.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import hashlib
 import random
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from PIL import Image
@@ -17,10 +20,24 @@ from PIL import Image
 from models.adapters.base import FamilyAdapter, RowInputs
 
 from . import branches
-from .engine import Engine, Side
-from .sampling import SamplingConfig
+from .attention import lab_attention_for  # returns every layer's weights, as eager does (AvisC's prefill attention)
 
 ProgressFn = Callable[[str, float], None]
+
+
+class PreSteps(Protocol):
+    """How a method's pre-steps run the model: the engine's own decoding, handed in from above it
+    (``decoding.engine.Engine`` is one)."""
+
+    def greedy_answer(
+        self, row: RowInputs, max_new_tokens: int, progress: ProgressFn | None = None, stage: str = ""
+    ) -> str:
+        """A plain greedy answer for one row (stripped), reporting ``(stage, share done)`` to ``progress``."""
+        ...
+
+    def first_step_logits(self, rows: list[RowInputs]) -> torch.Tensor:
+        """Each row's raw next-token logits at the first step, from one batched prefill: ``(len(rows), vocab)``."""
+        ...
 
 
 def noised_row(original: RowInputs, step: int, seed: int) -> RowInputs:
@@ -87,29 +104,9 @@ DESCRIPTION_MAX_NEW_TOKENS = 512
 SELECTION_MAX_NEW_TOKENS = 96
 
 
-def greedy_answer(adapter: FamilyAdapter, row: RowInputs, max_new_tokens: int, progress=None, stage="") -> str:
-    """A plain greedy answer for one row, through the same engine."""
-    side = Side("answer", "baseline", {"original": 0})
-    text = ""
-    for event in Engine(adapter).run([row], [side], max_new_tokens=max_new_tokens, sampling=SamplingConfig()):
-        text += event.tokens["answer"].piece
-        if progress is not None:
-            progress(stage, (event.step + 1) / max_new_tokens)
-    return text.strip()
-
-
-def first_step_logits(adapter: FamilyAdapter, rows: list[RowInputs]) -> torch.Tensor:
-    """Each row's raw next-token logits at the first step, from one batched prefill: ``(len(rows), vocab)``."""
-    sides = [Side(f"row {i}", "baseline", {"original": i}) for i in range(len(rows))]
-    event = next(Engine(adapter).run(rows, sides, max_new_tokens=1, record_logits=True))
-    return event.row_logits
-
-
 def prefill_image_attention(adapter: FamilyAdapter, row: RowInputs) -> torch.Tensor:
     """``(layers, image tokens)``: each language-model layer's head-mean attention of the prompt's last token over the
     row's image tokens, from one prefill of the row alone (what AvisC selects its blind tokens from)."""
-    from .attention import lab_attention_for  # returns every layer's weights, as eager does
-
     inputs = {"input_ids": row.input_ids, "attention_mask": torch.ones_like(row.input_ids), **row.token_kwargs}
     inputs = adapter.to_model({**inputs, "position_ids": row.position_ids, **row.vision_kwargs})
     positions = row.image_token_positions.to(adapter.device)
@@ -118,19 +115,21 @@ def prefill_image_attention(adapter: FamilyAdapter, row: RowInputs) -> torch.Ten
     return torch.stack([layer[0, :, -1, positions].float().mean(dim=0) for layer in attentions])
 
 
-def describe_image(adapter: FamilyAdapter, image: Image.Image, progress: ProgressFn | None = None) -> str:
+def describe_image(
+    adapter: FamilyAdapter, image: Image.Image, pre_steps: PreSteps, progress: ProgressFn | None = None
+) -> str:
     """CODE's self-description: greedy, up to 512 new tokens, with the image; cached per model and image."""
     key = (_model_key(adapter), _image_key(image), branches.DESCRIPTION_PROMPT, DESCRIPTION_MAX_NEW_TOKENS)
     cached = _DESCRIPTIONS.get(key)
     if cached is None:
         row = adapter.build_row(branches.DESCRIPTION_PROMPT, image)
-        cached = greedy_answer(adapter, row, DESCRIPTION_MAX_NEW_TOKENS, progress, "describing the image")
+        cached = pre_steps.greedy_answer(row, DESCRIPTION_MAX_NEW_TOKENS, progress, "describing the image")
         _DESCRIPTIONS.put(key, cached)
     return cached
 
 
 def choose_augmentation(
-    adapter: FamilyAdapter, question: str, progress: ProgressFn | None = None
+    adapter: FamilyAdapter, question: str, pre_steps: PreSteps, progress: ProgressFn | None = None
 ) -> tuple[str, str, bool]:
     """Self-augmentation: the model, text-only and greedy, picks the augmentation that most disrupts this question.
 
@@ -141,7 +140,7 @@ def choose_augmentation(
     cached = _CHOICES.get(key)
     if cached is None:
         row = adapter.build_row(branches.build_selection_prompt(question), None)
-        answer = greedy_answer(adapter, row, SELECTION_MAX_NEW_TOKENS, progress, "choosing an augmentation")
+        answer = pre_steps.greedy_answer(row, SELECTION_MAX_NEW_TOKENS, progress, "choosing an augmentation")
         name, parsed = branches.parse_augmentation_choice(answer)
         cached = (name, answer, parsed)
         _CHOICES.put(key, cached)

@@ -286,8 +286,9 @@ class _Request:
         return cls(image, question, original, distorted, seed, sampling.do_sample)
 
     def branch_request(self, model: FamilyAdapter, progress: ProgressFn | None = None) -> BranchRequest:
+        """What a method's construction may use; its pre-steps (CODE's description, ...) run through the engine."""
         return BranchRequest(model, self.image, self.question, self.original, self.seed, progress, self.do_sample,
-                             self.distorted)
+                             self.distorted, pre_steps=Engine(model))
 
 
 def _check_length(model: FamilyAdapter, rows: list, max_new_tokens: int) -> None:

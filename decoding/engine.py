@@ -462,6 +462,25 @@ class Engine:
                     groups, len(rows), lambda g, chosen=tokens_by_row: g.step(chosen, attention_layers)
                 )
 
+    # The pre-steps a method runs before its answer (``decoding.branch_rows.PreSteps``), through this same engine.
+    def greedy_answer(
+        self, row: RowInputs, max_new_tokens: int, progress: Callable[[str, float], None] | None = None, stage: str = ""
+    ) -> str:
+        """A plain greedy answer for one row (stripped), reporting ``(stage, share done)`` to ``progress``."""
+        side = Side("answer", "baseline", {"original": 0})
+        text = ""
+        for event in self.run([row], [side], max_new_tokens=max_new_tokens, sampling=SamplingConfig()):
+            text += event.tokens["answer"].piece
+            if progress is not None:
+                progress(stage, (event.step + 1) / max_new_tokens)
+        return text.strip()
+
+    def first_step_logits(self, rows: list[RowInputs]) -> torch.Tensor:
+        """Each row's raw next-token logits at the first step, from one batched prefill: ``(len(rows), vocab)``."""
+        sides = [Side(f"row {i}", "baseline", {"original": i}) for i in range(len(rows))]
+        event = next(self.run(rows, sides, max_new_tokens=1, record_logits=True))
+        return event.row_logits
+
     @staticmethod
     def _gather(groups, n_rows, call):
         """Run ``call`` on every group and put the rows' logits back in global row order (NaN for gone rows)."""

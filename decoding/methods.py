@@ -156,7 +156,11 @@ ECD_LAM_SOURCE = "ours: chosen on the embedded model's validation world (MODEL_C
 class BranchRequest:
     """What a method's branch construction may use: the model, the request, its original row, the run's seed, and
     the noised twin visual dependence is measured against (None when it is not): a method that edits its original
-    row's image (DCD's positive projection) edits that twin the same way, so that the two differ by the noise only."""
+    row's image (DCD's positive projection) edits that twin the same way, so that the two differ by the noise only.
+
+    pre_steps: how the model is run before the answer (CODE's description, Self-Aug's choice, VACoDe's first step),
+    handed in by the layer above the engine (``decoding.comparison`` gives ``decoding.engine.Engine(adapter)``), so
+    that the registry stays below the engine; a method without pre-steps needs none."""
 
     adapter: FamilyAdapter
     image: Image.Image
@@ -166,6 +170,13 @@ class BranchRequest:
     progress: branch_rows.ProgressFn | None = None
     do_sample: bool = False
     distorted: RowInputs | None = None
+    pre_steps: branch_rows.PreSteps | None = None
+
+    def model_pre_steps(self) -> branch_rows.PreSteps:
+        if self.pre_steps is None:
+            raise ValueError("this method runs the model before its answer: its BranchRequest needs pre_steps "
+                             "(decoding.engine.Engine(adapter))")
+        return self.pre_steps
 
 
 @dataclass
@@ -297,7 +308,9 @@ def _self_augmented(request: BranchRequest, params: dict) -> Branches:
     """Self-Aug: the model, text-only, picks the augmentation that most disrupts this question; applied to the
     preprocessed views."""
     adapter = request.adapter
-    name, reason, parsed = branch_rows.choose_augmentation(adapter, request.question, progress=request.progress)
+    name, reason, parsed = branch_rows.choose_augmentation(
+        adapter, request.question, request.model_pre_steps(), progress=request.progress
+    )
     row, aug_info = branch_rows.augmented_row(adapter, request.original, name, request.seed)
     info = {"augmentation": name, "augmentation_reason": reason, "choice_parsed": parsed, **aug_info}
     return Branches({"augmented": row}, info)
@@ -305,7 +318,9 @@ def _self_augmented(request: BranchRequest, params: dict) -> Branches:
 
 def _described(request: BranchRequest, params: dict) -> Branches:
     """CODE: the question over the model's own description of the image, with no image."""
-    description = branch_rows.describe_image(request.adapter, request.image, progress=request.progress)
+    description = branch_rows.describe_image(
+        request.adapter, request.image, request.model_pre_steps(), progress=request.progress
+    )
     context = branches.description_context(description)
     return Branches(
         {"description": request.adapter.build_row(request.question, None, context=context)},
@@ -364,7 +379,7 @@ def _farthest_augmentation(request: BranchRequest, params: dict) -> Branches:
     next-token distribution is farthest (L2) from the original's is the contrast row."""
     adapter, names = request.adapter, branches.AUGMENTATIONS
     candidates = [branch_rows.augmented_row(adapter, request.original, name, request.seed) for name in names]
-    first = branch_rows.first_step_logits(adapter, [request.original, *(row for row, _ in candidates)])
+    first = request.model_pre_steps().first_step_logits([request.original, *(row for row, _ in candidates)])
     choice = int(rules.vacode_choice(first[:1], first[1:]))
     distances = rules.distribution_l2(first[:1].expand(len(names), -1), first[1:])
     row, aug_info = candidates[choice]

@@ -1,5 +1,6 @@
 """Imports flow one way (README, "Layout"): ``models`` knows no decoding, UI or evaluation; ``decoding`` runs models
-but knows no UI and no evaluation; ``eval`` runs decoding but knows no UI.
+but knows no UI and no evaluation; ``eval`` runs decoding but knows no UI. Inside ``decoding`` the modules read
+bottom-up (``DECODING_LAYERS``): the pure parts, attention, the rows and the registry, the engine, then what runs it.
 
 Every ``.py`` file of the three packages is parsed with ``ast`` and every import in it is read: at the top, inside
 functions, classes and ``if``/``try`` blocks, relative ones resolved to the package they name, and
@@ -21,6 +22,20 @@ FORBIDDEN = {
     "decoding": ("gradio", "demo", "eval"),
     "eval": ("gradio", "demo"),
 }
+
+
+# decoding's modules from the bottom up: each imports only modules of the layers before its own. The registry
+# (methods) and the rows it builds (branch_rows) stand below the engine: the model's pre-steps are handed in.
+DECODING_LAYERS = (
+    ("rules", "branches", "combination", "sampling", "trace", "detector"),  # pure math, transforms, values
+    ("attention",),  # attention functions and edits on the model's own layers
+    ("dcd", "branch_rows"),  # DCD's projector copies; a request's rows and the model's pre-steps
+    ("methods",),  # the registry
+    ("engine",),  # one batched run of rows and sides
+    ("beam",),  # beam search (OPERA) on the engine's row groups
+    ("comparison",),  # the library's entry points
+    ("bench",),
+)
 
 
 def module_name(path: str) -> str:
@@ -134,3 +149,37 @@ def test_relative_imports_resolve_to_their_package():
     assert names == ["eval.shapes_world.evaluate", "eval.pope.read_pope"]
     assert [n for _, n in imported_modules("from .world import *", "models/shapes_world/__init__.py")] == [
         "models.shapes_world.world"]
+
+
+def layer_violations(source: str, path: str) -> list[str]:
+    """"path:line imports decoding.x" for every import of a decoding module not in a layer below that of ``path``."""
+    layer = {module: i for i, modules in enumerate(DECODING_LAYERS) for module in modules}
+    own = layer[module_name(path).split(".")[1]]
+    found = set()
+    for line, name in imported_modules(source, path):
+        parts = name.split(".")
+        if parts[0] == "decoding" and len(parts) > 1 and parts[1] in layer and layer[parts[1]] >= own:
+            found.add(f"{path}:{line} imports {'.'.join(parts[:2])}")
+    return sorted(found)
+
+
+def test_decoding_reads_bottom_up():
+    files = [p for p in package_files("decoding") if not p.endswith("__init__.py")]  # the package's lazy facade
+    modules = sorted(module_name(p).split(".")[1] for p in files)
+    placed = sorted(module for modules_of_layer in DECODING_LAYERS for module in modules_of_layer)
+    assert modules == placed, "every decoding module is in exactly one of DECODING_LAYERS"
+    found = []
+    for path in files:
+        with open(os.path.join(REPO, path), encoding="utf-8") as f:
+            found += layer_violations(f.read(), path)
+    assert not found, "decoding imports upward (DECODING_LAYERS):\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("path, source, expected", [
+    ("decoding/branch_rows.py", "from .engine import Engine, Side", ["decoding.engine"]),  # before issue 27 item 3
+    ("decoding/methods.py", "def f():\n    from . import comparison\n", ["decoding.comparison"]),
+    ("decoding/rules.py", "from .combination import Combination", ["decoding.combination"]),  # the same layer
+    ("decoding/methods.py", "from .attention import Edit\nfrom .engine import Engine", ["decoding.engine"]),
+])
+def test_layer_checker_finds_an_upward_import(path, source, expected):
+    assert [v.split(" imports ")[1] for v in layer_violations(source, path)] == expected
