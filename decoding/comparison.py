@@ -139,7 +139,7 @@ def prepare_comparison(
     sides = []
     if baseline:
         # Beside DoLa the baseline records its tokens' early exits too, so both panels take the layer colour mode.
-        sides.append(_baseline_side(original, distorted, rows, first_top=bool(plan.layers)))
+        sides.append(_baseline_side(original, distorted, rows, first_top=bool(plan.layers or plan.normed_layers)))
     beam = _beam_search(model, method, plan, original, max_new_tokens, attention_layers, ignore_eos)
     if beam is None:
         sides.append(_method_side("method", method, plan, request, rows))
@@ -147,7 +147,8 @@ def prepare_comparison(
     if control is not None:
         control_plan = plan_method(request.branch_request(model, progress), control, control_params)
         # Beside DoLa the control records its early exits too: every panel of a DoLa run takes the layer colour mode.
-        sides.append(_method_side("control", control, control_plan, request, rows, first_top=bool(plan.layers)))
+        sides.append(_method_side("control", control, control_plan, request, rows,
+                                  first_top=bool(plan.layers or plan.normed_layers)))
     _check_length(model, [*rows, original], max_new_tokens)
 
     info = dict(plan.info)
@@ -339,10 +340,11 @@ def _method_side(name: str, method: str, plan: MethodPlan, request: _Request, ro
         else:
             roles["distorted"] = _add(rows, distorted)
             distorted_role = "distorted"
-    # A side whose rule reads early exits (DoLa) also records the layer each of its tokens first led at.
+    # A side whose rule reads early exits (DoLa, DeCo) also records the layer each of its tokens first led at.
     return Side(
         name, method, roles, combine=plan.combine, distorted_role=distorted_role, layers=plan.layers,
-        attention_edits=plan.attention_edits, first_top=first_top or bool(plan.layers), features=plan.features,
+        attention_edits=plan.attention_edits, first_top=first_top or bool(plan.layers or plan.normed_layers),
+        features=plan.features, normed_layers=plan.normed_layers,
     )
 
 

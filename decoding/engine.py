@@ -40,6 +40,8 @@ class Side:
     layers:         hidden-state indices (0 = the embeddings, as in transformers' ``hidden_states``) whose early-exit
                     logits of the original row, ``lm_head(h_j)`` with no final norm (DoLa's premature layers), the
                     rule also receives, as ``"layer j"``; they are not rows and are not traced.
+    normed_layers:  hidden-state indices whose early exits through the decoder's final norm, ``lm_head(norm(h_j))``
+                    (DeCo's), the rule also receives, as ``"normed layer j"``; ``layers``' stay unnormed.
     attention_edits: role -> the attention edit on that role's row (``decoding.attention``: PAI's amplification of
                     the original row, SID's self-introspection of its contrast row).
     first_top:      record, for each chosen token, the first layer whose early exit (every hidden-state index, the
@@ -63,6 +65,7 @@ class Side:
     first_top: bool = False
     features: tuple[int, ...] | None = None
     seed: int | None = None
+    normed_layers: tuple[int, ...] = ()
 
     def __post_init__(self):
         if "original" not in self.roles:
@@ -98,6 +101,7 @@ class RowGroup:
         layer_rows: dict[int, tuple[int, ...]] | None = None,
         edit_rows: dict[int, Edit] | None = None,
         feature_rows: dict[int, tuple[int, ...]] | None = None,
+        normed_rows: dict[int, tuple[int, ...]] | None = None,
     ):
         self.adapter = adapter
         self.model = adapter.model
@@ -108,6 +112,7 @@ class RowGroup:
         self.layer_rows = layer_rows or {}
         self.edit_rows = edit_rows or {}
         self.feature_rows = feature_rows or {}
+        self.normed_rows = normed_rows or {}
         self.forwards = 0  # complete forwards so far: 0 while prefilling, then one per generated token
         self.cache = None
         self.capture_attention = False  # keep every step's attention weights in ``attentions`` (beam search, OPERA)
@@ -192,7 +197,8 @@ class RowGroup:
 
     def _wanted_layers(self) -> list[int] | None:
         """Every hidden-state index some row of this group needs, or None."""
-        wanted = {j for row in self.row_ids for j in (*self.layer_rows.get(row, ()), *self.feature_rows.get(row, ()))}
+        wanted = {j for row in self.row_ids for j in (*self.layer_rows.get(row, ()), *self.feature_rows.get(row, ()),
+                                                      *self.normed_rows.get(row, ()))}
         return sorted(wanted) or None
 
     def _wants_attention(self, attention_layers) -> bool:
@@ -217,7 +223,7 @@ class RowGroup:
     def _extras(self, hidden, attentions) -> dict[int, dict]:
         """Row id -> {layer j: early-exit logits, and the ``Side.features`` tensors by their names}."""
         out = self._layer_logits(hidden)
-        for row_id, found in self._features(hidden, attentions).items():
+        for row_id, found in [*self._features(hidden, attentions).items(), *self._normed_exits(hidden).items()]:
             out.setdefault(row_id, {}).update(found)
         return out
 
@@ -232,6 +238,22 @@ class RowGroup:
                 if layers and hidden:
                     states = torch.stack([hidden[j][local] for j in layers])
                     out[row_id] = dict(zip(layers, head(states).float(), strict=True))
+        return out
+
+    def _normed_exits(self, hidden: dict[int, torch.Tensor]) -> dict[int, dict[str, torch.Tensor]]:
+        """Row id -> {"normed layer j": early-exit logits (vocab,)}: the output head on that layer's last hidden state
+        through the decoder's final norm, as DeCo computes it (zjunlp/Deco vendored modeling_llama.py L819-825).
+        Hidden-state index N, transformers 5's last, is already normed: DeCo's record never asks for it."""
+        if not hidden or not self.normed_rows.keys() & set(self.row_ids):
+            return {}
+        head, norm = self.model.get_output_embeddings(), self.model.get_decoder().norm
+        out = {}
+        with torch.inference_mode():
+            for local, row_id in enumerate(self.row_ids):
+                layers = self.normed_rows.get(row_id, ())
+                if layers:
+                    logits = head(norm(torch.stack([hidden[j][local] for j in layers]))).float()
+                    out[row_id] = {f"normed layer {j}": value for j, value in zip(layers, logits, strict=True)}
         return out
 
     # -- running -------------------------------------------------------------------------------------------------
@@ -418,13 +440,15 @@ class Engine:
         layer_rows = {side.roles["original"]: _early_exits(side, adapter.model) for side in sides}
         layer_rows = {row: layers for row, layers in layer_rows.items() if layers}
         feature_rows = {side.roles["original"]: side.features for side in sides if side.features is not None}
+        normed_rows = {side.roles["original"]: side.normed_layers for side in sides if side.normed_layers}
         edit_rows = {side.roles[role]: edit for side in sides for role, edit in side.attention_edits.items()}
         row_side = {row: side for side in sides for row in side.roles.values()}
         row_ids = list(range(len(rows)))
         groups = (
-            [RowGroup(adapter, row_ids, rows, attention_rows, layer_rows, edit_rows, feature_rows)]
+            [RowGroup(adapter, row_ids, rows, attention_rows, layer_rows, edit_rows, feature_rows, normed_rows)]
             if batched
-            else [RowGroup(adapter, [i], rows, attention_rows, layer_rows, edit_rows, feature_rows) for i in row_ids]
+            else [RowGroup(adapter, [i], rows, attention_rows, layer_rows, edit_rows, feature_rows, normed_rows)
+                  for i in row_ids]
         )
         state = {side.name: _SideState(side, adapter) for side in sides}
         record = attention_layers is not None or bool(feature_rows)

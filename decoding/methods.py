@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import numbers
 import random
 from collections.abc import Callable
@@ -124,6 +125,16 @@ STEP_SCALARS = {
         "DoLa's premature layer at this step: the candidate whose early-exit distribution is farthest (JSD) from the "
         "final layer's (a hidden-state index: 0 = the embeddings)",
     ),
+    "anchor_layer": StepScalar(
+        "j*",
+        "DeCo's anchor layer at this step: the early exit (through the final norm) that gives one of the final layer's "
+        "candidates its highest probability (a hidden-state index: 0 = the embeddings)",
+    ),
+    "anchor_weight": StepScalar(
+        "α·m",
+        "DeCo's weight on the anchor layer's logits in l_N + α·m·l_j*: m is the anchor layer's highest probability on "
+        "a candidate (not the chosen token's)",
+    ),
     "over_trust_penalty": StepScalar(
         "P",
         "OPERA's over-trust penalty taken off this token's logit (penalty_weights × the candidate's penalty: minus its "
@@ -189,6 +200,8 @@ class Branches:
     attention_edits: role -> an attention edit on that row (PAI's amplification, SID's self-introspection).
     features:  hidden-state indices of the original row's per-token features the rule receives (``Side.features``:
                ECD's detector), or None.
+    normed_layers: hidden-state indices whose early exits through the final norm the rule receives as
+               "normed layer j" (``Side.normed_layers``: DeCo's candidates).
     """
 
     rows: dict[str, RowInputs]
@@ -198,6 +211,7 @@ class Branches:
     layers: tuple[int, ...] = ()
     attention_edits: dict[str, Edit] = field(default_factory=dict)
     features: tuple[int, ...] | None = None
+    normed_layers: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -569,6 +583,15 @@ def _dola_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(logits, {"premature_layer": float(layers[pick])})
 
 
+def _deco_rule(L: dict, t: int, params: dict) -> Combination:
+    layers = params["layers"]
+    early = torch.stack([L[f"normed layer {j}"] for j in layers])
+    top_p, top_k = params["threshold_top_p"], params["threshold_top_k"]
+    logits, pick, m = rules.deco(L["original"], early, alpha=params["alpha"], top_p=top_p, top_k=top_k)
+    return Combination(logits, {"anchor_layer": float(layers[int(pick[0])]),
+                                "anchor_weight": float(params["alpha"] * m[0])})
+
+
 def _opera_rule(L: dict, t: int, params: dict) -> Combination:
     """OPERA's beam scores: the raw logits' top candidates, each lowered by its over-trust penalty (``"over_trust"``:
     (rows, C), from the beam search's look-ahead; absent, no penalty), all else −999. The scalar: the penalty taken
@@ -583,6 +606,34 @@ def _opera_rule(L: dict, t: int, params: dict) -> Combination:
     if penalty is not None and bool(first.any()):
         taken = float(params["penalty_weights"] * penalty[0][first][0])
     return Combination(logits, {"over_trust_penalty": taken})
+
+
+def deco_candidate_layers(num_layers: int, from_depth: float, to_depth: float) -> tuple[int, ...]:
+    """DeCo's candidate early-exit layers on a model of ``num_layers`` decoder layers: hidden-state indices
+    ``ceil(from_depth·N) .. floor(to_depth·N)``, below N (index N is the final layer itself; transformers 5's
+    ``hidden_states[N]`` is already normed); a start past the end takes the end alone. The release's
+    ``range(20, 29)`` on LLaVA-1.5-7B's 32 layers is 0.625 .. 0.875 of the depth.
+
+    >>> deco_candidate_layers(32, 0.625, 0.875), deco_candidate_layers(4, 0.625, 0.875)
+    ((20, 21, 22, 23, 24, 25, 26, 27, 28), (3,))
+    >>> deco_candidate_layers(2, 0.625, 0.875), deco_candidate_layers(4, 1.0, 1.0), deco_candidate_layers(4, 0.0, 0.0)
+    ((1,), (3,), (0,))
+    """
+    # Rounded first, so that a share such as 0.7 of 10 layers is 7, not 7.000000000000001.
+    last = min(math.floor(round(to_depth * num_layers, 6)), num_layers - 1)
+    first = min(math.ceil(round(from_depth * num_layers, 6)), last)
+    return tuple(range(first, last + 1))
+
+
+def _normed_candidate_layers(request: BranchRequest, params: dict) -> Branches:
+    """DeCo: no rows; the early exits (through the final norm) that may lend the final layer their logits."""
+    model = request.adapter.model
+    if not isinstance(getattr(model.get_decoder(), "norm", None), torch.nn.Module):
+        raise ValueError("DeCo needs the language model's final norm (its decoder's 'norm'), which this model does "
+                         "not name; it cannot run DeCo")
+    depth = int(model.config.get_text_config().num_hidden_layers)
+    layers = deco_candidate_layers(depth, params["from_depth"], params["to_depth"])
+    return Branches({}, {"candidate_layers": list(layers)}, rule_args={"layers": layers}, normed_layers=layers)
 
 
 def _beam_only(request: BranchRequest, params: dict) -> Branches:
@@ -714,6 +765,13 @@ def _layer_notes(info: dict) -> list[Note]:
     layers = ", ".join(map(str, info["candidate_layers"]))
     return [Note(f"No contrast row: at each step the final layer is contrasted with the early exit, among layers "
                  f"{layers}, farthest from it (JSD).")]
+
+
+def _normed_layer_notes(info: dict) -> list[Note]:
+    layers = ", ".join(map(str, info["candidate_layers"]))
+    return [Note(f"No contrast row: at each step the early exit through the final norm, among layers {layers}, most "
+                 "sure of one of the final layer's candidates lends the final logits its own, weighted by that "
+                 "probability.")]
 
 
 def _beam_notes(info: dict) -> list[Note]:
@@ -1038,6 +1096,36 @@ _LATER_RECORDS = (
         notes=_layer_notes,
     ),
     Method(
+        name="deco", title="DeCo: add the early layer most sure of a final candidate to the final logits",
+        short_name="DeCo",
+        source="Wang et al., MLLM Can See? Dynamic Correction Decoding for Hallucination Mitigation, ICLR 2025 "
+        "(zjunlp/Deco@fee8d75 transformers/generation/utils.py L2660–2681, L3150–3173)",
+        params=(
+            Param("alpha", 0.6, 0.0, 2.0,
+                  "Borrowing strength: out = l_N + alpha·m·l_j* on the candidates, m the anchor layer's highest "
+                  "probability on a candidate; 0 = the candidate cut alone. The weights sum to 1 + alpha·m, so under "
+                  "sampling it also sharpens.",
+                  "DeCo: --alpha 0.6 (chair_llava.py L171, also amber_llava.py; its README's table says 0.5)"),
+            Param("threshold_top_p", 0.9, 0.01, 1.0,
+                  "Candidates: the final layer's most probable tokens until their cumulative probability reaches "
+                  "this (the token that reaches it kept); every other token is dropped, so DeCo also truncates "
+                  "like top-p.",
+                  "DeCo: --threshold_top_p 0.9 (chair_llava.py L172)", minimum=0.0, min_inclusive=False, maximum=1.0),
+            Param("threshold_top_k", 20, 1, 100, "…and at most this many candidates (the sampling top-k is another).",
+                  "DeCo: --threshold_top_k 20 (chair_llava.py L173)", 1, integer=True, minimum=1),
+            Param("from_depth", 0.625, 0.0, 1.0,
+                  "First candidate early exit, as a share of the decoder's depth: hidden-state index "
+                  "ceil(from_depth·N). Each exit goes through the final norm, lm_head(norm(h_j)), unlike DoLa's.",
+                  "DeCo: --start_layer 20 of LLaVA-1.5-7B's 32 (chair_llava.py L174)", 0.005, maximum=1.0),
+            Param("to_depth", 0.875, 0.0, 1.0,
+                  "Last candidate early exit, as a share of the depth: index floor(to_depth·N), at most N−1 (a start "
+                  "past it takes this one alone).",
+                  "DeCo: --end_layer 29, exclusive: layer 28 of 32 (chair_llava.py L175)", 0.005, maximum=1.0),
+        ),
+        contrast_roles=(), build=_normed_candidate_layers, rule=_deco_rule, scalars=("anchor_layer", "anchor_weight"),
+        notes=_normed_layer_notes,
+    ),
+    Method(
         name="opera", title="OPERA: beam search with an over-trust penalty and retrospection", short_name="OPERA",
         source="Huang et al., OPERA: Alleviating Hallucination via Over-Trust Penalty and Retrospection-Allocation, "
         "CVPR 2024 (shikiw/OPERA@61426ef transformers-4.29.2/src/transformers/generation/utils.py L3116-3674)",
@@ -1165,6 +1253,7 @@ class MethodPlan:
     layers: tuple[int, ...] = ()
     attention_edits: dict[str, Edit] = field(default_factory=dict)
     features: tuple[int, ...] | None = None
+    normed_layers: tuple[int, ...] = ()
 
 
 def plan_method(request: BranchRequest, name: str, params: dict[str, Any] | None = None) -> MethodPlan:
@@ -1178,5 +1267,5 @@ def plan_method(request: BranchRequest, name: str, params: dict[str, Any] | None
     combine = method.combine(resolved, built.rule_args)
     return MethodPlan(
         name, resolved, built.rows, combine, dict(built.info), built.original, built.layers, built.attention_edits,
-        built.features,
+        built.features, built.normed_layers,
     )

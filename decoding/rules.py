@@ -1137,6 +1137,83 @@ def dola(final_logits: torch.Tensor, premature_logits: torch.Tensor, beta: float
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# DeCo (Dynamic Correction decoding)
+# ---------------------------------------------------------------------------------------------------------------------
+def deco_candidates(final_logits: torch.Tensor, top_p: float = 0.9, top_k: int = 20) -> torch.Tensor:
+    r"""DeCo's candidate tokens: the final layer's top ``top_k``, cut where their cumulative probability reaches
+    ``top_p`` (the token that reaches it is kept).
+
+    ``q = topk(softmax(l_N), k)`` (descending), ``i = #{r : cumsum(q)_r < top_p}`` (``searchsorted(..., right=False)``),
+    keep the first ``min(i + 1, k)``. Returns a ``(batch, vocab)`` bool mask. ``top_k`` above the vocabulary keeps
+    the whole vocabulary (the release's ``topk`` would fail).
+
+    Source: ``zjunlp/Deco@fee8d75 transformers/generation/utils.py`` L2661-2666 (greedy), L3151-3156 (sampling).
+
+    >>> deco_candidates(torch.tensor([[2.0, 1.5, 1.0, -3.0]]))  # p = .505, .306, .186, .003: .505+.306 < .9
+    tensor([[ True,  True,  True, False]])
+    >>> deco_candidates(torch.tensor([[2.0, 1.5, 1.0, -3.0]]), top_k=2)
+    tensor([[ True,  True, False, False]])
+    """
+    f = _logits("final_logits", final_logits)
+    top_p = _beta(top_p, "top_p")
+    k = min(_integer("top_k", top_k, minimum=1), f.shape[-1])
+    probs, ids = torch.softmax(f, dim=-1).topk(k, dim=-1)
+    count = ((probs.cumsum(dim=-1) < top_p).sum(dim=-1, keepdim=True) + 1).clamp(max=k)
+    kept = torch.arange(k, device=f.device)[None, :] < count
+    return torch.zeros_like(f, dtype=torch.bool).scatter(-1, ids, kept)
+
+
+def deco(
+    final_logits: torch.Tensor, early_logits: torch.Tensor, alpha: float = 0.6, top_p: float = 0.9, top_k: int = 20
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""DeCo (Wang et al., ICLR 2025): borrow the early layer most confident about one of the final layer's candidates.
+
+    ``C = deco_candidates(l_N, top_p, top_k)``; ``p_j = softmax(l_j)`` per early layer;
+    ``(j*, m) = argmax / max over (layer j, candidate c ∈ C) of p_j[c]`` (row-major: the first layer on ties);
+    ``out = l_N + alpha·m·l_{j*}`` on ``C``, ``-inf`` elsewhere. The weights sum to ``1 + alpha·m``: under sampling
+    it is also a temperature change, and the candidate cut makes DeCo a top-p/top-k truncation too.
+
+    Args:
+        final_logits: ``(batch, vocab)`` the model's own logits.
+        early_logits: ``(n_layers, batch, vocab)`` early exits **with the final norm**, ``lm_head(norm(h_j))``
+            (vendored ``modeling_llama.py`` L819-825; unlike DoLa's).
+        alpha: the borrowing strength (``--alpha`` 0.6, ``chair_llava.py`` L171).
+        top_p, top_k: the candidate cut (``threshold_top_p`` 0.9, ``threshold_top_k`` 20, L172-173).
+
+    Returns ``(logits, j, m)``: the combined ``(batch, vocab)`` logits, ``(batch,)`` indices into ``early_logits``'
+    first dimension (not layer numbers) and ``(batch,)`` the anchor probabilities ``m``. The release runs batch 1
+    (``.squeeze``); rows are independent here.
+
+    Source: ``zjunlp/Deco@fee8d75 transformers/generation/utils.py`` L2667-2681 (greedy), L3158-3173 (sampling):
+    ``premature_max_probs = candidate_tokens_early_exit_probs.max()``, ``final_token_logits = next_token_logits +
+    alpha * premature_max_probs * selected_premature_layer_logits``, masked to the candidates, then the processors.
+
+    Example (candidates 0-2; layer 1 puts 0.980187 on candidate 2, more than layer 0's 0.711235 on candidate 1):
+
+    >>> out, j, m = deco(torch.tensor([[2.0, 1.5, 1.0, -3.0]]), torch.tensor([[[0.0, 2, 0, 0]], [[0.0, 0, 5, 0]]]))
+    >>> out, j, m
+    (tensor([[2.0000, 1.5000, 3.9406,   -inf]]), tensor([1]), tensor([0.9802]))
+    """
+    f = _logits("final_logits", final_logits)
+    e = _float_tensor("early_logits", early_logits, "(n_layers, batch, vocab)", 3, 3)
+    if e.shape[1:] != f.shape:
+        raise ValueError(
+            f"shape mismatch: early_logits must have shape (n_layers, {f.shape[0]}, {f.shape[1]}), got {tuple(e.shape)}"
+        )
+    if e.device != f.device:
+        raise ValueError(f"device mismatch: final_logits on {f.device} but early_logits on {e.device}")
+    alpha = _non_negative("alpha", alpha)
+    keep = deco_candidates(f, top_p, top_k)
+    on_candidates = torch.softmax(e, dim=-1).masked_fill(~keep[None], -1.0)  # (layers, batch, vocab)
+    # Row-major over (layer, vocab): ties go to the first layer, as the release's flat argmax over (layer, candidate).
+    flat = on_candidates.transpose(0, 1).reshape(f.shape[0], -1)
+    m, where = flat.max(dim=-1)
+    layer = torch.div(where, f.shape[1], rounding_mode="floor")
+    chosen = e.transpose(0, 1)[torch.arange(f.shape[0], device=f.device), layer]
+    return apply_mask(f + alpha * m[:, None] * chosen, keep), layer, m
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # The Mirage controls (cd_rethink): APC-only and OLM
 # ---------------------------------------------------------------------------------------------------------------------
 def apc_only(logits: torch.Tensor, beta: float = 0.2) -> torch.Tensor:

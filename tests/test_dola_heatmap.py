@@ -84,3 +84,16 @@ def test_a_side_that_does_not_record_it_says_so(llava, image):
     assert render.NOT_RECORDED["first_top_layer"] in html and "transparent" in html
     assert render.NOT_RECORDED["first_top_layer"] not in render.heatmap_html(run.method_side, render.colour_scale(
         run, "confidence"))
+
+
+def test_deco_runs_take_the_layer_mode_too(llava, image):
+    """DeCo reads early exits too (through the final norm, for its rule): both its panels record the layer each token
+    first led at, by the same unnormed exits as DoLa's, so the one legend holds for every panel."""
+    run = compare(llava, image, QUESTION, "deco", max_new_tokens=6, ignore_eos=True)
+    row = llava.build_row(QUESTION, image)
+    for side in (run.method_side, run.baseline):
+        firsts, n = _expected_first_tops(llava, row, [t.token_id for t in side.tokens])
+        assert [t.early_exit for t in side.tokens] == [{"first_top": f, "final": n} for f in firsts]
+    scale = render.colour_scale(run, "first_top_layer")
+    assert (scale.low, scale.high) == (0.0, 2.0)
+    assert "first top at layer" in render.heatmap_html(run.method_side, scale)

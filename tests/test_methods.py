@@ -36,6 +36,7 @@ RULE_WITH_ITS_DEFAULTS = {
             int(rules.dola_select_layer(L["original"], torch.stack([L["layer 0"], L["layer 2"]]))[0])
         ],
     ),
+    "deco": lambda L, t: rules.deco(L["original"], torch.stack([L["normed layer 1"], L["normed layer 3"]]))[0],
     "opera": lambda L, t: rules.opera_candidates(L["original"]),  # no look-ahead here: no penalty
     "ecd": lambda L, t: rules.ecd(L["original"], L["original"].flip(-1), lam=get_method("ecd").defaults["lam"]),
     "dcd": lambda L, t: rules.dcd(L["original"], L["negative"]),
@@ -49,6 +50,7 @@ RULE_WITH_ITS_DEFAULTS = {
 RULE_ARGS = {
     "olm": {"yes_id": 0, "no_id": 1}, "dola": {"layers": (0, 2)}, "sid": {"skip_cut": False},
     "ecd": {"detector": FlippedDetector()},
+    "deco": {"layers": (1, 3)},
 }
 
 
@@ -56,6 +58,8 @@ def branch_logits(method: str, *contrasts: torch.Tensor) -> dict[str, torch.Tens
     roles = REGISTRY[method].contrast_roles
     contrasts = contrasts or tuple(C * (i + 1) for i in range(len(roles)))
     layers = {f"layer {j}": C * (j - 1) for j in RULE_ARGS.get(method, {}).get("layers", ())}  # DoLa's early exits
+    if method == "deco":  # DeCo's early exits go through the final norm: the engine names them apart
+        layers = {f"normed {name}": value for name, value in layers.items()}
     return {"original": L, **dict(zip(roles, contrasts, strict=True)), **layers}
 
 
