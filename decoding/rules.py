@@ -16,7 +16,10 @@ Conventions shared by all rules:
   logits (never from the combined ones) and must be applied *before* temperature / top-p / top-k, which the engine
   runs afterwards. The original branch's argmax always survives, so a row is never all ``-inf``.
 - Invalid arguments raise ``ValueError`` with a message naming the argument and the bad value (wrong types included,
-  so that callers such as the UI only need to catch one exception type).
+  so that callers such as the UI only need to catch one exception type). A rule's scalar parameters are checked by
+  its ``@checked(name=check, ...)`` decorator, not in its body: the engine's bindings call ``rule.__wrapped__``, the
+  rule unchecked, at every step, since the library's entry points check a method's parameters once. A new rule
+  takes the same decorator.
 - Nothing here synchronises with the device (parameters are Python numbers, validated on the host), so the rules are
   cheap to call once per generated token on a GPU.
 
@@ -30,8 +33,13 @@ token (``-1``) is outside the plausible set.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -115,6 +123,59 @@ def _beta(value, name: str = "beta") -> float:
     if not 0.0 < v <= 1.0:
         raise ValueError(f"{name} must be in (0, 1], got {v}")
     return v
+
+
+def _unit(name: str, value) -> float:
+    """``value`` as a float in the closed interval ``[0, 1]``, or ValueError."""
+    v = _real(name, value)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {v}")
+    return v
+
+
+def _cut(name: str, value) -> float:
+    """A plausibility cut in ``(0, 1]``."""
+    return _beta(value, name)
+
+
+def _tokens_so_far(name: str, value) -> int:
+    return _step(value)
+
+
+def checked(**checks: Callable[[str, Any], Any]) -> Callable[[Callable], Callable]:
+    """Check a rule's named scalar arguments, then call it: each ``check(name, value)`` returns the value the rule
+    computes with (a float, an int) or raises ValueError naming the argument. For direct callers the rule keeps its
+    contract; the rule as written, which checks nothing of these, stays reachable as ``rule.__wrapped__``
+    (``functools.wraps``). That is what the registry's bindings call at every step: the library's entry points have
+    checked the same parameters once (``Method.resolve``), where the caller came in.
+
+    >>> @checked(alpha=_non_negative)
+    ... def scaled(logits, alpha=1.0):
+    ...     return alpha * logits
+    >>> scaled(torch.tensor([[1.0, 2.0]]), alpha=-1)
+    Traceback (most recent call last):
+    ValueError: alpha must be >= 0, got -1.0
+    >>> scaled.__wrapped__(torch.tensor([[1.0, 2.0]]), alpha=-1)  # unchecked: for values checked at the edge
+    tensor([[-1., -2.]])
+    """
+
+    def decorate(rule: Callable) -> Callable:
+        signature = inspect.signature(rule)
+        unknown = set(checks) - set(signature.parameters)
+        if unknown:
+            raise TypeError(f"{rule.__name__} has no argument {', '.join(sorted(unknown))}")
+
+        @functools.wraps(rule)
+        def checked_rule(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            for name, check in checks.items():
+                bound.arguments[name] = check(name, bound.arguments[name])
+            return rule(*bound.args, **bound.kwargs)
+
+        return checked_rule
+
+    return decorate
 
 
 def _step(value) -> int:
@@ -244,6 +305,7 @@ def distribution_l2(logits: torch.Tensor, other_logits: torch.Tensor) -> torch.T
 # ---------------------------------------------------------------------------------------------------------------------
 # VCD / ICD
 # ---------------------------------------------------------------------------------------------------------------------
+@checked(alpha=_non_negative, beta=_cut)
 def vcd(logits: torch.Tensor, contrast_logits: torch.Tensor, alpha: float = 1.0, beta: float = 0.1) -> torch.Tensor:
     r"""VCD (Leng et al., CVPR 2024): contrast with a distorted (diffusion-noised) image.
 
@@ -268,11 +330,10 @@ def vcd(logits: torch.Tensor, contrast_logits: torch.Tensor, alpha: float = 1.0,
     tensor([[3., 0., -inf, 0.]])
     """
     l, c = _branches(logits, contrast_logits=contrast_logits)
-    alpha = _non_negative("alpha", alpha)
-    beta = _beta(beta)
     return apply_mask((1.0 + alpha) * l - alpha * c, _keep_log(l, math.log(beta)))
 
 
+@checked(alpha=_non_negative, beta=_cut)
 def icd(logits: torch.Tensor, contrast_logits: torch.Tensor, alpha: float = 1.0, beta: float = 0.1) -> torch.Tensor:
     r"""ICD (instruction contrastive decoding): contrast with the same image and question under a "disturbance"
     system instruction. Same combination as VCD:
@@ -287,12 +348,13 @@ def icd(logits: torch.Tensor, contrast_logits: torch.Tensor, alpha: float = 1.0,
     >>> icd(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]))
     tensor([[3., 0., -inf, 0.]])
     """
-    return vcd(logits, contrast_logits, alpha=alpha, beta=beta)
+    return vcd.__wrapped__(logits, contrast_logits, alpha=alpha, beta=beta)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # RITUAL
 # ---------------------------------------------------------------------------------------------------------------------
+@checked(alpha=_non_negative, beta=_cut)
 def ritual(
     logits: torch.Tensor, transformed_logits: torch.Tensor, alpha: float = 3.0, beta: float = 0.1
 ) -> torch.Tensor:
@@ -320,11 +382,10 @@ def ritual(
     tensor([[5., 7., -inf, 0.]])
     """
     l, t = _branches(logits, transformed_logits=transformed_logits)
-    alpha = _non_negative("alpha", alpha)
-    beta = _beta(beta)
     return apply_mask(l + alpha * t, _keep_log(l, math.log(beta)))
 
 
+@checked(alpha_pos=_non_negative, alpha=_non_negative, beta=_cut)
 def ritual_vcd(
     logits: torch.Tensor,
     transformed_logits: torch.Tensor,
@@ -355,9 +416,6 @@ def ritual_vcd(
     tensor([[ 9., 12., -inf,  0.]])
     """
     l, t, n = _branches(logits, transformed_logits=transformed_logits, noised_logits=noised_logits)
-    alpha_pos = _non_negative("alpha_pos", alpha_pos)
-    alpha = _non_negative("alpha", alpha)
-    beta = _beta(beta)
     combined = (1.0 + alpha) * (l + alpha_pos * t) - alpha * n
     return apply_mask(combined, _keep_log(l, math.log(beta)))
 
@@ -365,6 +423,7 @@ def ritual_vcd(
 # ---------------------------------------------------------------------------------------------------------------------
 # SAVCD (self-augmented VCD)
 # ---------------------------------------------------------------------------------------------------------------------
+@checked(gamma=_non_negative)
 def savcd_beta(logits: torch.Tensor, gamma: float = 0.5) -> torch.Tensor:
     r"""SAVCD's entropy-adaptive plausibility threshold per row.
 
@@ -383,10 +442,10 @@ def savcd_beta(logits: torch.Tensor, gamma: float = 0.5) -> torch.Tensor:
     >>> savcd_beta(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), gamma=0.5)
     tensor([0.3355])
     """
-    gamma = _non_negative("gamma", gamma)
     return torch.sigmoid(-gamma * entropy_bits(logits))
 
 
+@checked(alpha=_non_negative, gamma=_non_negative)
 def savcd(
     logits: torch.Tensor, contrast_logits: torch.Tensor, alpha: float = 1.0, gamma: float = 0.5
 ) -> torch.Tensor:
@@ -412,8 +471,6 @@ def savcd(
     tensor([[3., 0., -inf, -inf]])
     """
     l, c = _branches(logits, contrast_logits=contrast_logits)
-    alpha = _non_negative("alpha", alpha)
-    gamma = _non_negative("gamma", gamma)
     log_beta_t = F.logsigmoid(-gamma * entropy_bits(l))
     return apply_mask((1.0 + alpha) * l - alpha * c, _keep_log(l, log_beta_t))
 
@@ -438,6 +495,7 @@ def _bounded_divergence(l: torch.Tensor, d: torch.Tensor, exponent: float) -> tu
     return bd, p_v
 
 
+@checked(exponent=_positive)
 def code_divergence(
     logits: torch.Tensor, description_logits: torch.Tensor, exponent: float = 0.7
 ) -> torch.Tensor:
@@ -457,10 +515,10 @@ def code_divergence(
     tensor([0.5332])
     """
     l, d = _branches(logits, description_logits=description_logits)
-    exponent = _positive("exponent", exponent)
     return _bounded_divergence(l, d, exponent)[0].to(torch.float32)
 
 
+@checked(exponent=_positive)
 def code(logits: torch.Tensor, description_logits: torch.Tensor, exponent: float = 0.7) -> torch.Tensor:
     r"""CODE (Kim et al., NeurIPS 2024): contrast with the model's own description of the image.
 
@@ -489,7 +547,6 @@ def code(logits: torch.Tensor, description_logits: torch.Tensor, exponent: float
     tensor([[2.4668,   -inf,   -inf,   -inf]])
     """
     l, d = _branches(logits, description_logits=description_logits)
-    exponent = _positive("exponent", exponent)
     bd, p_v = _bounded_divergence(l, d, exponent)
     alpha_t = (1.0 - bd).to(torch.float32).unsqueeze(-1)
     combined = (1.0 + alpha_t) * l - alpha_t * d
@@ -500,6 +557,7 @@ def code(logits: torch.Tensor, description_logits: torch.Tensor, exponent: float
 # ---------------------------------------------------------------------------------------------------------------------
 # M3ID
 # ---------------------------------------------------------------------------------------------------------------------
+@checked(step=_tokens_so_far, lam=_non_negative)
 def m3id_gamma(step: int, lam: float = 0.02) -> float:
     r"""M3ID's visual-information weight ``gamma_t = exp(-lam * t)`` with ``t = step`` the number of tokens generated
     so far (``gamma_0 = 1``: no correction on the first token).
@@ -512,11 +570,10 @@ def m3id_gamma(step: int, lam: float = 0.02) -> float:
     >>> round(m3id_gamma(10, lam=0.02), 4)
     0.8187
     """
-    step = _step(step)
-    lam = _non_negative("lam", lam)
     return math.exp(-lam * step)
 
 
+@checked(step=_tokens_so_far, lam=_non_negative)
 def m3id_weight(step: int, lam: float = 0.02) -> float:
     r"""M3ID's contrast weight ``(1 - gamma_t) / gamma_t = exp(lam * t) - 1`` (0 at ``t = 0``; ``inf`` on overflow).
 
@@ -525,12 +582,11 @@ def m3id_weight(step: int, lam: float = 0.02) -> float:
     >>> round(m3id_weight(10, lam=0.02), 4)
     0.2214
     """
-    step = _step(step)
-    lam = _non_negative("lam", lam)
     x = lam * step
     return math.expm1(x) if x < 700.0 else math.inf
 
 
+@checked(step=_tokens_so_far, lam=_non_negative, beta=_cut)
 def m3id(
     logits: torch.Tensor, text_only_logits: torch.Tensor, step: int, lam: float = 0.02, beta: float = 0.1
 ) -> torch.Tensor:
@@ -561,10 +617,7 @@ def m3id(
     tensor([[2.2214, 0.7786,   -inf, 0.0000]])
     """
     l, u = _branches(logits, text_only_logits=text_only_logits)
-    step = _step(step)
-    lam = _non_negative("lam", lam)
-    beta = _beta(beta)
-    weight = m3id_weight(step, lam)
+    weight = m3id_weight.__wrapped__(step, lam)
     if not weight <= _FLOAT32_MAX:
         raise ValueError(
             f"lam * step = {lam * step:g} is too large: the M3ID weight (1 - gamma_t) / gamma_t overflows float32"
@@ -580,10 +633,10 @@ def m3id(
 # =====================================================================================================================
 def _cut_or_none(l: torch.Tensor, combined: torch.Tensor, beta) -> torch.Tensor:
     """``combined`` under the plausibility cut of ``l`` at ``beta`` in ``[0, 1]``; 0 = no cut (``p >= 0`` keeps all)."""
-    beta = _unit("beta", beta)
     return combined if beta == 0.0 else apply_mask(combined, _keep_log(l, math.log(beta)))
 
 
+@checked(alpha=_non_negative, beta=_unit)
 def cad(
     logits: torch.Tensor, context_free_logits: torch.Tensor, alpha: float = 1.0, beta: float = 0.0
 ) -> torch.Tensor:
@@ -611,10 +664,10 @@ def cad(
     tensor([[ 3.0000,  1.0000, -1.0000, -1.5000]])
     """
     l, u = _branches(logits, context_free_logits=context_free_logits)
-    alpha = _non_negative("alpha", alpha)
     return _cut_or_none(l, (1.0 + alpha) * l - alpha * u, beta)
 
 
+@checked(threshold=_non_negative)
 def adacad_weight(logits: torch.Tensor, context_free_logits: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
     r"""AdaCAD's per-step contrast weight: the Jensen–Shannon divergence of the two branches' next-token
     distributions (natural log, so in ``[0, ln 2]``), floored at ``threshold``; one value per row.
@@ -636,7 +689,6 @@ def adacad_weight(logits: torch.Tensor, context_free_logits: torch.Tensor, thres
     (tensor([0.2393]), tensor([0.3000]))
     """
     l, u = _branches(logits, context_free_logits=context_free_logits)
-    threshold = _non_negative("threshold", threshold)
     p, q = torch.softmax(l, dim=-1), torch.softmax(u, dim=-1)
     tiny = 1e-9
     m = 0.5 * (p + q)
@@ -648,6 +700,7 @@ def adacad_weight(logits: torch.Tensor, context_free_logits: torch.Tensor, thres
     return (0.5 * (kl_p + kl_q)).clamp_min(threshold)
 
 
+@checked(threshold=_non_negative, beta=_unit)
 def adacad(
     logits: torch.Tensor, context_free_logits: torch.Tensor, threshold: float = 0.0, beta: float = 0.0
 ) -> torch.Tensor:
@@ -670,7 +723,7 @@ def adacad(
     tensor([[ 2.6000,  1.0000, -0.6000, -1.3000]])
     """
     l, u = _branches(logits, context_free_logits=context_free_logits)
-    alpha = adacad_weight(l, u, threshold).unsqueeze(-1)
+    alpha = adacad_weight.__wrapped__(l, u, threshold).unsqueeze(-1)
     return _cut_or_none(l, (1.0 + alpha) * l - alpha * u, beta)
 
 
@@ -695,14 +748,6 @@ def _integer(name: str, value, minimum: int = 0) -> int:
     v = int(value)
     if v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return v
-
-
-def _unit(name: str, value) -> float:
-    """``value`` as a float in the closed interval ``[0, 1]``, or ValueError."""
-    v = _real(name, value)
-    if not 0.0 <= v <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {v}")
     return v
 
 
@@ -743,6 +788,7 @@ def _wide(device: torch.device) -> torch.dtype:
 # ---------------------------------------------------------------------------------------------------------------------
 # PAI (Paying More Attention to Image)
 # ---------------------------------------------------------------------------------------------------------------------
+@checked(gamma=_non_negative, beta=_cut)
 def pai_cfg(
     logits: torch.Tensor, text_only_logits: torch.Tensor, gamma: float = 1.1, beta: float = 0.1
 ) -> torch.Tensor:
@@ -781,8 +827,6 @@ def pai_cfg(
     tensor([[-0.3348, -1.5348,    -inf, -2.4348]])
     """
     l, lu = _branches(logits, text_only_logits=text_only_logits)
-    gamma = _non_negative("gamma", gamma)
-    beta = _beta(beta)
     s = torch.log_softmax(l, dim=-1)
     if gamma == 1.0:
         return s
@@ -790,6 +834,7 @@ def pai_cfg(
     return apply_mask(gamma * (s - u) + u, _keep_log(s, math.log(beta)))
 
 
+@checked(alpha=_non_negative)
 def pai_amplify(scores: torch.Tensor, image_mask: torch.Tensor, alpha: float = 0.2) -> torch.Tensor:
     r"""PAI's attention amplification on pre-softmax scores: image columns raised by ``alpha * |score|``.
 
@@ -840,7 +885,6 @@ def pai_amplify(scores: torch.Tensor, image_mask: torch.Tensor, alpha: float = 0
         )
     if image_mask.device != a.device:
         raise ValueError(f"device mismatch: scores on {a.device} but image_mask on {image_mask.device}")
-    alpha = _non_negative("alpha", alpha)
     edit = image_mask & (a != float("-inf"))
     return torch.where(edit, a + alpha * a.abs(), a)
 
@@ -848,6 +892,7 @@ def pai_amplify(scores: torch.Tensor, image_mask: torch.Tensor, alpha: float = 0
 # ---------------------------------------------------------------------------------------------------------------------
 # SID (Self-Introspective Decoding)
 # ---------------------------------------------------------------------------------------------------------------------
+@checked(alpha=_non_negative, beta=_cut)
 def sid(logits: torch.Tensor, contrast_logits: torch.Tensor, alpha: float = 0.5, beta: float = 0.1) -> torch.Tensor:
     r"""SID (Huo et al., ICLR 2025): contrast with the same image and prompt whose later layers see only the *least*
     attended image tokens (CT²S, see :func:`sid_keep_tokens`). VCD's combination:
@@ -874,9 +919,10 @@ def sid(logits: torch.Tensor, contrast_logits: torch.Tensor, alpha: float = 0.5,
     >>> sid(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]))
     tensor([[2.5000, 0.5000,   -inf, 0.0000]])
     """
-    return vcd(logits, contrast_logits, alpha=alpha, beta=beta)
+    return vcd.__wrapped__(logits, contrast_logits, alpha=alpha, beta=beta)
 
 
+@checked(k=_integer)
 def sid_keep_tokens(image_attention: torch.Tensor, k: int = 100) -> torch.Tensor:
     r"""SID's CT²S selection: the indices of the ``k`` *least* attended image tokens, which the SID row keeps visible.
 
@@ -909,7 +955,6 @@ def sid_keep_tokens(image_attention: torch.Tensor, k: int = 100) -> torch.Tensor
     tensor([1, 3])
     """
     a = _float_tensor("image_attention", image_attention, "(..., image tokens)", 1)
-    k = _integer("k", k, 0)
     order = torch.sort(a, dim=-1, stable=True).indices[..., : min(k, a.shape[-1])]
     return torch.sort(order, dim=-1).values
 
@@ -917,6 +962,7 @@ def sid_keep_tokens(image_attention: torch.Tensor, k: int = 100) -> torch.Tensor
 # ---------------------------------------------------------------------------------------------------------------------
 # AvisC (Attentional Vision Calibration)
 # ---------------------------------------------------------------------------------------------------------------------
+@checked(alpha=_non_negative, beta=_cut)
 def avisc(logits: torch.Tensor, contrast_logits: torch.Tensor, alpha: float = 1.0, beta: float = 0.1) -> torch.Tensor:
     r"""AvisC (Woo et al., 2024): contrast with a row in which only the over-attended "blind" image tokens survive
     (see :func:`avisc_blind_tokens`). VCD's combination:
@@ -942,12 +988,11 @@ def avisc(logits: torch.Tensor, contrast_logits: torch.Tensor, alpha: float = 1.
     tensor([[3., 0., -inf, 0.]])
     """
     l, c = _branches(logits, contrast_logits=contrast_logits)
-    alpha = _non_negative("alpha", alpha)
-    beta = _beta(beta)
     c = torch.where(torch.isnan(c).any(dim=-1, keepdim=True), l, c)
     return apply_mask((1.0 + alpha) * l - alpha * c, _keep_log(l, math.log(beta)))
 
 
+@checked(gamma=_unit, lam=_non_negative)
 def avisc_blind_tokens(layer_image_attention: torch.Tensor, gamma: float = 0.5, lam: float = 1.0) -> torch.Tensor:
     r"""AvisC's blind-token selection (prefill only): which image tokens the contrast row keeps intact.
 
@@ -987,8 +1032,6 @@ def avisc_blind_tokens(layer_image_attention: torch.Tensor, gamma: float = 0.5, 
     tensor([False, False,  True, False])
     """
     a = _float_tensor("layer_image_attention", layer_image_attention, "(layers, image tokens)", 2, 2)
-    gamma = _unit("gamma", gamma)
-    lam = _non_negative("lam", lam)
     n_layers, n_tokens = a.shape
     if n_tokens == 1:  # unbiased std of one value is NaN: nothing is below the threshold (and torch.std would warn)
         return torch.ones(1, dtype=torch.bool, device=a.device)
@@ -1099,6 +1142,7 @@ def dola_select_layer(final_logits: torch.Tensor, candidate_logits: torch.Tensor
     return (0.5 * (kl1 + kl2)).argmax(dim=0)
 
 
+@checked(beta=_cut)
 def dola(final_logits: torch.Tensor, premature_logits: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
     r"""DoLa (Chuang et al., ICLR 2024): contrast the final layer with a premature layer.
 
@@ -1128,7 +1172,6 @@ def dola(final_logits: torch.Tensor, premature_logits: torch.Tensor, beta: float
     """
     fl = _logits("final_logits", final_logits)
     bl = _matching("final_logits", fl, "premature_logits", premature_logits)
-    beta = _beta(beta)
     f = torch.log_softmax(fl, dim=-1)
     b = torch.log_softmax(bl, dim=-1)
     top = f.max(dim=-1, keepdim=True).values
@@ -1321,6 +1364,7 @@ def only(
 # ---------------------------------------------------------------------------------------------------------------------
 # The Mirage controls (cd_rethink): APC-only and OLM
 # ---------------------------------------------------------------------------------------------------------------------
+@checked(beta=_cut)
 def apc_only(logits: torch.Tensor, beta: float = 0.2) -> torch.Tensor:
     r"""APC-only control (Yin, Si, Wang 2025, "The Mirage of Performance Gains"): the plausibility cut alone.
 
@@ -1344,10 +1388,10 @@ def apc_only(logits: torch.Tensor, beta: float = 0.2) -> torch.Tensor:
     tensor([[2., 1., -inf, -inf]])
     """
     l = _logits("logits", logits)
-    beta = _beta(beta)
     return apply_mask(l, _keep_log(l, math.log(beta)))
 
 
+@checked(yes_id=_integer, no_id=_integer, mass=_non_negative, margin=_non_negative)
 def olm(logits: torch.Tensor, yes_id: int, no_id: int, mass: float = 0.2, margin: float = 0.5) -> torch.Tensor:
     r"""OLM control (cd_rethink, "output-level modification"): greedy, nudged towards "Yes" when Yes/No is uncertain.
 
@@ -1376,15 +1420,11 @@ def olm(logits: torch.Tensor, yes_id: int, no_id: int, mass: float = 0.2, margin
     """
     l = _logits("logits", logits)
     vocab = l.shape[1]
-    yes_id = _integer("yes_id", yes_id, 0)
-    no_id = _integer("no_id", no_id, 0)
     for name, v in (("yes_id", yes_id), ("no_id", no_id)):
         if v >= vocab:
             raise ValueError(f"{name} must be < vocab size {vocab}, got {v}")
     if yes_id == no_id:
         raise ValueError(f"yes_id and no_id must differ, got {yes_id} for both")
-    mass = _non_negative("mass", mass)
-    margin = _non_negative("margin", margin)
     p = torch.softmax(l, dim=-1)
     p_yes, p_no = p[:, yes_id], p[:, no_id]
     nudge = (p_yes + p_no > mass) & ((p_yes - p_no).abs() < margin)
@@ -1395,6 +1435,7 @@ def olm(logits: torch.Tensor, yes_id: int, no_id: int, mass: float = 0.2, margin
 # ---------------------------------------------------------------------------------------------------------------------
 # DCD: decoupled positive and negative image projections
 # ---------------------------------------------------------------------------------------------------------------------
+@checked(alpha=_non_negative, beta=_cut)
 def dcd(logits_pos: torch.Tensor, logits_neg: torch.Tensor, alpha: float = 1.0, beta: float = 0.1) -> torch.Tensor:
     r"""DCD (Chen et al., NeurIPS 2025): contrast the row whose image comes through the *positive* projection (trained
     on the chosen answers of preference pairs) with the same row through the *negative* one (trained on the rejected
@@ -1416,12 +1457,13 @@ def dcd(logits_pos: torch.Tensor, logits_neg: torch.Tensor, alpha: float = 1.0, 
     >>> dcd(torch.tensor([[2.0, 1.0, -1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]))
     tensor([[3., 0., -inf, 0.]])
     """
-    return vcd(logits_pos, logits_neg, alpha=alpha, beta=beta)
+    return vcd.__wrapped__(logits_pos, logits_neg, alpha=alpha, beta=beta)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # ECD-like: lower what a trained hallucination detector flags
 # ---------------------------------------------------------------------------------------------------------------------
+@checked(lam=_non_negative, beta=_cut)
 def ecd(logits: torch.Tensor, detector_logits: torch.Tensor, lam: float = 1.0, beta: float = 0.1) -> torch.Tensor:
     r"""ECD-like (after Fieback et al., ECML-PKDD 2025, arXiv 2504.12137): each plausible candidate lowered by how
     likely a trained detector finds it wrong.
@@ -1447,14 +1489,13 @@ def ecd(logits: torch.Tensor, detector_logits: torch.Tensor, lam: float = 1.0, b
     tensor([[2.0000, 0.3069,   -inf]])
     """
     l, z = _branches(logits, detector_logits=detector_logits)
-    lam = _non_negative("lam", lam)
-    beta = _beta(beta)
     return apply_mask(l - lam * F.softplus(z), _keep_log(l, math.log(beta)))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # OPERA (over-trust penalty): column scores of the local attention window
 # ---------------------------------------------------------------------------------------------------------------------
+@checked(scale=_positive)
 def opera_column_scores(local_attention: torch.Tensor, scale: float = 50.0) -> torch.Tensor:
     r"""OPERA's over-trust column scores of a local window of attention (Huang et al., CVPR 2024).
 
@@ -1502,7 +1543,6 @@ def opera_column_scores(local_attention: torch.Tensor, scale: float = 50.0) -> t
     a = _float_tensor("local_attention", local_attention, "(..., W, W)", 2)
     if a.shape[-1] != a.shape[-2]:
         raise ValueError(f"local_attention must be square in its last two dims (W, W), got shape {tuple(a.shape)}")
-    scale = _positive("scale", scale)
     w = a.shape[-1]
     log_a = torch.log(a.to(_wide(a.device)) * scale)
     lower = torch.ones(w, w, dtype=torch.bool, device=a.device).tril()  # [i, j] True where i >= j
