@@ -53,8 +53,8 @@ class TokenTrace:
                 image tokens out of all keys}, head mean over the chosen layers; None when not recorded.
     early_exit: {"first_top": j, "final": N}: the first hidden-state index j (0 = the embeddings, N = the final
                 layer, the model's own logits) whose early exit ``lm_head(h_j)``, with no final norm as DoLa's
-                premature layers, has this token as its argmax ("first_top" None: no layer's); recorded on DoLa runs
-                (``first_top_layer``), None elsewhere.
+                premature layers, has this token as its argmax ("first_top" None: no layer's); recorded on DoLa and
+                DeCo runs, every panel (``first_top_layer``), None elsewhere.
     """
 
     step: int

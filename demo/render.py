@@ -19,13 +19,13 @@ COLOUR_MODES = (
     ("visual dependence", "visual_dependence"),
     ("contrast shift", "contrast_shift"),
     ("confidence", "confidence"),
-    ("layer it first led (DoLa)", "first_top_layer"),
+    ("layer it first led (DoLa, DeCo)", "first_top_layer"),
 )
 DEFAULT_COLOUR_MODE = "visual_dependence"
 # The colour modes only some runs record, with what the panel says where a side has none.
 NOT_RECORDED = {
-    "first_top_layer": "The layer each token first led at is recorded on DoLa runs only (its early exits): choose "
-    "DoLa to colour by it.",
+    "first_top_layer": "The layer each token first led at is recorded on DoLa and DeCo runs only (their early exits): "
+    "choose one of them to colour by it.",
 }
 
 POSITIVE = (37, 99, 235)  # blue: supported by the image / pushed up by the method / confident

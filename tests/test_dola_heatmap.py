@@ -62,7 +62,7 @@ def test_other_methods_do_not_record_it(llava, image):
 
 
 def test_the_layer_colour_mode(dola_run):
-    assert ("layer it first led (DoLa)", "first_top_layer") in render.COLOUR_MODES
+    assert ("layer it first led (DoLa, DeCo)", "first_top_layer") in render.COLOUR_MODES
     scale = render.colour_scale(dola_run, "first_top_layer")
     assert (scale.low, scale.high, scale.diverging) == (0.0, 2.0, False)  # the tiny model: layers 0..2
     colours = {}
