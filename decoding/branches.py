@@ -8,6 +8,8 @@
 - CODE: the description prompt and the text that replaces the image (:data:`DESCRIPTION_PROMPT`,
   :func:`description_context`).
 - ICD: the default disturbance system instruction (:data:`ICD_DISTURBANCE_INSTRUCTION`, ours).
+- ID: the noisy instructions (:data:`ID_VARIANTS`; :data:`ID_OPPOSITE_INSTRUCTION` ours, :func:`truncated_shuffled`,
+  :func:`vocabulary_words`).
 
 Randomness: every random draw comes from an explicit argument, never from a global RNG. PIL-side and parameter draws
 take ``rng``: a ``random.Random``, a ``numpy.random.Generator`` or an ``int`` seed (turned into ``random.Random``).
@@ -47,6 +49,10 @@ __all__ = [
     "DESCRIPTION_PROMPT",
     "description_context",
     "ICD_DISTURBANCE_INSTRUCTION",
+    "ID_OPPOSITE_INSTRUCTION",
+    "ID_VARIANTS",
+    "truncated_shuffled",
+    "vocabulary_words",
 ]
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -609,3 +615,43 @@ ICD_DISTURBANCE_INSTRUCTION = (
     "You are an inattentive assistant who only glanced at the image for a moment. Give a vague, hazy and somewhat "
     "confused impression of what it might show, mixing up details and guessing freely instead of looking closely."
 )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Instructive Decoding's noisy instructions (the question is the instruction, the image the input)
+# ---------------------------------------------------------------------------------------------------------------------
+# ID's default meta-instruction, in our own words (``instruction`` takes any other): the authors' is at
+# joonkeekim/Instructive-Decoding@56c0348 src/sni_generator.py L55–56 (and src/mmlu_generator.py L33–37).
+ID_OPPOSITE_INSTRUCTION = "Answer wrongly on purpose: whatever you are asked, reply with the opposite of the truth."
+
+# ID's trunc_shuf keeps this share of the instruction's words (src/run_eval.py L87: --trunc_rate 0.6).
+ID_TRUNCATION_RATE = 0.6
+
+# The noisy-instruction variants, by the number ID's ``variant`` parameter takes (the authors' --neg_type names).
+ID_VARIANTS = ("opposite_full", "opposite", "none", "trunc_shuf", "random_words")
+
+
+def truncated_shuffled(instruction: str, rng, rate: float = ID_TRUNCATION_RATE) -> str:
+    """ID's ``trunc_shuf`` instruction: ``int(rate · n)`` of the instruction's ``n`` words, drawn without replacement
+    in random order, joined by spaces, with a full stop (``src/utils.py`` L20–34, ``src/sni_generator.py`` L47–50).
+    The release first slices off the definition's last five characters (meant for its ".\\n\\n" ending, it also
+    takes two letters of the last word) and its "Definition:" label; a question has neither, so neither is done here.
+
+    >>> truncated_shuffled("Is there a red square in the image?", random.Random(0))
+    'the image? red Is.'
+    """
+    words = instruction.split()
+    return " ".join(_rng(rng).sample(words, int(rate * len(words)))) + "."
+
+
+def vocabulary_words(tokens: Sequence[str]) -> list[str]:
+    """Whole words of a tokenizer's vocabulary, for ID's ``random_words`` (the release draws from NLTK's English word
+    list, which is not shipped here): pieces of three or more ASCII letters, only those that start a word (``▁`` or
+    ``Ġ``) where the vocabulary marks word starts; sorted, without repeats.
+
+    >>> vocabulary_words(["▁red", "▁a", "ing", "▁square", "<unk>", "▁red"])
+    ['red', 'square']
+    """
+    marked = any(token[:1] in ("▁", "Ġ") for token in tokens)
+    words = {token.lstrip("▁Ġ") for token in tokens if not marked or token[:1] in ("▁", "Ġ")}
+    return sorted(word for word in words if len(word) >= 3 and word.isascii() and word.isalpha())

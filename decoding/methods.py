@@ -355,6 +355,33 @@ def _disturbed(request: BranchRequest, params: dict) -> Branches:
     return Branches({"disturbed": row}, {"instruction": instruction})
 
 
+def _noisy_instruction_text(request: BranchRequest, params: dict) -> str:
+    """ID's noisy instruction for this question (the question is the instruction, the image the input), by variant:
+    the meta-instruction before the question (opposite_full) or in its place (opposite), nothing (none), 60 % of
+    its words shuffled (trunc_shuf), a random word of the model's vocabulary (random_words)."""
+    variant, question = branches.ID_VARIANTS[params["variant"]], request.question
+    if variant in ("opposite_full", "opposite"):
+        instruction = request.adapter.user_text(params["instruction"], "ID's instruction")
+        return f"{instruction}\n{question}" if variant == "opposite_full" else instruction
+    if variant == "trunc_shuf":
+        return branches.truncated_shuffled(question, random.Random(request.seed))
+    if variant == "random_words":  # the release: one word of NLTK's list, then ".\n\n" before the input
+        tokenizer = request.adapter.tokenizer
+        words = branches.vocabulary_words(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
+        return random.Random(request.seed).choice(words) + "." if words else ""
+    return ""
+
+
+def _noisy_instruction(request: BranchRequest, params: dict) -> Branches:
+    """Instructive Decoding: the same image under a noisy instruction (``variant``), the question distorted or
+    replaced; the words this model's tokenizer does not know are counted for the page."""
+    text = _noisy_instruction_text(request, params)
+    tokenizer = request.adapter.tokenizer
+    unknown = tokenizer.encode(text, add_special_tokens=False).count(tokenizer.unk_token_id) if text else 0
+    info = {"variant": branches.ID_VARIANTS[params["variant"]], "noisy_instruction": text, "unknown_tokens": unknown}
+    return Branches({"noisy": request.adapter.build_row(text, request.image)}, info)
+
+
 def _no_branches(request: BranchRequest, params: dict) -> Branches:
     return Branches({})
 
@@ -545,6 +572,10 @@ def _adacad_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(logits, {"contrast_weight": weight})
 
 
+def _instructive_rule(L: dict, t: int, params: dict) -> Combination:
+    return Combination(rules.instructive.__wrapped__(L["original"], L["noisy"], eps=params["eps"]))
+
+
 def _apc_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.apc_only(L["original"], beta=params["beta"]))
 
@@ -728,6 +759,15 @@ def _adaptive_context_notes(info: dict) -> list[Note]:
 
 def _instruction_notes(info: dict) -> list[Note]:
     return [Note("Disturbing system instruction of the contrast row:", info["instruction"])]
+
+
+def _noisy_instruction_notes(info: dict) -> list[Note]:
+    if not info["noisy_instruction"]:
+        return [Note(f"Noisy instruction (**{info['variant']}**): the contrast row is the image with no question.")]
+    unknown = info["unknown_tokens"]
+    unread = f" This model's tokenizer reads {unknown} of its tokens as unknown." if unknown else ""
+    return [Note(f"Noisy instruction (**{info['variant']}**) of the contrast row, with the image.{unread}",
+                 info["noisy_instruction"])]
 
 
 def _amplification_notes(info: dict) -> list[Note]:
@@ -985,6 +1025,38 @@ _RECORDS = (
         ),
         contrast_roles=("disturbed",), build=_disturbed, rule=contrast(rules.icd, "disturbed"),
         labels={"disturbed": "disturbing instruction"}, notes=_instruction_notes,
+    ),
+    Method(
+        name="instructive", title="ID: subtract the answer to a noisy instruction (Instructive Decoding)",
+        short_name="ID",
+        source="Kim, Kim, Lee, Yun, Distort, Distract, Decode: Instruction-Tuned Model Can Refine its Response from "
+        "Noisy Instructions, ICLR 2024 (joonkeekim/Instructive-Decoding@56c0348 src/base_generator.py L211–216, "
+        "src/sni_generator.py L43–57); the question as the instruction, the image as the input",
+        params=(
+            Param("eps", -0.3, -1.0, 1.0,
+                  "out = l + eps·l_noisy on raw logits, no cut; negative subtracts the noisy branch, 0 = plain "
+                  "decoding. The weights sum to 1 + eps: sampling runs at temperature 1/(1 + eps), 1.43 at −0.3.",
+                  "ID: --eps -0.3 in scripts/run_sni.sh and the README (run_eval.py L91's default 0 turns it off)",
+                  minimum=None),
+            Param("variant", 0, 0, len(branches.ID_VARIANTS) - 1,
+                  "The noisy instruction, with the same image: 0 opposite_full = the instruction below, then the "
+                  "question; 1 opposite = the instruction in place of the question; 2 none = no question; "
+                  "3 trunc_shuf = 60 % of the question's words, shuffled; 4 random_words = one random word of the "
+                  "model's vocabulary (the release's: of NLTK's English words).",
+                  "ID: --neg_type; opposite (SNI, run_sni.sh), none, trunc_shuf, random_words (sni_generator.py "
+                  "L43–57) and opposite_full (mmlu_generator.py L36–37), the default here: for questions about an "
+                  "image, the question kept (ours)", 1, integer=True, maximum=len(branches.ID_VARIANTS) - 1),
+            TextParam(
+                "instruction", branches.ID_OPPOSITE_INSTRUCTION, 1, MAX_TEXT_CHARS,
+                "The meta-instruction of variants 0 and 1, asking for the opposite answer. The default is our own "
+                "wording; pass the authors' (src/sni_generator.py L55–56 of their release) to reproduce it.",
+                "ID: the authors' sentence at joonkeekim/Instructive-Decoding@56c0348 src/sni_generator.py L55–56 "
+                "(src/mmlu_generator.py L33–37)",
+                minimum=None,
+            ),
+        ),
+        contrast_roles=("noisy",), build=_noisy_instruction, rule=_instructive_rule,
+        labels={"noisy": "noisy instruction"}, notes=_noisy_instruction_notes,
     ),
 )
 

@@ -62,6 +62,7 @@ __all__ = [
     "cad",
     "adacad",
     "adacad_weight",
+    "instructive",
     "pai_cfg",
     "pai_amplify",
     "sid",
@@ -725,6 +726,36 @@ def adacad(
     l, u = _branches(logits, context_free_logits=context_free_logits)
     alpha = adacad_weight.__wrapped__(l, u, threshold).unsqueeze(-1)
     return _cut_or_none(l, (1.0 + alpha) * l - alpha * u, beta)
+
+
+@checked(eps=_real)
+def instructive(logits: torch.Tensor, noisy_logits: torch.Tensor, eps: float = -0.3) -> torch.Tensor:
+    r"""Instructive Decoding (Kim, Kim, Lee, Yun, ICLR 2024): subtract a share of the logits the model gives under a
+    deliberately noisy instruction (here: the question distorted or replaced, the image kept).
+
+    ``out = l + eps * l_n``   on raw logits, **no** plausibility cut; ``eps`` carries the sign (-0.3: subtract).
+
+    The weights sum to ``1 + eps`` (0.7 at the default): for sampling that is a temperature of ``1 / (1 + eps)``
+    (about 1.43); greedy picks are unaffected. For greedy decoding the rule equals ICD's combination
+    ``(1+a)·l − a·l_n`` with ``a = -eps / (1 + eps)`` (0.4286) and no cut.
+
+    Args:
+        logits: ``(batch, vocab)`` original branch (image + question).
+        noisy_logits: ``(batch, vocab)`` the same image under the noisy instruction.
+        eps: any finite number; negative contrasts, 0 is plain decoding, positive adds the noisy branch.
+
+    Source: ``joonkeekim/Instructive-Decoding@56c0348 src/base_generator.py`` L211–216 (``inst_logits +
+    self.args.eps * non_inst_logits``, the same token then fed to both halves); ``--eps -0.3`` in
+    ``scripts/run_sni.sh`` and the README's recommendation (the ``.py`` default 0, ``src/run_eval.py`` L91, turns it
+    off).
+
+    Example (the noisy branch's favourite, token 1, is pushed down; the argmax is unchanged):
+
+    >>> instructive(torch.tensor([[2.0, 1.0, 0.0, -1.0]]), torch.tensor([[0.0, 2.0, 0.0, 0.0]]))
+    tensor([[ 2.0000,  0.4000,  0.0000, -1.0000]])
+    """
+    l, n = _branches(logits, noisy_logits=noisy_logits)
+    return l + eps * n
 
 
 # =====================================================================================================================

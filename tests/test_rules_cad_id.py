@@ -61,3 +61,65 @@ def test_adacad_reports_its_weight_and_cad_none():
     assert out.scalars == {"contrast_weight": pytest.approx(0.239350, abs=1e-6)}
     assert cad.defaults == {"alpha": 1.0, "beta": 0.0} and adacad.defaults == {"threshold": 0.0, "beta": 0.0}
     assert cad.rule({"original": L, "text_only": U}, 0, cad.defaults).scalars == {}
+
+
+# ---- Instructive Decoding ------------------------------------------------------------------------------------------
+N = torch.tensor([[0.0, 2.0, 0.0, 0.0]])
+
+
+def test_instructive_decoding_adds_eps_times_the_noisy_branch_with_no_cut():
+    torch.testing.assert_close(rules.instructive(L, N), torch.tensor([[2.0, 0.4, 0.0, -1.0]]))
+    torch.testing.assert_close(rules.instructive(L, N, eps=0.0), L)
+    # greedy, ID is ICD's form (1+a)l − a·l_n with a = 0.3/0.7 and no cut, scaled by the weights' sum 0.7
+    torch.testing.assert_close(rules.instructive(L, U, eps=-0.3), 0.7 * rules.cad(L, U, alpha=0.3 / 0.7))
+    with pytest.raises(ValueError, match="eps must be finite"):
+        rules.instructive(L, N, eps=math.inf)
+
+
+def test_trunc_shuf_keeps_sixty_percent_of_the_question_s_words_in_a_seeded_order():
+    from decoding import branches
+
+    question = "Is there a red square above the blue circle in the image?"
+    words = question.split()
+    noisy = branches.truncated_shuffled(question, 7)
+    assert noisy.endswith(".") and len(noisy[:-1].split()) == int(0.6 * len(words))
+    assert all(noisy[:-1].split().count(w) <= words.count(w) for w in noisy[:-1].split())
+    assert noisy == branches.truncated_shuffled(question, 7) != branches.truncated_shuffled(question, 8)
+
+
+@pytest.fixture(scope="module")
+def plan_for(embedded_model, image):
+    from decoding.methods import BranchRequest, plan_method
+
+    question = "is there a red square in the image ?"  # the shapes world's words, as its tokenizer splits them
+    request = BranchRequest(embedded_model, image, question, embedded_model.build_row(question, image), seed=5)
+    return lambda **params: plan_method(request, "instructive", get_method("instructive").resolve(params))
+
+
+def test_each_noisy_instruction_is_the_contrast_row_with_the_image(plan_for, embedded_model, image):
+    from decoding import branches
+
+    question, instruction = "is there a red square in the image ?", branches.ID_OPPOSITE_INSTRUCTION
+    expected = {0: f"{instruction}\n{question}", 1: instruction, 2: "",
+                3: branches.truncated_shuffled(question, 5)}
+    for variant, text in expected.items():
+        plan = plan_for(variant=variant)
+        assert plan.info["noisy_instruction"] == text and plan.info["variant"] == branches.ID_VARIANTS[variant]
+        row = plan.contrast_rows["noisy"]
+        assert torch.equal(row.input_ids, embedded_model.build_row(text, image).input_ids)
+        assert row.image_token_positions.numel() > 0  # the image is kept: only the instruction is noisy
+    word = plan_for(variant=4).info["noisy_instruction"]
+    assert word[:-1] in branches.vocabulary_words(embedded_model.tokenizer.convert_ids_to_tokens(
+        list(range(len(embedded_model.tokenizer)))))
+
+
+def test_the_page_says_when_the_embedded_model_cannot_read_the_instruction(plan_for):
+    from decoding import branches
+
+    record = get_method("instructive")
+    default, blank = plan_for(), plan_for(variant=2)
+    words = len(branches.ID_OPPOSITE_INSTRUCTION.split())  # English the 57-word shapes world does not have
+    assert default.info["unknown_tokens"] >= words // 2 and blank.info["unknown_tokens"] == 0
+    assert "unknown" in record.notes(default.info)[0].text and "no question" in record.notes(blank.info)[0].text
+    with pytest.raises(ValueError, match="ID's instruction holds a character"):
+        plan_for(instruction="bad \x00 text")
