@@ -45,11 +45,16 @@ def original_only(logits: dict[str, torch.Tensor], step: int) -> Combination:
 
 def contrast(rule: ContrastRule, role: str) -> RuleFn:
     """The step rule of a method of the VCD form: ``rule(l_original, l_role, alpha=, beta=)`` on the original row and
-    the row ``role`` (VCD's "noised", ICD's "disturbed", ...), with the record's ``alpha`` and ``beta``."""
+    the row ``role`` (VCD's "noised", ICD's "disturbed", ...), with the record's ``alpha`` and ``beta``.
+
+    The rule is called unchecked (``rule.__wrapped__``, ``rules.checked``) at every step: the library's entry points
+    have checked the record's parameters once, where the caller came in."""
+    if not callable(getattr(rule, "__wrapped__", None)):
+        raise TypeError(f"{getattr(rule, '__name__', rule)!r} is not a checked rule (decoding.rules.checked)")
     return functools.partial(_contrast_step, rule, role)  # a partial, not a closure: records stay picklable
 
 
 def _contrast_step(
     rule: ContrastRule, role: str, L: dict[str, torch.Tensor], t: int, params: dict[str, Any]
 ) -> Combination:
-    return Combination(rule(L["original"], L[role], alpha=params["alpha"], beta=params["beta"]))
+    return Combination(rule.__wrapped__(L["original"], L[role], alpha=params["alpha"], beta=params["beta"]))

@@ -530,12 +530,13 @@ def _candidate_layers(request: BranchRequest, params: dict) -> Branches:
 
 # ---- per-step rules bound to the rows ------------------------------------------------------------------------------
 def _ritual_rule(L: dict, t: int, params: dict) -> Combination:
-    return Combination(rules.ritual(L["original"], L["transformed"], alpha=params["alpha_pos"], beta=params["beta"]))
+    logits = rules.ritual.__wrapped__(L["original"], L["transformed"], alpha=params["alpha_pos"], beta=params["beta"])
+    return Combination(logits)
 
 
 def _ritual_vcd_rule(L: dict, t: int, params: dict) -> Combination:
     p = params
-    logits = rules.ritual_vcd(
+    logits = rules.ritual_vcd.__wrapped__(
         L["original"], L["transformed"], L["noised"], alpha_pos=p["alpha_pos"], alpha=p["alpha"], beta=p["beta"]
     )
     return Combination(logits)
@@ -543,32 +544,32 @@ def _ritual_vcd_rule(L: dict, t: int, params: dict) -> Combination:
 
 def _savcd_rule(L: dict, t: int, params: dict) -> Combination:
     original, gamma = L["original"], params["gamma"]
-    logits = rules.savcd(original, L["augmented"], alpha=params["alpha"], gamma=gamma)
-    scalars = {"plausibility_cut": float(rules.savcd_beta(original, gamma=gamma)[0])}
+    logits = rules.savcd.__wrapped__(original, L["augmented"], alpha=params["alpha"], gamma=gamma)
+    scalars = {"plausibility_cut": float(rules.savcd_beta.__wrapped__(original, gamma=gamma)[0])}
     return Combination(logits, scalars)
 
 
 def _code_rule(L: dict, t: int, params: dict) -> Combination:
     exponent = params["exponent"]
-    divergence = float(rules.code_divergence(L["original"], L["description"], exponent=exponent)[0])
-    logits = rules.code(L["original"], L["description"], exponent=exponent)
+    divergence = float(rules.code_divergence.__wrapped__(L["original"], L["description"], exponent=exponent)[0])
+    logits = rules.code.__wrapped__(L["original"], L["description"], exponent=exponent)
     return Combination(logits, {"contrast_weight": 1.0 - divergence, "plausibility_cut": divergence})
 
 
 def _m3id_rule(L: dict, t: int, params: dict) -> Combination:
     lam = params["lam"]
-    logits = rules.m3id(L["original"], L["text_only"], step=t, lam=lam, beta=params["beta"])
-    return Combination(logits, {"contrast_weight": float(rules.m3id_weight(t, lam=lam))})
+    logits = rules.m3id.__wrapped__(L["original"], L["text_only"], step=t, lam=lam, beta=params["beta"])
+    return Combination(logits, {"contrast_weight": float(rules.m3id_weight.__wrapped__(t, lam=lam))})
 
 
 def _cad_rule(L: dict, t: int, params: dict) -> Combination:
-    return Combination(rules.cad(L["original"], L["text_only"], alpha=params["alpha"], beta=params["beta"]))
+    return Combination(rules.cad.__wrapped__(L["original"], L["text_only"], alpha=params["alpha"], beta=params["beta"]))
 
 
 def _adacad_rule(L: dict, t: int, params: dict) -> Combination:
     original, text_only, threshold = L["original"], L["text_only"], params["threshold"]
-    weight = float(rules.adacad_weight(original, text_only, threshold=threshold)[0])
-    logits = rules.adacad(original, text_only, threshold=threshold, beta=params["beta"])
+    weight = float(rules.adacad_weight.__wrapped__(original, text_only, threshold=threshold)[0])
+    logits = rules.adacad.__wrapped__(original, text_only, threshold=threshold, beta=params["beta"])
     return Combination(logits, {"contrast_weight": weight})
 
 
@@ -577,7 +578,7 @@ def _instructive_rule(L: dict, t: int, params: dict) -> Combination:
 
 
 def _apc_rule(L: dict, t: int, params: dict) -> Combination:
-    return Combination(rules.apc_only(L["original"], beta=params["beta"]))
+    return Combination(rules.apc_only.__wrapped__(L["original"], beta=params["beta"]))
 
 
 def _original_rule(L: dict, t: int, params: dict) -> Combination:
@@ -587,13 +588,16 @@ def _original_rule(L: dict, t: int, params: dict) -> Combination:
 def _olm_rule(L: dict, t: int, params: dict) -> Combination:
     """OLM's chosen token as the only candidate (a one-hot distribution), so the trace reads like any rule's."""
     original = L["original"]
-    chosen = rules.olm(original, params["yes_id"], params["no_id"], mass=params["mass"], margin=params["margin"])
+    chosen = rules.olm.__wrapped__(
+        original, params["yes_id"], params["no_id"], mass=params["mass"], margin=params["margin"]
+    )
     logits = torch.full_like(original, float("-inf"), dtype=torch.float32)
     return Combination(logits.scatter(-1, chosen[:, None], 0.0))
 
 
 def _pai_rule(L: dict, t: int, params: dict) -> Combination:
-    return Combination(rules.pai_cfg(L["original"], L["text_only"], gamma=params["gamma"], beta=params["beta"]))
+    logits = rules.pai_cfg.__wrapped__(L["original"], L["text_only"], gamma=params["gamma"], beta=params["beta"])
+    return Combination(logits)
 
 
 _sid_contrast = contrast(rules.sid, "introspective")
@@ -610,7 +614,7 @@ def _dola_rule(L: dict, t: int, params: dict) -> Combination:
     layers, final = params["layers"], L["original"]
     candidates = torch.stack([L[f"layer {j}"] for j in layers])
     pick = int(rules.dola_select_layer(final, candidates)[0])
-    logits = rules.dola(final, candidates[pick], beta=params["beta"])
+    logits = rules.dola.__wrapped__(final, candidates[pick], beta=params["beta"])
     return Combination(logits, {"premature_layer": float(layers[pick])})
 
 
@@ -703,7 +707,7 @@ def _ecd_rule(L: dict, t: int, params: dict) -> Combination:
     z = params["detector"].logits(L)
     top = L["original"].argmax(dim=-1, keepdim=True)
     flag = float(torch.sigmoid(z.gather(-1, top))[0, 0])
-    logits = rules.ecd(L["original"], z, lam=params["lam"], beta=params["beta"])
+    logits = rules.ecd.__wrapped__(L["original"], z, lam=params["lam"], beta=params["beta"])
     return Combination(logits, {"hallucination_flag": flag})
 
 
