@@ -622,7 +622,7 @@ def _deco_rule(L: dict, t: int, params: dict) -> Combination:
     layers = params["layers"]
     early = torch.stack([L[f"normed layer {j}"] for j in layers])
     top_p, top_k = params["threshold_top_p"], params["threshold_top_k"]
-    logits, pick, m = rules.deco(L["original"], early, alpha=params["alpha"], top_p=top_p, top_k=top_k)
+    logits, pick, m = rules.deco.__wrapped__(L["original"], early, alpha=params["alpha"], top_p=top_p, top_k=top_k)
     return Combination(logits, {"anchor_layer": float(layers[int(pick[0])]),
                                 "anchor_weight": float(params["alpha"] * m[0])})
 
@@ -633,7 +633,9 @@ def _opera_rule(L: dict, t: int, params: dict) -> Combination:
     off the token this distribution ranks first (row 0); the beam search reports each chosen token's own."""
     original, penalty = L["original"], L.get("over_trust")
     c = min(params["num_attn_candidates"], original.shape[-1])
-    logits = rules.opera_candidates(original, penalty, num_candidates=c, penalty_weight=params["penalty_weights"])
+    logits = rules.opera_candidates.__wrapped__(
+        original, penalty, num_candidates=c, penalty_weight=params["penalty_weights"]
+    )
     taken = 0.0
     first = original.float().topk(c, dim=-1).indices[0] == logits[0].argmax()
     # Every candidate lowered below the -999 fill (a large sigma): the top token is none of them, and no penalty was

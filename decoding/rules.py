@@ -782,6 +782,10 @@ def _integer(name: str, value, minimum: int = 0) -> int:
     return v
 
 
+def _positive_integer(name: str, value) -> int:
+    return _integer(name, value, minimum=1)
+
+
 def _float_tensor(name: str, t, dims: str, min_dim: int, max_dim: int | None = None) -> torch.Tensor:
     """Validate a floating, non-empty tensor with ``min_dim <= t.dim() <= max_dim``; return it as float32.
 
@@ -1213,6 +1217,7 @@ def dola(final_logits: torch.Tensor, premature_logits: torch.Tensor, beta: float
 # ---------------------------------------------------------------------------------------------------------------------
 # DeCo (Dynamic Correction decoding)
 # ---------------------------------------------------------------------------------------------------------------------
+@checked(top_p=_cut, top_k=_positive_integer)
 def deco_candidates(final_logits: torch.Tensor, top_p: float = 0.9, top_k: int = 20) -> torch.Tensor:
     r"""DeCo's candidate tokens: the final layer's top ``top_k``, cut where their cumulative probability reaches
     ``top_p`` (the token that reaches it is kept).
@@ -1229,14 +1234,14 @@ def deco_candidates(final_logits: torch.Tensor, top_p: float = 0.9, top_k: int =
     tensor([[ True,  True, False, False]])
     """
     f = _logits("final_logits", final_logits)
-    top_p = _beta(top_p, "top_p")
-    k = min(_integer("top_k", top_k, minimum=1), f.shape[-1])
+    k = min(top_k, f.shape[-1])
     probs, ids = torch.softmax(f, dim=-1).topk(k, dim=-1)
     count = ((probs.cumsum(dim=-1) < top_p).sum(dim=-1, keepdim=True) + 1).clamp(max=k)
     kept = torch.arange(k, device=f.device)[None, :] < count
     return torch.zeros_like(f, dtype=torch.bool).scatter(-1, ids, kept)
 
 
+@checked(alpha=_non_negative, top_p=_cut, top_k=_positive_integer)
 def deco(
     final_logits: torch.Tensor, early_logits: torch.Tensor, alpha: float = 0.6, top_p: float = 0.9, top_k: int = 20
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -1276,8 +1281,7 @@ def deco(
         )
     if e.device != f.device:
         raise ValueError(f"device mismatch: final_logits on {f.device} but early_logits on {e.device}")
-    alpha = _non_negative("alpha", alpha)
-    keep = deco_candidates(f, top_p, top_k)
+    keep = deco_candidates.__wrapped__(f, top_p, top_k)
     on_candidates = torch.softmax(e, dim=-1).masked_fill(~keep[None], -1.0)  # (layers, batch, vocab)
     # Row-major over (layer, vocab): ties go to the first layer, as the release's flat argmax over (layer, candidate).
     flat = on_candidates.transpose(0, 1).reshape(f.shape[0], -1)
@@ -1584,6 +1588,7 @@ def opera_column_scores(local_attention: torch.Tensor, scale: float = 50.0) -> t
 _OPERA_FILL = -999.0  # OPERA's logit for what a step may not choose (utils.py L3543-3557)
 
 
+@checked(num_candidates=_positive_integer, penalty_weight=_real)
 def opera_candidates(
     logits: torch.Tensor, penalty: torch.Tensor | None = None, num_candidates: int = 5, penalty_weight: float = 1.0
 ) -> torch.Tensor:
@@ -1607,14 +1612,13 @@ def opera_candidates(
     tensor([[   1.5000,    2.0000, -999.0000, -999.0000]])
     """
     l = _logits("logits", logits)
-    c = min(_integer("num_candidates", num_candidates, minimum=1), l.shape[-1])  # a vocabulary smaller than C: all
-    w = _real("penalty_weight", penalty_weight)
+    c = min(num_candidates, l.shape[-1])  # a vocabulary smaller than C: all
     scores, tokens = l.topk(c, dim=-1)
     if penalty is not None:
         pen = _float_tensor("penalty", penalty, "(B, C)", 2, 2)
         if pen.shape != scores.shape:
             raise ValueError(f"penalty must have shape {tuple(scores.shape)} (B, C), got {tuple(pen.shape)}")
-        scores = scores - w * pen.to(scores.device)
+        scores = scores - penalty_weight * pen.to(scores.device)
     return torch.full_like(l, _OPERA_FILL).scatter(-1, tokens, scores)
 
 
@@ -1651,6 +1655,7 @@ def opera_penalty(
     return pen.to(torch.float32), loc
 
 
+@checked(threshold=_integer)
 def opera_rollback_loc(locs: torch.Tensor, threshold: int = 15) -> int | None:
     r"""OPERA's retrospection test: the window column to roll back from, or None.
 
@@ -1672,15 +1677,15 @@ def opera_rollback_loc(locs: torch.Tensor, threshold: int = 15) -> int | None:
     >>> opera_rollback_loc(torch.tensor([[12, 12, 12], [12, 3, 3]]), threshold=1) is None  # beam 1 holds 12 once
     True
     """
-    t = _integer("threshold", threshold)
     if not isinstance(locs, torch.Tensor) or locs.dim() != 2 or locs.shape[1] == 0 or locs.is_floating_point():
         raise ValueError("locs must be a (beams, steps) integer tensor with at least one step")
     loc = int(locs[:, -1].mode().values)
-    if loc < 10 or not bool(((locs == loc).sum(dim=-1) > t).all()):
+    if loc < 10 or not bool(((locs == loc).sum(dim=-1) > threshold).all()):
         return None
     return loc
 
 
+@checked(num_candidates=_positive_integer, loc=_integer, history=_positive_integer)
 def opera_rollback_position(
     loc: int, rollbacks: dict[int, int], window: int, num_candidates: int = 5, history: int = 512
 ) -> tuple[int, int] | None:
@@ -1708,14 +1713,13 @@ def opera_rollback_position(
     >>> opera_rollback_position(12, {13: 5, 12: 5}, window=20) is None
     True
     """
-    c = _integer("num_candidates", num_candidates, minimum=1)
-    pos = _integer("loc", loc) + 1
-    if rollbacks.get(pos, 0) >= c:
+    pos = loc + 1
+    if rollbacks.get(pos, 0) >= num_candidates:
         pos -= 1
-        if rollbacks.get(pos, 0) >= c:
+        if rollbacks.get(pos, 0) >= num_candidates:
             return None
     counted = pos
-    if window - pos > _integer("history", history, minimum=1) + 1:
+    if window - pos > history + 1:
         pos = max(1, window - history - 1)
     return counted, pos
 
