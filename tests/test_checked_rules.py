@@ -1,4 +1,4 @@
-"""A parameter is checked once, at the edge (issue 27 item 3): a rule checks its scalar arguments through one
+"""A parameter is checked once, at the edge: a rule checks its scalar arguments through one
 decorator (``rules.checked``) for its direct callers, and the engine's bindings call it unchecked (``__wrapped__``)
 because the library's entry points have checked the method's parameters already (``Method.resolve``). So what the
 registry accepts must be what the rule accepts, and give what the checked rule gives."""

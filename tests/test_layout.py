@@ -176,7 +176,7 @@ def test_decoding_reads_bottom_up():
 
 
 @pytest.mark.parametrize("path, source, expected", [
-    ("decoding/branch_rows.py", "from .engine import Engine, Side", ["decoding.engine"]),  # before issue 27 item 3
+    ("decoding/branch_rows.py", "from .engine import Engine, Side", ["decoding.engine"]),  # what branch_rows once did
     ("decoding/methods.py", "def f():\n    from . import comparison\n", ["decoding.comparison"]),
     ("decoding/rules.py", "from .combination import Combination", ["decoding.combination"]),  # the same layer
     ("decoding/methods.py", "from .attention import Edit\nfrom .engine import Engine", ["decoding.engine"]),
