@@ -1361,6 +1361,7 @@ def only_head_weights(
     return edited.masked_fill(removed[..., None], 0.0), removed, ratio
 
 
+@checked(alpha_collaborative=_non_negative, alpha_contrastive=_non_negative, beta=_cut, gamma=_non_negative)
 def only(
     logits: torch.Tensor,
     enhanced_logits: torch.Tensor,
@@ -1388,9 +1389,7 @@ def only(
     (tensor([[3., 0., 0., -inf]]), tensor([0.8141]))
     """
     l, e = _branches(logits, enhanced_logits=enhanced_logits)
-    a1, a2 = _non_negative("alpha_collaborative", alpha_collaborative), _non_negative("alpha_contrastive",
-                                                                                        alpha_contrastive)
-    beta, gamma = _beta(beta), _non_negative("gamma", gamma)
+    a1, a2 = alpha_collaborative, alpha_contrastive
     d = (torch.softmax(l, dim=-1) - torch.softmax(e, dim=-1)).abs().sum(dim=-1)
     combined = torch.where((d < gamma)[:, None], l + a1 * e, (1.0 + a2) * l - a2 * e)
     return apply_mask(combined, _keep_log(l, math.log(beta))), d
