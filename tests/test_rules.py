@@ -36,13 +36,16 @@ def call_rule(method, l, contrasts, step=0, **params):
     """A method's rule as the engine calls it: through its registry record, with method-level parameters."""
     record = get_method(method)
     logits = {"original": l, **dict(zip(record.contrast_roles, contrasts, strict=True))}
-    # What construction would hand the rule: OLM's token ids, DoLa's candidate layers (early exits made up here).
+    # What construction would hand the rule: OLM's token ids, DoLa's and DeCo's candidate layers (early exits made up
+    # here: DoLa's without the final norm, DeCo's through it).
     rule_args = {
-        "olm": {"yes_id": 0, "no_id": 1}, "dola": {"layers": (0,)}, "sid": {"skip_cut": False},
-        "ecd": {"detector": FlippedDetector()},
+        "olm": {"yes_id": 0, "no_id": 1}, "dola": {"layers": (0,)}, "deco": {"layers": (0,)},
+        "sid": {"skip_cut": False}, "ecd": {"detector": FlippedDetector()},
     }.get(method, {})
     if method == "dola":
         logits["layer 0"] = l.flip(-1)
+    if method == "deco":
+        logits["normed layer 0"] = l.flip(-1)
     return record.rule(logits, step, {**record.resolve(params), **rule_args}).logits
 
 
