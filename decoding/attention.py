@@ -178,7 +178,9 @@ def _weights(module, query, key, attention_mask, scaling, rows=None, control=Non
         if isinstance(edit, ImageAmplification):
             image = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
             image[positions] = True
-            scores[b, :, -1, :] = rules.pai_amplify(scores[b, :, -1, :], image, alpha=edit.alpha).to(scores.dtype)
+            # The rules unchecked (``__wrapped__``), here and below: compare/answer_many checked the parameters once.
+            amplified = rules.pai_amplify.__wrapped__(scores[b, :, -1, :], image, alpha=edit.alpha)
+            scores[b, :, -1, :] = amplified.to(scores.dtype)
         elif layer >= edit.layer:
             hidden = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
             hidden[positions] = True
@@ -194,7 +196,7 @@ def _weights(module, query, key, attention_mask, scaling, rows=None, control=Non
     for b, (positions, edit) in rows.items():
         if isinstance(edit, SelfIntrospection) and layer == edit.layer - 1:
             on_image = weights[b, :, -1, positions].float().mean(dim=0)
-            control.kept[b] = positions[rules.sid_keep_tokens(on_image, k=edit.keep)]
+            control.kept[b] = positions[rules.sid_keep_tokens.__wrapped__(on_image, k=edit.keep)]
     return weights
 
 

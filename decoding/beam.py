@@ -234,10 +234,11 @@ class BeamSearch:
     def _rollback_to(self, state: _State, step: int) -> tuple[int, int] | None:
         """(the step to restore, the position the release keys that rollback's rejections by), or None."""
         locs = torch.stack([s.loc for s in self.history[: step + 1]], dim=1)
-        loc = rules.opera_rollback_loc(locs, threshold=self.opera.threshold)
+        # The rules unchecked (``__wrapped__``): compare checked OPERA's parameters once, where they came in.
+        loc = rules.opera_rollback_loc.__wrapped__(locs, threshold=self.opera.threshold)
         if loc is None or (self.opera.as_released and loc + 1 >= self.opera.history):
             return None  # as released, a position past its window_size-slot list fails inside its bare except
-        where = rules.opera_rollback_position(
+        where = rules.opera_rollback_position.__wrapped__(
             loc, self.rollbacks, window=step + 1, num_candidates=self.opera.num_candidates,
             history=self.opera.history,
         )
@@ -376,7 +377,7 @@ def _default_rule(logits: dict[str, torch.Tensor], t: int, opera: Opera | None) 
     record binds the same rule to its parameters)."""
     if opera is None:
         return Combination(logits["original"].float())
-    return Combination(rules.opera_candidates(
+    return Combination(rules.opera_candidates.__wrapped__(
         logits["original"], logits.get("over_trust"), opera.num_candidates, opera.penalty_weight
     ))
 
