@@ -677,7 +677,8 @@ def adacad_weight(logits: torch.Tensor, context_free_logits: torch.Tensor, thres
     ``alpha_t = max(0.5 * (KL(p || M) + KL(q || M)), threshold)``.
 
     As released, a row whose ``p + q`` has a zero takes ``log M`` clamped at 1e-9, and ``p`` (``q``) with a zero is
-    clamped at 1e-9 before the KL (both per row here; the release runs one row).
+    clamped at 1e-9 before the KL (both per row here; the release runs one row). Not as released: a row whose ``M``
+    underflows to 0 where ``p + q`` does not is clamped too (the release's weight is infinite there).
 
     Source: ``HanNight/AdaCAD@d4519ec group_decode_fileio_adacad.py`` L38–50 (``get_jsd``: ``F.kl_div(m, p,
     reduction='batchmean')``), L136 (on the raw logits of both branches, before any filter), L137–138 (the floor).
@@ -693,7 +694,9 @@ def adacad_weight(logits: torch.Tensor, context_free_logits: torch.Tensor, thres
     p, q = torch.softmax(l, dim=-1), torch.softmax(u, dim=-1)
     tiny = 1e-9
     m = 0.5 * (p + q)
-    log_m = torch.where(((p + q) == 0).any(-1, keepdim=True), m.clamp_min(tiny), m).log()
+    # The release clamps M where p + q has a zero; here also where M underflows to 0 with p + q > 0 (logits tens
+    # apart), where the release's weight is infinite and its logits NaN.
+    log_m = torch.where((m == 0).any(-1, keepdim=True), m.clamp_min(tiny), m).log()
     p = torch.where((p <= 0).any(-1, keepdim=True), p.clamp_min(tiny), p)
     q = torch.where((q <= 0).any(-1, keepdim=True), q.clamp_min(tiny), q)
     kl_p = F.kl_div(log_m, p, reduction="none").sum(-1)
