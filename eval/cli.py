@@ -62,7 +62,7 @@ def parse_method(spec: str, instruction: str | None = None) -> tuple[str, dict[s
             params[key] = value if key in texts else int(value) if value.lstrip("+-").isdigit() else float(value)
         except ValueError:
             raise EvalInputError(f"--method {spec!r}: {key} must be a number, got {value!r}") from None
-    if instruction is not None and "instruction" in texts:
+    if instruction is not None and name == "icd":  # --icd-instruction is ICD's alone (ID has an instruction too)
         params["instruction"] = instruction
     try:
         return name, record.resolve(params)

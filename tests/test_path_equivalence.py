@@ -163,6 +163,9 @@ def test_icd_s_instruction_given_to_eval_is_the_one_its_contrast_row_carries(ser
     assert (name, params["instruction"], params["alpha"]) == ("icd", given, 2.0)
     assert parse_method("icd")[1]["instruction"] == ICD_DISTURBANCE_INSTRUCTION
     assert "instruction" not in parse_method("vcd", instruction=given)[1]
+    # Instructive Decoding's own instruction is not ICD's: --icd-instruction leaves it at its default
+    id_default = REGISTRY["instructive"].defaults["instruction"]
+    assert parse_method("instructive", instruction=given)[1]["instruction"] == id_default
     runner = served.runner(EMBEDDED)
     adapter = runner.pool.get(runner.pool.default)
     _, infos = answer_all(adapter, served.image, served.question, [(name, params)], max_new_tokens=1)
