@@ -8,7 +8,9 @@ transformers is copied or patched.
 
 Attention edits: PAI's image amplification (Liu, Zheng, Chen, ECCV 2024; ``LALBJ/PAI@9bbd8bd attention.py`` L90–94): in
 decoder layers ``>= first_layer``, the last query row's pre-softmax scores on the row's image keys are raised by
-``alpha * |score|`` (``decoding.rules.pai_amplify``); and SID's self-introspection (``SelfIntrospection``). Layers
+``alpha * |score|`` (``decoding.rules.pai_amplify``); SID's self-introspection (``SelfIntrospection``); and ONLY's
+side computation (``OneLayerEnhancement``: one layer's edited attention output, and the last layer's input from a
+pre-hook on that layer, which leave the row's own forward as it is). Layers
 without an edit run sdpa untouched (a layer with one runs eager for its whole batch); with ``output_attentions``
 every layer returns its weights, as eager attention does (only the last query's where the forward's control asks,
 ``LabControl.last_query_weights``: a prefill's recording). Two edits of a row's input embeddings, applied by a
@@ -98,7 +100,27 @@ class ReplacedImageEmbeddings:
         return False  # it edits the language model's input embeddings, not an attention layer
 
 
-Edit = ImageAmplification | SelfIntrospection | BlindTokens | ReplacedImageEmbeddings
+@dataclass(frozen=True)
+class OneLayerEnhancement:
+    """ONLY's side computation for a row (Wan et al., ICCV 2025; ``zifuwan/ONLY@109bffe``): at decoder layer
+    ``layer`` the last query's weights are edited by ``decoding.rules.only_head_weights`` (image keys: the row's image
+    positions; text keys: its other non-pad keys but its first, BOS in the release) and ``o_proj(edited · V)`` is
+    kept (``transformers/.../llama/modeling_llama.py`` L482-522, ``enhance_layer_index`` 0); the last decoder layer's
+    input is kept too (a pre-hook). The row's own forward is not changed. The engine then builds the "textually
+    enhanced" logits from them (``FamilyAdapter.one_layer_enhanced_hidden``)."""
+
+    layer: int = 0
+    first_step: int = 0
+    # modeling_llama.py L656-662: ``0.2 * residual + input_layernorm(cd)`` at the last layer; llava_llama.py L116:
+    # ``hidden_states_cd + 0.5 * outputs[0]``.
+    residual_weight: float = 0.2
+    final_weight: float = 0.5
+
+    def acts_on(self, layer: int) -> bool:
+        return layer == self.layer
+
+
+Edit = ImageAmplification | SelfIntrospection | BlindTokens | ReplacedImageEmbeddings | OneLayerEnhancement
 
 
 @dataclass
@@ -114,6 +136,14 @@ class LabControl:
     edits: dict[int, tuple[torch.Tensor, Edit]] = field(default_factory=dict)
     kept: dict[int, torch.Tensor] = field(default_factory=dict)
     last_query_weights: bool = False
+    # ONLY's (``OneLayerEnhancement``), filled during the forward, batch index -> its last position's: the edited
+    # layer's ``o_proj(edited · V)`` (hidden,), the number of heads it removed, the last decoder layer's input.
+    enhanced_attention: dict[int, torch.Tensor] = field(default_factory=dict)
+    removed_heads: dict[int, int] = field(default_factory=dict)
+    last_layer_input: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def enhanced_rows(self) -> list[int]:
+        return [b for b, (_, edit) in self.edits.items() if isinstance(edit, OneLayerEnhancement)]
 
     def zeroed_embeddings(self) -> dict[int, torch.Tensor]:
         """Batch index -> the input positions whose embeddings AvisC zeroes (the row's non-blind image tokens)."""
@@ -155,6 +185,7 @@ def lab_attention(module, query, key, value, attention_mask, scaling=None, dropo
     weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
     values = _repeated(module, value)
     output = torch.matmul(weights, values).transpose(1, 2).contiguous()
+    _one_layer_enhancement(module, weights, values, attention_mask, rows, control)
     if not want_weights:
         return output, None
     return output, (weights[:, :, -1:] if last_only else weights)
@@ -181,7 +212,7 @@ def _weights(module, query, key, attention_mask, scaling, rows=None, control=Non
             # The rules unchecked (``__wrapped__``), here and below: compare/answer_many checked the parameters once.
             amplified = rules.pai_amplify.__wrapped__(scores[b, :, -1, :], image, alpha=edit.alpha)
             scores[b, :, -1, :] = amplified.to(scores.dtype)
-        elif layer >= edit.layer:
+        elif isinstance(edit, SelfIntrospection) and layer >= edit.layer:
             hidden = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
             hidden[positions] = True
             hidden[control.kept[b]] = False
@@ -198,6 +229,25 @@ def _weights(module, query, key, attention_mask, scaling, rows=None, control=Non
             on_image = weights[b, :, -1, positions].float().mean(dim=0)
             control.kept[b] = positions[rules.sid_keep_tokens.__wrapped__(on_image, k=edit.keep)]
     return weights
+
+
+def _one_layer_enhancement(module, weights, values, attention_mask, rows, control) -> None:
+    """ONLY's ``o_proj(edited · V)`` of the last query, for the rows of ``rows`` with a ``OneLayerEnhancement``."""
+    for b, (positions, edit) in rows.items():
+        if not isinstance(edit, OneLayerEnhancement):
+            continue
+        last = weights[b, :, -1, :].float()  # (heads, keys)
+        keys = last.shape[-1]
+        visible = (torch.ones(keys, dtype=torch.bool, device=last.device) if attention_mask is None
+                   else attention_mask[b, 0, -1, :keys] == 0)  # the float mask is 0 where the key is attended
+        image = torch.zeros(keys, dtype=torch.bool, device=last.device)
+        image[positions] = True
+        text = visible & ~image
+        text[int(visible.nonzero()[0, 0])] = False  # the row's first token (BOS in the release): in neither part
+        edited, removed, _ = rules.only_head_weights(last[None], text[None], image[None])
+        heads = torch.matmul(edited[0].to(values.dtype)[:, None, :], values[b]).reshape(1, -1)  # (1, heads * dim)
+        control.enhanced_attention[b] = module.o_proj(heads)[0]
+        control.removed_heads[b] = int(removed.sum())
 
 
 AttentionInterface.register(NAME, lab_attention)
@@ -224,15 +274,30 @@ def _edit_input_embeddings(module, args, kwargs):
     return args, {**kwargs, "inputs_embeds": embeds}
 
 
+def _keep_last_layer_input(module, args, kwargs):
+    """A forward pre-hook on the last decoder layer: its input at the last position, for ONLY's rows."""
+    control = kwargs.get("lab_control")
+    if control is None:
+        return None
+    hidden = args[0] if args else kwargs["hidden_states"]
+    for b in control.enhanced_rows():
+        control.last_layer_input[b] = hidden[b, -1]
+    return None
+
+
 @contextlib.contextmanager
 def lab_attention_for(model):
-    """Run ``model`` under this module's attention function (and the embedding edits' hook: AvisC's, DCD's) for one
-    run, then switch back."""
+    """Run ``model`` under this module's attention function (and the embedding edits' hook: AvisC's, DCD's; ONLY's
+    on the last decoder layer) for one run, then switch back."""
     before = model.config._attn_implementation
     model.set_attn_implementation(NAME)
-    hook = model.get_decoder().register_forward_pre_hook(_edit_input_embeddings, with_kwargs=True)
+    decoder = model.get_decoder()
+    hooks = [decoder.register_forward_pre_hook(_edit_input_embeddings, with_kwargs=True)]
+    if isinstance(getattr(decoder, "layers", None), torch.nn.ModuleList):
+        hooks.append(decoder.layers[-1].register_forward_pre_hook(_keep_last_layer_input, with_kwargs=True))
     try:
         yield
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
         model.set_attn_implementation(before)

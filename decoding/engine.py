@@ -24,7 +24,7 @@ import torch
 
 from models.adapters.base import FamilyAdapter, RowInputs
 
-from .attention import Edit, LabControl, lab_attention_for
+from .attention import Edit, LabControl, OneLayerEnhancement, lab_attention_for
 from .combination import Combination, Combine, original_only  # noqa: F401  (Combination: a rule's return, re-exported)
 from .sampling import SamplingConfig, check_max_new_tokens
 from .trace import BranchView, TokenTrace, first_top_layer, streamed_piece, top_candidates
@@ -43,7 +43,9 @@ class Side:
     normed_layers:  hidden-state indices whose early exits through the decoder's final norm, ``lm_head(norm(h_j))``
                     (DeCo's), the rule also receives, as ``"normed layer j"``; ``layers``' stay unnormed.
     attention_edits: role -> the attention edit on that role's row (``decoding.attention``: PAI's amplification of
-                    the original row, SID's self-introspection of its contrast row).
+                    the original row, SID's self-introspection of its contrast row; ONLY's one-layer enhancement of
+                    the original row, whose rule then also receives ``"enhanced"`` (1, vocab), the textually
+                    enhanced logits, and ``"removed heads"`` (1, 1)).
     first_top:      record, for each chosen token, the first layer whose early exit (every hidden-state index, the
                     final one the model's own logits) has it as its argmax (``TokenTrace.early_exit``; DoLa runs).
     features:       None, or hidden-state indices j: the rule also receives the original row's per-token features
@@ -174,11 +176,13 @@ class RowGroup:
 
     def _forward(self, want_attention: bool, layers: list[int] | None = None, control: LabControl | None = None,
                  **inputs):
-        """(last-position logits, attentions or None, {layer: last-position hidden states} for ``layers``), with the
-        attention edits of ``control``."""
+        """(last-position logits, attentions or None, {layer: last-position hidden states} for ``layers``, and
+        ONLY's "enhanced" and "removed heads" where ``control`` has its edit), with the attention edits of
+        ``control``."""
         # All hidden states, not transformers 5's list of indices: that list reaches the vision tower too, which then
         # drops the layer LLaVA takes its image features from.
-        extra = {"output_hidden_states": True} if layers else {}
+        enhanced = control is not None and bool(control.enhanced_rows())
+        extra = {"output_hidden_states": True} if layers or enhanced else {}
         if control is not None:
             extra["lab_control"] = control
         with torch.inference_mode():
@@ -193,7 +197,29 @@ class RowGroup:
             )
         self.cache = out.cache
         hidden = {j: out.hidden_states[j][:, -1, :] for j in layers} if layers else {}
+        if enhanced:
+            hidden.update(self._one_layer_enhanced(control, out.hidden_states[-1][:, -1, :]))
         return out.logits[:, -1, :].float(), (out.attentions if want_attention else None), hidden
+
+    def _one_layer_enhanced(self, control: LabControl, final: torch.Tensor) -> dict[str, torch.Tensor]:
+        """ONLY's "enhanced" logits (batch, vocab) and "removed heads" (batch,) of this forward's rows that have its
+        edit (NaN elsewhere): the edited layer's output carried through the last layer's norms and MLP, plus the
+        model's own normed last hidden state ``final`` (transformers 5's ``hidden_states[-1]``), through the head."""
+        head = self.model.get_output_embeddings()
+        logits, removed = {}, torch.full((final.shape[0],), float("nan"), device=final.device)
+        with torch.inference_mode():
+            for b in control.enhanced_rows():
+                edit = control.edits[b][1]
+                h = self.adapter.one_layer_enhanced_hidden(
+                    control.last_layer_input[b][None], control.enhanced_attention[b][None], final[b][None],
+                    edit.residual_weight, edit.final_weight)
+                logits[b] = head(h)[0].float()
+                removed[b] = control.removed_heads[b]
+        vocab = next(iter(logits.values())).shape[-1]
+        out = torch.full((final.shape[0], vocab), float("nan"), device=final.device)
+        for b, value in logits.items():
+            out[b] = value
+        return {"enhanced": out, "removed heads": removed}
 
     def _wanted_layers(self) -> list[int] | None:
         """Every hidden-state index some row of this group needs, or None."""
@@ -223,9 +249,20 @@ class RowGroup:
     def _extras(self, hidden, attentions) -> dict[int, dict]:
         """Row id -> {layer j: early-exit logits, and the ``Side.features`` tensors by their names}."""
         out = self._layer_logits(hidden)
-        for row_id, found in [*self._features(hidden, attentions).items(), *self._normed_exits(hidden).items()]:
+        for row_id, found in [*self._features(hidden, attentions).items(), *self._normed_exits(hidden).items(),
+                              *self._enhanced(hidden).items()]:
             out.setdefault(row_id, {}).update(found)
         return out
+
+    def _enhanced(self, hidden: dict) -> dict[int, dict[str, torch.Tensor]]:
+        """Row id -> ONLY's "enhanced" logits (vocab,) and "removed heads" (1,), for the rows whose edit made them."""
+        if "enhanced" not in hidden:
+            return {}
+        return {
+            row_id: {"enhanced": hidden["enhanced"][local], "removed heads": hidden["removed heads"][local, None]}
+            for local, row_id in enumerate(self.row_ids) if self._edited(local)
+            and isinstance(self.edit_rows[row_id], OneLayerEnhancement)
+        }
 
     def _layer_logits(self, hidden: dict[int, torch.Tensor]) -> dict[int, dict[int, torch.Tensor]]:
         """Row id -> {layer: early-exit logits (vocab,)}: the output head on that layer's last hidden state, with no

@@ -32,7 +32,7 @@ from PIL import Image
 from models.adapters.base import FamilyAdapter, RowInputs
 
 from . import branch_rows, branches, rules
-from .attention import BlindTokens, Edit, ImageAmplification, SelfIntrospection
+from .attention import BlindTokens, Edit, ImageAmplification, OneLayerEnhancement, SelfIntrospection
 from .dcd import projected_image_embeddings, projector_copies
 from .detector import detector_for, model_source, shown_folder
 from .combination import Combination, RuleFn, contrast
@@ -134,6 +134,20 @@ STEP_SCALARS = {
         "α·m",
         "DeCo's weight on the anchor layer's logits in l_N + α·m·l_j*: m is the anchor layer's highest probability on "
         "a candidate (not the chosen token's)",
+    ),
+    "enhancement_distance": StepScalar(
+        "d",
+        "ONLY's L1 distance Σ|p − p̃| (0 to 2) between the model's distribution and the textually enhanced one at this "
+        "step; below γ the two are fused collaboratively, else contrastively",
+    ),
+    "collaborative": StepScalar(
+        "c",
+        "ONLY's branch at this step: 1 = collaborative (d < γ: l + α₁·l̃), 0 = contrastive ((1+α₂)·l − α₂·l̃)",
+    ),
+    "removed_heads": StepScalar(
+        "n",
+        "ONLY: the heads of its layer removed at this step (text-to-image attention entropy ratio below the heads' "
+        "mean)",
     ),
     "over_trust_penalty": StepScalar(
         "P",
@@ -627,6 +641,15 @@ def _deco_rule(L: dict, t: int, params: dict) -> Combination:
                                 "anchor_weight": float(params["alpha"] * m[0])})
 
 
+def _only_rule(L: dict, t: int, params: dict) -> Combination:
+    logits, d = rules.only.__wrapped__(
+        L["original"], L["enhanced"], alpha_collaborative=params["alpha_collaborative"],
+        alpha_contrastive=params["alpha_contrastive"], beta=params["beta"], gamma=params["gamma"])
+    distance = float(d[0])
+    return Combination(logits, {"enhancement_distance": distance, "collaborative": float(distance < params["gamma"]),
+                                "removed_heads": float(L["removed heads"].reshape(-1)[0])})
+
+
 def _opera_rule(L: dict, t: int, params: dict) -> Combination:
     """OPERA's beam scores: the raw logits' top candidates, each lowered by its over-trust penalty (``"over_trust"``:
     (rows, C), from the beam search's look-ahead; absent, no penalty), all else −999. The scalar: the penalty taken
@@ -660,6 +683,15 @@ def deco_candidate_layers(num_layers: int, from_depth: float, to_depth: float) -
     last = min(math.floor(round(to_depth * num_layers, 6)), num_layers - 1)
     first = min(math.ceil(round(from_depth * num_layers, 6)), last)
     return tuple(range(first, last + 1))
+
+
+def _one_layer_enhancement(request: BranchRequest, params: dict) -> Branches:
+    """ONLY: no rows; the original row's own forward also yields its "textually enhanced" logits
+    (``decoding.attention.OneLayerEnhancement``), on a family whose layers can carry them (else refused)."""
+    edit = OneLayerEnhancement()
+    request.adapter.check_one_layer_enhancement(edit.layer)
+    info = {"layer": edit.layer, "decoder_layers": _decoder_layers(request.adapter)}
+    return Branches({}, info, attention_edits={"original": edit})
 
 
 def _normed_candidate_layers(request: BranchRequest, params: dict) -> Branches:
@@ -818,6 +850,13 @@ def _normed_layer_notes(info: dict) -> list[Note]:
     return [Note(f"No contrast row: at each step the early exit through the final norm, among layers {layers}, most "
                  "sure of one of the final layer's candidates lends the final logits its own, weighted by that "
                  "probability.")]
+
+
+def _one_layer_notes(info: dict) -> list[Note]:
+    return [Note(f"No contrast row: at each step, layer {info['layer']}'s attention of the newest token, without the "
+                 "heads whose text attention is less spread than their image attention (the heads' mean "
+                 "text-to-image entropy ratio), goes straight through the last layer's MLP "
+                 f"(of {info['decoder_layers']}) to give *textually enhanced* logits, fused with the model's own.")]
 
 
 def _beam_notes(info: dict) -> list[Note]:
@@ -1202,6 +1241,34 @@ _LATER_RECORDS = (
         ),
         contrast_roles=(), build=_normed_candidate_layers, rule=_deco_rule, scalars=("anchor_layer", "anchor_weight"),
         notes=_normed_layer_notes,
+    ),
+    Method(
+        name="only", title="ONLY: fuse with the logits of one layer's text-leaning heads carried to the output",
+        short_name="ONLY",
+        source="Wan et al., ONLY: One-Layer Intervention Sufficiently Mitigates Hallucinations in Large "
+        "Vision-Language Models, ICCV 2025 (zifuwan/ONLY@109bffe transformers/src/transformers/models/llama/"
+        "modeling_llama.py L482–522, L656–662; only_utils/only_sample.py L176–232)",
+        params=(
+            Param("alpha_collaborative", 3.0, 0.0, 5.0,
+                  "α₁: where the two distributions agree (d < gamma), out = l + α₁·l̃. The weights sum to 1 + α₁ "
+                  "(4 as released), so under sampling it also sharpens.",
+                  "ONLY: eval_bench/scripts/pope_eval.sh L31 ritual_alpha_pos 3 (only_sample.py L176 fallback 3)"),
+            Param("alpha_contrastive", 1.0, 0.0, 5.0,
+                  "α₂: where they differ (d ≥ gamma), out = (1+α₂)·l − α₂·l̃, a contrast against the enhanced "
+                  "logits.",
+                  "ONLY: eval_bench/scripts/pope_eval.sh L32 ritual_alpha_neg 1 (only_sample.py L177 fallback 1)"),
+            _beta("ONLY: eval_bench/scripts/pope_eval.sh L33 ritual_beta 0.1 (only_sample.py L178); on the model's "
+                  "own logits, L183"),
+            Param("gamma", 0.2, 0.0, 2.0,
+                  "γ: the L1 distance Σ|p − p̃| (0 to 2) below which the fusion is collaborative. 0.2 as released for "
+                  "POPE (eval_bench/scripts/pope_eval.sh); its CHAIR script runs 0.25, pope_eval_llava.py's own "
+                  "default is 0.6 and the sampler's fallback 0.1. 0 = always contrastive, 2 = always collaborative "
+                  "(d < 2 unless the two are disjoint).",
+                  "ONLY: eval_bench/scripts/pope_eval.sh L34 js_gamma 0.2 (chair_eval.sh L33 0.25; pope_eval_llava.py "
+                  "L77–86 0.6; only_sample.py L179 0.1)", maximum=2.0),
+        ),
+        contrast_roles=(), build=_one_layer_enhancement, rule=_only_rule,
+        scalars=("enhancement_distance", "collaborative", "removed_heads"), notes=_one_layer_notes,
     ),
     Method(
         name="opera", title="OPERA: beam search with an over-trust penalty and retrospection", short_name="OPERA",

@@ -38,6 +38,7 @@ RULE_WITH_ITS_DEFAULTS = {
         ],
     ),
     "deco": lambda L, t: rules.deco(L["original"], torch.stack([L["normed layer 1"], L["normed layer 3"]]))[0],
+    "only": lambda L, t: rules.only(L["original"], L["enhanced"], gamma=get_method("only").defaults["gamma"])[0],
     "opera": lambda L, t: rules.opera_candidates(L["original"]),  # no look-ahead here: no penalty
     "ecd": lambda L, t: rules.ecd(L["original"], L["original"].flip(-1), lam=get_method("ecd").defaults["lam"]),
     "dcd": lambda L, t: rules.dcd(L["original"], L["negative"]),
@@ -61,6 +62,8 @@ def branch_logits(method: str, *contrasts: torch.Tensor) -> dict[str, torch.Tens
     layers = {f"layer {j}": C * (j - 1) for j in RULE_ARGS.get(method, {}).get("layers", ())}  # DoLa's early exits
     if method == "deco":  # DeCo's early exits go through the final norm: the engine names them apart
         layers = {f"normed {name}": value for name, value in layers.items()}
+    if method == "only":  # what ONLY's edit of the original row's forward yields beside its logits
+        layers = {"enhanced": C, "removed heads": torch.tensor([[2.0]])}
     return {"original": L, **dict(zip(roles, contrasts, strict=True)), **layers}
 
 

@@ -46,6 +46,8 @@ def call_rule(method, l, contrasts, step=0, **params):
         logits["layer 0"] = l.flip(-1)
     if method == "deco":
         logits["normed layer 0"] = l.flip(-1)
+    if method == "only":  # what ONLY's edit of the original row's forward yields: made up here too
+        logits.update({"enhanced": l.flip(-1), "removed heads": torch.ones(l.shape[0], 1)})
     return record.rule(logits, step, {**record.resolve(params), **rule_args}).logits
 
 

@@ -214,6 +214,40 @@ class FamilyAdapter:
         """
         return self.model(**inputs)
 
+    def check_one_layer_enhancement(self, layer: int) -> None:
+        """Refuse (ValueError naming the family) a model whose language model cannot take ONLY's side path: it needs
+        decoder layers with an attention ``self_attn.o_proj`` at ``layer`` and, at the last, a LLaMA-shaped block
+        (``input_layernorm``, ``post_attention_layernorm``, ``mlp``, and no further norms around them, as Gemma's
+        ``pre_feedforward_layernorm``), and the decoder's final ``norm``."""
+        decoder = self.model.get_decoder()
+        layers = getattr(decoder, "layers", None)
+        why = None
+        if not isinstance(layers, torch.nn.ModuleList) or not isinstance(getattr(decoder, "norm", None),
+                                                                        torch.nn.Module):
+            why = "its language model names no decoder layers and final norm"
+        elif not 0 <= layer < len(layers) or not hasattr(getattr(layers[layer], "self_attn", None), "o_proj"):
+            why = f"its decoder layer {layer} has no attention with an output projection"
+        elif not all(isinstance(getattr(layers[-1], n, None), torch.nn.Module)
+                     for n in ("input_layernorm", "post_attention_layernorm", "mlp")) or any(
+                hasattr(layers[-1], n) for n in ("pre_feedforward_layernorm", "post_feedforward_layernorm")):
+            why = "its last decoder layer is not LLaMA-shaped (one norm before attention, one before the MLP)"
+        if why:
+            raise ValueError(f"ONLY cannot run on the {self.family} family: {why}")
+
+    def one_layer_enhanced_hidden(self, last_layer_input: torch.Tensor, enhanced_attention: torch.Tensor,
+                                  final_hidden: torch.Tensor, residual_weight: float, final_weight: float):
+        """ONLY's "textually enhanced" last hidden state (before ``lm_head``), from the edited layer's attention
+        output ``cd`` carried through the last decoder layer's norms and MLP alone: ``r = residual_weight · h_in +
+        input_layernorm(cd)``, ``r += mlp(post_attention_layernorm(r))``, ``norm(r) + final_weight · h_final``
+        (``final_hidden``: the model's own normed last hidden state). All (rows, hidden). Source: ``zifuwan/ONLY@109bffe
+        transformers/.../llama/modeling_llama.py`` L656-662 and L993, ``experiments/llava/model/language_model/
+        llava_llama.py`` L116; LLaMA-shaped layers only (``check_one_layer_enhancement``)."""
+        decoder = self.model.get_decoder()
+        last = decoder.layers[-1]
+        r = residual_weight * last_layer_input + last.input_layernorm(enhanced_attention)
+        r = r + last.mlp(last.post_attention_layernorm(r))
+        return decoder.norm(r) + final_weight * final_hidden
+
     @classmethod
     def check_config(cls, config) -> None:
         """Refuse (ValueError, saying why) a checkpoint of this family that the adapter cannot run, before its weights
