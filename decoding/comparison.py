@@ -44,7 +44,7 @@ from .trace import BranchView, SideResult, top_candidates
 # 3: "control", "control_params" and "control_side": a control decoded beside baseline and method.
 # 4: "early_exit" in each token (DoLa's layer mode), the "over_trust_penalty" scalar and OPERA's "rollbacks".
 # 5: the "hallucination_flag" scalar (ECD-like's detector on the original branch's top token).
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 @dataclass
