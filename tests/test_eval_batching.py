@@ -214,6 +214,7 @@ def test_the_throughput_script_tells_different_answers_apart():
     assert not same_answers([record], [])
 
 
+@pytest.mark.slow
 def test_a_sharded_run_in_batches_equals_the_single_process_run(pope_files, batch_one, tmp_path):
     """Two processes, as a launcher starts them (torchrun / accelerate launch; ACCELERATE_USE_CPU is what
     `accelerate launch --cpu` sets), each decoding its share in batches of 3: the merged answers are batch 1's."""

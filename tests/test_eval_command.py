@@ -216,6 +216,7 @@ def sharded_run(model_dir, data, tmp_path_factory):
     return out, outputs
 
 
+@pytest.mark.slow
 def test_pope_command_end_to_end(sharded_run):
     out, ((stdout, stderr), (other_stdout, _)) = sharded_run
     assert "Traceback" not in stderr
@@ -286,6 +287,7 @@ def by_prompt_first(answers, prompt, side):
     return "yes" if probs["yes"] > probs["no"] else "no"
 
 
+@pytest.mark.slow
 def test_sharded_run_equals_single_process_run(model_dir, data, sharded_run, tmp_path, capsys):
     sharded, _ = sharded_run
     single = tmp_path / "single"

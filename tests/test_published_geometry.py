@@ -373,6 +373,7 @@ def test_a_character_split_over_byte_tokens_streams_whole(adapters, family):
 
 # ---- a 1024-px photo through compare and through the app --------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_photo_through_compare(adapters, family):
     adapter = adapters[family]
     result = compare(adapter, photo(), QUESTION, "vcd", max_new_tokens=3, ignore_eos=True)
@@ -415,6 +416,7 @@ def served(folders):
         blocks.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", APP_FAMILIES)
 def test_a_photo_through_the_app(served, adapters, family, tmp_path):
     from gradio_client import handle_file
