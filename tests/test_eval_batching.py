@@ -51,15 +51,29 @@ def requests():
 SAMPLED = ("vcd", "ritual", "savcd", "m3id", "pai", "ecd")
 
 
+def takes(adapter, name: str) -> bool:
+    """Whether the family can run the method at all (the others are refused by name; test_path_equivalence.py checks
+    that every path refuses alike): DCD needs a separate image projector (not Qwen-VL's), ONLY a LLaMA-shaped last
+    decoder layer (not Gemma 3's)."""
+    if name == "dcd":
+        return adapter.image_projector() is not None
+    if name == "only":
+        try:
+            adapter.check_one_layer_enhancement(0)
+        except ValueError:
+            return False
+    return True
+
+
 def methods(adapter, do_sample: bool) -> list[tuple[str, dict]]:
-    """Greedy: every method and control the model takes (DCD needs a separate image projector, not Qwen-VL's); on
-    tiny models SID with parameters that act there, and no CODE: its pre-step writes a whole description per request,
-    seconds on some tiny families, and its row (the question after that description, no image) is a text row like
-    ICD's and M3ID's; the embedded model runs it. Sampled: ``SAMPLED`` (OPERA, beam search, refuses sampling)."""
+    """Greedy: every method and control the model takes (``takes``); on tiny models SID with parameters that act
+    there, and no CODE: its pre-step writes a whole description per request, seconds on some tiny families, and its
+    row (the question after that description, no image) is a text row like ICD's and M3ID's; the embedded model runs
+    it. Sampled: ``SAMPLED`` (OPERA, beam search, refuses sampling)."""
     tiny = adapter.model_id != "shapes-llava"
     chosen = []
     for name in SAMPLED if do_sample else REGISTRY:
-        if (name == "dcd" and adapter.image_projector() is None) or (tiny and name == "code"):
+        if not takes(adapter, name) or (tiny and name == "code"):
             continue
         chosen.append((name, ACTING_ON_TINY_MODELS.get(name, {}) if tiny else {}))
     return chosen
