@@ -293,15 +293,19 @@ class _Request:
 
 
 def _check_length(model: FamilyAdapter, rows: list, max_new_tokens: int) -> None:
-    """A prompt that cannot fit with its answer is refused up front, not discovered as garbage mid-answer."""
+    """A prompt that cannot fit with its answer is refused up front, not discovered as garbage mid-answer. ``rows``
+    ends with the original row."""
     limit = model.max_length
     longest = max(row.length for row in rows)
     if limit is not None and longest + max_new_tokens > limit:
         room = limit - longest
+        longer = rows[-1].length < longest  # a contrast row's own text (ICD's, ID's instruction) made it the longest
+        text = "the question or the method's instruction (its contrast prompt is the longest)" if longer else (
+            "the question")
         advice = (
-            f"lower max new tokens to {room} or less, or shorten the question"
+            f"lower max new tokens to {room} or less, or shorten {text}"
             if room >= 1
-            else "shorten the question: the prompt alone fills the model's context"
+            else f"shorten {text}: the prompt alone fills the model's context"
         )
         raise ValueError(
             f"the prompt and the answer do not fit in the model's context of {limit} tokens: the prompt takes "

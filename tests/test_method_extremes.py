@@ -74,3 +74,21 @@ def test_every_parameter_at_its_sliders_ends_decodes_or_is_refused_naming_it(emb
         assert name in str(refusal)
         return
     assert result.done and len(result.method_side.tokens) == tokens
+
+
+# Every text box's two ends: one character, and its limit of characters (words, as a visitor types them).
+TEXT_EXTREMES = [(method, param.name, length) for method in METHODS for param in REGISTRY[method].params
+                 if getattr(param, "kind", None) == "text" for length in (int(param.low), int(param.high))]
+
+
+@pytest.mark.parametrize("method, name, length", TEXT_EXTREMES)
+def test_every_text_parameter_at_its_ends_decodes_or_is_refused_naming_it(embedded, picture, method, name, length):
+    """A text at its limit may not fit the embedded model's context beside the picture: then the refusal names it
+    among what to shorten, not the question alone."""
+    text = ("look at the picture " * length)[:length]
+    try:
+        result = compare(embedded, picture, QUESTION, method, max_new_tokens=2, ignore_eos=True, **{name: text})
+    except ValueError as refusal:
+        assert f"the method's {name}" in str(refusal), str(refusal)
+        return
+    assert len(result.method_side.tokens) == 2
