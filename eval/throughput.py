@@ -143,7 +143,7 @@ def _child(args, batch_size: int) -> dict:
 def _forwarded(args) -> list[str]:
     options = ["--model", args.model, "--workload", args.workload, "--requests", str(args.requests),
                "--max-new-tokens", str(args.max_new_tokens), "--repeats", str(args.repeats)]
-    options += [item for name, _ in args.methods for item in ("--method", name)]
+    options += [item for spec in args.method or ["vcd"] for item in ("--method", spec)]  # with its parameters
     for flag, value in (("--device", args.device), ("--dtype", args.dtype), ("--threads", args.threads)):
         if value is not None:
             options += [flag, str(value)]
