@@ -231,8 +231,8 @@ def _bare(piece: str) -> str:
 def first_token_answer(p_yes: float | None, p_no: float | None) -> str | None:
     """The first-token readout: "yes" when p("yes") > p("no") at the answer's first token (each summed over the
     tokenizer's own yes / no tokens, ``answer_token_ids``), "no" when p("no") is larger or equal, None when neither
-    was recorded (an empty answer)."""
-    if p_yes is None or p_no is None:
+    was recorded (an empty answer) or neither is among the recorded candidates (no signal, not a "no")."""
+    if p_yes is None or p_no is None or p_yes + p_no == 0:
         return None
     return "yes" if p_yes > p_no else "no"
 

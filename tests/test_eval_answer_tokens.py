@@ -53,4 +53,6 @@ def test_the_embedded_models_yes_and_no_are_its_own_single_tokens():
 
 def test_the_readout_compares_the_two_sums():
     assert pope.first_token_answer(0.6, 0.3) == "yes" and pope.first_token_answer(0.3, 0.6) == "no"
-    assert pope.first_token_answer(0.0, 0.0) == "no" and pope.first_token_answer(None, None) is None
+    # neither among the recorded candidates (an answer starting "There is..."): no signal, not a "no"
+    assert pope.first_token_answer(0.0, 0.0) is None and pope.first_token_answer(None, None) is None
+    assert pope.first_token_answer(0.0, 0.2) == "no"
