@@ -520,9 +520,7 @@ def dola_candidate_layers(num_layers: int, high: bool, tied_embeddings: bool) ->
         start = 2 if num_layers > 2 else 1
     if high:
         layers = range(half, num_layers, 2) if num_layers <= 40 else range(num_layers - 20, num_layers, 2)
-    elif start == half:
-        layers = range(start, start + 1)
-    else:
+    else:  # a lower half that starts at its own end is empty: the start layer alone, below
         layers = range(start, half, 2) if num_layers <= 40 else range(start, 20, 2)
     return tuple(layers) or (start,)
 
@@ -576,15 +574,12 @@ def _m3id_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(logits, {"contrast_weight": float(rules.m3id_weight.__wrapped__(t, lam=lam))})
 
 
-def _cad_rule(L: dict, t: int, params: dict) -> Combination:
-    return Combination(rules.cad.__wrapped__(L["original"], L["text_only"], alpha=params["alpha"], beta=params["beta"]))
-
-
 def _adacad_rule(L: dict, t: int, params: dict) -> Combination:
-    original, text_only, threshold = L["original"], L["text_only"], params["threshold"]
-    weight = float(rules.adacad_weight.__wrapped__(original, text_only, threshold=threshold)[0])
-    logits = rules.adacad.__wrapped__(original, text_only, threshold=threshold, beta=params["beta"])
-    return Combination(logits, {"contrast_weight": weight})
+    """``rules.adacad`` with its per-row weight computed once, for the rule (CAD at that weight) and the scalar."""
+    original, text_only = L["original"], L["text_only"]
+    weight = rules.adacad_weight.__wrapped__(original, text_only, threshold=params["threshold"])
+    logits = rules.cad.__wrapped__(original, text_only, alpha=weight.unsqueeze(-1), beta=params["beta"])
+    return Combination(logits, {"contrast_weight": float(weight[0])})
 
 
 def _instructive_rule(L: dict, t: int, params: dict) -> Combination:
@@ -660,11 +655,12 @@ def _opera_rule(L: dict, t: int, params: dict) -> Combination:
         original, penalty, num_candidates=c, penalty_weight=params["penalty_weights"]
     )
     taken = 0.0
-    first = original.float().topk(c, dim=-1).indices[0] == logits[0].argmax()
-    # Every candidate lowered below the -999 fill (a large sigma): the top token is none of them, and no penalty was
-    # taken off it; the release decodes on from the fill (utils.py L3556-3557).
-    if penalty is not None and bool(first.any()):
-        taken = float(params["penalty_weights"] * penalty[0][first][0])
+    if penalty is not None:
+        first = original.float().topk(c, dim=-1).indices[0] == logits[0].argmax()
+        # Every candidate lowered below the -999 fill (a large sigma): the top token is none of them, and no penalty
+        # was taken off it; the release decodes on from the fill (utils.py L3556-3557).
+        if bool(first.any()):
+            taken = float(params["penalty_weights"] * penalty[0][first][0])
     return Combination(logits, {"over_trust_penalty": taken})
 
 
@@ -1032,7 +1028,7 @@ _RECORDS = (
                   "runs 1.5_-0.5 (alpha 0.5) for long summaries"),
             _OPTIONAL_CUT,
         ),
-        contrast_roles=("text_only",), build=_text_only, rule=_cad_rule,
+        contrast_roles=("text_only",), build=_text_only, rule=contrast(rules.cad, "text_only"),
         labels={"text_only": "no image"}, notes=_context_notes,
     ),
     Method(

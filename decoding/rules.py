@@ -728,7 +728,7 @@ def adacad(
     """
     l, u = _branches(logits, context_free_logits=context_free_logits)
     alpha = adacad_weight.__wrapped__(l, u, threshold).unsqueeze(-1)
-    return _cut_or_none(l, (1.0 + alpha) * l - alpha * u, beta)
+    return cad.__wrapped__(l, u, alpha=alpha, beta=beta)
 
 
 @checked(eps=_real)
