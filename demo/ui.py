@@ -99,7 +99,8 @@ class Blocks(gr.Blocks):
         in gradio before the handler (``gr.SelectData`` indexes it; a file payload is refused with its path echoed),
         with HTTP 500 and a traceback; here it becomes no index, and the click changes nothing."""
         if event_data is not None:
-            sent = event_data._data  # the event's JSON as sent; gradio's EventData has no public reader of it whole
+            # The event's JSON as sent (gradio's EventData has no public reader of it whole); None if that changes.
+            sent = getattr(event_data, "_data", None)
             index = sent.get("index") if isinstance(sent, dict) else None
             plain = isinstance(index, int) and not isinstance(index, bool)
             event_data = gr.EventData(event_data.target, {"index": index if plain else None, "value": None})
