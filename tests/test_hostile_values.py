@@ -330,3 +330,12 @@ def test_a_stop_meant_for_the_running_run_leaves_the_sessions_next_run_alone(ser
                 break
     stream.close()
     assert [m["output"].get("error") for m in completed] == ["released", "released"]  # both reached the model
+
+
+@pytest.mark.parametrize("value", [10**300, 1e300, -(10**40)])
+def test_a_huge_whole_number_with_bounds_is_refused_without_writing_it_whole(value):
+    from demo import checks
+
+    with pytest.raises(ValueError) as refusal:
+        checks.number("seed", value, integer=True, bounds=(0, 2**31 - 1))
+    assert "seed" in str(refusal.value) and len(str(refusal.value)) <= checks.ECHO_LIMIT + 100, str(refusal.value)
