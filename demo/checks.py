@@ -53,10 +53,11 @@ def number(name: str, value, integer: bool = False, bounds: tuple[float, float] 
         value = int(value)
     else:
         value = as_float
-    if integer and abs(value) > MAX_EXACT_INTEGER:  # before the bounds: their message writes the value whole
-        raise ValueError(f"{name} must be a whole number of at most {MAX_EXACT_INTEGER:,}, got {shown(value)}")
     if bounds is not None and not bounds[0] <= value <= bounds[1]:
-        raise ValueError(f"{name} must be between {_show(bounds[0])} and {_show(bounds[1])}, got {_show(value)}")
+        got = _show(value) if isinstance(value, float) else shown(value)  # a long whole number is cut short
+        raise ValueError(f"{name} must be between {_show(bounds[0])} and {_show(bounds[1])}, got {got}")
+    if integer and abs(value) > MAX_EXACT_INTEGER:
+        raise ValueError(f"{name} must be a whole number of at most {MAX_EXACT_INTEGER:,}, got {shown(value)}")
     return value
 
 
