@@ -283,9 +283,20 @@ class Runner:
             log.info("run cancelled: Stop was pressed while it waited in the queue")
             yield RunUpdate(texts.CANCELLED_WAITING)
             return
-        run = self._start(request, drawn_scene, progress)
+        control.running, control.stop_requested = True, False  # from here Stop means this run, its loading included
+        try:
+            run = self._start(request, drawn_scene, progress)
+        except BaseException:
+            control.running = False
+            raise
         if run.fallback:
             warn(run.fallback)
+        if control.stop_requested:  # pressed while the model loaded: no token decoded, no run counted as active
+            control.running = control.stop_requested = False
+            self._count("stopped")
+            log.info("run stopped while its model loaded")
+            yield RunUpdate(texts.STOPPED_WHILE_LOADING)
+            return
         yield from self._stream(control, run, score if score is not None else shapes_lab.Scoreboard(), progress)
 
     def _start(self, request: RunRequest, drawn_scene, progress: ProgressFn) -> _Run:
@@ -319,7 +330,6 @@ class Runner:
         self, control: RunControl, run: _Run, score: shapes_lab.Scoreboard, progress: ProgressFn
     ) -> Iterator[RunUpdate]:
         settings = run.settings
-        control.running, control.stop_requested = True, False
         started = time.monotonic()
         comparison, outcome, failure = None, "failed", None
         self._count(active=1)

@@ -62,6 +62,7 @@ REFUSED_TITLE = "Cannot run this comparison"
 MODEL_UNAVAILABLE_TITLE = "Model unavailable"
 WITH_NOTICE = "{status} ⚠️ {notice}"
 STOPPED_IN_PRE_STEP = "Stopped before the first token (during the method's pre-step)."
+STOPPED_WHILE_LOADING = "Stopped before the first token (while the model loaded)."
 STOPPING = "Stopping…"
 NOTHING_TO_STOP = "No comparison is running."
 # What Stop says, and the run's status, when the run it stops still waits in the queue.

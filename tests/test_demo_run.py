@@ -120,6 +120,30 @@ def test_stop_ends_a_running_comparison_after_its_token(runner, uploads):
     assert final.shown.comparison.steps < 200 and stop(control) == texts.NOTHING_TO_STOP
 
 
+def test_stop_while_the_model_loads_ends_the_run_before_its_first_token(runner, uploads):
+    """Stop pressed while the model loads (the progress callback says so) is this run's, not nothing to stop."""
+    control, stopped = RunControl(), runner.runs["stopped"]
+    answers = []
+
+    def progress(fraction, desc=""):
+        if desc == texts.LOADING_MODEL:
+            answers.append(stop(control))
+
+    updates = list(runner.run(control, request(uploads, method="m3id"), progress=progress))
+    assert answers == [texts.STOPPING]
+    assert [u.status for u in updates] == [texts.STOPPED_WHILE_LOADING]
+    assert runner.runs["stopped"] == stopped + 1 and runner.active_runs == 0
+    assert not control.running and not control.stop_requested
+    assert list(runner.run(control, request(uploads, method="m3id")))[-1].status.startswith("Done")  # the next runs
+
+
+def test_a_refused_request_leaves_the_session_with_nothing_running(runner, uploads):
+    control = RunControl()
+    with pytest.raises(RunError):
+        next(runner.run(control, request(uploads, question="   ")))
+    assert not control.running and stop(control) == texts.NOTHING_TO_STOP
+
+
 def test_closing_a_run_stops_it_at_once(runner, uploads):
     closed = runner.runs["closed"]
     updates = runner.run(RunControl(), request(uploads, method="m3id", max_new_tokens=200))
