@@ -20,7 +20,7 @@ from PIL import Image
 from models import FamilyAdapter, ModelLoadError, build_tiny, load_model
 
 from .allow_list import EMBEDDED_MODEL_DIR, TINY_MODEL, default_model, display_name
-from .checks import MAX_NEW_TOKENS_LIMIT
+from .checks import MAX_NEW_TOKENS_LIMIT, shown
 
 # Tokens of a model's context kept for the question when the new-token limit is worked out (a shapes-world question
 # is about 10, a photo question a few dozen; a longer one is refused by the library's own length check).
@@ -91,7 +91,7 @@ class ModelPool:
     def get(self, name: str) -> FamilyAdapter:
         """The loaded model for an allow-list name; ValueError for any other name, ModelLoadError if loading fails."""
         if not isinstance(name, str) or name not in self.sources:
-            raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(self.names)}")
+            raise ValueError(f"unknown model {shown(name)}; choose one of: {', '.join(self.names)}")
         with self._lock:
             if self._loaded is not None and self._loaded[0] == name:
                 return self._loaded[1]

@@ -97,6 +97,9 @@ def test_a_model_outside_the_allow_list_is_refused_before_any_loading(tmp_path):
     for name in ("/etc", str(tmp_path), "org/other", None, ["org/not-loaded"]):
         with pytest.raises(ValueError, match="unknown model"):
             pool.get(name)
+    with pytest.raises(ValueError) as refused:  # a library caller's name is cut short like a visitor's
+        pool.get("m" * 100_000)
+    assert len(str(refused.value)) < 300
 
 
 # ---- reading uploads -----------------------------------------------------------------------------------------------
