@@ -21,6 +21,7 @@ COLOUR_MODES = (
     ("confidence", "confidence"),
     ("layer it first led (DoLa, DeCo)", "first_top_layer"),
 )
+COLOUR_KEYS = tuple(key for _, key in COLOUR_MODES)
 DEFAULT_COLOUR_MODE = "visual_dependence"
 # The colour modes only some runs record, with what the panel says where a side has none.
 NOT_RECORDED = {
@@ -71,7 +72,7 @@ def token_value(token: TokenTrace, mode: str) -> float | None:
     if mode == "first_top_layer":
         first = token.early_exit.get("first_top") if token.early_exit else None
         return None if first is None else float(first)
-    raise ValueError(f"unknown colour mode {mode!r}; choose one of {[key for _, key in COLOUR_MODES]}")
+    raise ValueError(f"unknown colour mode {mode!r}; choose one of {list(COLOUR_KEYS)}")
 
 
 def sides(comparison: Comparison | None) -> list[SideResult]:

@@ -172,7 +172,7 @@ def check_request(
     }
     sampling = checks.sampling(request.decoding_mode, request.temperature, request.top_p, request.top_k, request.seed)
     max_new_tokens = checks.max_new_tokens(request.max_new_tokens)
-    colour_by = checks.choice("colour mode", request.colour_by, [key for _, key in render.COLOUR_MODES])
+    colour_by = checks.choice("colour mode", request.colour_by, render.COLOUR_KEYS)
     truth = shapes_lab.known_scene(picture, drawn_scene if isinstance(drawn_scene, world.Scene) else None)
     control = checks.control(request.control, CONTROLS, texts.NO_CONTROL)
     control_params = None

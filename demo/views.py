@@ -18,7 +18,6 @@ from . import render, texts
 from .images import attention_overlay
 
 SIDES = ("baseline", "method", "control")  # the panels, left to right; the control's only when one is decoded
-COLOUR_KEYS = tuple(key for _, key in render.COLOUR_MODES)
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ def heatmaps(shown: ShownRun | None, colour_by: str, selected=(None, None, None)
     """Every answer coloured on one scale, the selected token of each (baseline, method, control: in SIDES order)
     outlined, with the legend."""
     comparison = shown.comparison if shown is not None else None
-    if colour_by not in COLOUR_KEYS:  # null, which gradio's radio lets through: only a crafted request sends it
+    if colour_by not in render.COLOUR_KEYS:  # null, which gradio's radio lets through: only a crafted request sends it
         colour_by = render.DEFAULT_COLOUR_MODE
     scale = render.colour_scale(comparison, colour_by)
     marks = shown.marks if shown is not None else {}
