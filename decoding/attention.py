@@ -29,6 +29,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from . import rules
+from .steering import MlpEdit, mlp_edit_hooks
 
 NAME = "contrastive_lab"
 
@@ -120,7 +121,7 @@ class OneLayerEnhancement:
         return layer == self.layer
 
 
-Edit = ImageAmplification | SelfIntrospection | BlindTokens | ReplacedImageEmbeddings | OneLayerEnhancement
+Edit = ImageAmplification | SelfIntrospection | BlindTokens | ReplacedImageEmbeddings | OneLayerEnhancement | MlpEdit
 
 
 @dataclass
@@ -288,7 +289,8 @@ def _keep_last_layer_input(module, args, kwargs):
 @contextlib.contextmanager
 def lab_attention_for(model):
     """Run ``model`` under this module's attention function (and the embedding edits' hook: AvisC's, DCD's; ONLY's
-    on the last decoder layer) for one run, then switch back."""
+    on the last decoder layer; the MLP-output edits' hooks, ``decoding.steering``: VISTA's, VTI's) for one run, then
+    switch back."""
     before = model.config._attn_implementation
     model.set_attn_implementation(NAME)
     decoder = model.get_decoder()
@@ -296,7 +298,8 @@ def lab_attention_for(model):
     if isinstance(getattr(decoder, "layers", None), torch.nn.ModuleList):
         hooks.append(decoder.layers[-1].register_forward_pre_hook(_keep_last_layer_input, with_kwargs=True))
     try:
-        yield
+        with mlp_edit_hooks(model):
+            yield
     finally:
         for hook in hooks:
             hook.remove()

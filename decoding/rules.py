@@ -77,6 +77,7 @@ __all__ = [
     "ecd",
     "dcd",
     "opera_column_scores",
+    "steer",
 ]
 
 _LN2 = math.log(2.0)
@@ -1396,6 +1397,54 @@ def only(
     d = (torch.softmax(l, dim=-1) - torch.softmax(e, dim=-1)).abs().sum(dim=-1)
     combined = torch.where((d < gamma)[:, None], l + a1 * e, (1.0 + a2) * l - a2 * e)
     return apply_mask(combined, _keep_log(l, math.log(beta))), d
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Steering of an MLP output (VISTA, VTI)
+# ---------------------------------------------------------------------------------------------------------------------
+@checked(strength=_real)
+def steer(output: torch.Tensor, direction: torch.Tensor, strength: float = 0.1,
+          cosine_boost: bool = True) -> torch.Tensor:
+    r"""Norm-preserving steering of a decoder layer's MLP output (the residual update, not the residual stream):
+
+    ``x ← normalize(normalize(x) + λ·λ_sim·v̂)·‖x‖``, per position, in float32; ``v̂ = v/‖v‖``, so ``λ`` is relative
+    to a unit vector whatever the size of ``v``.
+
+    - VISTA (Li et al., ICML 2025; ``LzVv123456/VISTA@dc62252 llm_layers.py`` VSVLayer L15–34): ``cosine_boost``,
+      ``λ_sim = 1 + max(0, cos(x, −v))`` (a position pointing away from the steering direction is pushed harder);
+      ``λ`` is ``--vsv-lambda``.
+    - VTI (Liu, Ye, Zou, ICLR 2025; ``shengliu66/VTI@bb5dfee llm_layers.py`` VTILayer L16–32): no boost,
+      ``λ_sim ≡ 1``, and the caller passes ``strength = 0.1·λ`` (the release's layer multiplies its ``lam`` by 0.1).
+
+    Args:
+        output: ``(..., hidden)`` MLP outputs (any floating dtype); the result is float32 of the same shape (the
+            releases cast back to fp16; the caller casts back to the model's dtype).
+        direction: ``(hidden,)`` the steering vector ``v`` (not necessarily unit).
+        strength: ``λ`` (any real; 0 leaves ``x`` as it is up to rounding).
+        cosine_boost: VISTA's ``λ_sim`` (True) or VTI's constant 1 (False).
+
+    A zero ``x`` stays zero (its norm is 0); a zero ``v`` steers nothing (``normalize`` of a zero vector is zero).
+
+    Examples (``x = [3, 4]``, ``v = [−1, 0]``; the norm 5 is kept): VISTA at λ 0.1 (``cos(x, −v)`` = 0.6, so
+    ``λ_sim`` = 1.6); VTI at λ 0.9 (strength 0.09):
+
+    >>> steer(torch.tensor([[3.0, 4.0]]), torch.tensor([-1.0, 0.0]), strength=0.1)
+    tensor([[2.4096, 4.3811]])
+    >>> steer(torch.tensor([[3.0, 4.0]]), torch.tensor([-1.0, 0.0]), strength=0.1 * 0.9, cosine_boost=False)
+    tensor([[2.6878, 4.2161]])
+    """
+    if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.dim() < 1:
+        raise ValueError("output must be a floating tensor (..., hidden)")
+    if not isinstance(direction, torch.Tensor) or direction.shape != output.shape[-1:]:
+        raise ValueError(f"direction must be a tensor of shape ({output.shape[-1]},), got "
+                         f"{tuple(getattr(direction, 'shape', ()))}")
+    x, v = output.float(), direction.to(device=output.device, dtype=torch.float32)
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    weight = torch.full_like(norm, strength)
+    if cosine_boost:
+        cosine = F.cosine_similarity(x, -v.expand_as(x), dim=-1).unsqueeze(-1)
+        weight = weight * (1.0 + cosine.clamp_min(0.0))
+    return F.normalize(F.normalize(x, dim=-1) + weight * F.normalize(v, dim=0), dim=-1) * norm
 
 
 # ---------------------------------------------------------------------------------------------------------------------

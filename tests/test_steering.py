@@ -1,0 +1,135 @@
+"""The per-row MLP-output edit (``decoding.steering``): the steering rule against the spec's test vectors, and, on a
+tiny model through the engine, only the edited row's MLP outputs change, at the prefill and at every decoded token,
+exactly as a plain hook steering that row alone would; and the pre-pass's per-layer outputs are the decoder layers'
+own (before the final norm)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from decoding import rules
+from decoding.engine import Combination, Engine, Side
+from decoding.steering import MlpSteering, check_mlp_edits, last_position_layer_outputs
+
+QUESTION = "What color is the square?"
+LONGER = "Describe every shape in the picture, its color and where it is."
+
+
+def test_the_steering_rule_gives_the_spec_s_vectors():
+    x, v = torch.tensor([[3.0, 4.0]]), torch.tensor([-1.0, 0.0])
+    vista = rules.steer(x, v, strength=0.1)  # lambda_sim = 1 + cos(x, -v) = 1.6
+    torch.testing.assert_close(vista, torch.tensor([[2.409594, 4.381080]]), atol=1e-5, rtol=0)
+    vti = rules.steer(x, v, strength=0.1 * 0.9, cosine_boost=False)
+    torch.testing.assert_close(vti, torch.tensor([[2.687787, 4.216136]]), atol=1e-5, rtol=0)
+    for out in (vista, vti):
+        torch.testing.assert_close(out.norm(dim=-1), torch.tensor([5.0]))
+
+
+def test_the_boost_is_one_where_the_output_already_points_along_the_direction():
+    x, v = torch.tensor([[3.0, 4.0]]), torch.tensor([1.0, 0.0])  # cos(x, -v) < 0: lambda_sim = 1
+    torch.testing.assert_close(rules.steer(x, v, strength=0.2), rules.steer(x, v, strength=0.2, cosine_boost=False))
+
+
+def test_the_rule_refuses_a_direction_of_the_wrong_size_and_a_bad_strength():
+    with pytest.raises(ValueError, match="direction must be a tensor of shape"):
+        rules.steer(torch.ones(1, 3), torch.ones(2))
+    with pytest.raises(ValueError, match="strength must be finite"):
+        rules.steer(torch.ones(1, 3), torch.ones(3), strength=float("inf"))
+
+
+def _logits_of(seen: list):
+    def combine(L, t):
+        seen.append(L["original"].clone())
+        return Combination(L["original"])
+    return combine
+
+
+def _steer_every_row(directions, strength, index, module, args, output):
+    """The reference: a plain hook steering every row of the batch (one row, alone) at every position."""
+    return rules.steer(output, directions[index], strength=strength).to(output.dtype)
+
+
+def _run(adapter, rows, edits: dict, steps: int, batched: bool = True) -> dict[str, list]:
+    seen = {}
+    sides = []
+    for i in range(len(rows)):
+        seen[f"side {i}"] = []
+        attention_edits = {"original": edits[i]} if i in edits else {}
+        sides.append(Side(f"side {i}", "baseline" if i not in edits else "steered", {"original": i},
+                          combine=_logits_of(seen[f"side {i}"]), attention_edits=attention_edits))
+    list(Engine(adapter).run(rows, sides, max_new_tokens=steps, ignore_eos=True, batched=batched))
+    return seen
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_only_the_edited_row_is_steered_at_prefill_and_every_step(tiny_model, image, family):
+    adapter = tiny_model(family)
+    n_layers = check_mlp_edits(adapter, "test")
+    hidden = adapter.model.config.get_text_config().hidden_size
+    directions = torch.randn(n_layers, hidden, generator=torch.Generator().manual_seed(0))
+    edit = MlpSteering(directions.to(adapter.device), strength=0.5)
+    # The same prompt twice: the edited row must not share the baseline row's prefill; and a longer prompt first,
+    # so that the edited row is left-padded.
+    rows = [adapter.build_row(LONGER, image), adapter.build_row(QUESTION, image), adapter.build_row(QUESTION, image)]
+    steps = 4
+    batched = _run(adapter, rows, {2: edit}, steps)
+
+    plain = _run(adapter, rows[1:2], {}, steps)["side 0"]
+    layers = adapter.model.get_decoder().layers
+    handles = [layer.mlp.register_forward_hook(functools.partial(_steer_every_row, directions, 0.5, i))
+               for i, layer in enumerate(layers)]
+    try:
+        steered = _run(adapter, rows[1:2], {}, steps)["side 0"]
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(batched["side 2"]) == steps
+    for t in range(steps):
+        torch.testing.assert_close(batched["side 1"][t], plain[t], atol=1e-4, rtol=0)  # the unedited twin
+        torch.testing.assert_close(batched["side 2"][t], steered[t], atol=1e-4, rtol=0)
+    assert not torch.allclose(steered[0], plain[0], atol=1e-2)  # the edit acts at the prefill
+    # Decoded steps are steered too: each step's logits differ from the unsteered row fed the same tokens.
+    assert all(not torch.allclose(a, b, atol=1e-3) for a, b in zip(steered[1:], plain[1:], strict=True))
+
+
+def test_an_edit_limited_to_layers_leaves_the_others(tiny_model, image):
+    adapter = tiny_model("llava")
+    n_layers = check_mlp_edits(adapter, "test")
+    hidden = adapter.model.config.get_text_config().hidden_size
+    directions = torch.randn(n_layers, hidden, generator=torch.Generator().manual_seed(1))
+    rows = [adapter.build_row(QUESTION, image)]
+    none = MlpSteering(directions, strength=0.5, layers=())
+    plain, untouched = _run(adapter, rows, {}, 1)["side 0"], _run(adapter, rows, {0: none}, 1)["side 0"]
+    torch.testing.assert_close(untouched[0], plain[0], atol=1e-5, rtol=0)
+    assert MlpSteering(directions, 0.5, layers=(1,)).edits_layer(1)
+    assert not MlpSteering(directions, 0.5, layers=(1,)).edits_layer(0)
+    assert not MlpSteering(directions, 0.5).edits_layer(n_layers)
+
+
+def test_the_hooks_are_gone_after_the_run(tiny_model, image):
+    adapter = tiny_model("llava")
+    layers = adapter.model.get_decoder().layers
+    before = [(len(layer._forward_pre_hooks), len(layer.mlp._forward_hooks)) for layer in layers]
+    rows = [adapter.build_row(QUESTION, image)]
+    directions = torch.ones(len(layers), adapter.model.config.get_text_config().hidden_size)
+    _run(adapter, rows, {0: MlpSteering(directions, 0.1)}, 1)
+    assert [(len(layer._forward_pre_hooks), len(layer.mlp._forward_hooks)) for layer in layers] == before
+
+
+def test_the_pre_pass_outputs_are_the_layers_own_before_the_final_norm(tiny_model, image):
+    adapter = tiny_model("llava")
+    row = adapter.build_row(QUESTION, image)
+    outputs = last_position_layer_outputs(adapter, row)
+    inputs = {"input_ids": row.input_ids, "attention_mask": torch.ones_like(row.input_ids), **row.vision_kwargs}
+    with torch.inference_mode():
+        states = adapter.model(**inputs, output_hidden_states=True).hidden_states
+    n = len(adapter.model.get_decoder().layers)
+    assert outputs.shape == (n, adapter.model.config.get_text_config().hidden_size)
+    # hidden_states[1..N-1] are the layers' outputs; transformers 5's last entry is after the final norm.
+    torch.testing.assert_close(outputs[:-1], torch.stack([s[0, -1].float() for s in states[1:n]]))
+    norm = adapter.model.get_decoder().norm
+    with torch.inference_mode():
+        torch.testing.assert_close(norm(outputs[-1:]).float(), states[n][0, -1:].float(), atol=1e-5, rtol=1e-4)
