@@ -35,6 +35,7 @@ from . import branch_rows, branches, rules
 from .attention import BlindTokens, Edit, ImageAmplification, OneLayerEnhancement, SelfIntrospection
 from .dcd import projected_image_embeddings, projector_copies
 from .detector import detector_for, model_source, shown_folder
+from .steering import MlpSteering, check_mlp_edits, last_position_layer_outputs
 from .combination import Combination, RuleFn, contrast
 
 # Visual dependence is measured against this distortion, the same for every method and both panels.
@@ -645,6 +646,14 @@ def _only_rule(L: dict, t: int, params: dict) -> Combination:
                                 "removed_heads": float(L["removed heads"].reshape(-1)[0])})
 
 
+def _vista_rule(L: dict, t: int, params: dict) -> Combination:
+    layers = params["layers"]
+    if not layers:  # SLA off: the steered row's own logits
+        return Combination(L["original"].float())
+    early = torch.stack([L[f"layer {j}"] for j in layers])
+    return Combination(rules.vista_sla.__wrapped__(L["original"], early, alpha=params["alpha"]))
+
+
 def _opera_rule(L: dict, t: int, params: dict) -> Combination:
     """OPERA's beam scores: the raw logits' top candidates, each lowered by its over-trust penalty (``"over_trust"``:
     (rows, C), from the beam search's look-ahead; absent, no penalty), all else −999. The scalar: the penalty taken
@@ -699,6 +708,26 @@ def _normed_candidate_layers(request: BranchRequest, params: dict) -> Branches:
     depth = int(model.config.get_text_config().num_hidden_layers)
     layers = deco_candidate_layers(depth, params["from_depth"], params["to_depth"])
     return Branches({}, {"candidate_layers": list(layers)}, rule_args={"layers": layers}, normed_layers=layers)
+
+
+def _visual_steering(request: BranchRequest, params: dict) -> Branches:
+    """VISTA: no contrast row. Its visual steering vector (``lam`` > 0): each decoder layer's output at the last
+    prompt position, from two unsteered prefills of the prompt with and without the image, the first minus the
+    second (``steering_vector.py`` L91–129, one pair: the rank-1 PCA's added unit vector, a quirk of one sample, is
+    dropped); it steers every layer's MLP output of the original row (and of its noised twin, so that the two differ
+    by the noise only), prompt and answer. SLA (``alpha`` > 0): the early exits its rule blends in."""
+    adapter = request.adapter
+    depth = check_mlp_edits(adapter, "VISTA")
+    layers = deco_candidate_layers(depth, params["from_depth"], params["to_depth"]) if params["alpha"] else ()
+    info = {"decoder_layers": depth, "sla_layers": list(layers), "lam": params["lam"], "alpha": params["alpha"]}
+    edits = {}
+    if params["lam"]:
+        with_image = last_position_layer_outputs(adapter, request.original)
+        without_image = last_position_layer_outputs(adapter, adapter.build_row(request.question, None))
+        edit = MlpSteering(with_image - without_image, params["lam"], cosine_boost=True)
+        edits = {"original": edit, **({"distorted": edit} if request.distorted is not None else {})}
+        info["vector_norms"] = [float(n) for n in edit.directions.norm(dim=-1)]
+    return Branches({}, info, rule_args={"layers": layers}, layers=layers, attention_edits=edits)
 
 
 def _beam_only(request: BranchRequest, params: dict) -> Branches:
@@ -853,6 +882,23 @@ def _one_layer_notes(info: dict) -> list[Note]:
                  "heads whose text attention is less spread than their image attention (the heads' mean "
                  "text-to-image entropy ratio), goes straight through the last layer's MLP "
                  f"(of {info['decoder_layers']}) to give *textually enhanced* logits, fused with the model's own.")]
+
+
+def _steering_notes(info: dict) -> list[Note]:
+    notes = []
+    if info["lam"]:
+        norms = info["vector_norms"]
+        notes.append(Note(f"Visual steering: every decoder layer's MLP output (of {info['decoder_layers']}) turned "
+                          f"toward that layer's output with the image minus without it (at the prompt's last token; "
+                          f"sizes {min(norms):.3g} to {max(norms):.3g}), its norm kept, at strength "
+                          f"**{info['lam']:g}**, prompt and answer."))
+    else:
+        notes.append(Note("Visual steering off (lam 0): no pre-pass, the model as it is."))
+    if info["alpha"]:
+        layers = ", ".join(map(str, info["sla_layers"]))
+        notes.append(Note(f"Logit augmentation: the mean early exit (no final norm) of hidden states {layers}, "
+                          f"weight **{info['alpha']:g}**, blended into the final logits."))
+    return notes
 
 
 def _beam_notes(info: dict) -> list[Note]:
@@ -1265,6 +1311,36 @@ _LATER_RECORDS = (
         ),
         contrast_roles=(), build=_one_layer_enhancement, rule=_only_rule,
         scalars=("enhancement_distance", "collaborative", "removed_heads"), notes=_one_layer_notes,
+    ),
+    Method(
+        name="vista", title="VISTA: steer every layer's MLP output toward the image, blend in early-layer logits",
+        short_name="VISTA",
+        source="Li et al., The Hidden Life of Tokens: Reducing Hallucination of Large Vision-Language Models via "
+        "Visual Information Steering, ICML 2025 (LzVv123456/VISTA@dc62252 steering_vector.py L91–129, llm_layers.py "
+        "L15–34 and L132–150, llava/model/language_model/llava_llama.py L93–103)",
+        params=(
+            Param("lam", 0.1, 0.0, 0.5,
+                  "Visual steering strength λ (relative to a unit vector): each layer's MLP output x becomes "
+                  "normalize(normalize(x) + λ·λ_sim·v̂)·‖x‖, λ_sim = 1 + max(0, cos(x, −v)), v that layer's output "
+                  "with the image minus without it. 0 = off (no pre-pass). 0.1 is chair_eval.py's default and "
+                  "run_mmhal.sh's (open-ended answers, as the app's); run_chair.sh runs 0.17, the POPE script 0.01.",
+                  "VISTA: --vsv-lambda 0.1 (chair_eval.py L30, run_mmhal.sh; run_chair.sh 0.17; pope_eval.py L31 "
+                  "and run_pope.sh 0.01)"),
+            Param("alpha", 0.3, 0.0, 1.0,
+                  "Logit augmentation (SLA) weight: out = alpha·mean of the window's early exits (no final norm) + "
+                  "(1 − alpha)·l. 0 = off.",
+                  "VISTA: --logits-alpha 0.3 (chair_eval.py L36, run_chair.sh, run_pope.sh)", maximum=1.0),
+            Param("from_depth", 0.8125, 0.0, 1.0,
+                  "First early exit of the SLA window, as a share of the decoder's depth: hidden-state index "
+                  "ceil(from_depth·N). The release's layers 25..30 of LLaVA-1.5's 32 are indices 26..31; on a "
+                  "smaller model the same shares (ours; the embedded model's 4 layers: index 3).",
+                  "VISTA: --logits-layers 25,30 (chair_eval.py L35): index 26 of 32", 0.005, maximum=1.0),
+            Param("to_depth", 0.96875, 0.0, 1.0,
+                  "Last early exit of the window: index floor(to_depth·N), at most N−1 (a start past it takes this "
+                  "one alone).",
+                  "VISTA: --logits-layers 25,30 (chair_eval.py L35): index 31 of 32", 0.005, maximum=1.0),
+        ),
+        contrast_roles=(), build=_visual_steering, rule=_vista_rule, notes=_steering_notes,
     ),
     Method(
         name="opera", title="OPERA: beam search with an over-trust penalty and retrospection", short_name="OPERA",

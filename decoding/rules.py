@@ -78,6 +78,7 @@ __all__ = [
     "dcd",
     "opera_column_scores",
     "steer",
+    "vista_sla",
 ]
 
 _LN2 = math.log(2.0)
@@ -1445,6 +1446,35 @@ def steer(output: torch.Tensor, direction: torch.Tensor, strength: float = 0.1,
         cosine = F.cosine_similarity(x, -v.expand_as(x), dim=-1).unsqueeze(-1)
         weight = weight * (1.0 + cosine.clamp_min(0.0))
     return F.normalize(F.normalize(x, dim=-1) + weight * F.normalize(v, dim=0), dim=-1) * norm
+
+
+@checked(alpha=_unit)
+def vista_sla(logits: torch.Tensor, early_logits: torch.Tensor, alpha: float = 0.3) -> torch.Tensor:
+    r"""VISTA's token-logit augmentation (SLA): the mean of a window of early exits blended into the final logits,
+
+    ``out = alpha·mean_j lm_head(h_j) + (1 − alpha)·l``, on raw logits, before any processor (weights sum to 1).
+
+    The early exits carry **no** final norm (``lm_head(h_j)``, as DoLa's; unlike DeCo's and MemVR's).
+
+    Args:
+        logits: ``(batch, vocab)`` the model's own logits ``l``.
+        early_logits: ``(n_layers, batch, vocab)`` the window's early exits.
+        alpha: ``--logits-alpha`` 0.3 in ``[0, 1]``; 0 = off.
+
+    Source: ``LzVv123456/VISTA@dc62252 llava/model/language_model/llava_llama.py`` L93–103 (``--logits-layers
+    25,30``: the outputs of decoder layers 25..30, hidden-state indices 26..31, ``chair_eval.py`` L34–36).
+
+    Example (the spec's: the window's mean is ``[2, 2, 0, 0]``):
+
+    >>> vista_sla(torch.tensor([[2.0, 1.0, 0.0, -1.0]]), torch.tensor([[[1.0, 3, 0, 0]], [[3.0, 1, 0, 0]]]))
+    tensor([[ 2.0000,  1.3000,  0.0000, -0.7000]])
+    """
+    f = _logits("logits", logits)
+    e = _float_tensor("early_logits", early_logits, "(n_layers, batch, vocab)", 3, 3)
+    if e.shape[1:] != f.shape or e.shape[0] == 0:
+        raise ValueError(f"early_logits must have shape (n_layers >= 1, {f.shape[0]}, {f.shape[1]}), got "
+                         f"{tuple(e.shape)}")
+    return alpha * e.mean(dim=0) + (1.0 - alpha) * f
 
 
 # ---------------------------------------------------------------------------------------------------------------------

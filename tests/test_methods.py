@@ -39,6 +39,7 @@ RULE_WITH_ITS_DEFAULTS = {
     ),
     "deco": lambda L, t: rules.deco(L["original"], torch.stack([L["normed layer 1"], L["normed layer 3"]]))[0],
     "only": lambda L, t: rules.only(L["original"], L["enhanced"], gamma=get_method("only").defaults["gamma"])[0],
+    "vista": lambda L, t: rules.vista_sla(L["original"], torch.stack([L["layer 3"]])),
     "opera": lambda L, t: rules.opera_candidates(L["original"]),  # no look-ahead here: no penalty
     "ecd": lambda L, t: rules.ecd(L["original"], L["original"].flip(-1), lam=get_method("ecd").defaults["lam"]),
     "dcd": lambda L, t: rules.dcd(L["original"], L["negative"]),
@@ -53,6 +54,7 @@ RULE_ARGS = {
     "olm": {"yes_id": 0, "no_id": 1}, "dola": {"layers": (0, 2)}, "sid": {"skip_cut": False},
     "ecd": {"detector": FlippedDetector()},
     "deco": {"layers": (1, 3)},
+    "vista": {"layers": (3,)},
 }
 
 
