@@ -346,7 +346,7 @@ def test_chair_command_end_to_end(model_dir, data, tmp_path, capsys, monkeypatch
             assert all(found[k]["low"] <= metrics["metrics"][side][k] <= found[k]["high"]
                        for k in ("chair_s", "chair_i", "recall", "length"))
         assert [(t["side"], t["reference"], t["metric"]) for t in metrics["statistics"]["paired_tests"]] == [
-            ("icd", "baseline", figure) for figure in ("chair_s", "chair_i", "recall")]
+            ("icd", "baseline", figure) for figure in ("chair_s", "chair_i", "chair_i_matched", "recall")]
 
 
 def test_chair_command_says_how_to_get_the_lvlm_variants_data(model_dir, data, tmp_path, capsys, monkeypatch):
