@@ -15,7 +15,8 @@ without an edit run sdpa untouched (a layer with one runs eager for its whole ba
 every layer returns its weights, as eager attention does (only the last query's where the forward's control asks,
 ``LabControl.last_query_weights``: a prefill's recording). Two edits of a row's input embeddings, applied by a
 pre-hook on the language model in the prefill: AvisC's zeroed image embeddings (``BlindTokens``) and DCD's replaced
-ones (``ReplacedImageEmbeddings``).
+ones (``ReplacedImageEmbeddings``). Distillation CD's amateur row: seeded dropout on its attention probabilities in
+every decoder layer (``AttentionDropout``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -121,7 +123,41 @@ class OneLayerEnhancement:
         return layer == self.layer
 
 
-Edit = ImageAmplification | SelfIntrospection | BlindTokens | ReplacedImageEmbeddings | OneLayerEnhancement | MlpEdit
+@dataclass(frozen=True)
+class AttentionDropout:
+    """Distillation CD's amateur row as its paper describes it (Phan, Tran, Phan, arXiv 2402.14874): dropout at rate
+    ``p`` on the row's attention probabilities in every decoder layer, where transformers' eager attention applies a
+    module's ``attention_dropout`` in training: each weight kept with probability 1 − p and scaled by 1/(1 − p)
+    (p = 1 drops every one). The release sets its rate on the top-level model, which no attention module reads
+    (``pphuc25/distil-cd@5aad6c2 src/dcd/generate.py`` L272–275): as released nothing is dropped.
+
+    The masks are seeded: each forward draws them from ``seed``, the layer and the row's own position of the
+    forward's first real query, over the row's own queries and keys only (``lengths``: never its padding). So every
+    query of every forward gets a fresh mask, the row's cache holds its own dropped states, and the row drops the
+    same weights batched beside any other rows as alone.
+    """
+
+    p: float
+    seed: int
+    first_step: int = 0
+
+    def acts_on(self, layer: int) -> bool:
+        return True
+
+    def dropped(self, weights: torch.Tensor, layer: int, length: int) -> torch.Tensor:
+        """One row's ``(heads, queries, keys)`` weights with its dropout; ``length``: the row's tokens after this
+        forward (its last queries and keys are its own; any before them are padding)."""
+        heads, queries, keys = weights.shape
+        q, k = min(queries, length), min(keys, length)
+        state = np.random.SeedSequence([self.seed % 2**64, layer, length - q]).generate_state(1, np.uint64)[0]
+        generator = torch.Generator(device=weights.device).manual_seed(int(state))
+        keep = torch.ones_like(weights, dtype=torch.bool)
+        keep[:, queries - q:, keys - k:] = torch.rand(
+            (heads, q, k), generator=generator, device=weights.device) >= self.p
+        return weights.masked_fill(~keep, 0.0) * (1.0 / (1.0 - self.p) if self.p < 1.0 else 0.0)
+
+Edit = (ImageAmplification | SelfIntrospection | BlindTokens | ReplacedImageEmbeddings | OneLayerEnhancement | MlpEdit
+        | AttentionDropout)
 
 
 @dataclass
@@ -142,6 +178,9 @@ class LabControl:
     enhanced_attention: dict[int, torch.Tensor] = field(default_factory=dict)
     removed_heads: dict[int, int] = field(default_factory=dict)
     last_layer_input: dict[int, torch.Tensor] = field(default_factory=dict)
+    # Batch index -> the edited row's tokens after this forward (its prompt and the tokens fed so far): where its own
+    # queries and keys start behind the left padding (``AttentionDropout``).
+    lengths: dict[int, int] = field(default_factory=dict)
 
     def enhanced_rows(self) -> list[int]:
         return [b for b, (_, edit) in self.edits.items() if isinstance(edit, OneLayerEnhancement)]
@@ -184,6 +223,9 @@ def lab_attention(module, query, key, value, attention_mask, scaling=None, dropo
         return output, (_weights(module, query[:, :, -1:], key, attention_mask, scaling) if last_only else None)
     weights = _weights(module, query, key, attention_mask, scaling, rows, control, layer)
     weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    for b, (_, edit) in rows.items():
+        if isinstance(edit, AttentionDropout) and edit.p > 0:
+            weights[b] = edit.dropped(weights[b], layer, control.lengths[b])
     values = _repeated(module, value)
     output = torch.matmul(weights, values).transpose(1, 2).contiguous()
     _one_layer_enhancement(module, weights, values, attention_mask, rows, control)

@@ -172,7 +172,11 @@ class RowGroup:
             for b, local in enumerate(members)
             if self._edited(local)
         }
-        return LabControl(edits) if edits else None
+        if not edits:
+            return None
+        # Each edited row's tokens after this forward (prompt plus tokens fed): its own positions behind the padding.
+        lengths = {b: self.rows[local].length + self.forwards for b, local in enumerate(members) if self._edited(local)}
+        return LabControl(edits, lengths=lengths)
 
     def _forward(self, want_attention: bool, layers: list[int] | None = None, control: LabControl | None = None,
                  **inputs):

@@ -33,6 +33,7 @@ from models.adapters.base import FamilyAdapter, RowInputs
 
 from . import branch_rows, branches, rules
 from .attention import BlindTokens, Edit, ImageAmplification, OneLayerEnhancement, SelfIntrospection
+from .attention import AttentionDropout
 from .dcd import projected_image_embeddings, projector_copies
 from .detector import detector_for, model_source, shown_folder
 from .steering import MlpSteering, check_mlp_edits, last_position_layer_outputs
@@ -397,6 +398,17 @@ def _noisy_instruction(request: BranchRequest, params: dict) -> Branches:
     return Branches({"noisy": request.adapter.build_row(text, request.image)}, info)
 
 
+def _dropout_amateur(request: BranchRequest, params: dict) -> Branches:
+    """Distillation CD: the same prompt and image as its amateur row, with dropout on that row's attention
+    probabilities in every decoder layer (``decoding.attention.AttentionDropout``, drawn from the run's seed); as
+    released, none (the release sets a rate no attention module reads), and the amateur is the original row itself."""
+    rate = 0.0 if params["as_released"] else params["dropout"]
+    info = {"dropout": rate, "as_released": bool(params["as_released"]), "seed": request.seed,
+            "decoder_layers": _decoder_layers(request.adapter)}
+    edits = {"amateur": AttentionDropout(p=rate, seed=request.seed)} if rate > 0 else {}
+    return Branches({"amateur": request.original}, info, attention_edits=edits)
+
+
 def _no_branches(request: BranchRequest, params: dict) -> Branches:
     return Branches({})
 
@@ -585,6 +597,11 @@ def _adacad_rule(L: dict, t: int, params: dict) -> Combination:
 
 def _instructive_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.instructive.__wrapped__(L["original"], L["noisy"], eps=params["eps"]))
+
+
+def _distillation_cd_rule(L: dict, t: int, params: dict) -> Combination:
+    return Combination(rules.distillation_cd.__wrapped__(L["original"], L["amateur"], beta=params["beta"],
+                                                         alpha=params["alpha"]))
 
 
 def _apc_rule(L: dict, t: int, params: dict) -> Combination:
@@ -831,6 +848,17 @@ def _noisy_instruction_notes(info: dict) -> list[Note]:
     unread = f" This model's tokenizer reads {unknown} of its tokens as unknown." if unknown else ""
     return [Note(f"Noisy instruction (**{info['variant']}**) of the contrast row, with the image.{unread}",
                  info["noisy_instruction"])]
+
+
+def _dropout_notes(info: dict) -> list[Note]:
+    if not info["dropout"]:
+        why = ("as released: the release sets its rate where no attention module reads it" if info["as_released"]
+               else "dropout 0")
+        return [Note(f"**No dropout** ({why}): the amateur row is the original row itself, so Distillation CD "
+                     "decodes as its alpha cut alone (greedy: as plain decoding).")]
+    return [Note(f"The amateur row: the same prompt and image with dropout **{_short(info['dropout'])}** on its "
+                 f"attention probabilities in each of the {info['decoder_layers']} decoder layers, a fresh mask at "
+                 f"every token (seed {info['seed']}).")]
 
 
 def _amplification_notes(info: dict) -> list[Note]:
@@ -1144,6 +1172,42 @@ _RECORDS = (
         ),
         contrast_roles=("noisy",), build=_noisy_instruction, rule=_instructive_rule,
         labels={"noisy": "noisy instruction"}, notes=_noisy_instruction_notes,
+    ),
+    Method(
+        name="distillation_cd", title="Distillation CD: contrast with the model's own attention-dropout amateur",
+        short_name="Distillation CD",
+        source="Phan, Tran, Phan, Distillation Contrastive Decoding, arXiv 2402.14874 (pphuc25/distil-cd@5aad6c2 "
+        "src/dcd/generate.py L264–327); the amateur is the original prompt (the release's contrastive "
+        "chain-of-thought demonstrations have no form for questions about images)",
+        params=(
+            Param("beta", 0.4, 0.0, 5.0,
+                  "Contrast strength (the release's beta; VCD calls it alpha): out = (1+beta)·l − beta·l_amateur; "
+                  "0 = the cut alone.",
+                  "Distillation CD: --beta_coef 0.4 with --dropout_num 0.3 in dcd_eval/configs/combined/data_full/"
+                  "gsm8k/dcd_drop/gsm8k_7b_full_csv4_beta04-drop03.sh, the release's Llama-2-7B pair (LLaVA-1.5's "
+                  "Vicuna-7B is a Llama-2-7B); run_generation.py L32's 0.5 runs without dropout"),
+            Param("alpha", 0.1, 0.001, 1.0,
+                  "Plausibility cut (the release's alpha; VCD calls it beta): keep only tokens with "
+                  "p ≥ alpha·max(p) under the original branch; 1 keeps only the top.",
+                  "Distillation CD: --alpha_coef 0.1 (dcd_eval/src/run_generation.py L31)", 0.001, minimum=0.0,
+                  min_inclusive=False, maximum=1.0),
+            Param("dropout", 0.3, 0.0, 1.0,
+                  "Dropout rate on the amateur row's attention probabilities in every decoder layer (each weight "
+                  "kept with probability 1 − rate, scaled by 1/(1 − rate); a fresh seeded mask at every token). "
+                  "0 = no dropout: the amateur is then the original row and the method does nothing.",
+                  "Distillation CD: --dropout_num 0.3 (gsm8k_7b_full_csv4_beta04-drop03.sh); where it is applied is "
+                  "the paper's description, not the release's (see as_released)", maximum=1.0),
+            _switch("as_released", 0,
+                    "0 = as described (the default here): dropout on the amateur's attention. 1 = as released: the "
+                    "release sets the rate on the top-level model, which no attention module reads, so nothing is "
+                    "dropped; without its contrastive demonstrations (none exist for image questions) the amateur "
+                    "is then the original row and the method decodes as its cut alone, i.e. plain greedy. Offered "
+                    "to show that; not the default, as it does nothing here.",
+                    "pphuc25/distil-cd src/dcd/generate.py L272–275 (current_model.attention_dropout, train()); "
+                    "Llama/Mistral attention reads its own attention_dropout, 0 from the config"),
+        ),
+        contrast_roles=("amateur",), build=_dropout_amateur, rule=_distillation_cd_rule,
+        labels={"amateur": "dropout amateur (same prompt and image)"}, notes=_dropout_notes,
     ),
 )
 

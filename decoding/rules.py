@@ -63,6 +63,7 @@ __all__ = [
     "adacad",
     "adacad_weight",
     "instructive",
+    "distillation_cd",
     "pai_cfg",
     "pai_amplify",
     "sid",
@@ -1574,6 +1575,44 @@ def dcd(logits_pos: torch.Tensor, logits_neg: torch.Tensor, alpha: float = 1.0, 
     tensor([[3., 0., -inf, 0.]])
     """
     return vcd.__wrapped__(logits_pos, logits_neg, alpha=alpha, beta=beta)
+
+
+@checked(beta=_non_negative, alpha=_cut, min_keep=_positive_integer)
+def distillation_cd(
+    logits: torch.Tensor, amateur_logits: torch.Tensor, beta: float = 0.4, alpha: float = 0.1, min_keep: int = 1
+) -> torch.Tensor:
+    r"""Distillation Contrastive Decoding (Phan, Tran, Phan, arXiv 2402.14874): contrast the model with its own
+    "amateur", the same model on the same prompt with dropout on its attention probabilities (``decoding.attention``).
+
+    ``cut = min(l_(min_keep), log(alpha) + max(l))``, ``l_(k)`` the k-th largest logit of the original branch;
+    ``out = (1 + beta) * l - beta * l_a``   on ``{i : l_i >= cut}``, ``-inf`` elsewhere.
+
+    Note the release's names: ``beta`` is the contrast strength and ``alpha`` the plausibility cut (VCD's are the
+    other way round). With ``min_keep = 1`` (greedy, as released) the cut is VCD's at ``alpha``.
+
+    Args:
+        logits: ``(batch, vocab)`` the expert, the original branch.
+        amateur_logits: ``(batch, vocab)`` the amateur branch.
+        beta: contrast strength ``>= 0`` (0 = the cut alone).
+        alpha: plausibility cut in ``(0, 1]``.
+        min_keep: at least this many tokens survive the cut (1 for greedy as released; its beam search takes 2).
+
+    Source: ``pphuc25/distil-cd@5aad6c2 src/dcd/generate.py`` L313–325 (the cut on the expert's processed scores,
+    strict ``<`` removed, then the combination on the amateur's raw logits), argmax L327; ``min_tokens_to_keep``
+    ``2 if num_beams > 1 else 1`` (``dcd_eval/src/run_generation.py`` L207). Defaults: ``--alpha_coef 0.1`` (L31);
+    beta 0.4 with dropout 0.3 from ``dcd_eval/configs/combined/data_full/gsm8k/dcd_drop/
+    gsm8k_7b_full_csv4_beta04-drop03.sh`` (Llama-2-7B; the ``.py`` default 0.5, L32, runs without dropout).
+
+    Example (the amateur's lower second logit lifts the second token above the first):
+
+    >>> distillation_cd(torch.tensor([[3.0, 2.5, 0.0, -2.0]]), torch.tensor([[3.0, 1.0, 0.0, 0.0]]), beta=0.5)
+    tensor([[3.0000, 3.2500,   -inf,   -inf]])
+    """
+    l, a = _branches(logits, amateur_logits=amateur_logits)
+    k = min(min_keep, l.shape[-1])
+    kth = l.topk(k, dim=-1).values[:, -1:]
+    cut = torch.minimum(kth, l.max(dim=-1, keepdim=True).values + math.log(alpha))
+    return apply_mask((1.0 + beta) * l - beta * a, l >= cut)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
