@@ -8,7 +8,8 @@ transformers is copied or patched.
 
 Attention edits: PAI's image amplification (Liu, Zheng, Chen, ECCV 2024; ``LALBJ/PAI@9bbd8bd attention.py`` L90–94): in
 decoder layers ``>= first_layer``, the last query row's pre-softmax scores on the row's image keys are raised by
-``alpha * |score|`` (``decoding.rules.pai_amplify``); SID's self-introspection (``SelfIntrospection``); and ONLY's
+``alpha * |score|`` (``decoding.rules.pai_amplify``); SID's self-introspection (``SelfIntrospection``); DeCoRe's
+and MaskCD's masked heads (``HeadMask``: uniform attention, or zeroed weights); and ONLY's
 side computation (``OneLayerEnhancement``: one layer's edited attention output, and the last layer's input from a
 pre-hook on that layer, which leave the row's own forward as it is). Layers
 without an edit run sdpa untouched (a layer with one runs eager for its whole batch); with ``output_attentions``
@@ -156,8 +157,40 @@ class AttentionDropout:
             (heads, q, k), generator=generator, device=weights.device) >= self.p
         return weights.masked_fill(~keep, 0.0) * (1.0 / (1.0 - self.p) if self.p < 1.0 else 0.0)
 
+
+@dataclass(frozen=True)
+class HeadMask:
+    """A row whose attention heads ``heads`` ((layer, query head) pairs; under grouped-query attention the query
+    heads, their shared key/value heads untouched) are masked, in one of two meanings (methods-3 §12: "masking a
+    head" means three things; ONLY's is a third):
+
+    uniform=True:  DeCoRe's. The heads' pre-softmax scores are replaced by the attention mask alone, so each attends
+                   uniformly to every key it may see (causality, padding, sliding windows kept): what the release's
+                   zeroed queries give under flash attention (``aryopg/DeCoRe@d1fa5a9 src/utils/modelling_llama.py``
+                   L671–675; its eager path, L833–836, zeroes the scores after the mask and so also sees future keys,
+                   harmless there only because its masked forwards are single-token).
+    uniform=False: MaskCD's as its paper is described (no code public; unverified): the heads' weights are zeroed
+                   after the softmax, so they add nothing to the layer's output.
+
+    last_query_only: in the prefill, only the last prompt position's query is masked (the rows before it keep their
+    unmasked keys and values): DeCoRe as released, which prefills ``tokens[:-1]`` unmasked and feeds the last prompt
+    token as its first masked forward (``src/models/decore_entropy.py`` L103–127). Every later forward has one query.
+    """
+
+    heads: tuple[tuple[int, int], ...]
+    uniform: bool = True
+    last_query_only: bool = True
+    first_step: int = 0
+
+    def acts_on(self, layer: int) -> bool:
+        return any(masked == layer for masked, _ in self.heads)
+
+    def heads_of(self, layer: int) -> list[int]:
+        return [head for masked, head in self.heads if masked == layer]
+
+
 Edit = (ImageAmplification | SelfIntrospection | BlindTokens | ReplacedImageEmbeddings | OneLayerEnhancement | MlpEdit
-        | AttentionDropout)
+        | AttentionDropout | HeadMask)
 
 
 @dataclass
@@ -263,7 +296,15 @@ def _weights(module, query, key, attention_mask, scaling, rows=None, control=Non
             # text, as InstructBLIP's first queries) would otherwise spread its weights evenly over every key, the
             # future ones too; it attends to nothing instead (its softmax NaN made 0), as a pruned token has no row.
             scores[b, :, :, hidden] = float("-inf")
+        elif isinstance(edit, HeadMask) and edit.uniform:
+            queries = slice(-1, None) if edit.last_query_only else slice(None)
+            heads = edit.heads_of(layer)
+            scores[b, heads, queries, :] = _visible(attention_mask, b, scores)[queries].to(scores.dtype)
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    for b, (_, edit) in rows.items():
+        if isinstance(edit, HeadMask) and not edit.uniform:
+            queries = slice(-1, None) if edit.last_query_only else slice(None)
+            weights[b, edit.heads_of(layer), queries, :] = 0.0
     for b, (_, edit) in rows.items():
         if isinstance(edit, SelfIntrospection) and layer >= edit.layer:
             weights[b] = weights[b].nan_to_num(0.0)
@@ -272,6 +313,16 @@ def _weights(module, query, key, attention_mask, scaling, rows=None, control=Non
             on_image = weights[b, :, -1, positions].float().mean(dim=0)
             control.kept[b] = positions[rules.sid_keep_tokens.__wrapped__(on_image, k=edit.keep)]
     return weights
+
+
+def _visible(attention_mask, b: int, scores: torch.Tensor) -> torch.Tensor:
+    """The float mask of batch row ``b`` for ``scores``' (.., q, keys) queries: 0 where a key may be attended, very
+    negative elsewhere; causal over the last ``q`` positions where the forward has no mask."""
+    q, keys = scores.shape[-2:]
+    if attention_mask is not None:
+        return attention_mask[b, 0, -q:, :keys]
+    future = torch.ones(q, keys, dtype=torch.bool, device=scores.device).triu(keys - q + 1)
+    return torch.zeros(q, keys, device=scores.device).masked_fill(future, torch.finfo(scores.dtype).min)
 
 
 def _one_layer_enhancement(module, weights, values, attention_mask, rows, control) -> None:

@@ -32,10 +32,11 @@ from PIL import Image
 from models.adapters.base import FamilyAdapter, RowInputs
 
 from . import branch_rows, branches, rules
-from .attention import BlindTokens, Edit, ImageAmplification, OneLayerEnhancement, SelfIntrospection
+from .attention import BlindTokens, Edit, HeadMask, ImageAmplification, OneLayerEnhancement, SelfIntrospection
 from .attention import AttentionDropout
 from .dcd import projected_image_embeddings, projector_copies
 from .detector import detector_for, model_source, shown_folder
+from .image_heads import head_geometry, masked_heads
 from .steering import MlpSteering, check_mlp_edits, last_position_layer_outputs
 from .combination import Combination, RuleFn, contrast
 
@@ -409,6 +410,27 @@ def _dropout_amateur(request: BranchRequest, params: dict) -> Branches:
     return Branches({"amateur": request.original}, info, attention_edits=edits)
 
 
+def _masked_heads(request: BranchRequest, params: dict, uniform: bool, last_query_only: bool) -> Branches:
+    """DeCoRe and MaskCD: the same prompt and image as a contrast row of its own, with the top ``heads`` of the
+    model's head list masked (``decoding.image_heads``; a model without a list is refused)."""
+    adapter = request.adapter
+    heads = masked_heads(adapter.model, model_source(adapter), params["heads"])
+    layers, per_layer = head_geometry(adapter.model)
+    info = {"masked_heads": [f"{layer}-{head}" for layer, head in heads], "total_heads": layers * per_layer,
+            "head_list": shown_folder(model_source(adapter), "image_heads"),
+            "masking": "uniform" if uniform else "zeroed", "last_query_only": last_query_only}
+    edit = HeadMask(heads, uniform=uniform, last_query_only=last_query_only)
+    return Branches({"masked": request.original}, info, attention_edits={"masked": edit})
+
+
+def _decore_heads(request: BranchRequest, params: dict) -> Branches:
+    return _masked_heads(request, params, uniform=True, last_query_only=bool(params["as_released"]))
+
+
+def _maskcd_heads(request: BranchRequest, params: dict) -> Branches:
+    return _masked_heads(request, params, uniform=False, last_query_only=False)
+
+
 def _no_branches(request: BranchRequest, params: dict) -> Branches:
     return Branches({})
 
@@ -602,6 +624,18 @@ def _instructive_rule(L: dict, t: int, params: dict) -> Combination:
 def _distillation_cd_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.distillation_cd.__wrapped__(L["original"], L["amateur"], beta=params["beta"],
                                                          alpha=params["alpha"]))
+
+
+def _masked_head_rule(L: dict, t: int, params: dict) -> Combination:
+    """DeCoRe's rule (``rules.decore``) for DeCoRe and MaskCD: the entropy weight (``entropy`` 1) or the fixed
+    ``alpha``, computed once for the rule and the scalar."""
+    original = L["original"]
+    if params["entropy"]:
+        weight = rules.decore_weight.__wrapped__(original, alpha_cap=params.get("alpha_cap", 0.0))
+    else:
+        weight = torch.full(original.shape[:1], float(params["alpha"]), device=original.device)
+    logits = rules.decore.__wrapped__(original, L["masked"], alpha=weight.unsqueeze(-1))
+    return Combination(logits, {"contrast_weight": float(weight[0])})
 
 
 def _apc_rule(L: dict, t: int, params: dict) -> Combination:
@@ -945,6 +979,17 @@ def _projection_notes(info: dict) -> list[Note]:
                  f"trained projector copies in {info['projectors']}.")]
 
 
+def _masked_head_notes(info: dict) -> list[Note]:
+    heads = info["masked_heads"]
+    how = ("each attends **uniformly** to every key it may see (DeCoRe's masking: its queries zeroed)"
+           if info["masking"] == "uniform" else "their attention weights are **zeroed** (MaskCD as described)")
+    start = ("from the last prompt token on, as released" if info["last_query_only"]
+             else "at every position of the prompt")
+    return [Note(f"The contrast row is the same prompt and image with {len(heads)} of the model's "
+                 f"{info['total_heads']} attention heads masked ({info['head_list']}): {how}, {start}. Heads "
+                 f"(layer-head): {', '.join(heads)}.")]
+
+
 def _cut_only_notes(info: dict) -> list[Note]:
     return [Note("No contrast row: the plausibility cut alone, on the original row.")]
 
@@ -1172,6 +1217,65 @@ _RECORDS = (
         ),
         contrast_roles=("noisy",), build=_noisy_instruction, rule=_instructive_rule,
         labels={"noisy": "noisy instruction"}, notes=_noisy_instruction_notes,
+    ),
+    Method(
+        name="decore", title="DeCoRe: contrast with the model whose image heads attend uniformly",
+        short_name="DeCoRe",
+        source="Gema et al., DeCoRe: Decoding by Contrasting Retrieval Heads, arXiv 2410.18860 (aryopg/DeCoRe@d1fa5a9 "
+        "src/models/decore_entropy.py L103–151, src/utils/modelling_llama.py L671–675); the masked heads are this "
+        "model's image heads (python -m eval.image_heads), not the release's retrieval heads of a text LLM",
+        params=(
+            _switch("entropy", 1,
+                    "1 = DeCoRe-entropy, as released: each step's weight alpha_t is the model's own entropy (nats), "
+                    "out = (1+H)·s − H·s_masked on log-probabilities, no cut; 0 = DeCoRe-vanilla, the fixed alpha.",
+                    "DeCoRe: configs/decoder/decore_entropy.yaml (decore_vanilla.yaml for 0)"),
+            Param("alpha", 0.5, 0.0, 5.0,
+                  "DeCoRe-vanilla's fixed weight (entropy 0): out = (1+alpha)·s − alpha·s_masked.",
+                  "DeCoRe: alpha 0.5 (configs/decoder/decore_vanilla.yaml)"),
+            Param("alpha_cap", 0.0, 0.0, 5.0,
+                  "Cap of the entropy weight: alpha_t = min(H, alpha_cap); 0 = none, as released.",
+                  "DeCoRe: alpha_cap null (decore_entropy.yaml; decore_entropy.py L136 skips a cap of 0 too)"),
+            Param("heads", 0, 0, 200,
+                  "Heads masked: the top of this model's image-head list (python -m eval.image_heads ranks them by "
+                  "their attention to the image). 0 = the list's own count, by default DeCoRe's 50 of Llama's 1024 "
+                  "heads (4.9 %) scaled to this model: 50 on LLaVA-1.5-7B, 1 of the embedded model's 16. Masking, "
+                  "DeCoRe's: the head's query zeroed, so it attends uniformly to every key it may see (not a "
+                  "zeroed output, MaskCD's).",
+                  "DeCoRe: num_retrieval_heads 50 (decore_entropy.yaml) of 1024; its share scaled here (ours)", 1,
+                  integer=True),
+            _switch("as_released", 1,
+                    "1 = as released: the prompt is prefilled unmasked and the masking starts at the last prompt "
+                    "token; 0 = every prompt position masked too (the masked model throughout, as the release's "
+                    "scoring path runs it).",
+                    "DeCoRe: decore_entropy.py L103–127 (generation); decore_vanilla.py L140–145 (scoring)"),
+        ),
+        contrast_roles=("masked",), build=_decore_heads, rule=_masked_head_rule, scalars=("contrast_weight",),
+        labels={"masked": "image heads attending uniformly"}, notes=_masked_head_notes,
+    ),
+    Method(
+        name="maskcd", title="MaskCD: contrast with the model whose image heads are zeroed", short_name="MaskCD",
+        source="Deng & Yang, MaskCD, Findings of EMNLP 2025 (arXiv 2510.02790); no code public: the masking "
+        "(weights zeroed after the softmax), the head ranking (python -m eval.image_heads) and the defaults are "
+        "our reading of the paper, unverified",
+        params=(
+            Param("alpha", 1.0, 0.0, 5.0,
+                  "Contrast strength: out = softmax((1+alpha)·l − alpha·l_masked), the paper's formula (entropy 0). "
+                  "Unverified: the paper's value is not public.",
+                  "ours: VCD's alpha 1 (MaskCD's value is not public)"),
+            _switch("entropy", 0,
+                    "0 = a fixed alpha, the only form the paper is known to write (the default); 1 = DeCoRe's "
+                    "entropy weight alpha_t = H of the model's own distribution, on which MaskCD builds.",
+                    "MaskCD's paper as summarised (methods-3 §3: no entropy weight was found); DeCoRe for 1"),
+            Param("heads", 0, 0, 200,
+                  "Image heads masked: the top of this model's head list (python -m eval.image_heads). 0 = the "
+                  "list's own count, by default DeCoRe's share (4.9 %) of this model's heads; the paper keeps the "
+                  "heads above a threshold it does not publish. Masking, MaskCD's as described: the heads' "
+                  "attention weights zeroed after the softmax, so they add nothing (not DeCoRe's uniform "
+                  "attention). Unverified: no code is public.",
+                  "ours: DeCoRe's share of the heads (MaskCD's threshold is not public)", 1, integer=True),
+        ),
+        contrast_roles=("masked",), build=_maskcd_heads, rule=_masked_head_rule, scalars=("contrast_weight",),
+        labels={"masked": "image heads' attention zeroed"}, notes=_masked_head_notes,
     ),
     Method(
         name="distillation_cd", title="Distillation CD: contrast with the model's own attention-dropout amateur",

@@ -63,6 +63,8 @@ __all__ = [
     "adacad",
     "adacad_weight",
     "instructive",
+    "decore",
+    "decore_weight",
     "distillation_cd",
     "pai_cfg",
     "pai_amplify",
@@ -762,6 +764,69 @@ def instructive(logits: torch.Tensor, noisy_logits: torch.Tensor, eps: float = -
     """
     l, n = _branches(logits, noisy_logits=noisy_logits)
     return l + eps * n
+
+
+@checked(alpha_cap=_non_negative)
+def decore_weight(logits: torch.Tensor, alpha_cap: float = 0.0) -> torch.Tensor:
+    r"""DeCoRe's per-step contrast weight: the entropy (nats) of the original branch's next-token distribution,
+    capped at ``alpha_cap`` where that is not 0; one value per row.
+
+    ``alpha_t = H = -Σ p·log(p + 1e-12)``, ``p = softmax(l)``; ``min(alpha_t, alpha_cap)`` when ``alpha_cap > 0``
+    (the release's ``if self.alpha_cap:``, so a cap of 0 is none, as its config's ``alpha_cap: null``). Not offered:
+    ``scale_alpha`` (``H / ln|V|``, off in the release's config).
+
+    Source: ``aryopg/DeCoRe@d1fa5a9 src/models/decore_entropy.py`` L76–83 (``_calculate_entropy``), L136–140 (the
+    cap); ``configs/decoder/decore_entropy.yaml`` (``alpha_cap: null``, ``scale_alpha: False``).
+
+    Example (H = 1.374964; capped at 1):
+
+    >>> l = torch.tensor([[1.0, 0.8, 0.7, 0.6]])
+    >>> decore_weight(l), decore_weight(l, alpha_cap=1.0)
+    (tensor([1.3750]), tensor([1.]))
+    """
+    p = torch.softmax(_logits("logits", logits), dim=-1)
+    entropy = -(p * torch.log(p + 1e-12)).sum(dim=-1)
+    return entropy.clamp_max(alpha_cap) if alpha_cap else entropy
+
+
+def _optional_non_negative(name: str, value):
+    return None if value is None else _non_negative(name, value)
+
+
+@checked(alpha=_optional_non_negative, alpha_cap=_non_negative)
+def decore(
+    logits: torch.Tensor, masked_logits: torch.Tensor, alpha: float | None = None, alpha_cap: float = 0.0
+) -> torch.Tensor:
+    r"""DeCoRe (Gema et al., arXiv 2410.18860): contrast the model with itself under masked attention heads,
+    weighted by the model's own uncertainty.
+
+    ``out = (1 + alpha_t) * s - alpha_t * s_m``   on **log-softmax** rows ``s = log_softmax(l)``, ``s_m`` of the
+    masked row; no plausibility cut; decoded by argmax as released. ``alpha_t`` is :func:`decore_weight` (the
+    original branch's entropy, ``decore_entropy``) when ``alpha`` is None, else the fixed ``alpha``
+    (``decore_vanilla``: 0.5). The weights sum to 1, so the raw-logit form ``(1 + a)·l − a·l_m`` differs by a
+    constant per row: the same distribution (MaskCD's formula, ``softmax((1+α)·l − α·l_m)``, is this rule too).
+
+    Args:
+        logits: ``(batch, vocab)`` original branch.
+        masked_logits: ``(batch, vocab)`` the same prompt with the heads masked (``decoding.attention.HeadMask``).
+        alpha: None (entropy weight) or a fixed weight ``>= 0`` (the registry may pass a ``(batch, 1)`` tensor
+            through ``__wrapped__``).
+        alpha_cap: the entropy weight's cap (0 = none, as released).
+
+    Source: ``aryopg/DeCoRe@d1fa5a9 src/models/decore_entropy.py`` L142–151; ``src/models/decore_vanilla.py``
+    L96–105 with ``alpha: 0.5`` (``configs/decoder/decore_vanilla.yaml``).
+
+    Example (the spec's vector: H = 1.374964; the masked row's favourite, token 0, loses to token 1):
+
+    >>> l, m = torch.tensor([[1.0, 0.8, 0.7, 0.6]]), torch.tensor([[2.0, 0.0, 0.0, 0.0]])
+    >>> decore(l, m)
+    tensor([[-2.3160, -0.0410, -0.2785, -0.5160]])
+    >>> decore(l, m, alpha=0.5).argmax(-1)
+    tensor([1])
+    """
+    l, m = _branches(logits, masked_logits=masked_logits)
+    weight = decore_weight.__wrapped__(l, alpha_cap).unsqueeze(-1) if alpha is None else alpha
+    return (1.0 + weight) * torch.log_softmax(l, dim=-1) - weight * torch.log_softmax(m, dim=-1)
 
 
 # =====================================================================================================================

@@ -27,14 +27,17 @@ def wordnet():
 
 
 def add_untrained_parts(adapter):
-    """``adapter`` with a random ECD detector and random DCD projector copies saved in its model's folder (none for a
-    family without a separate projector): ECD and DCD refuse a model without their trained parts (test_ecd.py,
-    test_dcd.py), and tiny models have none. Returns ``adapter``."""
+    """``adapter`` with a random ECD detector, random DCD projector copies (none for a family without a separate
+    projector) and a random head list (DeCoRe's and MaskCD's) saved in its model's folder: ECD, DCD, DeCoRe and MaskCD
+    refuse a model without their parts (test_ecd.py, test_dcd.py, test_image_heads.py), and tiny models have none.
+    Returns ``adapter``."""
     from decoding.dcd import untrained_projectors
-    from decoding.detector import untrained_detector
+    from decoding.detector import model_source, untrained_detector
+    from decoding.image_heads import untrained_head_list
 
     untrained_detector(adapter)
     untrained_projectors(adapter)
+    untrained_head_list(adapter.model, model_source(adapter))
     return adapter
 
 

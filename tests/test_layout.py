@@ -28,6 +28,7 @@ FORBIDDEN = {
 # (methods) and the rows it builds (branch_rows) stand below the engine: the model's pre-steps are handed in.
 DECODING_LAYERS = (
     ("rules", "branches", "combination", "sampling", "trace", "detector"),  # pure math, transforms, values
+    ("image_heads",),  # a model's ranked attention heads (DeCoRe's, MaskCD's), found beside it as its detector is
     ("steering",),  # edits of the decoder layers' MLP outputs (forward hooks), read from the forward's control
     ("attention",),  # attention functions and edits on the model's own layers
     ("dcd", "branch_rows"),  # DCD's projector copies; a request's rows and the model's pre-steps

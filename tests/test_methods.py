@@ -26,6 +26,8 @@ RULE_WITH_ITS_DEFAULTS = {
     "cad": lambda L, t: rules.cad(L["original"], L["text_only"]),
     "adacad": lambda L, t: rules.adacad(L["original"], L["text_only"]),
     "instructive": lambda L, t: rules.instructive(L["original"], L["noisy"]),
+    "decore": lambda L, t: rules.decore(L["original"], L["masked"]),
+    "maskcd": lambda L, t: rules.decore(L["original"], L["masked"], alpha=get_method("maskcd").defaults["alpha"]),
     "distillation_cd": lambda L, t: rules.distillation_cd(L["original"], L["amateur"]),
     "icd": lambda L, t: rules.icd(L["original"], L["disturbed"]),
     "vacode": lambda L, t: rules.vcd(L["original"], L["augmented"]),
