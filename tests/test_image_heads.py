@@ -17,6 +17,7 @@ from decoding.attention import HeadMask
 from decoding.detector import model_source
 from decoding.engine import Combination, Engine, Side
 from decoding.image_heads import FILE, HeadListMissing, head_folder, masked_heads, save_head_list
+from demo.allow_list import EMBEDDED_MODEL_DIR
 from eval import image_heads
 from models import build_tiny, load_model
 
@@ -116,10 +117,14 @@ def test_the_registry_runs_decore_and_maskcd_with_their_weights(embedded_model, 
     decore = compare(embedded_model, image, QUESTION, "decore", max_new_tokens=3, ignore_eos=True)
     weights = [t.scalars["contrast_weight"] for t in decore.method_side.tokens]
     assert all(w > 0 for w in weights) and len(set(weights)) > 1  # α_t: each step's own entropy
-    assert decore.branches["masked_heads"] == ["1-0"] and decore.branches["masking"] == "uniform"
+    with open(os.path.join(EMBEDDED_MODEL_DIR, "image_heads", FILE)) as f:
+        shipped = json.load(f)
+    assert shipped["chosen"] == 1 == round(50 * 16 / 1024)  # DeCoRe's share of the embedded model's 16 heads
+    assert decore.branches["masked_heads"] == shipped["chosen_heads"] and decore.branches["masking"] == "uniform"
+    assert decore.branches["head_list"] == "shapes-llava/image_heads"  # no server path
     fixed = compare(embedded_model, image, QUESTION, "maskcd", max_new_tokens=3, ignore_eos=True, heads=3)
     assert {t.scalars["contrast_weight"] for t in fixed.method_side.tokens} == {1.0}
-    assert fixed.branches["masked_heads"] == ["1-0", "2-2", "3-1"] and fixed.branches["masking"] == "zeroed"
+    assert fixed.branches["masked_heads"] == shipped["ranked"][:3] and fixed.branches["masking"] == "zeroed"
 
 
 def test_a_model_without_a_head_list_is_refused_naming_the_command(tmp_path, image):
