@@ -485,12 +485,10 @@ class Engine:
         edit_rows = {side.roles[role]: edit for side in sides for role, edit in side.attention_edits.items()}
         row_side = {row: side for side in sides for row in side.roles.values()}
         row_ids = list(range(len(rows)))
-        groups = (
-            [RowGroup(adapter, row_ids, rows, attention_rows, layer_rows, edit_rows, feature_rows, normed_rows)]
-            if batched
-            else [RowGroup(adapter, [i], rows, attention_rows, layer_rows, edit_rows, feature_rows, normed_rows)
-                  for i in row_ids]
-        )
+        groups = [
+            RowGroup(runner, members, rows, attention_rows, layer_rows, edit_rows, feature_rows, normed_rows)
+            for runner, members in _row_groups(adapter, rows, batched)
+        ]
         state = {side.name: _SideState(side, adapter) for side in sides}
         record = attention_layers is not None or bool(feature_rows)
         with _attention_for_run(adapter.model, record, bool(edit_rows)):
@@ -641,6 +639,18 @@ class _SideState:
         piece = rest[len(self.text):] if rest.startswith(self.text) else ""
         self.text += piece
         return piece
+
+
+def _row_groups(adapter: FamilyAdapter, rows: list[RowInputs], batched: bool) -> list[tuple[FamilyAdapter, list[int]]]:
+    """(the model that runs them, row ids) of each row group: batched, one group per model (the expert's rows, and
+    an amateur's, ``models.amateur.AmateurRow``, which names its own); else one group per row (the papers' way)."""
+    by_model: dict[int, tuple[FamilyAdapter, list[int]]] = {}
+    for i, row in enumerate(rows):
+        runner = getattr(row, "runner", None) or adapter
+        by_model.setdefault(id(runner), (runner, []))[1].append(i)
+    if batched:
+        return list(by_model.values())
+    return [(runner, [i]) for runner, members in by_model.values() for i in members]
 
 
 def _early_exits(side: Side, model) -> tuple[int, ...]:

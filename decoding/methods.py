@@ -32,6 +32,7 @@ from PIL import Image
 from models.adapters.base import FamilyAdapter, RowInputs
 
 from . import branch_rows, branches, rules
+from .amateur import amateur_for, amateur_row, amateur_source, uses_own_text_row
 from .attention import BlindTokens, Edit, HeadMask, ImageAmplification, OneLayerEnhancement, SelfIntrospection
 from .attention import AttentionDropout
 from .dcd import projected_image_embeddings, projector_copies
@@ -162,6 +163,11 @@ STEP_SCALARS = {
         "P_h",
         "ECD-like: the trained detector's probability that the original branch's most probable token at this step is "
         "a hallucination, σ(z) at argmax l (how strongly the rule pushes against what plain decoding would say)",
+    ),
+    "amateur_entropy": StepScalar(
+        "H",
+        "LCD: the entropy (nats) of its language model's next-token distribution at this step; the contrast weight "
+        "is α/H, so a confident language prior is subtracted harder",
     ),
     "plausibility_cut": StepScalar(
         "β_t",
@@ -431,6 +437,30 @@ def _maskcd_heads(request: BranchRequest, params: dict) -> Branches:
     return _masked_heads(request, params, uniform=False, last_query_only=False)
 
 
+def _amateur_model(request: BranchRequest, params: dict) -> Branches:
+    """CD: the amateur model's row, the expert's prompt without its image tokens (``amateur_prompt`` 1) or only its
+    last token (0, as the release's outputs were made); the rule is told whether this run is greedy (its cut)."""
+    amateur = amateur_for(request.adapter, "CD")
+    row = amateur_row(amateur, request.original, whole_prompt=bool(params["amateur_prompt"]))
+    cut = bool(params["cut"]) or request.do_sample
+    info = {"amateur": amateur_source(request.adapter), "amateur_prompt_tokens": row.length,
+            "whole_prompt": bool(params["amateur_prompt"]), "head_cut": params["beta"] if cut else 0.0}
+    return Branches({"amateur": row}, info, rule_args={"head_cut": info["head_cut"]})
+
+
+def _language_model(request: BranchRequest, params: dict) -> Branches:
+    """LCD: the LVLM's language model on the expert's prompt without its image tokens: the attached or shipped
+    amateur, or (``amateur`` 1, or 0 on the families whose LVLM is its LLM) the model's own text-only row."""
+    adapter = request.adapter
+    own = uses_own_text_row(adapter, params["amateur"])
+    if own:
+        row = adapter.build_row(request.question, None)
+    else:
+        row = amateur_row(amateur_for(adapter, "LCD"), request.original)
+    info = {"amateur": "self" if own else amateur_source(adapter), "amateur_prompt_tokens": row.length}
+    return Branches({"amateur": row}, info)
+
+
 def _no_branches(request: BranchRequest, params: dict) -> Branches:
     return Branches({})
 
@@ -636,6 +666,19 @@ def _masked_head_rule(L: dict, t: int, params: dict) -> Combination:
         weight = torch.full(original.shape[:1], float(params["alpha"]), device=original.device)
     logits = rules.decore.__wrapped__(original, L["masked"], alpha=weight.unsqueeze(-1))
     return Combination(logits, {"contrast_weight": float(weight[0])})
+
+
+def _cd_rule(L: dict, t: int, params: dict) -> Combination:
+    logits = rules.cd.__wrapped__(L["original"], L["amateur"], alpha=params["alpha"],
+                                  amateur_temperature=params["amateur_temperature"], beta=params["head_cut"])
+    return Combination(logits)
+
+
+def _lcd_rule(L: dict, t: int, params: dict) -> Combination:
+    weight, entropy = rules.lcd_weight(L["amateur"], alpha=params["alpha"], alpha_cap=params["alpha_cap"])
+    logits = rules.lcd.__wrapped__(L["original"], L["amateur"], alpha=params["alpha"], beta=params["beta"],
+                                   alpha_cap=params["alpha_cap"])
+    return Combination(logits, {"contrast_weight": float(weight[0]), "amateur_entropy": float(entropy[0])})
 
 
 def _apc_rule(L: dict, t: int, params: dict) -> Combination:
@@ -988,6 +1031,25 @@ def _masked_head_notes(info: dict) -> list[Note]:
     return [Note(f"The contrast row is the same prompt and image with {len(heads)} of the model's "
                  f"{info['total_heads']} attention heads masked ({info['head_list']}): {how}, {start}. Heads "
                  f"(layer-head): {', '.join(heads)}.")]
+
+
+def _amateur_notes(info: dict) -> list[Note]:
+    prompt = ("the model's prompt without its image" if info.get("whole_prompt", True)
+              else "only the prompt's last token (as the release's outputs were made)")
+    cut = info.get("head_cut")
+    tail = "" if cut is None else (f" Plausible set: p ≥ {_short(cut)}·max(p)." if cut else
+                                   " No plausible-set cut (greedy CD as released).")
+    return [Note(f"The contrast row is the amateur language model **{info['amateur']}** reading {prompt} "
+                 f"({info['amateur_prompt_tokens']} tokens), fed the same tokens as the answer.{tail}")]
+
+
+def _language_model_notes(info: dict) -> list[Note]:
+    if info["amateur"] == "self":
+        return [Note("The contrast row is the model's own text-only row (its language model without the image); "
+                     "each token's weight is alpha / H, H the entropy of that row's distribution.")]
+    return [Note(f"The contrast row is the language model **{info['amateur']}** reading the model's prompt without "
+                 f"its image ({info['amateur_prompt_tokens']} tokens); each token's weight is alpha / H, H the "
+                 "entropy of its distribution.")]
 
 
 def _cut_only_notes(info: dict) -> list[Note]:
@@ -1586,6 +1648,62 @@ _LATER_RECORDS = (
         labels={"original": "original, through the positive projector copy (neg-only: the model's own)",
                 "negative": "image through the negative projector copy"},
         notes=_projection_notes,
+    ),
+    Method(
+        name="cd", title="CD: the model minus a weaker amateur language model, on its plausible tokens",
+        short_name="CD",
+        source="Li et al., Contrastive Decoding: Open-ended Text Generation as Optimization, ACL 2023 "
+        "(XiangLi1999/ContrastiveDecoding@170e914 transformers/src/transformers/generation_utils.py L1962–1963, "
+        "L2244–2245); the amateur is a text-only model with the model's tokenizer (decoding/amateur.py)",
+        params=(
+            Param("alpha", 1.0, 0.0, 5.0,
+                  "The amateur's weight (st_coef): out = log p − alpha·log p_amateur(τ); 0 = no contrast.",
+                  "CD: st_coef 1.0 in the README command and submit_decoding.py L18–26 (run_generation.py L417's "
+                  "default is 0.5)"),
+            Param("amateur_temperature", 0.5, 0.05, 2.0,
+                  "τ: the amateur's logits are divided by it before the contrast; below 1 sharpens its prior.",
+                  "CD: student_temperature 0.5 in the README command and submit_decoding.py L18–26 "
+                  "(run_generation.py L442's default is 1.0)", 0.05, min_inclusive=False),
+            _beta("CD: relative_top 0.1 (generation_utils.py L1391, sampling; L1542, beam)"),
+            _switch("cut", 0,
+                    "Where the plausible-set cut (beta) applies. 0 = as released: when sampling only (greedy CD "
+                    "sets relative_top None and has no cut); 1 = always, as the paper describes.",
+                    "CD: generation_utils.py L1340–1345 (greedy), L1391 (sampling)"),
+            _switch("amateur_prompt", 0,
+                    "What the amateur reads before the answer. 0 = as the released outputs were made "
+                    "(--ignore_prefix yes): the prompt's last token only; 1 = as the README's command: the whole "
+                    "prompt, the image tokens removed.",
+                    "CD: run_generation.py L277–300, L444; submit_decoding.py (outputs_ignorePrefix_*) against the "
+                    "README's --ignore_prefix no"),
+        ),
+        contrast_roles=("amateur",), build=_amateur_model, rule=_cd_rule,
+        labels={"amateur": "amateur language model, no image"}, notes=_amateur_notes,
+    ),
+    Method(
+        name="lcd", title="LCD: subtract the model's own language model, harder where it is confident",
+        short_name="LCD",
+        source="Manevich & Tsarfaty, Mitigating Hallucinations in Large Vision-Language Models (LVLMs) via "
+        "Language-Contrastive Decoding (LCD), Findings of ACL 2024 (avshalomman/lcd@30f8bbf lcd.py L46–93)",
+        params=(
+            Param("alpha", 2.0, 0.0, 10.0,
+                  "Contrast strength: the weight is alpha_t = alpha / H, H the language model's entropy at the "
+                  "step (unbounded as released: see alpha_cap); out = log_softmax((1+alpha_t)·s − alpha_t·u).",
+                  "LCD: alpha 2.0 (lcd.py L19–22, create_cd_llava_model L164–175)"),
+            _beta("LCD: beta 0.1 (lcd.py L19–22)"),
+            Param("alpha_cap", 0.0, 0.0, 50.0,
+                  "Cap on alpha_t (ours: the release has none, and a near-certain language model makes alpha_t "
+                  "huge); 0 = no cap, as released.",
+                  "ours; LCD's alpha / H is unbounded (lcd.py L74–76)"),
+            Param("amateur", 0, 0, 2,
+                  "Which language model: 0 = the model's amateur (attached, or shipped beside it), or its own "
+                  "text-only row where the LVLM is its LLM (InstructBLIP, Gemma 3); 1 = always the model's own "
+                  "text-only row; 2 = always the separate amateur (refused where there is none).",
+                  "LCD: lmsys/vicuna-7b-v1.5 for LLaVA-1.5 (lcd.py L165–166); the text-only row for InstructBLIP "
+                  "and Gemma 3 is ours (the spec's reading)", 1, integer=True, maximum=2),
+        ),
+        contrast_roles=("amateur",), build=_language_model, rule=_lcd_rule,
+        scalars=("contrast_weight", "amateur_entropy"),
+        labels={"amateur": "language model, no image"}, notes=_language_model_notes,
     ),
     Method(
         name="apc_only", title="APC-only (control): the plausibility cut alone, no contrast", short_name="APC-only",

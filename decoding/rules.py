@@ -79,6 +79,10 @@ __all__ = [
     "olm",
     "ecd",
     "dcd",
+    "cd",
+    "lcd",
+    "lcd_weight",
+    "amateur_log_probs",
     "opera_column_scores",
     "steer",
     "vista_sla",
@@ -671,6 +675,101 @@ def cad(
     """
     l, u = _branches(logits, context_free_logits=context_free_logits)
     return _cut_or_none(l, (1.0 + alpha) * l - alpha * u, beta)
+
+
+def amateur_log_probs(amateur_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    r"""An amateur model's next-token log-probabilities ``log_softmax(l_a / temperature)`` on the expert's vocabulary,
+    an id the amateur lacks (``-inf`` in ``amateur_logits``: the engine pads a smaller vocabulary so) given log-prob 0.
+
+    Log-prob 0 for the ids only the expert has is LCD's padding as released (``avshalomman/lcd@30f8bbf lcd.py``
+    L80–84: zeros appended to the language model's log-probs): a contrast then never favours such an id.
+
+    >>> amateur_log_probs(torch.tensor([[0.0, 0.0, float("-inf")]]))
+    tensor([[-0.6931, -0.6931,  0.0000]])
+    """
+    a = torch.log_softmax(_logits("amateur_logits", amateur_logits) / temperature, dim=-1)
+    return torch.where(torch.isneginf(a), torch.zeros_like(a), a)
+
+
+@checked(alpha=_non_negative, amateur_temperature=_positive, beta=_unit)
+def cd(logits: torch.Tensor, amateur_logits: torch.Tensor, alpha: float = 1.0, amateur_temperature: float = 0.5,
+       beta: float = 0.1) -> torch.Tensor:
+    r"""Contrastive Decoding (Li et al., ACL 2023): the expert's log-probabilities minus a weaker amateur model's,
+    over the tokens the expert itself finds plausible (``V_head``).
+
+    ``f = log_softmax(l)``, ``a = log_softmax(l_a / amateur_temperature)``,
+    ``out = f - alpha * a`` on ``V_head = {i : f_i >= max f + log(beta)}`` (``-inf`` elsewhere); ``beta = 0``: no cut.
+
+    The release subtracts the amateur's tempered raw logits ``l_a / τ_a`` (its beam search their log-softmax): a
+    constant per row apart, the same argmax and the same softmax. Greedy CD as released has **no** ``V_head``
+    (``relative_top`` is None for greedy, 0.1 for sampling and beam): the registry passes ``beta = 0`` there.
+
+    Args:
+        logits: ``(batch, vocab)`` the expert (the LVLM: image + prompt).
+        amateur_logits: ``(batch, vocab)`` the amateur on the expert's vocabulary (ids it lacks ``-inf``: log-prob 0,
+            :func:`amateur_log_probs`).
+        alpha: the amateur's weight (``st_coef``) ``>= 0``.
+        amateur_temperature: ``τ_a > 0`` (``student_temperature``).
+        beta: ``relative_top`` in ``[0, 1]``; 0 = no cut.
+
+    Source: ``XiangLi1999/ContrastiveDecoding@170e914 transformers/src/transformers/generation_utils.py`` L1962–1963
+    (greedy), L2244–2245 (sampling), L1340–1345 / L1391 (``relative_top`` None for greedy, 0.1 for sampling),
+    ``generation_logits_process.py`` L212–252 (``EntrPLogitsWarper``: ``V_head`` on the log-softmax). Defaults: the
+    README command and ``submit_decoding.py`` L18–26 (``st_coef`` 1.0, ``student_temperature`` 0.5); the ``.py``
+    defaults (``run_generation.py`` L417, L442) are 0.5 and 1.0.
+
+    Example (the spec's vector: ``f = [-0.5087, -1.0087, -3.5087, -5.5087]``; the expert's 0 becomes 1):
+
+    >>> cd(torch.tensor([[3.0, 2.5, 0.0, -2.0]]), torch.tensor([[3.0, 1.0, 0.0, 0.0]]))
+    tensor([[-0.4857,  3.0143,    -inf,    -inf]])
+    """
+    l, a = _branches(logits, amateur_logits=amateur_logits)
+    f = torch.log_softmax(l, dim=-1)
+    return _cut_or_none(f, f - alpha * amateur_log_probs(a, amateur_temperature), beta)
+
+
+def lcd_weight(amateur_logits: torch.Tensor, alpha: float = 2.0, alpha_cap: float = 0.0) -> tuple[torch.Tensor, ...]:
+    r"""LCD's per-step weight ``alpha_t = alpha / H`` and the language model's entropy ``H = -Σ e^u u`` (nats,
+    ``u = log_softmax(l_llm)`` over the ids it has), each ``(batch,)``: a confident language prior is subtracted
+    harder. Unbounded as released (``H -> 0`` gives ``alpha_t -> ∞``); ``alpha_cap > 0`` caps it (ours, not the
+    release's); ``H`` is floored at 1e-12 so that a one-hot prior gives a huge, not an infinite, weight.
+
+    Source: ``avshalomman/lcd@30f8bbf lcd.py`` L67–76.
+
+    >>> lcd_weight(torch.tensor([[3.0, 1.0, 0.0, 0.0]]))
+    (tensor([2.9758]), tensor([0.6721]))
+    >>> lcd_weight(torch.tensor([[3.0, 1.0, 0.0, 0.0]]), alpha_cap=2.5)[0]
+    tensor([2.5000])
+    """
+    u = torch.log_softmax(_logits("amateur_logits", amateur_logits), dim=-1)
+    entropy = -(u.exp() * torch.where(torch.isneginf(u), torch.zeros_like(u), u)).sum(dim=-1)
+    weight = alpha / entropy.clamp_min(1e-12)
+    return (weight.clamp_max(alpha_cap) if alpha_cap else weight), entropy
+
+
+@checked(alpha=_non_negative, beta=_cut, alpha_cap=_non_negative)
+def lcd(logits: torch.Tensor, amateur_logits: torch.Tensor, alpha: float = 2.0, beta: float = 0.1,
+        alpha_cap: float = 0.0) -> torch.Tensor:
+    r"""LCD, Language Contrastive Decoding (Manevich & Tsarfaty, Findings ACL 2024): the LVLM minus its own language
+    model fed the same text without the image, weighted by that language model's confidence.
+
+    ``s = log_softmax(l)``, ``u`` the language model's log-probs (:func:`amateur_log_probs`: 0 for ids it lacks),
+    ``alpha_t = alpha / H(u)`` (:func:`lcd_weight`), ``out = log_softmax(mask((1 + alpha_t) s - alpha_t u))`` with
+    the plausibility cut ``s >= max s + log(beta)``.
+
+    Source: ``avshalomman/lcd@30f8bbf lcd.py`` L63–93 (``CDProcessorWithLM.__call__``); defaults α 2.0, β 0.1 (L19–22,
+    ``create_cd_llava_model`` L164–175).
+
+    Example (the spec's vector: H = 0.672078, alpha_t = 2.975843):
+
+    >>> lcd(torch.tensor([[3.0, 2.5, 0.0, -2.0]]), torch.tensor([[3.0, 1.0, 0.0, 0.0]]))
+    tensor([[-3.9826, -0.0188,    -inf,    -inf]])
+    """
+    l, a = _branches(logits, amateur_logits=amateur_logits)
+    s = torch.log_softmax(l, dim=-1)
+    weight = lcd_weight(a, alpha, alpha_cap)[0].unsqueeze(-1)
+    combined = apply_mask((1.0 + weight) * s - weight * amateur_log_probs(a), _keep_log(s, math.log(beta)))
+    return torch.log_softmax(combined, dim=-1)
 
 
 @checked(threshold=_non_negative)

@@ -138,6 +138,11 @@ def _common_options() -> argparse.ArgumentParser:
                      help="ICD's disturbance system instruction (default: our own wording). The authors' are listed "
                           "in p1k0pan/ICD@2fa44c5 experiments/gen_scripts/icd_llava_pope.py L117-122; pass one to "
                           "reproduce the release")
+    run.add_argument("--amateur", default=None, metavar="MODEL",
+                     help="CD's and LCD's amateur: a causal language model (Hub id or local folder) with the model's "
+                          "tokenizer, e.g. lmsys/vicuna-7b-v1.5 for LLaVA-1.5 (default: the one shipped in the "
+                          "model folder's amateur/, as the embedded shapes-world model has; LCD on InstructBLIP and "
+                          "Gemma 3 uses the model's own text-only row)")
     run.add_argument("--controls", action="store_true",
                      help="also decode every control beside the methods (APC-only, PBA, OLM: the plausibility cut "
                           "alone, a push toward 'yes' by the prompt, and at the output), with their defaults, so "
@@ -259,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         names = [name for name, _ in methods]
         if len(set(names)) != len(names):
             raise EvalInputError(f"each method may be given once, got {names}; compare settings in separate runs")
+        if args.amateur is not None and not {"cd", "lcd"} & set(names):
+            raise EvalInputError("--amateur is CD's and LCD's: add --method cd or --method lcd")
         if args.controls:
             methods += [(name, params) for name, params in control_methods() if name not in names]
         check_search(methods, sampling)
@@ -269,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[benchmark.name],
             sampling=sampling, device=args.device, dtype=args.dtype,
             quantization=None if args.quantization == "none" else args.quantization, batch_size=args.batch_size,
+            amateur=args.amateur,
         )
         summary = run_benchmark(benchmark, config, args.out, progress=not args.no_progress)
     except EvalInputError as e:

@@ -55,6 +55,7 @@ class RunConfig:
     dtype: str | None = None
     quantization: str | None = None
     batch_size: int = 1
+    amateur: str | None = None  # CD's and LCD's amateur model (decoding.use_amateur); None: the one shipped, if any
 
     def fingerprint(self) -> dict[str, Any]:
         # The device is left out: moving a run between GPUs is fine.
@@ -64,6 +65,7 @@ class RunConfig:
             "quantization": self.quantization,
             "methods": [[name, params] for name, params in self.methods],
             "decoding": self.decoding(),
+            **({"amateur": self.amateur} if self.amateur else {}),  # absent when unset: older run.json still match
         }
 
     def decoding(self) -> dict[str, Any]:
@@ -175,9 +177,21 @@ def _load(config: RunConfig, state):
     if device is None and state.num_processes > 1 and state.device.type != "cpu":
         device = state.device  # one GPU per process
     try:
-        return load_model(config.model, device=device, dtype=config.dtype, quantization=config.quantization)
+        adapter = load_model(config.model, device=device, dtype=config.dtype, quantization=config.quantization)
     except ModelLoadError as e:
         raise EvalInputError(f"--model: {e}") from None
+    from decoding.amateur import check_amateurs, use_amateur
+
+    if config.amateur:
+        try:
+            use_amateur(adapter, config.amateur)
+        except (ModelLoadError, ValueError) as e:
+            raise EvalInputError(f"--amateur: {e}") from None
+    try:
+        check_amateurs(adapter, config.methods)  # CD's and LCD's amateur: refused before the first answer
+    except ValueError as e:
+        raise EvalInputError(str(e)) from None
+    return adapter
 
 
 def _open_image(root: str, request: Request):

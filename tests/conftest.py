@@ -31,12 +31,14 @@ def add_untrained_parts(adapter):
     projector) and a random head list (DeCoRe's and MaskCD's) saved in its model's folder: ECD, DCD, DeCoRe and MaskCD
     refuse a model without their parts (test_ecd.py, test_dcd.py, test_image_heads.py), and tiny models have none.
     Returns ``adapter``."""
+    from decoding.amateur import untrained_amateur
     from decoding.dcd import untrained_projectors
     from decoding.detector import model_source, untrained_detector
     from decoding.image_heads import untrained_head_list
 
     untrained_detector(adapter)
     untrained_projectors(adapter)
+    untrained_amateur(adapter)  # CD's and LCD's amateur language model (test_amateur.py)
     untrained_head_list(adapter.model, model_source(adapter))
     return adapter
 

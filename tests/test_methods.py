@@ -46,6 +46,8 @@ RULE_WITH_ITS_DEFAULTS = {
     "opera": lambda L, t: rules.opera_candidates(L["original"]),  # no look-ahead here: no penalty
     "ecd": lambda L, t: rules.ecd(L["original"], L["original"].flip(-1), lam=get_method("ecd").defaults["lam"]),
     "dcd": lambda L, t: rules.dcd(L["original"], L["negative"]),
+    "cd": lambda L, t: rules.cd(L["original"], L["amateur"], beta=0.0),  # greedy as released: no V_head
+    "lcd": lambda L, t: rules.lcd(L["original"], L["amateur"]),
     "apc_only": lambda L, t: rules.apc_only(L["original"]),
     "pba": lambda L, t: L["original"],
     "olm": lambda L, t: torch.where(  # vocab [Yes, No, x, y] as in test_rules_field: a one-hot on OLM's choice
@@ -54,6 +56,7 @@ RULE_WITH_ITS_DEFAULTS = {
 }
 # What construction hands a rule besides the parameters (OLM's token ids, here the first two of the vocabulary).
 RULE_ARGS = {
+    "cd": {"head_cut": 0.0},  # what CD's construction hands its rule for a greedy run as released
     "olm": {"yes_id": 0, "no_id": 1}, "dola": {"layers": (0, 2)}, "sid": {"skip_cut": False},
     "ecd": {"detector": FlippedDetector()},
     "deco": {"layers": (1, 3)},
@@ -113,6 +116,8 @@ def test_defaults_are_the_authors():
     assert defaults["ritual_vcd"] == {"alpha_pos": 3.0, "alpha": 1.0, "beta": 0.1, "noise_step": 500}
     assert defaults["savcd"] == {"alpha": 1.0, "gamma": 0.5}
     assert defaults["code"] == {"exponent": 0.7}
+    assert defaults["cd"] == {"alpha": 1.0, "amateur_temperature": 0.5, "beta": 0.1, "cut": 0, "amateur_prompt": 0}
+    assert defaults["lcd"] == {"alpha": 2.0, "beta": 0.1, "alpha_cap": 0.0, "amateur": 0}
     assert defaults["m3id"] == {"lam": 0.02, "beta": 0.1}
 
 

@@ -41,6 +41,7 @@ def call_rule(method, l, contrasts, step=0, **params):
     rule_args = {
         "olm": {"yes_id": 0, "no_id": 1}, "dola": {"layers": (0,)}, "deco": {"layers": (0,)},
         "sid": {"skip_cut": False}, "ecd": {"detector": FlippedDetector()},
+        "cd": {"head_cut": 0.1},  # CD's V_head as a sampled run has it (greedy as released: 0.0, no cut)
     }.get(method, {})
     if method == "dola":
         logits["layer 0"] = l.flip(-1)
