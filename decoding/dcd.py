@@ -119,34 +119,47 @@ def projector_copies(adapter) -> dict[str, torch.nn.Module]:
 
 
 class _Captured(Exception):
-    def __init__(self, embeds: torch.Tensor):
-        self.embeds = embeds
+    def __init__(self, inputs: dict):
+        self.inputs = inputs
 
 
 def _capture(module, args, kwargs):
-    raise _Captured(kwargs["inputs_embeds"])
+    raise _Captured(kwargs)
 
 
-def projected_image_embeddings(adapter, row, projector: torch.nn.Module | None) -> ReplacedImageEmbeddings:
-    """The edit that gives ``row`` (prompt and image) the image-token embeddings of ``projector`` (None: the model's
-    own): the model's own input path (``get_image_features`` and the merge into the text embeddings) run up to the
-    language model, with ``ProjectorSwap`` in place; the language model itself does not run."""
-    own = image_projector(adapter)
+def language_model_inputs(adapter, row, context: contextlib.AbstractContextManager | None = None) -> dict:
+    """The keyword arguments the language model receives for ``row`` (prompt and image) alone: ``inputs_embeds``
+    (the image features merged into the text embeddings), and, where a family sends vision features further (Qwen3-VL's
+    ``deepstack_visual_embeds``), those too. The model's own input path (``get_image_features`` and the merge) runs
+    up to the language model, under ``context`` (a hook on the vision path: DCD's ``ProjectorSwap``, VTI's steered
+    vision encoder); the language model itself does not run."""
     inputs = adapter.to_model({"input_ids": row.input_ids, "attention_mask": torch.ones_like(row.input_ids),
                                "position_ids": row.position_ids, **row.token_kwargs, **row.vision_kwargs})
     hook = adapter.model.get_decoder().register_forward_pre_hook(_capture, with_kwargs=True)
     try:
-        swap = ProjectorSwap(own, projector) if projector is not None else contextlib.nullcontext()
-        with torch.inference_mode(), swap:
+        with torch.inference_mode(), context or contextlib.nullcontext():
             adapter.model(**inputs, use_cache=False)
         raise AssertionError("the language model was never called")
     except _Captured as captured:
-        embeds = captured.embeds
+        return captured.inputs
     finally:
         hook.remove()
+
+
+def replaced_image_embeddings(adapter, row, embeds: torch.Tensor) -> ReplacedImageEmbeddings:
+    """The edit that gives ``row`` the image-token embeddings of ``embeds`` ((1, L, hidden): the row's whole input
+    embeddings, as ``language_model_inputs`` captures them)."""
     index = adapter.image_token_indices(row.input_ids)
     offsets = index - row.image_token_positions[0]
     return ReplacedImageEmbeddings(offsets.cpu(), embeds[0, index.to(embeds.device)].clone())
+
+
+def projected_image_embeddings(adapter, row, projector: torch.nn.Module | None) -> ReplacedImageEmbeddings:
+    """The edit that gives ``row`` (prompt and image) the image-token embeddings of ``projector`` (None: the model's
+    own): the model's own input path run up to the language model, with ``ProjectorSwap`` in place."""
+    own = image_projector(adapter)
+    swap = ProjectorSwap(own, projector) if projector is not None else None
+    return replaced_image_embeddings(adapter, row, language_model_inputs(adapter, row, swap)["inputs_embeds"])
 
 
 def untrained_projectors(adapter, scale: float = 0.5, seed: int = 0) -> str | None:

@@ -35,11 +35,13 @@ def add_untrained_parts(adapter):
     from decoding.dcd import untrained_projectors
     from decoding.detector import model_source, untrained_detector
     from decoding.image_heads import untrained_head_list
+    from decoding.vti import untrained_directions
 
     untrained_detector(adapter)
     untrained_projectors(adapter)
     untrained_amateur(adapter)  # CD's and LCD's amateur language model (test_amateur.py)
     untrained_head_list(adapter.model, model_source(adapter))
+    untrained_directions(adapter)  # VTI's (test_vti.py)
     return adapter
 
 

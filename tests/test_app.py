@@ -306,7 +306,7 @@ def embedded_runner(tmp_path_factory):
     return Runner(pool, uploads, max_pixels=1_000_000), {"path": str(uploads / "scene.png")}, question
 
 
-@pytest.mark.parametrize(("method", "folder"), [("ecd", "detector"), ("dcd", "projectors")])
+@pytest.mark.parametrize(("method", "folder"), [("ecd", "detector"), ("dcd", "projectors"), ("vti", "directions")])
 def test_ecd_and_dcd_run_on_the_embedded_model_in_the_app_naming_no_server_path(embedded_runner, method, folder):
     """Their weights ship in the model's folder; the pool names the model by its display name, and the JSON download
     names the weights' folder by that name too."""

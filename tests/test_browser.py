@@ -202,7 +202,8 @@ def expect_error(page, text: str) -> None:
 
 
 # Methods that need weights trained for the model (a detector, projector copies), and what their refusal names.
-TRAINED_FOR_A_MODEL = {"ecd": "python -m eval.ecd_train", "dcd": "python -m eval.dcd_train"}
+TRAINED_FOR_A_MODEL = {"ecd": "python -m eval.ecd_train", "dcd": "python -m eval.dcd_train",
+                       "vti": "python -m eval.vti_calibrate"}
 
 
 # ---- tests -----------------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ DECODING_LAYERS = (
     ("steering",),  # edits of the decoder layers' MLP outputs (forward hooks), read from the forward's control
     ("attention",),  # attention functions and edits on the model's own layers
     ("dcd", "branch_rows"),  # DCD's projector copies; a request's rows and the model's pre-steps
+    ("vti",),  # VTI's directions, its steered vision encoder (through DCD's image-embedding replacement)
     ("methods",),  # the registry
     ("engine",),  # one batched run of rows and sides
     ("beam",),  # beam search (OPERA) on the engine's row groups

@@ -48,6 +48,7 @@ RULE_WITH_ITS_DEFAULTS = {
     "dcd": lambda L, t: rules.dcd(L["original"], L["negative"]),
     "cd": lambda L, t: rules.cd(L["original"], L["amateur"], beta=0.0),  # greedy as released: no V_head
     "lcd": lambda L, t: rules.lcd(L["original"], L["amateur"]),
+    "vti": lambda L, t: L["original"],  # its edit is of the model (rules.steer), its rule the steered row's logits
     "apc_only": lambda L, t: rules.apc_only(L["original"]),
     "pba": lambda L, t: L["original"],
     "olm": lambda L, t: torch.where(  # vocab [Yes, No, x, y] as in test_rules_field: a one-hot on OLM's choice
@@ -123,6 +124,7 @@ def test_defaults_are_the_authors():
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("step", [0, 7])
+    assert defaults["vti"] == {"alpha_text": 0.8, "alpha_image": 0.0, "demos": 50}  # run_mmhal_vti.py L156-158
 def test_the_bound_rule_with_registry_defaults_is_the_rule_with_its_own(method, step):
     record = get_method(method)
     logits = branch_logits(method)

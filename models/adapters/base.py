@@ -121,6 +121,26 @@ class FamilyAdapter:
         ``multi_modal_projector``."""
         return getattr(getattr(self.model, "model", None), "multi_modal_projector", None)
 
+    # Where a vision encoder's layers are found: under a module of one of these names, in every family supported
+    # (LLaVA-style ``vision_tower.encoder.layers``, InternVL's ``encoder.layer``, Qwen-VL's ``visual.blocks``,
+    # Idefics3's and InstructBLIP's ``vision_model.encoder.layers``).
+    VISION_MODULE_NAMES = ("vision_tower", "visual", "vision_model")
+
+    def vision_encoder_layers(self) -> torch.nn.ModuleList | None:
+        """The vision encoder's transformer layers, each with its ``mlp`` (VTI steers their outputs), in order; None
+        where none is found. The longest module list under the vision tower whose every member has an ``mlp``
+        (Qwen3-VL's DeepStack mergers have none)."""
+        found = None
+        for name, module in self.model.named_modules():
+            if not isinstance(module, torch.nn.ModuleList) or not len(module):
+                continue
+            if not set(name.split(".")) & set(self.VISION_MODULE_NAMES):
+                continue
+            if all(isinstance(getattr(layer, "mlp", None), torch.nn.Module) for layer in module):
+                if found is None or len(module) > len(found):
+                    found = module
+        return found
+
     # ---- tokens --------------------------------------------------------------------------------------------------
     @property
     def max_length(self) -> int | None:
