@@ -3,7 +3,8 @@ one batched engine.
 
 Nothing here imports gradio. Entry points (imported lazily, so `import decoding.sampling` stays light):
 `compare`, `stream_compare`, `Comparison`, `answer_all` (several methods in one run), `answer_many` (several
-requests in one run), `METHODS` / `REGISTRY` / `get_method` (the methods), `SamplingConfig` (the decoding options).
+requests in one run), `METHODS` / `REGISTRY` / `get_method` (the methods), `SamplingConfig` (the decoding options),
+`use_amateur` (CD's and LCD's amateur model).
 """
 
 _LAZY = {
@@ -19,6 +20,7 @@ _LAZY = {
     "Engine": "engine",
     "Side": "engine",
     "SamplingConfig": "sampling",
+    "use_amateur": "amateur",
 }
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from decoding import compare, prepare_comparison, rules
-from decoding.amateur import AmateurMissing, amateur_for, text_prompt_ids, use_amateur
+from decoding import use_amateur
+from decoding.amateur import AmateurMissing, amateur_for, text_prompt_ids
 from decoding.engine import Engine
 from models import TINY_FAMILIES, build_tiny, load_model
 from models.amateur import AmateurAdapter, bind_amateur, shared_vocabulary

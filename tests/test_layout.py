@@ -29,6 +29,7 @@ FORBIDDEN = {
 DECODING_LAYERS = (
     ("rules", "branches", "combination", "sampling", "trace", "detector"),  # pure math, transforms, values
     ("image_heads",),  # a model's ranked attention heads (DeCoRe's, MaskCD's), found beside it as its detector is
+    ("amateur",),  # CD's and LCD's amateur model and its rows, found beside the model as its detector is
     ("steering",),  # edits of the decoder layers' MLP outputs (forward hooks), read from the forward's control
     ("attention",),  # attention functions and edits on the model's own layers
     ("dcd", "branch_rows"),  # DCD's projector copies; a request's rows and the model's pre-steps
