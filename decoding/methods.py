@@ -36,8 +36,8 @@ from .amateur import amateur_for, amateur_row, amateur_source, uses_own_text_row
 from .attention import BlindTokens, Edit, HeadMask, ImageAmplification, OneLayerEnhancement, SelfIntrospection
 from .attention import AttentionDropout
 from .dcd import projected_image_embeddings, projector_copies
-from .detector import detector_for, model_source, shown_folder
 from . import vti
+from .detector import detector_for, model_source, shown_folder
 from .image_heads import head_geometry, masked_heads
 from .steering import MlpSteering, check_mlp_edits, last_position_layer_outputs
 from .combination import Combination, RuleFn, contrast
@@ -857,6 +857,30 @@ def _decoupled_projections(request: BranchRequest, params: dict) -> Branches:
     return Branches({"negative": row}, info, attention_edits=edits)
 
 
+def _vti_steering(request: BranchRequest, params: dict) -> Branches:
+    """VTI: no contrast row. The directions computed for this model (``decoding.vti``; refused when there are none)
+    steer the original row (and its noised twin, so that the two differ by the noise only): the textual one every
+    decoder layer's MLP output (``alpha_text`` > 0), the visual one every vision-encoder layer's MLP output for the
+    row's own image, run alone, whose image-token embeddings then replace the row's (``alpha_image`` > 0)."""
+    adapter = request.adapter
+    vti.check_family(adapter, params["alpha_image"])
+    directions = vti.directions_for(adapter)
+    vti.check_demos(adapter, directions, params["demos"])
+    info = {"directions": shown_folder(model_source(adapter), "vti"), "demos": params["demos"],
+            "alpha_text": params["alpha_text"], "alpha_image": params["alpha_image"],
+            "decoder_layers": int(directions.text[params["demos"]].shape[0]), "visual": ""}
+    edits = {}
+    for role, row in (("original", request.original), ("distorted", request.distorted)):
+        if row is None:
+            continue
+        edit, kind = vti.row_edit(adapter, row, directions, params["demos"], params["alpha_text"],
+                                  params["alpha_image"])
+        if edit is not None:
+            edits[role] = edit
+        info["visual"] = info["visual"] or kind
+    return Branches({}, info, attention_edits=edits)
+
+
 def _ecd_rule(L: dict, t: int, params: dict) -> Combination:
     z = params["detector"].logits(L)
     top = L["original"].argmax(dim=-1, keepdim=True)
@@ -937,30 +961,6 @@ def _dropout_notes(info: dict) -> list[Note]:
     return [Note(f"The amateur row: the same prompt and image with dropout **{_short(info['dropout'])}** on its "
                  f"attention probabilities in each of the {info['decoder_layers']} decoder layers, a fresh mask at "
                  f"every token (seed {info['seed']}).")]
-def _vti_steering(request: BranchRequest, params: dict) -> Branches:
-    """VTI: no contrast row. The directions computed for this model (``decoding.vti``; refused when there are none)
-    steer the original row (and its noised twin, so that the two differ by the noise only): the textual one every
-    decoder layer's MLP output (``alpha_text`` > 0), the visual one every vision-encoder layer's MLP output for the
-    row's own image, run alone, whose image-token embeddings then replace the row's (``alpha_image`` > 0)."""
-    adapter = request.adapter
-    vti.check_family(adapter, params["alpha_image"])
-    directions = vti.directions_for(adapter)
-    vti.check_demos(adapter, directions, params["demos"])
-    info = {"directions": shown_folder(model_source(adapter), "vti"), "demos": params["demos"],
-            "alpha_text": params["alpha_text"], "alpha_image": params["alpha_image"],
-            "decoder_layers": int(directions.text[params["demos"]].shape[0]), "visual": ""}
-    edits = {}
-    for role, row in (("original", request.original), ("distorted", request.distorted)):
-        if row is None:
-            continue
-        edit, kind = vti.row_edit(adapter, row, directions, params["demos"], params["alpha_text"],
-                                  params["alpha_image"])
-        if edit is not None:
-            edits[role] = edit
-        info["visual"] = info["visual"] or kind
-    return Branches({}, info, attention_edits=edits)
-
-
 
 
 def _amplification_notes(info: dict) -> list[Note]:
@@ -1077,6 +1077,26 @@ def _language_model_notes(info: dict) -> list[Note]:
                  "entropy of its distribution.")]
 
 
+def _vti_notes(info: dict) -> list[Note]:
+    if not info["alpha_text"] and not info["alpha_image"]:
+        return [Note("Both strengths are 0: VTI steers nothing, the model as it is.")]
+    notes = []
+    if info["alpha_text"]:
+        notes.append(Note(f"Textual steering: each of the {info['decoder_layers']} decoder layers' MLP output turned "
+                          f"toward its hallucinated-to-clean caption direction ({info['demos']} demos, "
+                          f"{info['directions']}), its norm kept, at strength **{info['alpha_text']:g}** (0.1·α "
+                          "on a unit vector), prompt and answer."))
+    if info["alpha_image"]:
+        kind = {"per-token": "its per-token direction, as released",
+                "token-mean": "its token-mean direction (ours: the encoder's output is not one view of the "
+                              "calibrated tokens)"}.get(info["visual"], info["visual"] or "no image")
+        notes.append(Note(f"Visual steering: every vision-encoder layer's MLP output for the image, along {kind}, at "
+                          f"strength **{info['alpha_image']:g}**; the image's embeddings then replace the row's."))
+    else:
+        notes.append(Note("Visual steering off (alpha_image 0, as released)."))
+    return notes
+
+
 def _cut_only_notes(info: dict) -> list[Note]:
     return [Note("No contrast row: the plausibility cut alone, on the original row.")]
 
@@ -1176,26 +1196,6 @@ _RECORDS = (
         source="Im et al., self-augmented visual contrastive decoding, ICLR 2026 (code: eunwooim/selfaug)",
         params=(
             _alpha("the augmentation the model picked itself", "Self-Aug: cd_alpha 1 (src/eval/pope.py L91)"),
-def _vti_notes(info: dict) -> list[Note]:
-    if not info["alpha_text"] and not info["alpha_image"]:
-        return [Note("Both strengths are 0: VTI steers nothing, the model as it is.")]
-    notes = []
-    if info["alpha_text"]:
-        notes.append(Note(f"Textual steering: each of the {info['decoder_layers']} decoder layers' MLP output turned "
-                          f"toward its hallucinated-to-clean caption direction ({info['demos']} demos, "
-                          f"{info['directions']}), its norm kept, at strength **{info['alpha_text']:g}** (0.1·α "
-                          "on a unit vector), prompt and answer."))
-    if info["alpha_image"]:
-        kind = {"per-token": "its per-token direction, as released",
-                "token-mean": "its token-mean direction (ours: the encoder's output is not one view of the "
-                              "calibrated tokens)"}.get(info["visual"], info["visual"] or "no image")
-        notes.append(Note(f"Visual steering: every vision-encoder layer's MLP output for the image, along {kind}, at "
-                          f"strength **{info['alpha_image']:g}**; the image's embeddings then replace the row's."))
-    else:
-        notes.append(Note("Visual steering off (alpha_image 0, as released)."))
-    return notes
-
-
             Param(
                 "gamma", 0.5, 0.0, 5.0,
                 "Entropy sensitivity of the adaptive cut beta_t = sigmoid(−gamma·H), H in bits: confident steps "
@@ -1751,6 +1751,31 @@ _LATER_RECORDS = (
         labels={"amateur": "language model, no image"}, notes=_language_model_notes,
     ),
     Method(
+        name="vti", title="VTI: steer the vision encoder and the language model along calibrated directions",
+        short_name="VTI",
+        source="Liu, Ye, Zou, Reducing Hallucinations in Large Vision-Language Models via Latent Space Steering, "
+        "ICLR 2025 (shengliu66/VTI@bb5dfee vti_utils/utils.py L46-325, vti_utils/llm_layers.py L16-32 and L115-121, "
+        "experiments/eval/run_mmhal_vti.py L60-78 and L156-164); directions computed by python -m "
+        "eval.vti_calibrate on our own demos",
+        params=(
+            Param("alpha_text", 0.8, 0.0, 3.0,
+                  "Textual steering strength α: each decoder layer's MLP output x becomes normalize(normalize(x) + "
+                  "0.1·α·d̂)·‖x‖, d that layer's hallucinated-to-clean caption direction. 0 = off. 0.8 as released "
+                  "(run_mmhal_vti.py); the paper's README command runs 0.9.",
+                  "VTI: --alpha_text 0.8 (run_mmhal_vti.py L158); README command 0.9"),
+            Param("alpha_image", 0.0, 0.0, 3.0,
+                  "Visual steering strength: the same edit on every vision-encoder layer's MLP output, along its "
+                  "direction toward the features of heavily masked copies. 0 = off, as released (its script's "
+                  "default turns visual steering off); the paper's README command runs 0.9.",
+                  "VTI: --alpha_image 0 (run_mmhal_vti.py L157); README command 0.9"),
+            Param("demos", 50, 50, 70,
+                  "The directions computed from this many calibration demos: 50 as released, 70 as the paper's "
+                  "README command (python -m eval.vti_calibrate saves both; another count needs its --demos).",
+                  "VTI: --num_demos 50 (run_mmhal_vti.py L156); README command 70", 20, integer=True, minimum=2),
+        ),
+        contrast_roles=(), build=_vti_steering, rule=_original_rule, notes=_vti_notes,
+    ),
+    Method(
         name="apc_only", title="APC-only (control): the plausibility cut alone, no contrast", short_name="APC-only",
         source=f"{_MIRAGE}, inference/spurious_utils/apc_utils.py L155–158",
         params=(
@@ -1817,28 +1842,3 @@ def plan_method(request: BranchRequest, name: str, params: dict[str, Any] | None
         name, resolved, built.rows, combine, dict(built.info), built.original, built.layers, built.attention_edits,
         built.features, built.normed_layers,
     )
-    Method(
-        name="vti", title="VTI: steer the vision encoder and the language model along calibrated directions",
-        short_name="VTI",
-        source="Liu, Ye, Zou, Reducing Hallucinations in Large Vision-Language Models via Latent Space Steering, "
-        "ICLR 2025 (shengliu66/VTI@bb5dfee vti_utils/utils.py L46-325, vti_utils/llm_layers.py L16-32 and L115-121, "
-        "experiments/eval/run_mmhal_vti.py L60-78 and L156-164); directions computed by python -m "
-        "eval.vti_calibrate on our own demos",
-        params=(
-            Param("alpha_text", 0.8, 0.0, 3.0,
-                  "Textual steering strength α: each decoder layer's MLP output x becomes normalize(normalize(x) + "
-                  "0.1·α·d̂)·‖x‖, d that layer's hallucinated-to-clean caption direction. 0 = off. 0.8 as released "
-                  "(run_mmhal_vti.py); the paper's README command runs 0.9.",
-                  "VTI: --alpha_text 0.8 (run_mmhal_vti.py L158); README command 0.9"),
-            Param("alpha_image", 0.0, 0.0, 3.0,
-                  "Visual steering strength: the same edit on every vision-encoder layer's MLP output, along its "
-                  "direction toward the features of heavily masked copies. 0 = off, as released (its script's "
-                  "default turns visual steering off); the paper's README command runs 0.9.",
-                  "VTI: --alpha_image 0 (run_mmhal_vti.py L157); README command 0.9"),
-            Param("demos", 50, 50, 70,
-                  "The directions computed from this many calibration demos: 50 as released, 70 as the paper's "
-                  "README command (python -m eval.vti_calibrate saves both; another count needs its --demos).",
-                  "VTI: --num_demos 50 (run_mmhal_vti.py L156); README command 70", 20, integer=True, minimum=2),
-        ),
-        contrast_roles=(), build=_vti_steering, rule=_original_rule, notes=_vti_notes,
-    ),
