@@ -120,11 +120,11 @@ def test_defaults_are_the_authors():
     assert defaults["cd"] == {"alpha": 1.0, "amateur_temperature": 0.5, "beta": 0.1, "cut": 0, "amateur_prompt": 0}
     assert defaults["lcd"] == {"alpha": 2.0, "beta": 0.1, "alpha_cap": 0.0, "amateur": 0}
     assert defaults["m3id"] == {"lam": 0.02, "beta": 0.1}
+    assert defaults["vti"] == {"alpha_text": 0.8, "alpha_image": 0.0, "demos": 50}  # run_mmhal_vti.py L156-158
 
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("step", [0, 7])
-    assert defaults["vti"] == {"alpha_text": 0.8, "alpha_image": 0.0, "demos": 50}  # run_mmhal_vti.py L156-158
 def test_the_bound_rule_with_registry_defaults_is_the_rule_with_its_own(method, step):
     record = get_method(method)
     logits = branch_logits(method)
