@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from decoding import compare, rules
-from decoding.attention import HeadMask
+from decoding.attention import HeadMask, LabControl, lab_attention
 from decoding.detector import model_source
 from decoding.engine import Combination, Engine, Side
 from decoding.image_heads import FILE, HeadListMissing, head_folder, masked_heads, save_head_list
@@ -161,3 +162,24 @@ def test_the_command_ranks_a_tiny_model_s_heads_on_a_coco_fixture(tmp_path):
     assert image_heads.main(argv) == 0  # resumed from --work: the same list
     with open(os.path.join(model, "image_heads", FILE)) as f:
         assert json.load(f)["scores"] == saved["scores"]
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_a_uniform_head_spreads_its_weights_over_the_keys_each_query_may_see(padded):
+    """The attention function itself: one left-padded row (key 0 a pad) or none, no mask at all in the unpadded
+    forward (the causal fallback); head 1 masked at every query, head 0 untouched."""
+    module = SimpleNamespace(layer_idx=0, num_key_value_groups=1, training=False)
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(1, 2, 4, 8, generator=generator) for _ in range(3))
+    mask = None
+    if padded:
+        mask = torch.zeros(1, 1, 4, 4).masked_fill(torch.ones(4, 4, dtype=torch.bool).triu(1), -1e9)
+        mask[..., 0] = -1e9
+    control = LabControl({0: (torch.empty(0, dtype=torch.long), HeadMask(((0, 1),), last_query_only=False))})
+    _, weights = lab_attention(module, query, key, value, mask, lab_control=control, output_attentions=True)
+    visible = torch.ones(4, 4).tril()
+    if padded:
+        visible[:, 0] = 0.0
+    uniform = visible / visible.sum(-1, keepdim=True).clamp_min(1)
+    torch.testing.assert_close(weights[0, 1, 1:], uniform[1:])  # query 0 of the padded row sees no key at all
+    assert not torch.allclose(weights[0, 0, 1:], uniform[1:], atol=1e-2)
