@@ -142,6 +142,11 @@ def test_a_model_without_a_head_list_is_refused_naming_the_command(tmp_path, ima
     assert masked_heads(adapter.model, model_source(adapter), 2) == ((1, 1), (0, 3))
     with pytest.raises(ValueError, match="heads is 9"):
         masked_heads(adapter.model, model_source(adapter), 9)
+    for broken in ("{not json", '{"scores": {"0-x": 1.0}}', "[1, 2]"):
+        with open(os.path.join(folder, FILE), "w") as f:
+            f.write(broken)
+        with pytest.raises(HeadListMissing, match="could not be read"):
+            masked_heads(adapter.model, model_source(adapter))
 
 
 def test_the_command_ranks_a_tiny_model_s_heads_on_a_coco_fixture(tmp_path):
