@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"a model visitors may pick (repeat for several; the first is the default). Overrides ${MODELS_ENV}.",
     )
     parser.add_argument(
+        "--amateur", dest="amateurs", action="append", default=[], type=_amateur_pair, metavar="MODEL=AMATEUR",
+        help="CD's and LCD's amateur for a model of the allow-list: a causal language model with its tokenizer (Hub id "
+        "or local folder), e.g. llava-hf/llava-1.5-7b-hf=lmsys/vicuna-7b-v1.5 (repeatable; a model's amateur/ folder "
+        "is used without it)",
+    )
+    parser.add_argument(
         "--quantization", choices=["none", "4bit", "8bit"], default="none",
         help="load the models in 4-bit or 8-bit with bitsandbytes (CUDA only; default: none)",
     )
@@ -64,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"largest image in pixels (width x height) accepted (default: {DEFAULT_MAX_PIXELS})",
     )
     return parser
+
+
+def _amateur_pair(text: str) -> tuple[str, str]:
+    model, sep, amateur = text.partition("=")
+    if not sep or not model.strip() or not amateur.strip():
+        raise argparse.ArgumentTypeError(f"expected MODEL=AMATEUR, got {text!r}")
+    return model.strip(), amateur.strip()
 
 
 def _positive_int(text: str) -> int:

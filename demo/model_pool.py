@@ -35,6 +35,9 @@ class LoadOptions:
     device: str | None = None
     dtype: str | None = None
     trust_remote_code: bool = False  # run a checkpoint's own Python code: only when the operator says so
+    # (model source, amateur source) pairs: CD's and LCD's amateur for an allow-listed model, the operator's choice
+    # (app.py --amateur); a visitor never names one
+    amateurs: tuple[tuple[str, str], ...] = ()
 
 
 class ModelPool:
@@ -52,6 +55,9 @@ class ModelPool:
         self.sources: dict[str, str] = {}
         for source in sources:
             self._add(source)
+        unlisted = [model for model, _ in options.amateurs if model not in self.sources.values()]
+        if unlisted:
+            raise ValueError(f"--amateur names a model that is not on the allow-list: {', '.join(unlisted)}")
         self.notice: str | None = None
         self._token_limits: dict[str, int] = {}  # of the models loaded so far, by name
         self._loaded: tuple[str, FamilyAdapter] | None = None
@@ -164,6 +170,7 @@ class ModelPool:
                 adapter = load_model(build_tiny("llava", folder, seed=0), device=self.options.device)
             # Name it by how to rebuild it, not by the temporary folder it was loaded from (the trace records it).
             adapter.model_id = TINY_MODEL
+            self._attach_amateur(adapter, source)
             return adapter
         adapter = load_model(
             source,
@@ -174,7 +181,21 @@ class ModelPool:
         )
         # A local folder goes into traces by its name, as visitors see it, not by the server's path.
         adapter.model_id = display_name(source)
+        self._attach_amateur(adapter, source)
         return adapter
+
+    def _attach_amateur(self, adapter: FamilyAdapter, source: str) -> None:
+        """The operator's amateur for this model (CD, LCD), if any; one that fails to load is logged and CD then
+        refuses the model as it refuses one without an amateur (the model itself serves on)."""
+        amateur = dict(self.options.amateurs).get(source)
+        if amateur is None:
+            return
+        from decoding.amateur import use_amateur
+
+        try:
+            use_amateur(adapter, amateur)
+        except (ModelLoadError, ValueError) as error:
+            log.warning("the amateur %s of %s did not load: %s", amateur, display_name(source), error)
 
 
 

@@ -237,3 +237,67 @@ def test_eval_takes_the_amateur_by_name_and_refuses_one_that_does_not_fit(tmp_pa
     shutil.copytree(EMBEDDED_MODEL_DIR / "amateur", other)
     assert run("other", "--amateur", other) == 2
     assert "--amateur: the amateur's tokenizer differs from the model's" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["cd", "lcd"])
+def test_the_app_runs_them_on_the_embedded_model_with_its_shipped_amateur_naming_no_server_path(tmp_path, method):
+    """The amateur ships in the model's folder; the app names it by the model's display name, and a model without
+    one (the untrained tiny model) is refused in words, the app still serving."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from demo.allow_list import EMBEDDED_MODEL_DIR, TINY_MODEL
+    from demo.examples import EXAMPLES_DIR, shapes_examples
+    from demo.model_pool import ModelPool
+    from demo.run import SLIDERS, RunControl, RunError, RunRequest, Runner
+
+    name, question = shapes_examples()[0]
+    shutil.copy(EXAMPLES_DIR / name, tmp_path / "scene.png")
+    pool = ModelPool([str(EMBEDDED_MODEL_DIR), TINY_MODEL])
+    runner = Runner(pool, tmp_path, max_pixels=1_000_000)
+
+    def run(model_name):
+        request = RunRequest(image={"path": str(tmp_path / "scene.png")}, question=question, model_name=model_name,
+                             method=method, max_new_tokens=2, sliders=tuple(param.default for _, param in SLIDERS))
+        return list(runner.run(RunControl(), request))[-1]
+
+    text = Path(run(pool.names[0]).details.download).read_text()
+    record = json.loads(text)
+    assert record["method"] == method and record["branches"]["amateur"] == "shapes-llava/amateur"
+    assert str(EMBEDDED_MODEL_DIR) not in text and str(Path.home()) not in text
+    with pytest.raises(RunError) as refused:
+        run(pool.names[1])
+    assert "needs an amateur language model" in refused.value.message and "/tmp" not in refused.value.message
+
+
+def test_the_app_s_operator_pairs_an_allow_listed_model_with_its_amateur(tmp_path):
+    """``app.py --amateur MODEL=AMATEUR``: only for a model on the allow-list; the pool attaches it when the model
+    loads, and CD runs with it, the trace naming it by its folder's name."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from decoding.amateur import untrained_amateur
+    from demo.allow_list import TINY_MODEL
+    from demo.cli import parse_args
+    from demo.examples import EXAMPLES_DIR
+    from demo.model_pool import LoadOptions, ModelPool
+    from demo.run import SLIDERS, RunControl, RunRequest, Runner
+
+    assert parse_args(["--amateur", "llava-hf/llava-1.5-7b-hf=lmsys/vicuna-7b-v1.5"]).amateurs == [
+        ("llava-hf/llava-1.5-7b-hf", "lmsys/vicuna-7b-v1.5")]
+    with pytest.raises(SystemExit):
+        parse_args(["--amateur", "lmsys/vicuna-7b-v1.5"])
+    amateur = str(shutil.move(untrained_amateur(load_model(build_tiny("llava", tmp_path / "m", seed=0))),
+                              tmp_path / "vicuna-like"))
+    with pytest.raises(ValueError, match="not on the allow-list: other/model"):
+        ModelPool([TINY_MODEL], LoadOptions(amateurs=(("other/model", amateur),)))
+    pool = ModelPool([TINY_MODEL], LoadOptions(amateurs=((TINY_MODEL, amateur),)))
+    shutil.copy(EXAMPLES_DIR / "cat.jpg", tmp_path / "cat.jpg")
+    request = RunRequest(image={"path": str(tmp_path / "cat.jpg")}, question="What is this?",
+                         model_name=pool.default, method="cd", max_new_tokens=2,
+                         sliders=tuple(param.default for _, param in SLIDERS))
+    runner = Runner(pool, tmp_path, max_pixels=1_000_000)  # kept: its downloads live as long as it does
+    final = list(runner.run(RunControl(), request))[-1]
+    assert json.loads(Path(final.details.download).read_text())["branches"]["amateur"] == "vicuna-like"
