@@ -32,6 +32,7 @@ from PIL import Image
 from models.adapters.base import FamilyAdapter, RowInputs
 
 from . import branch_rows, branches, rules
+from . import agla
 from .amateur import amateur_for, amateur_row, amateur_source, uses_own_text_row
 from .attention import BlindTokens, Edit, HeadMask, ImageAmplification, OneLayerEnhancement, SelfIntrospection
 from .attention import AttentionDropout
@@ -417,6 +418,30 @@ def _dropout_amateur(request: BranchRequest, params: dict) -> Branches:
     return Branches({"amateur": request.original}, info, attention_edits=edits)
 
 
+def _local_view(request: BranchRequest, params: dict) -> Branches:
+    """AGLA-like: the picture with the pixels least relevant to the question blacked out (the top ``ratio`` kept),
+    ranked by the model's own prefill attention over the image tokens (``mask`` 0) or, on the shapes world, by the
+    scene's ground truth (``mask`` 1), then the family's own preprocessing (``decoding.agla``)."""
+    image, question = request.image, request.question
+    if params["mask"]:
+        scene = agla.known_scene(image)
+        if scene is None:
+            raise ValueError("AGLA-like's oracle mask (mask 1) needs a shapes-world scene whose ground truth is known "
+                             "(the shapes-world lab's); this picture is none. Use mask 0, the model's own attention")
+        relevance = agla.oracle_relevance(scene, question)
+    else:
+        grid = request.original.image_grid
+        if grid is None:
+            raise ValueError("AGLA-like's mask cannot be laid over this picture: this model's image tokens have no "
+                             "place in it (InstructBLIP's Q-Former queries each read the whole picture)")
+        attention = branch_rows.prefill_image_attention(request.adapter, request.original).mean(dim=0)
+        relevance = agla.upsampled(attention.reshape(grid).cpu(), image.size)
+    keep = agla.keep_top(relevance, params["ratio"])
+    info = {"mask": "oracle" if params["mask"] else "attention", "ratio": params["ratio"],
+            "kept_ratio": float(keep.mean())}
+    return Branches({"local": request.adapter.build_row(question, agla.blacked(image, keep))}, info)
+
+
 def _masked_heads(request: BranchRequest, params: dict, uniform: bool, last_query_only: bool) -> Branches:
     """DeCoRe and MaskCD: the same prompt and image as a contrast row of its own, with the top ``heads`` of the
     model's head list masked (``decoding.image_heads``; a model without a list is refused)."""
@@ -655,6 +680,10 @@ def _instructive_rule(L: dict, t: int, params: dict) -> Combination:
 def _distillation_cd_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.distillation_cd.__wrapped__(L["original"], L["amateur"], beta=params["beta"],
                                                          alpha=params["alpha"]))
+
+
+def _agla_rule(L: dict, t: int, params: dict) -> Combination:
+    return Combination(rules.agla.__wrapped__(L["original"], L["local"], alpha=params["alpha"], beta=params["beta"]))
 
 
 def _masked_head_rule(L: dict, t: int, params: dict) -> Combination:
@@ -961,6 +990,15 @@ def _dropout_notes(info: dict) -> list[Note]:
     return [Note(f"The amateur row: the same prompt and image with dropout **{_short(info['dropout'])}** on its "
                  f"attention probabilities in each of the {info['decoder_layers']} decoder layers, a fresh mask at "
                  f"every token (seed {info['seed']}).")]
+
+
+def _local_view_notes(info: dict) -> list[Note]:
+    source = ("the scene's ground truth (an oracle: the shapes the question names, then what is nearest them)"
+              if info["mask"] == "oracle" else
+              "the model's own attention to the image at the prompt's last token (mean over layers and heads)")
+    return [Note(f"The local view keeps **{info['kept_ratio']:.0%}** of the picture's pixels, the most relevant to "
+                 f"the question by {source}; the rest is black. AGLA-like: the release ranks them with BLIP's "
+                 "image-text matching, which is not available offline.")]
 
 
 def _amplification_notes(info: dict) -> list[Note]:
@@ -1586,6 +1624,38 @@ _LATER_RECORDS = (
         ),
         contrast_roles=(), build=_one_layer_enhancement, rule=_only_rule,
         scalars=("enhancement_distance", "collaborative", "removed_heads"), notes=_one_layer_notes,
+    ),
+    Method(
+        name="agla", title="AGLA-like: add the view of the picture with its prompt-irrelevant pixels blacked out",
+        short_name="AGLA-like",
+        source="after An et al., AGLA: Mitigating Object Hallucinations in Large Vision-Language Models with Assembly "
+        "of Global and Local Attention, CVPR 2025 (Lackel/AGLA@efa1263 eval/augmentation.py L9–37, eval/sample.py "
+        "L141–148); the pixels' relevance is the model's own attention or the shapes world's ground truth, not the "
+        "release's BLIP image-text-matching GradCAM (not available offline)",
+        params=(
+            Param("alpha", 2.0, 0.0, 5.0,
+                  "Weight of the local view added: out = l + alpha·l_local; the weights sum to 1 + alpha (3), so "
+                  "under sampling (the release samples at T 1) it also sharpens.",
+                  "AGLA: --alpha 2 (eval/run_llava.py L127, llava1.5_pope.bash); sample.py L141 falls back to 1"),
+            dataclasses.replace(
+                _beta("AGLA: --beta 0.5 (eval/run_llava.py L128, llava1.5_pope.bash; sample.py L142)"), default=0.5),
+            Param("ratio", 0.75, 0.05, 1.0,
+                  "Share of the picture's pixels the local view keeps, the most relevant to the question; the rest "
+                  "is black, the geometry kept. 1 keeps all (the local view is then the picture itself). The "
+                  "release's share is 1 − ITC/2 per question (0.5 to 1), from BLIP's image-text score, which is not "
+                  "available offline: fixed here.",
+                  "ours: 0.75, the release's share at an ITC score of 0.5 (eval/augmentation.py L18–19)",
+                  minimum=0.0, min_inclusive=False, maximum=1.0),
+            _switch("mask", 0,
+                    "Where the relevance comes from. 0 = the model's own attention: the prompt's last token over the "
+                    "image tokens, mean over layers and heads, upsampled and blurred as the release's GradCAM map "
+                    "(not on InstructBLIP, whose image tokens have no place in the picture). 1 = the shapes world's "
+                    "ground truth, an oracle upper bound (scenes the shapes-world lab knows only): the shapes the "
+                    "question names, then what is nearest them. Neither is the release's BLIP GradCAM: AGLA-like.",
+                    "ours: methods-3 §11's offline stand-ins for BLIP-ITM"),
+        ),
+        contrast_roles=("local",), build=_local_view, rule=_agla_rule,
+        labels={"local": "local view: irrelevant pixels blacked out"}, notes=_local_view_notes,
     ),
     Method(
         name="vista", title="VISTA: steer every layer's MLP output toward the image, blend in early-layer logits",

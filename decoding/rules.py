@@ -66,6 +66,7 @@ __all__ = [
     "decore",
     "decore_weight",
     "distillation_cd",
+    "agla",
     "pai_cfg",
     "pai_amplify",
     "sid",
@@ -1777,6 +1778,34 @@ def distillation_cd(
     kth = l.topk(k, dim=-1).values[:, -1:]
     cut = torch.minimum(kth, l.max(dim=-1, keepdim=True).values + math.log(alpha))
     return apply_mask((1.0 + beta) * l - beta * a, l >= cut)
+
+
+@checked(alpha=_non_negative, beta=_cut)
+def agla(logits: torch.Tensor, local_logits: torch.Tensor, alpha: float = 2.0, beta: float = 0.5) -> torch.Tensor:
+    r"""AGLA (An et al., CVPR 2025): *add* the branch of a "local" view of the image, its prompt-irrelevant pixels
+    blacked out (``decoding.agla``), to the original ("global") one. RITUAL's form at AGLA's own defaults:
+
+    ``out = l + alpha * l_local``   on ``{i : l_i >= log(beta) + max(l)}``, ``-inf`` elsewhere.
+
+    The weights sum to ``1 + alpha`` (3 by default): under sampling (the release samples, T 1, top-p 1) this sharpens
+    the distribution as a temperature of about 1/3 would where both views agree.
+
+    Args:
+        logits: ``(batch, vocab)`` original branch.
+        local_logits: ``(batch, vocab)`` the masked image's branch.
+        alpha: weight of the local view, ``>= 0``.
+        beta: plausibility cut in ``(0, 1]``.
+
+    Source: ``Lackel/AGLA@efa1263 eval/sample.py`` L141–148 (``next_token_logits + cd_alpha * next_token_logits_cd``,
+    masked below ``log(cd_beta) + max``; the sampler's fallbacks alpha 1, beta 0.5); alpha 2 and beta 0.5 from
+    ``eval/run_llava.py`` L127–128 and ``eval/llava1.5_pope.bash``.
+
+    Example (the spec's vector: the local view's favourite, token 1, overtakes token 0):
+
+    >>> agla(torch.tensor([[2.0, 1.5, 0.0, -1.0]]), torch.tensor([[1.0, 2.0, 0.0, 0.0]]))
+    tensor([[4.0000, 5.5000,   -inf,   -inf]])
+    """
+    return ritual.__wrapped__(logits, local_logits, alpha=alpha, beta=beta)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ FORBIDDEN = {
 # decoding's modules from the bottom up: each imports only modules of the layers before its own. The registry
 # (methods) and the rows it builds (branch_rows) stand below the engine: the model's pre-steps are handed in.
 DECODING_LAYERS = (
-    ("rules", "branches", "combination", "sampling", "trace", "detector"),  # pure math, transforms, values
+    ("rules", "branches", "combination", "sampling", "trace", "detector", "agla"),  # pure math, transforms, values
     ("image_heads",),  # a model's ranked attention heads (DeCoRe's, MaskCD's), found beside it as its detector is
     ("amateur",),  # CD's and LCD's amateur model and its rows, found beside the model as its detector is
     ("steering",),  # edits of the decoder layers' MLP outputs (forward hooks), read from the forward's control

@@ -29,6 +29,7 @@ RULE_WITH_ITS_DEFAULTS = {
     "decore": lambda L, t: rules.decore(L["original"], L["masked"]),
     "maskcd": lambda L, t: rules.decore(L["original"], L["masked"], alpha=get_method("maskcd").defaults["alpha"]),
     "distillation_cd": lambda L, t: rules.distillation_cd(L["original"], L["amateur"]),
+    "agla": lambda L, t: rules.agla(L["original"], L["local"]),
     "icd": lambda L, t: rules.icd(L["original"], L["disturbed"]),
     "vacode": lambda L, t: rules.vcd(L["original"], L["augmented"]),
     "pai": lambda L, t: rules.pai_cfg(L["original"], L["text_only"]),

@@ -34,6 +34,7 @@ import statistics
 import sys
 from collections import Counter
 
+from decoding import agla
 from models.shapes_world import world
 
 from .. import pope, stats
@@ -58,6 +59,7 @@ def write_questions(out: str, n: int, seed: int) -> tuple[dict[str, str], dict[t
     folder = os.path.join(out, "pope")
     files = benchmark.write_pope(folder, n, seed)
     scenes = evaluate.pope_scenes(n, seed)
+    agla.remember_scenes(scenes)  # their ground truth, for AGLA-like's oracle mask (--method agla:mask=1)
     facts = {}
     for path in files.values():
         for item in pope.read_pope(path):
