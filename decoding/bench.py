@@ -26,9 +26,10 @@ from PIL import Image
 
 from models import build_tiny, load_model, random_llava_1_5_7b
 
+from .amateur import check_amateurs, use_amateur
 from .comparison import prepare_comparison
 from .engine import Engine, Side
-from .methods import METHODS
+from .methods import METHODS, get_method
 from .sampling import SamplingConfig
 
 QUESTION = "Describe the image in detail."
@@ -160,6 +161,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-reference", action="store_true", help="skip the separate-forwards reference mode")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--amateur", default=None,
+                        help="CD's and LCD's amateur: a causal LM with the model's tokenizer, Hub id or folder "
+                             "(default: the model folder's amateur/, as the embedded model ships)")
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -169,6 +173,12 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     model = load_bench_model(args.model, args.device, args.dtype, args.quantization)
+    try:  # CD's and LCD's amateur, refused up front when a method needs one the model lacks
+        if args.amateur:
+            use_amateur(model, args.amateur)
+        check_amateurs(model, [(m, get_method(m).defaults) for m in methods])
+    except ValueError as error:
+        raise SystemExit(f"bench: {error}") from None
     device = model.device
     image = bench_image()
     weights = language_model_bytes(model)

@@ -301,3 +301,15 @@ def test_the_app_s_operator_pairs_an_allow_listed_model_with_its_amateur(tmp_pat
     runner = Runner(pool, tmp_path, max_pixels=1_000_000)  # kept: its downloads live as long as it does
     final = list(runner.run(RunControl(), request))[-1]
     assert json.loads(Path(final.details.download).read_text())["branches"]["amateur"] == "vicuna-like"
+
+
+def test_the_bench_times_them_with_the_shipped_amateur_and_refuses_a_model_without_one(capsys):
+    from decoding import bench
+    from demo.allow_list import EMBEDDED_MODEL_DIR
+
+    assert bench.main(["--model", str(EMBEDDED_MODEL_DIR), "--methods", "cd,lcd", "--tokens", "2", "--repeats", "1",
+                       "--warmup", "0", "--no-reference"]) == 0
+    table = capsys.readouterr().out
+    assert "| baseline + cd | batched | 3 |" in table and "| lcd alone | batched | 2 |" in table  # the amateur: a row
+    with pytest.raises(SystemExit, match="bench: CD needs an amateur language model"):
+        bench.main(["--model", "tiny:llava", "--methods", "cd", "--tokens", "2", "--repeats", "1"])
