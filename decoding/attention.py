@@ -214,6 +214,9 @@ class LabControl:
     # Batch index -> the edited row's tokens after this forward (its prompt and the tokens fed so far): where its own
     # queries and keys start behind the left padding (``AttentionDropout``).
     lengths: dict[int, int] = field(default_factory=dict)
+    # Batch index -> what the MLP-output edits' hooks found during the forward, by name (``decoding.steering``:
+    # MemVR's "retrace layer" and "layer uncertainty"); the engine hands each to the row's rule.
+    findings: dict[int, dict[str, float]] = field(default_factory=dict)
 
     def enhanced_rows(self) -> list[int]:
         return [b for b, (_, edit) in self.edits.items() if isinstance(edit, OneLayerEnhancement)]

@@ -203,6 +203,8 @@ class RowGroup:
         hidden = {j: out.hidden_states[j][:, -1, :] for j in layers} if layers else {}
         if enhanced:
             hidden.update(self._one_layer_enhanced(control, out.hidden_states[-1][:, -1, :]))
+        if control is not None and control.findings:
+            hidden.update(_findings(control.findings, out.logits.shape[0], out.logits.device))
         return out.logits[:, -1, :].float(), (out.attentions if want_attention else None), hidden
 
     def _one_layer_enhanced(self, control: LabControl, final: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -254,8 +256,19 @@ class RowGroup:
         """Row id -> {layer j: early-exit logits, and the ``Side.features`` tensors by their names}."""
         out = self._layer_logits(hidden)
         for row_id, found in [*self._features(hidden, attentions).items(), *self._normed_exits(hidden).items(),
-                              *self._enhanced(hidden).items()]:
+                              *self._enhanced(hidden).items(), *self._found(hidden).items()]:
             out.setdefault(row_id, {}).update(found)
+        return out
+
+    def _found(self, hidden: dict) -> dict[int, dict[str, torch.Tensor]]:
+        """Row id -> what the MLP-output edits' hooks found in its forward (``LabControl.findings``: MemVR's), each
+        (1,), for the rows they found it for."""
+        out = {}
+        for name, values in hidden.items():
+            if isinstance(name, str) and name.startswith(_FOUND):
+                for local, row_id in enumerate(self.row_ids):
+                    if not torch.isnan(values[local]):
+                        out.setdefault(row_id, {})[name[len(_FOUND):]] = values[local, None]
         return out
 
     def _enhanced(self, hidden: dict) -> dict[int, dict[str, torch.Tensor]]:
@@ -651,6 +664,19 @@ def _row_groups(adapter: FamilyAdapter, rows: list[RowInputs], batched: bool) ->
     if batched:
         return list(by_model.values())
     return [(runner, [i]) for runner, members in by_model.values() for i in members]
+
+
+_FOUND = "found "  # the prefix of ``LabControl.findings``' tensors among a forward's hidden-state extras
+
+
+def _findings(findings: dict[int, dict[str, float]], batch: int, device) -> dict[str, torch.Tensor]:
+    """``LabControl.findings`` as one (batch,) tensor per name, NaN for the rows without it, under ``_FOUND``'s
+    prefix (so that a prefill's fork selects them like the hidden states)."""
+    out = {}
+    for b, found in findings.items():
+        for name, value in found.items():
+            out.setdefault(_FOUND + name, torch.full((batch,), float("nan"), device=device))[b] = value
+    return out
 
 
 def _early_exits(side: Side, model) -> tuple[int, ...]:

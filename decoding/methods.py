@@ -40,7 +40,7 @@ from .dcd import projected_image_embeddings, projector_copies
 from . import vti
 from .detector import detector_for, model_source, shown_folder
 from .image_heads import head_geometry, masked_heads
-from .steering import MlpSteering, check_mlp_edits, last_position_layer_outputs
+from .steering import MlpSteering, VisualRetracing, check_mlp_edits, last_position_layer_outputs
 from .combination import Combination, RuleFn, contrast
 
 # Visual dependence is measured against this distortion, the same for every method and both panels.
@@ -154,6 +154,16 @@ STEP_SCALARS = {
         "n",
         "ONLY: the heads of its layer removed at this step (text-to-image attention entropy ratio below the heads' "
         "mean)",
+    ),
+    "retrace_layer": StepScalar(
+        "ℓ+1",
+        "MemVR: the decoder layer whose FFN read the visual tokens as memory in this step's forward (0-based; the one "
+        "after the first layer whose uncertainty passed the threshold), or −1 when none did",
+    ),
+    "layer_uncertainty": StepScalar(
+        "E",
+        "MemVR: the highest logit-lens uncertainty (top-10 entropy over ln 10, 0 to 1) among the layers it checked in "
+        "this step's forward: the one that fired when one did (0 when no layer is in its window)",
     ),
     "over_trust_penalty": StepScalar(
         "P",
@@ -778,6 +788,12 @@ def _vista_rule(L: dict, t: int, params: dict) -> Combination:
     return Combination(rules.vista_sla.__wrapped__(L["original"], early, alpha=params["alpha"]))
 
 
+def _memvr_rule(L: dict, t: int, params: dict) -> Combination:
+    """The retraced row's own logits; its forward's retrace layer and uncertainty as the step's scalars."""
+    return Combination(L["original"].float(), {"retrace_layer": float(L["retrace layer"].reshape(-1)[0]),
+                                               "layer_uncertainty": float(L["layer uncertainty"].reshape(-1)[0])})
+
+
 def _opera_rule(L: dict, t: int, params: dict) -> Combination:
     """OPERA's beam scores: the raw logits' top candidates, each lowered by its over-trust penalty (``"over_trust"``:
     (rows, C), from the beam search's look-ahead; absent, no penalty), all else −999. The scalar: the penalty taken
@@ -852,6 +868,41 @@ def _visual_steering(request: BranchRequest, params: dict) -> Branches:
         edits = {"original": edit, **({"distorted": edit} if request.distorted is not None else {})}
         info["vector_norms"] = [float(n) for n in edit.directions.norm(dim=-1)]
     return Branches({}, info, rule_args={"layers": layers}, layers=layers, attention_edits=edits)
+
+
+def memvr_trigger_layers(num_layers: int, from_depth: float, to_depth: float) -> tuple[int, ...]:
+    """The decoder layers (0-based) after which MemVR may fire, on a model of ``num_layers`` layers:
+    ``ceil(from_depth·N) .. floor(to_depth·N)``, at most N−2 (the next layer must exist); a start past the end takes
+    the end alone. The release's ``5 < ℓ < 16`` of LLaVA-1.5's 32 is 6 .. 15, shares 0.1875 .. 0.46875.
+
+    >>> memvr_trigger_layers(32, 0.1875, 0.46875), memvr_trigger_layers(4, 0.1875, 0.46875)
+    ((6, 7, 8, 9, 10, 11, 12, 13, 14, 15), (1,))
+    >>> memvr_trigger_layers(2, 0.1875, 0.46875), memvr_trigger_layers(4, 1.0, 1.0)
+    ((0,), (2,))
+    """
+    last = max(min(math.floor(round(to_depth * num_layers, 6)), num_layers - 2), 0)
+    first = min(math.ceil(round(from_depth * num_layers, 6)), last)
+    return tuple(range(first, last + 1))
+
+
+def _visual_retracing(request: BranchRequest, params: dict) -> Branches:
+    """MemVR: no contrast row; the original row's forward re-reads its visual tokens in one FFN when a layer is
+    uncertain (``decoding.steering.VisualRetracing``; its noised twin its own, so that the two differ by the noise
+    only). A model without decoder-layer MLPs or a final norm is refused."""
+    adapter = request.adapter
+    depth = check_mlp_edits(adapter, "MemVR", lens=True)
+    layers = memvr_trigger_layers(depth, params["from_depth"], params["to_depth"]) if depth > 1 else ()
+    info = {"decoder_layers": depth, "trigger_layers": list(layers), "ratio": params["ratio"],
+            "threshold": params["threshold"], "image_tokens": int(request.original.image_token_positions.numel())}
+    if not layers:
+        raise ValueError("MemVR cannot run on a model of one decoder layer: it retraces in the layer after an "
+                         "uncertain one")
+
+    def edit() -> VisualRetracing:
+        return VisualRetracing(params["ratio"], params["threshold"], layers)
+
+    edits = {"original": edit(), **({"distorted": edit()} if request.distorted is not None else {})}
+    return Branches({}, info, attention_edits=edits)
 
 
 def _beam_only(request: BranchRequest, params: dict) -> Branches:
@@ -1067,6 +1118,16 @@ def _steering_notes(info: dict) -> list[Note]:
         notes.append(Note(f"Logit augmentation: the mean early exit (no final norm) of hidden states {layers}, "
                           f"weight **{info['alpha']:g}**, blended into the final logits."))
     return notes
+
+
+def _retracing_notes(info: dict) -> list[Note]:
+    layers = ", ".join(map(str, info["trigger_layers"]))
+    off = " Ratio 0: the memory adds nothing, MemVR decodes plainly (the release's `.py` default)." if not info[
+        "ratio"] else ""
+    return [Note(f"No contrast row: after each of layers {layers} (of {info['decoder_layers']}), the uncertainty of "
+                 f"the logit lens at the newest token; the first above **{info['threshold']:g}** makes the next "
+                 f"layer's FFN read the {info['image_tokens']} visual tokens as memory, mixed in at "
+                 f"**{info['ratio']:g}** (once per token).{off}")]
 
 
 def _beam_notes(info: dict) -> list[Note]:
@@ -1686,6 +1747,38 @@ _LATER_RECORDS = (
                   "VISTA: --logits-layers 25,30 (chair_eval.py L35): index 31 of 32", 0.005, maximum=1.0),
         ),
         contrast_roles=(), build=_visual_steering, rule=_vista_rule, notes=_steering_notes,
+    ),
+    Method(
+        name="memvr", title="MemVR: when a layer is unsure, the next layer's FFN re-reads the image as memory",
+        short_name="MemVR",
+        source="Zou et al., Look Twice Before You Answer: Memory-Space Visual Retracing for Hallucination Mitigation "
+        "in Multimodal Large Language Models, ICML 2025 (1zhou-Wang/MemVR@de2e3cf memvr.py L86–90, L156–257)",
+        params=(
+            Param("ratio", 0.12, 0.0, 1.0,
+                  "Retracing ratio r: the armed FFN's output becomes (1 − r)·ffn + r·m, m = (x·Vᵀ)·V scaled to the "
+                  "FFN output's mean size, V the row's visual tokens. 0 = off: the release's .py default "
+                  "(--retracing-ratio 0.0), with which MemVR decodes plainly. 0.12 is its README's command and its "
+                  "MME and MM-Vet scripts' (short answers, as POPE's and the app's); its CHAIR script runs 0.31, "
+                  "LLaVA-Bench 0.32, VizWiz 0.28.",
+                  "MemVR: --retracing-ratio 0.12 (README; eval_scripts/llava/mme.sh, mmvet.sh; chair.sh 0.31; "
+                  "eval/llava_model_vqa_loader_chair.py L83 default 0.0)", maximum=1.0),
+            Param("threshold", 0.75, 0.0, 1.0,
+                  "τ: a layer fires when its logit-lens uncertainty (entropy of the top 10 logits over ln 10, 0 to "
+                  "1) is above this; 1 = never.",
+                  "MemVR: --entropy-threshold 0.75 (README, every eval_scripts/llava script)", maximum=1.0),
+            Param("from_depth", 0.1875, 0.0, 1.0,
+                  "First layer that may fire, as a share of the depth: ceil(from_depth·N). The release's 5 < ℓ < 16 "
+                  "of LLaVA-1.5's 32 (layers 6 … 15); on a smaller model the same shares (ours; the embedded "
+                  "model's 4 layers: layer 1 fires, 2 retraces).",
+                  "MemVR: --starting-layer 5, strict (README, eval_scripts/llava/*.sh): layer 6 of 32", 0.005,
+                  maximum=1.0),
+            Param("to_depth", 0.46875, 0.0, 1.0,
+                  "Last layer that may fire: floor(to_depth·N), at most N−2 (a start past it takes this one alone).",
+                  "MemVR: --ending-layer 16, strict (README, eval_scripts/llava/*.sh): layer 15 of 32", 0.005,
+                  maximum=1.0),
+        ),
+        contrast_roles=(), build=_visual_retracing, rule=_memvr_rule,
+        scalars=("retrace_layer", "layer_uncertainty"), notes=_retracing_notes,
     ),
     Method(
         name="opera", title="OPERA: beam search with an over-trust penalty and retrospection", short_name="OPERA",

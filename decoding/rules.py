@@ -87,6 +87,8 @@ __all__ = [
     "opera_column_scores",
     "steer",
     "vista_sla",
+    "memvr_entropy",
+    "memvr_retrace",
 ]
 
 _LN2 = math.log(2.0)
@@ -1641,6 +1643,75 @@ def vista_sla(logits: torch.Tensor, early_logits: torch.Tensor, alpha: float = 0
         raise ValueError(f"early_logits must have shape (n_layers >= 1, {f.shape[0]}, {f.shape[1]}), got "
                          f"{tuple(e.shape)}")
     return alpha * e.mean(dim=0) + (1.0 - alpha) * f
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# MemVR (memory-space visual retracing)
+# ---------------------------------------------------------------------------------------------------------------------
+_LN10 = math.log(10.0)
+
+
+def memvr_entropy(lens_logits: torch.Tensor) -> torch.Tensor:
+    r"""MemVR's layer uncertainty: the entropy of the softmax over the 10 largest logit-lens logits, in units of
+    ``ln 10`` (so 0 to 1): ``q = softmax(top10(l_ℓ))``, ``E = −Σ q·log q / ln 10``.
+
+    Args:
+        lens_logits: ``(batch, vocab)`` the logit lens of a layer at the last position **through the final norm**,
+            ``lm_head(norm(h_ℓ))`` (unlike DoLa's and VISTA's early exits); a vocabulary under 10 takes all.
+
+    Returns ``(batch,)`` float32. The release computes one number for its batch of 1 (``probabilities[:10]`` slices
+    the batch, not the tokens); rows are independent here.
+
+    Source: ``1zhou-Wang/MemVR@de2e3cf memvr.py`` L206–215.
+
+    Examples (ten equal top logits; one far ahead; ``[2, 1, 1, 0×7]``):
+
+    >>> memvr_entropy(torch.tensor([[1.0] * 10, [10.0] + [0.0] * 9, [2.0, 1, 1] + [0.0] * 7]))
+    tensor([1.0000, 0.0020, 0.8544])
+    """
+    f = _logits("lens_logits", lens_logits)
+    q = torch.softmax(f.topk(min(10, f.shape[-1]), dim=-1).values, dim=-1)
+    return -(q * torch.log(q)).nan_to_num(0.0).sum(dim=-1) / _LN10
+
+
+@checked(ratio=_unit)
+def memvr_retrace(mlp_input: torch.Tensor, mlp_output: torch.Tensor, memory: torch.Tensor,
+                  ratio: float = 0.12) -> torch.Tensor:
+    r"""MemVR's visual retracing in one FFN: the visual tokens ``V`` as an extra key–value memory read by the FFN's
+    input, scaled to the FFN output's size and mixed in:
+
+    ``m = (x·Vᵀ)·V`` (linear: no softmax, no activation), ``m ← m·mean|ffn| / mean|m|``,
+    ``out = (1 − ratio)·ffn + ratio·m``.
+
+    The release's key and value matrices carry constant scales (``mean|W_up| / mean|V|``, ``mean|W_down| / mean|V|``)
+    that the rescaling of ``m`` cancels. The means run over the whole tensor given: the caller passes one row's own
+    positions (the release's means run over its batch of 1); a zero ``m`` is left zero.
+
+    Args:
+        mlp_input: ``(positions, hidden)`` the FFN's input ``x``.
+        mlp_output: ``(positions, hidden)`` the FFN's own output.
+        memory: ``(tokens, hidden)`` the visual tokens (the image features after the projector).
+        ratio: ``--retracing-ratio`` in ``[0, 1]``; 0 = off.
+
+    Source: ``1zhou-Wang/MemVR@de2e3cf memvr.py`` L86–90 (``LlamaMLP.forward``), L246–249 (the memory's weights).
+
+    Example (the spec's: ``x = [1, 0]``, ``V = [[1, 0], [0, 1], [1, 1]]``, ``ffn = [0.5, −0.5]``, ratio 0.12;
+    ``m = [2, 1]``, rescaled to ``[2/3, 1/3]``):
+
+    >>> memvr_retrace(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, -0.5]]),
+    ...               torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), ratio=0.12)
+    tensor([[ 0.5200, -0.4000]])
+    """
+    x = _float_tensor("mlp_input", mlp_input, "(positions, hidden)", 2, 2)
+    ffn = _float_tensor("mlp_output", mlp_output, "(positions, hidden)", 2, 2)
+    v = _float_tensor("memory", memory, "(tokens, hidden)", 2, 2).to(x.device)
+    if ffn.shape != x.shape or v.shape[-1] != x.shape[-1]:
+        raise ValueError(f"mlp_input {tuple(x.shape)}, mlp_output {tuple(ffn.shape)} and memory {tuple(v.shape)} "
+                         "must share the hidden size (and the input and output their positions)")
+    m = (x @ v.T) @ v
+    size = m.abs().mean()
+    m = m * torch.where(size > 0, ffn.abs().mean() / size, torch.zeros_like(size))  # no host sync
+    return (1.0 - ratio) * ffn + ratio * m
 
 
 # ---------------------------------------------------------------------------------------------------------------------

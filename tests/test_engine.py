@@ -47,8 +47,17 @@ TOKEN_METHODS = tuple(m for m in METHODS if REGISTRY[m].search == "token")  # OP
 
 
 def _refused_here(adapter, method: str, call) -> bool:
-    """DCD on a family without a separate image projector (Qwen-VL) is refused, with a message saying
-    so; True when it was (the test has nothing more to check)."""
+    """DCD on a family without a separate image projector (Qwen-VL), and ONLY on one whose last decoder layer is not
+    LLaMA-shaped (Gemma 3), are refused, with a message saying so; True when it was (the test has nothing more to
+    check)."""
+    if method == "only":  # ONLY on a family whose last decoder layer is not LLaMA-shaped (Gemma 3)
+        try:
+            adapter.check_one_layer_enhancement(0)
+        except ValueError:
+            with pytest.raises(ValueError, match=f"ONLY cannot run on the {adapter.family} family"):
+                call()
+            return True
+        return False
     if method != "dcd" or adapter.image_projector() is not None:
         return False
     with pytest.raises(ValueError, match="has none"):

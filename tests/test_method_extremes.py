@@ -12,6 +12,9 @@ from decoding.methods import METHODS, REGISTRY
 QUESTION = "is there a square in the image ?"
 # A long answer: OPERA's column scores (past 10 tokens) sink every candidate below its fill at sigma 200.
 DESCRIBE = "Describe the picture."
+# MemVR retraces only where a middle layer is unsure: on QUESTION the embedded model's layer 1 is sure of the first
+# tokens (uncertainty at most 0.59 under τ 0.75: it never fires); on DESCRIBE its first token is not (0.753).
+QUESTION_FOR = {"memvr": DESCRIBE}
 # A note that says a method does nothing on this model at these settings starts with one of these.
 SAYS_IT_IS_A_NO_OP = ("**Nothing to hide**", "**No amplification**")
 
@@ -42,7 +45,7 @@ def _moved(result) -> bool:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_acts_on_the_embedded_model_at_its_defaults(embedded, picture, method):
-    result = compare(embedded, picture, QUESTION, method, max_new_tokens=3, ignore_eos=True)
+    result = compare(embedded, picture, QUESTION_FOR.get(method, QUESTION), method, max_new_tokens=3, ignore_eos=True)
     assert _moved(result), f"{method} decodes as the baseline at its defaults"
     assert not any(text.startswith(SAYS_IT_IS_A_NO_OP) for text in _notes(result))
 

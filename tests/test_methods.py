@@ -44,6 +44,7 @@ RULE_WITH_ITS_DEFAULTS = {
     "deco": lambda L, t: rules.deco(L["original"], torch.stack([L["normed layer 1"], L["normed layer 3"]]))[0],
     "only": lambda L, t: rules.only(L["original"], L["enhanced"], gamma=get_method("only").defaults["gamma"])[0],
     "vista": lambda L, t: rules.vista_sla(L["original"], torch.stack([L["layer 3"]])),
+    "memvr": lambda L, t: L["original"],  # its edit acts inside the forward; the rule reads its scalars
     "opera": lambda L, t: rules.opera_candidates(L["original"]),  # no look-ahead here: no penalty
     "ecd": lambda L, t: rules.ecd(L["original"], L["original"].flip(-1), lam=get_method("ecd").defaults["lam"]),
     "dcd": lambda L, t: rules.dcd(L["original"], L["negative"]),
@@ -74,6 +75,8 @@ def branch_logits(method: str, *contrasts: torch.Tensor) -> dict[str, torch.Tens
         layers = {f"normed {name}": value for name, value in layers.items()}
     if method == "only":  # what ONLY's edit of the original row's forward yields beside its logits
         layers = {"enhanced": C, "removed heads": torch.tensor([[2.0]])}
+    if method == "memvr":  # what MemVR's hooks found in the original row's forward
+        layers = {"retrace layer": torch.tensor([[2.0]]), "layer uncertainty": torch.tensor([[0.8]])}
     return {"original": L, **dict(zip(roles, contrasts, strict=True)), **layers}
 
 
