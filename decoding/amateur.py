@@ -70,7 +70,7 @@ def amateur_for(adapter: FamilyAdapter, method: str) -> AmateurAdapter:
     try:
         amateur = load_amateur(adapter, folder)
     except (ModelLoadError, ValueError) as error:
-        message = str(error).replace(repr(folder), shown)
+        message = str(error).replace(repr(folder), shown).replace(folder, shown)  # no server path in a refusal
         raise AmateurMissing(f"the amateur in {shown} cannot serve {method}: {message}") from None
     _ATTACHED[adapter.model] = (folder, amateur)
     return amateur

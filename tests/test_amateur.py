@@ -18,6 +18,18 @@ QUESTION = "is there a square in the image ?"
 
 
 @pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory):
+    """A tiny LLaVA folder with no amateur, built once; a test that adds files to it works on a copy."""
+    return build_tiny("llava", tmp_path_factory.mktemp("tiny-llava"), seed=0)
+
+
+def copied(folder, tmp_path) -> str:
+    import shutil
+
+    return str(shutil.copytree(folder, tmp_path / "llava"))
+
+
+@pytest.fixture(scope="module")
 def scene_image():
     return world.render(world.sample_scene(1_000_000_007))
 
@@ -119,8 +131,8 @@ def test_lcd_equals_the_release_s_no_cache_recompute(embedded, scene_image):
         expert_ids.append(token)
 
 
-def test_different_tokenizers_are_refused_by_name(embedded, tmp_path):
-    llava = load_model(build_tiny("llava", tmp_path / "llava", seed=0))
+def test_different_tokenizers_are_refused_by_name(embedded, tiny_llava):
+    llava = load_model(tiny_llava)
     with pytest.raises(ValueError, match="amateur's tokenizer differs from the model's"):
         bind_amateur(embedded, llava.model.get_decoder(), llava.tokenizer, "tiny-llava")
     with pytest.raises(ValueError, match="amateur's tokenizer differs"):
@@ -140,8 +152,8 @@ def test_a_smaller_amateur_vocabulary_is_padded_and_its_missing_ids_fed_as_unkno
     assert shared_vocabulary(embedded.model, embedded.tokenizer, own.model, own.tokenizer) == 57
 
 
-def test_a_model_without_an_amateur_is_refused_with_what_to_do(tmp_path, scene_image):
-    bare = load_model(build_tiny("llava", tmp_path / "bare", seed=0))
+def test_a_model_without_an_amateur_is_refused_with_what_to_do(tiny_llava, tmp_path, scene_image):
+    bare = load_model(copied(tiny_llava, tmp_path))
     for method in ("cd", "lcd"):
         with pytest.raises(AmateurMissing, match="needs an amateur language model") as refused:
             compare(bare, scene_image, QUESTION, method, max_new_tokens=2)
@@ -201,7 +213,7 @@ def test_the_amateur_s_training_is_seeded_and_resumes_where_it_stopped(tmp_path)
     assert any(not torch.equal(whole[k], half[k]) for k in whole)
 
 
-def test_eval_takes_the_amateur_by_name_and_refuses_one_that_does_not_fit(tmp_path, capsys):
+def test_eval_takes_the_amateur_by_name_and_refuses_one_that_does_not_fit(tiny_llava, tmp_path, capsys):
     """``--amateur`` names the checkpoint (recorded in run.json); a model without one, or an amateur with another
     tokenizer, is an input error (exit 2) saying so."""
     import json
@@ -212,7 +224,7 @@ def test_eval_takes_the_amateur_by_name_and_refuses_one_that_does_not_fit(tmp_pa
     from decoding.amateur import untrained_amateur
     from eval.cli import main
 
-    model_dir = build_tiny("llava", tmp_path / "llava", seed=0)
+    model_dir = copied(tiny_llava, tmp_path)
     shipped = untrained_amateur(load_model(model_dir))
     elsewhere = shutil.move(shipped, tmp_path / "vicuna-like")
     (tmp_path / "val2014").mkdir()
@@ -271,7 +283,7 @@ def test_the_app_runs_them_on_the_embedded_model_with_its_shipped_amateur_naming
     assert "needs an amateur language model" in refused.value.message and "/tmp" not in refused.value.message
 
 
-def test_the_app_s_operator_pairs_an_allow_listed_model_with_its_amateur(tmp_path):
+def test_the_app_s_operator_pairs_an_allow_listed_model_with_its_amateur(tiny_llava, tmp_path):
     """``app.py --amateur MODEL=AMATEUR``: only for a model on the allow-list; the pool attaches it when the model
     loads, and CD runs with it, the trace naming it by its folder's name."""
     import json
@@ -289,7 +301,7 @@ def test_the_app_s_operator_pairs_an_allow_listed_model_with_its_amateur(tmp_pat
         ("llava-hf/llava-1.5-7b-hf", "lmsys/vicuna-7b-v1.5")]
     with pytest.raises(SystemExit):
         parse_args(["--amateur", "lmsys/vicuna-7b-v1.5"])
-    amateur = str(shutil.move(untrained_amateur(load_model(build_tiny("llava", tmp_path / "m", seed=0))),
+    amateur = str(shutil.move(untrained_amateur(load_model(copied(tiny_llava, tmp_path))),
                               tmp_path / "vicuna-like"))
     with pytest.raises(ValueError, match="not on the allow-list: other/model"):
         ModelPool([TINY_MODEL], LoadOptions(amateurs=(("other/model", amateur),)))
@@ -313,3 +325,13 @@ def test_the_bench_times_them_with_the_shipped_amateur_and_refuses_a_model_witho
     assert "| baseline + cd | batched | 3 |" in table and "| lcd alone | batched | 2 |" in table  # the amateur: a row
     with pytest.raises(SystemExit, match="bench: CD needs an amateur language model"):
         bench.main(["--model", "tiny:llava", "--methods", "cd", "--tokens", "2", "--repeats", "1"])
+
+
+def test_a_broken_shipped_amateur_is_refused_naming_no_server_path(tiny_llava, tmp_path, scene_image):
+    model_dir = copied(tiny_llava, tmp_path)
+    (tmp_path / "llava" / "amateur").mkdir()
+    (tmp_path / "llava" / "amateur" / "config.json").write_text("{not json")
+    model = load_model(model_dir)
+    with pytest.raises(AmateurMissing, match="the amateur in llava/amateur cannot serve CD") as refused:
+        compare(model, scene_image, QUESTION, "cd", max_new_tokens=1)
+    assert str(tmp_path) not in str(refused.value)
