@@ -1176,6 +1176,12 @@ def _language_model_notes(info: dict) -> list[Note]:
                  "entropy of its distribution.")]
 
 
+# VTI's strengths and demo counts are unbounded as released; past 1000 a strength changes nothing more (the output is
+# turned onto its direction) and overflows float32 further on (1e300: an error, not an answer), and no calibration
+# set is that large.
+_VTI_MOST = 1000.0
+
+
 def _vti_notes(info: dict) -> list[Note]:
     if not info["alpha_text"] and not info["alpha_image"]:
         return [Note("Both strengths are 0: VTI steers nothing, the model as it is.")]
@@ -1924,17 +1930,19 @@ _LATER_RECORDS = (
             Param("alpha_text", 0.8, 0.0, 3.0,
                   "Textual steering strength α: each decoder layer's MLP output x becomes normalize(normalize(x) + "
                   "0.1·α·d̂)·‖x‖, d that layer's hallucinated-to-clean caption direction. 0 = off. 0.8 as released "
-                  "(run_mmhal_vti.py); the paper's README command runs 0.9.",
-                  "VTI: --alpha_text 0.8 (run_mmhal_vti.py L158); README command 0.9"),
+                  "(run_mmhal_vti.py); the paper's README command runs 0.9. At most 1000 (by then every output points "
+                  "along its direction).",
+                  "VTI: --alpha_text 0.8 (run_mmhal_vti.py L158); README command 0.9", maximum=_VTI_MOST),
             Param("alpha_image", 0.0, 0.0, 3.0,
                   "Visual steering strength: the same edit on every vision-encoder layer's MLP output, along its "
                   "direction toward the features of heavily masked copies. 0 = off, as released (its script's "
-                  "default turns visual steering off); the paper's README command runs 0.9.",
-                  "VTI: --alpha_image 0 (run_mmhal_vti.py L157); README command 0.9"),
+                  "default turns visual steering off); the paper's README command runs 0.9. At most 1000.",
+                  "VTI: --alpha_image 0 (run_mmhal_vti.py L157); README command 0.9", maximum=_VTI_MOST),
             Param("demos", 50, 50, 70,
                   "The directions computed from this many calibration demos: 50 as released, 70 as the paper's "
                   "README command (python -m eval.vti_calibrate saves both; another count needs its --demos).",
-                  "VTI: --num_demos 50 (run_mmhal_vti.py L156); README command 70", 20, integer=True, minimum=2),
+                  "VTI: --num_demos 50 (run_mmhal_vti.py L156); README command 70", 20, integer=True, minimum=2,
+                  maximum=_VTI_MOST),
         ),
         contrast_roles=(), build=_vti_steering, rule=_original_rule, notes=_vti_notes,
     ),

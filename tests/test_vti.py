@@ -209,3 +209,14 @@ def test_the_embedded_model_ships_directions_for_both_settings(embedded_model):
     settings = directions.config["settings"]
     assert settings == {"demos": [50, 70], "trials": 50, "mask_ratio": 0.99, "seed": 42, "source": "shapes world"}
     assert directions.config["command"].startswith("python -m eval.vti_calibrate")
+
+
+def test_a_strength_past_its_bound_is_refused_naming_it_and_the_bound_decodes(embedded_model):
+    """Unbounded as released, but 1e300 overflows float32 inside the edit: refused up front; 1000 decodes."""
+    picture = world.render(world.sample_scene(1_000_000_007))
+    for name in ("alpha_text", "alpha_image", "demos"):
+        with pytest.raises(ValueError, match=f"{name} must be <= 1000"):
+            compare(embedded_model, picture, world.DESCRIBE_PROMPT, "vti", max_new_tokens=2, **{name: 10**300})
+    result = compare(embedded_model, picture, world.DESCRIBE_PROMPT, "vti", max_new_tokens=2, ignore_eos=True,
+                     alpha_text=1000.0, alpha_image=1000.0)
+    assert len(result.method_side.tokens) == 2
