@@ -133,3 +133,41 @@ def test_the_pre_pass_outputs_are_the_layers_own_before_the_final_norm(tiny_mode
     norm = adapter.model.get_decoder().norm
     with torch.inference_mode():
         torch.testing.assert_close(norm(outputs[-1:]).float(), states[n][0, -1:].float(), atol=1e-5, rtol=1e-4)
+
+
+class _Decoder(torch.nn.Module):
+    def __init__(self, layers, norm=True):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(layers)
+        self.norm = torch.nn.LayerNorm(4) if norm else None
+
+
+class _Model(torch.nn.Module):
+    def __init__(self, decoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def get_decoder(self):
+        return self.decoder
+
+
+class _Adapter:
+    family = "toy"
+
+    def __init__(self, decoder):
+        self.model = _Model(decoder)
+
+
+def _layer(mlp: bool) -> torch.nn.Module:
+    layer = torch.nn.Module()
+    if mlp:
+        layer.mlp = torch.nn.Linear(4, 4)
+    return layer
+
+
+def test_a_model_without_decoder_mlps_or_a_final_norm_is_refused_by_name():
+    assert check_mlp_edits(_Adapter(_Decoder([_layer(True), _layer(True)])), "VISTA", lens=True) == 2
+    with pytest.raises(ValueError, match="VISTA cannot run on the toy family: .* no MLP module"):
+        check_mlp_edits(_Adapter(_Decoder([_layer(True), _layer(False)])), "VISTA")
+    with pytest.raises(ValueError, match="MemVR cannot run on the toy family: .* no final norm"):
+        check_mlp_edits(_Adapter(_Decoder([_layer(True)], norm=False)), "MemVR", lens=True)
