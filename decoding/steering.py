@@ -19,7 +19,8 @@ model keeps the row's visual tokens (its input embeddings at the image positions
 The hooks are installed by ``decoding.attention.lab_attention_for`` (the runs whose sides carry edits) through
 ``mlp_edit_hooks``; counted per model, so that two runs of one model at once install them once.
 
-Reuse: an ``MlpEdit`` is "for the row it is given to, in decoder layer ``ℓ``'s MLP output, apply ``edit(ℓ, x)``".
+Reuse: an ``MlpEdit`` is "for the row it is given to, in decoder layer ``ℓ``'s MLP output, apply ``edit(ℓ, x)``"
+(``x`` the row's own positions; the MLP's input beside it, for MemVR's memory read).
 ``MlpSteering`` is the norm-preserving steering of ``decoding.rules.steer`` with one direction per layer: VISTA's
 (``cosine_boost``, strength λ) and VTI's (no boost, strength 0.1·λ).
 """
@@ -39,8 +40,9 @@ from models.adapters.base import FamilyAdapter, RowInputs
 
 from . import rules
 
-# The plan of the decoder layer now running: batch index -> its MlpEdit acting on this layer (None: no edit).
-_PLAN: ContextVar[dict[int, MlpEdit] | None] = ContextVar("mlp_edit_plan", default=None)
+# The plan of the decoder layer now running: batch index -> (its MlpEdit acting on this layer, the row's length
+# after this forward, ``LabControl.lengths``); None: no edit.
+_PLAN: ContextVar[dict[int, tuple[MlpEdit, int | None]] | None] = ContextVar("mlp_edit_plan", default=None)
 
 
 class MlpEdit:
