@@ -72,7 +72,7 @@ from .errors import EvalInputError
 # The shapes demos' scenes: apart from training (10-20 M), DCD's pairs (30-31 M), evaluation (1e9 on), the app's
 # scenes (1.5e9 on) and the strength sweeps' worlds (2e9 on).
 SEED_BASE = 32_000_000
-DATA_NOTE = ("ours: the release's demo file (100 COCO train2014 images with detailed captions and GPT-inserted "
+DATA_NOTE = ("ours: the release's demo file (100 COCO train2014 images with detailed captions and inserted "
              "co-occurring objects) is not available; see eval/vti_calibrate.py")
 
 
