@@ -10,8 +10,8 @@ Attention edits: PAI's image amplification (Liu, Zheng, Chen, ECCV 2024; ``LALBJ
 decoder layers ``>= first_layer``, the last query row's pre-softmax scores on the row's image keys are raised by
 ``alpha * |score|`` (``decoding.rules.pai_amplify``); SID's self-introspection (``SelfIntrospection``); DeCoRe's
 and MaskCD's masked heads (``HeadMask``: uniform attention, or zeroed weights); and ONLY's
-side computation (``OneLayerEnhancement``: one layer's edited attention output, and the last layer's input from a
-pre-hook on that layer, which leave the row's own forward as it is). Layers
+side computation (``OneLayerEnhancement``: one layer's edited attention output, and the last layer's input and the
+language model's output from hooks, which leave the row's own forward as it is). Layers
 without an edit run sdpa untouched (a layer with one runs eager for its whole batch); with ``output_attentions``
 every layer returns its weights, as eager attention does (only the last query's where the forward's control asks,
 ``LabControl.last_query_weights``: a prefill's recording). Two edits of a row's input embeddings, applied by a
@@ -110,8 +110,8 @@ class OneLayerEnhancement:
     ``layer`` the last query's weights are edited by ``decoding.rules.only_head_weights`` (image keys: the row's image
     positions; text keys: its other non-pad keys but its first, BOS in the release) and ``o_proj(edited · V)`` is
     kept (``transformers/.../llama/modeling_llama.py`` L482-522, ``enhance_layer_index`` 0); the last decoder layer's
-    input is kept too (a pre-hook). The row's own forward is not changed. The engine then builds the "textually
-    enhanced" logits from them (``FamilyAdapter.one_layer_enhanced_hidden``)."""
+    input and the language model's output are kept too (hooks). The row's own forward is not changed. The engine then
+    builds the "textually enhanced" logits from them (``FamilyAdapter.one_layer_enhanced_hidden``)."""
 
     layer: int = 0
     first_step: int = 0
@@ -207,10 +207,12 @@ class LabControl:
     kept: dict[int, torch.Tensor] = field(default_factory=dict)
     last_query_weights: bool = False
     # ONLY's (``OneLayerEnhancement``), filled during the forward, batch index -> its last position's: the edited
-    # layer's ``o_proj(edited · V)`` (hidden,), the number of heads it removed, the last decoder layer's input.
+    # layer's ``o_proj(edited · V)`` (hidden,), the number of heads it removed (a 0-d tensor: no device sync), the
+    # last decoder layer's input, and the language model's own output (its normed last hidden state).
     enhanced_attention: dict[int, torch.Tensor] = field(default_factory=dict)
-    removed_heads: dict[int, int] = field(default_factory=dict)
+    removed_heads: dict[int, torch.Tensor] = field(default_factory=dict)
     last_layer_input: dict[int, torch.Tensor] = field(default_factory=dict)
+    final_hidden: dict[int, torch.Tensor] = field(default_factory=dict)
     # Batch index -> the edited row's tokens after this forward (its prompt and the tokens fed so far): where its own
     # queries and keys start behind the left padding (``AttentionDropout``).
     lengths: dict[int, int] = field(default_factory=dict)
@@ -339,12 +341,14 @@ def _one_layer_enhancement(module, weights, values, attention_mask, rows, contro
                    else attention_mask[b, 0, -1, :keys] == 0)  # the float mask is 0 where the key is attended
         image = torch.zeros(keys, dtype=torch.bool, device=last.device)
         image[positions] = True
-        text = visible & ~image
-        text[int(visible.nonzero()[0, 0])] = False  # the row's first token (BOS in the release): in neither part
+        # The row's first token (BOS in the release) in neither part: the one visible key with no visible key before
+        # it, found without reading the mask back from the device.
+        first = visible & (visible.cumsum(0) == 1)
+        text = visible & ~image & ~first
         edited, removed, _ = rules.only_head_weights(last[None], text[None], image[None])
         heads = torch.matmul(edited[0].to(values.dtype)[:, None, :], values[b]).reshape(1, -1)  # (1, heads * dim)
         control.enhanced_attention[b] = module.o_proj(heads)[0]
-        control.removed_heads[b] = int(removed.sum())
+        control.removed_heads[b] = removed.sum()
 
 
 AttentionInterface.register(NAME, lab_attention)
@@ -382,15 +386,28 @@ def _keep_last_layer_input(module, args, kwargs):
     return None
 
 
+def _keep_final_hidden(module, args, kwargs, output):
+    """A forward hook on the language model (``model.get_decoder()``): its output at the last position (the normed
+    last hidden state, what transformers 5 returns as ``hidden_states[-1]``), for ONLY's rows; so the forward need
+    not keep every layer's hidden states (``output_hidden_states``) for the one it reads."""
+    control = kwargs.get("lab_control")
+    if control is None:
+        return None
+    for b in control.enhanced_rows():
+        control.final_hidden[b] = output[0][b, -1]  # ``last_hidden_state``, the model output's first field
+    return None
+
+
 @contextlib.contextmanager
 def lab_attention_for(model):
     """Run ``model`` under this module's attention function (and the embedding edits' hook: AvisC's, DCD's; ONLY's
-    on the last decoder layer; the MLP-output edits' hooks, ``decoding.steering``: VISTA's, VTI's) for one run, then
-    switch back."""
+    on the last decoder layer and the language model; the MLP-output edits' hooks, ``decoding.steering``: VISTA's,
+    VTI's) for one run, then switch back."""
     before = model.config._attn_implementation
     model.set_attn_implementation(NAME)
     decoder = model.get_decoder()
-    hooks = [decoder.register_forward_pre_hook(_edit_input_embeddings, with_kwargs=True)]
+    hooks = [decoder.register_forward_pre_hook(_edit_input_embeddings, with_kwargs=True),
+             decoder.register_forward_hook(_keep_final_hidden, with_kwargs=True)]
     if isinstance(getattr(decoder, "layers", None), torch.nn.ModuleList):
         hooks.append(decoder.layers[-1].register_forward_pre_hook(_keep_last_layer_input, with_kwargs=True))
     try:

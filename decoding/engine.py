@@ -183,10 +183,10 @@ class RowGroup:
         """(last-position logits, attentions or None, {layer: last-position hidden states} for ``layers``, and
         ONLY's "enhanced" and "removed heads" where ``control`` has its edit), with the attention edits of
         ``control``."""
-        # All hidden states, not transformers 5's list of indices: that list reaches the vision tower too, which then
-        # drops the layer LLaVA takes its image features from.
         enhanced = control is not None and bool(control.enhanced_rows())
-        extra = {"output_hidden_states": True} if layers or enhanced else {}
+        # All hidden states, not transformers 5's list of indices: that list reaches the vision tower too, which then
+        # drops the layer LLaVA takes its image features from. ONLY's rows need none: its hooks keep the two it reads.
+        extra = {"output_hidden_states": True} if layers else {}
         if control is not None:
             extra["lab_control"] = control
         with torch.inference_mode():
@@ -202,29 +202,30 @@ class RowGroup:
         self.cache = out.cache
         hidden = {j: out.hidden_states[j][:, -1, :] for j in layers} if layers else {}
         if enhanced:
-            hidden.update(self._one_layer_enhanced(control, out.hidden_states[-1][:, -1, :]))
+            hidden.update(self._one_layer_enhanced(control, out.logits.shape[0]))
         if control is not None and control.findings:
             hidden.update(_findings(control.findings, out.logits.shape[0], out.logits.device))
         return out.logits[:, -1, :].float(), (out.attentions if want_attention else None), hidden
 
-    def _one_layer_enhanced(self, control: LabControl, final: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _one_layer_enhanced(self, control: LabControl, batch: int) -> dict[str, torch.Tensor]:
         """ONLY's "enhanced" logits (batch, vocab) and "removed heads" (batch,) of this forward's rows that have its
         edit (NaN elsewhere): the edited layer's output carried through the last layer's norms and MLP, plus the
-        model's own normed last hidden state ``final`` (transformers 5's ``hidden_states[-1]``), through the head."""
+        model's own normed last hidden state (``LabControl.final_hidden``: transformers 5's ``hidden_states[-1]``),
+        through the head."""
         head = self.model.get_output_embeddings()
-        logits, removed = {}, torch.full((final.shape[0],), float("nan"), device=final.device)
+        logits = {}
         with torch.inference_mode():
             for b in control.enhanced_rows():
                 edit = control.edits[b][1]
                 h = self.adapter.one_layer_enhanced_hidden(
-                    control.last_layer_input[b][None], control.enhanced_attention[b][None], final[b][None],
-                    edit.residual_weight, edit.final_weight)
+                    control.last_layer_input[b][None], control.enhanced_attention[b][None],
+                    control.final_hidden[b][None], edit.residual_weight, edit.final_weight)
                 logits[b] = head(h)[0].float()
-                removed[b] = control.removed_heads[b]
-        vocab = next(iter(logits.values())).shape[-1]
-        out = torch.full((final.shape[0], vocab), float("nan"), device=final.device)
+        some = next(iter(logits.values()))
+        out = torch.full((batch, some.shape[-1]), float("nan"), device=some.device)
+        removed = torch.full((batch,), float("nan"), device=some.device)
         for b, value in logits.items():
-            out[b] = value
+            out[b], removed[b] = value, control.removed_heads[b]
         return {"enhanced": out, "removed heads": removed}
 
     def _wanted_layers(self) -> list[int] | None:
