@@ -159,9 +159,10 @@ class RowGroup:
         vision = self.adapter.batch_vision_kwargs(vision_rows) if vision_rows else {}
         return self.adapter.to_model(tokens), self.adapter.to_model(vision)
 
-    def _edited(self, local: int) -> bool:
+    def _edited(self, local: int, forward: int | None = None) -> bool:
+        """Whether the row at ``local`` has an edit acting on forward number ``forward`` (default: the next one)."""
         edit = self.edit_rows.get(self.row_ids[local])
-        return edit is not None and self.forwards >= edit.first_step
+        return edit is not None and (self.forwards if forward is None else forward) >= edit.first_step
 
     def _control(self, members: list[int] | None = None) -> LabControl | None:
         """The attention edits of this forward, whose batch holds the rows at local indices ``members`` (all rows
@@ -273,12 +274,13 @@ class RowGroup:
         return out
 
     def _enhanced(self, hidden: dict) -> dict[int, dict[str, torch.Tensor]]:
-        """Row id -> ONLY's "enhanced" logits (vocab,) and "removed heads" (1,), for the rows whose edit made them."""
+        """Row id -> ONLY's "enhanced" logits (vocab,) and "removed heads" (1,), for the rows whose edit made them:
+        those edited in the forward just run (``self.forwards`` already counts it)."""
         if "enhanced" not in hidden:
             return {}
         return {
             row_id: {"enhanced": hidden["enhanced"][local], "removed heads": hidden["removed heads"][local, None]}
-            for local, row_id in enumerate(self.row_ids) if self._edited(local)
+            for local, row_id in enumerate(self.row_ids) if self._edited(local, self.forwards - 1)
             and isinstance(self.edit_rows[row_id], OneLayerEnhancement)
         }
 

@@ -102,3 +102,20 @@ def test_a_family_whose_layers_cannot_carry_it_is_refused_by_name(tiny_model, im
     adapter = tiny_model("gemma3")
     with pytest.raises(ValueError, match="ONLY cannot run on the gemma3 family"):
         prepare_comparison(adapter, image, QUESTION, "only", attention_layers=None)
+
+
+def test_a_later_first_step_gets_enhanced_logits_from_that_step_on_only(tiny_model, image):
+    """An edit from forward 2 on, batched beside one from the prefill on (same prompt, same tokens): its side reads
+    no "enhanced" logits before step 2, then the same as the other's. The gate once read the forward counter after
+    it had moved on, handing step 1 the NaN its row got while not yet edited."""
+    adapter = tiny_model("llava")
+    row = adapter.build_row(QUESTION, image)
+    seen = {"early": [], "late": []}
+    sides = [Side(name, name, {"original": i}, combine=_capturing(seen[name]),
+                  attention_edits={"original": OneLayerEnhancement(first_step=first)})
+             for i, (name, first) in enumerate((("early", 0), ("late", 2)))]
+    list(Engine(adapter).run([row, row], sides, max_new_tokens=4, ignore_eos=True))
+    assert [("enhanced" in L) for L in seen["late"]] == [False, False, True, True]
+    for early, late in zip(seen["early"][2:], seen["late"][2:], strict=True):
+        assert torch.isfinite(late["enhanced"]).all()
+        torch.testing.assert_close(late["enhanced"], early["enhanced"], atol=1e-5, rtol=0)
