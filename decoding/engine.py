@@ -257,7 +257,8 @@ class RowGroup:
     def _extras(self, hidden, attentions) -> dict[int, dict]:
         """Row id -> {layer j: early-exit logits, and the ``Side.features`` tensors by their names}."""
         out = self._layer_logits(hidden)
-        for row_id, found in [*self._features(hidden, attentions).items(), *self._normed_exits(hidden).items(),
+        normed = self._layer_logits(hidden, normed=True)
+        for row_id, found in [*self._features(hidden, attentions).items(), *normed.items(),
                               *self._enhanced(hidden).items(), *self._found(hidden).items()]:
             out.setdefault(row_id, {}).update(found)
         return out
@@ -284,33 +285,26 @@ class RowGroup:
             and isinstance(self.edit_rows[row_id], OneLayerEnhancement)
         }
 
-    def _layer_logits(self, hidden: dict[int, torch.Tensor]) -> dict[int, dict[int, torch.Tensor]]:
-        """Row id -> {layer: early-exit logits (vocab,)}: the output head on that layer's last hidden state, with no
-        final norm, as DoLa computes it (voidism/DoLa modeling_llama.py L699–704)."""
-        head = self.model.get_output_embeddings()
-        out = {}
-        with torch.inference_mode():
-            for local, row_id in enumerate(self.row_ids):
-                layers = self.layer_rows.get(row_id, ())
-                if layers and hidden:
-                    states = torch.stack([hidden[j][local] for j in layers])
-                    out[row_id] = dict(zip(layers, head(states).float(), strict=True))
-        return out
-
-    def _normed_exits(self, hidden: dict[int, torch.Tensor]) -> dict[int, dict[str, torch.Tensor]]:
-        """Row id -> {"normed layer j": early-exit logits (vocab,)}: the output head on that layer's last hidden state
-        through the decoder's final norm, as DeCo computes it (zjunlp/Deco vendored modeling_llama.py L819-825).
-        Hidden-state index N, transformers 5's last, is already normed: DeCo's record never asks for it."""
-        if not hidden or not self.normed_rows.keys() & set(self.row_ids):
+    def _layer_logits(self, hidden: dict[int, torch.Tensor], normed: bool = False) -> dict[int, dict]:
+        """Row id -> early-exit logits (vocab,) of the layers it asked for: the output head on each layer's last
+        hidden state. ``normed`` False: the rows' ``layer_rows``, keyed by the layer j, with no final norm, as DoLa
+        computes them (voidism/DoLa modeling_llama.py L699–704). ``normed`` True: the rows' ``normed_rows``, keyed
+        "normed layer j", through the decoder's final norm, as DeCo computes them (zjunlp/Deco vendored
+        modeling_llama.py L819-825); hidden-state index N, transformers 5's last, is already normed: DeCo's record
+        never asks for it."""
+        wanted = self.normed_rows if normed else self.layer_rows
+        if not hidden or not wanted.keys() & set(self.row_ids):
             return {}
-        head, norm = self.model.get_output_embeddings(), self.model.get_decoder().norm
+        head = self.model.get_output_embeddings()
+        norm = self.model.get_decoder().norm if normed else torch.nn.Identity()
         out = {}
         with torch.inference_mode():
             for local, row_id in enumerate(self.row_ids):
-                layers = self.normed_rows.get(row_id, ())
+                layers = wanted.get(row_id, ())
                 if layers:
                     logits = head(norm(torch.stack([hidden[j][local] for j in layers]))).float()
-                    out[row_id] = {f"normed layer {j}": value for j, value in zip(layers, logits, strict=True)}
+                    out[row_id] = {f"normed layer {j}" if normed else j: value
+                                   for j, value in zip(layers, logits, strict=True)}
         return out
 
     # -- running -------------------------------------------------------------------------------------------------
