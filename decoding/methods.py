@@ -783,15 +783,16 @@ def _only_rule(L: dict, t: int, params: dict) -> Combination:
 def _vista_rule(L: dict, t: int, params: dict) -> Combination:
     layers = params["layers"]
     if not layers:  # SLA off: the steered row's own logits
-        return Combination(L["original"].float())
+        return Combination(L["original"].float().clone())  # a new tensor, as every rule's result
     early = torch.stack([L[f"layer {j}"] for j in layers])
     return Combination(rules.vista_sla.__wrapped__(L["original"], early, alpha=params["alpha"]))
 
 
 def _memvr_rule(L: dict, t: int, params: dict) -> Combination:
     """The retraced row's own logits; its forward's retrace layer and uncertainty as the step's scalars."""
-    return Combination(L["original"].float(), {"retrace_layer": float(L["retrace layer"].reshape(-1)[0]),
-                                               "layer_uncertainty": float(L["layer uncertainty"].reshape(-1)[0])})
+    scalars = {"retrace_layer": float(L["retrace layer"].reshape(-1)[0]),
+               "layer_uncertainty": float(L["layer uncertainty"].reshape(-1)[0])}
+    return Combination(L["original"].float().clone(), scalars)  # a new tensor, as every rule's result
 
 
 def _opera_rule(L: dict, t: int, params: dict) -> Combination:

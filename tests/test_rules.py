@@ -36,17 +36,22 @@ def call_rule(method, l, contrasts, step=0, **params):
     """A method's rule as the engine calls it: through its registry record, with method-level parameters."""
     record = get_method(method)
     logits = {"original": l, **dict(zip(record.contrast_roles, contrasts, strict=True))}
-    # What construction would hand the rule: OLM's token ids, DoLa's and DeCo's candidate layers (early exits made up
-    # here: DoLa's without the final norm, DeCo's through it).
+    # What construction would hand the rule: OLM's token ids, DoLa's, DeCo's and VISTA's SLA layers (early exits
+    # made up here: DoLa's and SLA's without the final norm, DeCo's through it).
     rule_args = {
         "olm": {"yes_id": 0, "no_id": 1}, "dola": {"layers": (0,)}, "deco": {"layers": (0,)},
         "sid": {"skip_cut": False}, "ecd": {"detector": FlippedDetector()},
         "cd": {"head_cut": 0.1},  # CD's V_head as a sampled run has it (greedy as released: 0.0, no cut)
+        "vista": {"layers": (0,)},
     }.get(method, {})
     if method == "dola":
         logits["layer 0"] = l.flip(-1)
     if method == "deco":
         logits["normed layer 0"] = l.flip(-1)
+    if method == "vista":  # SLA's early exit (without the final norm)
+        logits["layer 0"] = l.flip(-1)
+    if method == "memvr":  # what the retraced forward reports beside its logits
+        logits.update({"retrace layer": torch.ones(l.shape[0], 1), "layer uncertainty": torch.ones(l.shape[0], 1)})
     if method == "only":  # what ONLY's edit of the original row's forward yields: made up here too
         logits.update({"enhanced": l.flip(-1), "removed heads": torch.ones(l.shape[0], 1)})
     return record.rule(logits, step, {**record.resolve(params), **rule_args}).logits
