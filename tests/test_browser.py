@@ -201,9 +201,12 @@ def expect_error(page, text: str) -> None:
     page.locator(".toast-body", has_text=text).first.wait_for(state="visible", timeout=15_000)
 
 
-# Methods that need weights trained for the model (a detector, projector copies), and what their refusal names.
+# Methods that need something made for the model (a detector, projector copies, directions, a head list, an
+# amateur), and what their refusal names.
 TRAINED_FOR_A_MODEL = {"ecd": "python -m eval.ecd_train", "dcd": "python -m eval.dcd_train",
-                       "vti": "python -m eval.vti_calibrate"}
+                       "vti": "python -m eval.vti_calibrate", "decore": "python -m eval.image_heads",
+                       "maskcd": "python -m eval.image_heads", "cd": "needs an amateur language model",
+                       "lcd": "needs an amateur language model"}
 
 
 # ---- tests -----------------------------------------------------------------------------------------------------------
