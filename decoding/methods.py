@@ -1718,8 +1718,9 @@ _LATER_RECORDS = (
                     "Where the relevance comes from. 0 = the model's own attention: the prompt's last token over the "
                     "image tokens, mean over layers and heads, upsampled and blurred as the release's GradCAM map "
                     "(not on InstructBLIP, whose image tokens have no place in the picture). 1 = the shapes world's "
-                    "ground truth, an oracle upper bound (scenes the shapes-world lab knows only): the shapes the "
-                    "question names, then what is nearest them. Neither is the release's BLIP GradCAM: AGLA-like.",
+                    "ground truth, an oracle upper bound (the scenes the shapes-world lab and the app know): the "
+                    "shapes the question names, then what is nearest them. Neither is the release's BLIP GradCAM: "
+                    "AGLA-like.",
                     "ours: methods-3 §11's offline stand-ins for BLIP-ITM"),
         ),
         contrast_roles=("local",), build=_local_view, rule=_agla_rule,

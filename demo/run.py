@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from decoding import agla
 from decoding.comparison import Comparison, stream_compare
 from decoding.methods import REGISTRY, Param, get_method
 from decoding.sampling import SamplingConfig
@@ -321,6 +322,7 @@ class Runner:
             notice = texts.NOT_A_SCENE_NOTICE
         run = _Run(settings, served, model, fallback, notice)
         if settings.truth is not None:
+            agla.remember_scenes([settings.truth])  # its ground truth, for AGLA-like's oracle mask
             run.live = {name: shapes_lab.LiveMarks(settings.truth, settings.question) for name in views.SIDES}
             if settings.control is None:
                 del run.live["control"]

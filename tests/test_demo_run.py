@@ -194,6 +194,27 @@ def test_a_drawn_scene_is_marked_while_streaming_graded_once_and_scored(lab, upl
     assert record["scene"]["seed"] == drawn.scene.seed
 
 
+def _with(method: str, **values) -> tuple:
+    """The page's sliders at their defaults but ``values`` for ``method``'s parameters."""
+    return tuple(values.get(param.name, param.default) if name == method else param.default
+                 for name, param in SLIDERS)
+
+
+def test_agla_oracle_mask_reads_a_known_scene_and_refuses_a_photo(lab, uploads):
+    """AGLA-like's oracle mask (mask 1) needs the picture's ground truth: the app knows it for a drawn or gallery
+    scene, and says so for any other picture."""
+    drawn = lab.new_scene()
+    uploaded = str(shutil.copy(drawn.path, uploads / Path(drawn.path).name))
+    oracle = _with("agla", mask=1)
+    final = list(lab.run(RunControl(), request(uploads, image={"path": uploaded}, question=drawn.question,
+                                               model_name=lab.pool.default, max_new_tokens=2, method="agla",
+                                               sliders=oracle), drawn.scene))[-1]
+    assert final.status.startswith("Done") and final.shown.comparison.params["mask"] == 1
+    with pytest.raises(RunError, match="oracle mask"):
+        list(lab.run(RunControl(), request(uploads, model_name=lab.pool.default, max_new_tokens=2, method="agla",
+                                           sliders=oracle)))
+
+
 def test_a_photo_for_the_embedded_model_says_its_answers_mean_nothing(lab, uploads):
     final = list(lab.run(RunControl(), request(uploads, model_name=lab.pool.default, max_new_tokens=2)))[-1]
     assert texts.NOT_A_SCENE_NOTICE in final.status and final.shown.marks == {}
