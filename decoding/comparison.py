@@ -44,7 +44,11 @@ from .trace import BranchView, SideResult, top_candidates
 # 3: "control", "control_params" and "control_side": a control decoded beside baseline and method.
 # 4: "early_exit" in each token (DoLa's layer mode), the "over_trust_penalty" scalar and OPERA's "rollbacks".
 # 5: the "hallucination_flag" scalar (ECD-like's detector on the original branch's top token).
-SCHEMA_VERSION = 6
+# 6: DeCo's "anchor_layer" and "anchor_weight", ONLY's "enhancement_distance", "collaborative" and
+#    "removed_heads" scalars.
+# 7: MemVR's "retrace_layer" and "layer_uncertainty", LCD's "amateur_entropy" scalars ("contrast_weight" is
+#    also AdaCAD's, DeCoRe's, MaskCD's and LCD's α_t).
+SCHEMA_VERSION = 7
 
 
 @dataclass
