@@ -1181,6 +1181,10 @@ def _language_model_notes(info: dict) -> list[Note]:
 # turned onto its direction) and overflows float32 further on (1e300: an error, not an answer), and no calibration
 # set is that large.
 _VTI_MOST = 1000.0
+# VISTA's λ and DeCoRe's and MaskCD's α and cap are unbounded as released too, and 1e300 overflows float32 there as
+# well (an error, not an answer; VISTA's 3e38 a NaN distribution). By 1000 VISTA's steered outputs point along their
+# directions, DeCoRe's contrast ranks tokens by s − s_masked alone, and a cap is past any entropy (ln |V| < 20).
+_WEIGHT_MOST = 1000.0
 
 
 def _vti_notes(info: dict) -> list[Note]:
@@ -1444,10 +1448,11 @@ _RECORDS = (
                     "DeCoRe: configs/decoder/decore_entropy.yaml (decore_vanilla.yaml for 0)"),
             Param("alpha", 0.5, 0.0, 5.0,
                   "DeCoRe-vanilla's fixed weight (entropy 0): out = (1+alpha)·s − alpha·s_masked.",
-                  "DeCoRe: alpha 0.5 (configs/decoder/decore_vanilla.yaml)"),
+                  "DeCoRe: alpha 0.5 (configs/decoder/decore_vanilla.yaml)", maximum=_WEIGHT_MOST),
             Param("alpha_cap", 0.0, 0.0, 5.0,
                   "Cap of the entropy weight: alpha_t = min(H, alpha_cap); 0 = none, as released.",
-                  "DeCoRe: alpha_cap null (decore_entropy.yaml; decore_entropy.py L136 skips a cap of 0 too)"),
+                  "DeCoRe: alpha_cap null (decore_entropy.yaml; decore_entropy.py L136 skips a cap of 0 too)",
+                  maximum=_WEIGHT_MOST),
             Param("heads", 0, 0, 200,
                   "Heads masked: the top of this model's image-head list (python -m eval.image_heads ranks them by "
                   "their attention to the image). 0 = the list's own count, by default DeCoRe's 50 of Llama's 1024 "
@@ -1474,7 +1479,7 @@ _RECORDS = (
             Param("alpha", 1.0, 0.0, 5.0,
                   "Contrast strength: out = softmax((1+alpha)·l − alpha·l_masked), the paper's formula (entropy 0). "
                   "Unverified: the paper's value is not public.",
-                  "ours: VCD's alpha 1 (MaskCD's value is not public)"),
+                  "ours: VCD's alpha 1 (MaskCD's value is not public)", maximum=_WEIGHT_MOST),
             _switch("entropy", 0,
                     "0 = a fixed alpha, the only form the paper is known to write (the default); 1 = DeCoRe's "
                     "entropy weight alpha_t = H of the model's own distribution, on which MaskCD builds.",
@@ -1739,7 +1744,7 @@ _LATER_RECORDS = (
                   "with the image minus without it. 0 = off (no pre-pass). 0.1 is chair_eval.py's default and "
                   "run_mmhal.sh's (open-ended answers, as the app's); run_chair.sh runs 0.17, the POPE script 0.01.",
                   "VISTA: --vsv-lambda 0.1 (chair_eval.py L30, run_mmhal.sh; run_chair.sh 0.17; pope_eval.py L31 "
-                  "and run_pope.sh 0.01)"),
+                  "and run_pope.sh 0.01)", maximum=_WEIGHT_MOST),
             Param("alpha", 0.3, 0.0, 1.0,
                   "Logit augmentation (SLA) weight: out = alpha·mean of the window's early exits (no final norm) + "
                   "(1 − alpha)·l. 0 = off.",

@@ -128,6 +128,19 @@ def test_the_registry_runs_decore_and_maskcd_with_their_weights(embedded_model, 
     assert fixed.branches["masked_heads"] == shipped["ranked"][:3] and fixed.branches["masking"] == "zeroed"
 
 
+@pytest.mark.parametrize("method, params", [("decore", {"entropy": 0, "alpha": 1e300}),
+                                            ("decore", {"alpha_cap": 1e300}), ("maskcd", {"alpha": 1e300})])
+def test_a_weight_past_its_bound_is_refused_naming_it_and_the_bound_decodes(embedded_model, image, method, params):
+    """Unbounded as released, but 1e300 overflowed float32 in the rule (a RuntimeError, not a refusal): refused up
+    front; 1000 decodes."""
+    name = [key for key in params if key != "entropy"][0]
+    with pytest.raises(ValueError, match=f"{name} must be <= 1000"):
+        compare(embedded_model, image, QUESTION, method, max_new_tokens=1, **params)
+    result = compare(embedded_model, image, QUESTION, method, max_new_tokens=2, ignore_eos=True,
+                     **{**params, name: 1000.0})
+    assert all(0.0 < t.final.prob <= 1.0 for t in result.method_side.tokens)
+
+
 def test_a_model_without_a_head_list_is_refused_naming_the_command(tmp_path, image):
     adapter = load_model(build_tiny("llava", tmp_path / "bare", seed=2))
     with pytest.raises(HeadListMissing, match="python -m eval.image_heads"):

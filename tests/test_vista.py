@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from decoding import prepare_comparison
+from decoding import compare, prepare_comparison
 from decoding.engine import Engine
 from decoding.methods import deco_candidate_layers, get_method
 from decoding.steering import last_position_layer_outputs
@@ -92,3 +92,13 @@ def test_batched_equals_alone_for_30_steps_on_every_family(tiny_model, image, fa
     steered, plain = prepared.sides[1].roles["original"], prepared.sides[0].roles["original"]
     assert not torch.allclose(runs[True][1][0, steered], runs[True][1][0, plain], atol=1e-3)  # it acts here
     torch.testing.assert_close(runs[True][1], runs[False][1], atol=1e-4, rtol=0)
+
+
+def test_a_strength_past_its_bound_is_refused_naming_it_and_the_bound_decodes(embedded_model, image):
+    """Unbounded as released, but λ 1e300 overflowed float32 inside the edit (a RuntimeError, not a refusal) and 3e38
+    gave a NaN distribution: refused up front; 1000 decodes to finite probabilities."""
+    for lam in (1e300, 3e38):
+        with pytest.raises(ValueError, match="lam must be <= 1000"):
+            compare(embedded_model, image, QUESTION, "vista", max_new_tokens=1, lam=lam)
+    result = compare(embedded_model, image, QUESTION, "vista", max_new_tokens=2, ignore_eos=True, lam=1000.0)
+    assert all(0.0 < t.final.prob <= 1.0 for t in result.method_side.tokens)
