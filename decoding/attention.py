@@ -23,6 +23,8 @@ every decoder layer (``AttentionDropout``).
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -398,22 +400,42 @@ def _keep_final_hidden(module, args, kwargs, output):
     return None
 
 
+_SWITCH_LOCK = threading.Lock()
+_SWITCHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> [runs in, implementation before, hooks]
+
+
 @contextlib.contextmanager
 def lab_attention_for(model):
     """Run ``model`` under this module's attention function (and the embedding edits' hook: AvisC's, DCD's; ONLY's
     on the last decoder layer and the language model; the MLP-output edits' hooks, ``decoding.steering``: VISTA's,
-    VTI's) for one run, then switch back."""
-    before = model.config._attn_implementation
-    model.set_attn_implementation(NAME)
+    VTI's) for one run, then switch back.
+
+    Runs of one model at once (the app's sessions, a thread each) share the switch: the first run in switches and
+    installs the hooks, the last one out switches back. A run that ended must not take the function from under
+    another's forward: that one's edits would silently stop, and its recording find no weights."""
+    with _SWITCH_LOCK:
+        entry = _SWITCHED.get(model)
+        if entry is None:
+            entry = _SWITCHED[model] = [0, model.config._attn_implementation, _install_hooks(model)]
+            model.set_attn_implementation(NAME)
+        entry[0] += 1
+    try:
+        with mlp_edit_hooks(model):
+            yield
+    finally:
+        with _SWITCH_LOCK:
+            entry[0] -= 1
+            if not entry[0]:
+                for hook in entry[2]:
+                    hook.remove()
+                model.set_attn_implementation(entry[1])
+                del _SWITCHED[model]
+
+
+def _install_hooks(model) -> list:
     decoder = model.get_decoder()
     hooks = [decoder.register_forward_pre_hook(_edit_input_embeddings, with_kwargs=True),
              decoder.register_forward_hook(_keep_final_hidden, with_kwargs=True)]
     if isinstance(getattr(decoder, "layers", None), torch.nn.ModuleList):
         hooks.append(decoder.layers[-1].register_forward_pre_hook(_keep_last_layer_input, with_kwargs=True))
-    try:
-        with mlp_edit_hooks(model):
-            yield
-    finally:
-        for hook in hooks:
-            hook.remove()
-        model.set_attn_implementation(before)
+    return hooks

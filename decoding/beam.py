@@ -58,8 +58,9 @@ import torch
 from models.adapters.base import FamilyAdapter, RowInputs
 
 from . import rules
+from .attention import lab_attention_for
 from .combination import Combination
-from .engine import RowGroup, eager_attention
+from .engine import RowGroup
 from .trace import BranchView, TokenTrace, streamed_piece, top_candidates
 
 _DROPPED = -1.0e9  # transformers' score for a continuation that may not go on (utils.py _beam_search)
@@ -150,7 +151,7 @@ class BeamSearch:
         self.rollback_log = []
         model = self.adapter.model
         attention = self.opera is not None or self.attention_layers is not None
-        with eager_attention(model) if attention else contextlib.nullcontext():
+        with lab_attention_for(model) if attention else contextlib.nullcontext():
             yield from self._loop()
 
     def _loop(self) -> Iterator[BeamEvent]:

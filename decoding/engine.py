@@ -718,25 +718,11 @@ def same_prompt(a: RowInputs, b: RowInputs) -> bool:
 
 
 def _attention_for_run(model, record: bool, edit: bool):
-    """The attention implementation a run needs: ours where a side edits attention (it also returns weights, for
-    recording), eager where attention is only recorded, else the model's own."""
-    if edit:
-        return lab_attention_for(model)
-    return eager_attention(model) if record else contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def eager_attention(model):
-    """Attention weights exist only under eager attention; switch to it for this run only, then switch back."""
-    before = model.config._attn_implementation
-    if before == "eager":
-        yield
-        return
-    model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(before)
+    """The attention implementation a run needs: ours where a side edits attention or attention is recorded (it
+    returns every layer's weights, as eager attention does, and is sdpa elsewhere), else the model's own. One
+    implementation for both, switched once for all the model's runs at a time (``lab_attention_for``): a run
+    switching the model to eager while another had it on ours took that one's edits away."""
+    return lab_attention_for(model) if edit or record else contextlib.nullcontext()
 
 
 def _check_run(rows, sides, max_new_tokens, attention_layers) -> None:
