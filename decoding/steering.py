@@ -252,8 +252,11 @@ def last_position_layer_outputs(adapter: FamilyAdapter, row: RowInputs) -> torch
     transformers 5's ``hidden_states[-1]`` is after it). VISTA's pre-pass (``steering_vector.py`` L91–110)."""
     layers = decoder_layers(adapter.model)
     outputs: dict[int, torch.Tensor] = {}
+    caller = threading.get_ident()
 
     def keep(index, module, args, output):
+        if threading.get_ident() != caller:  # another run's forward of this model, in another thread, meanwhile
+            return
         hidden = output[0] if isinstance(output, tuple) else output
         outputs[index] = hidden[0, -1].float()
 

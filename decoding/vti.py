@@ -33,6 +33,7 @@ import contextlib
 import functools
 import json
 import os
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -139,9 +140,12 @@ def _steer_tokens(output: torch.Tensor, directions: torch.Tensor, strength: floa
     return per_token(output[0], directions.to(output.device))[None]
 
 
-def _steer_vision_mlp(index: int, tokens, means, strength: float, used: set, module, args, output):
+def _steer_vision_mlp(index: int, tokens, means, strength: float, used: set, owner: int, module, args, output):
     """A vision-encoder layer's ``mlp`` forward hook: its output steered, per token where the layer's output is one
-    view of the calibrated tokens, else along the layer's token-mean direction."""
+    view of the calibrated tokens, else along the layer's token-mean direction; in thread ``owner``'s forwards only
+    (another run of the model, in another thread meanwhile, is not this row's)."""
+    if threading.get_ident() != owner:
+        return None
     if tokens is not None and output.dim() == 3 and output.shape[0] == 1 and output.shape[1:] == tokens.shape[1:]:
         used.add("per-token")
         steered = _steer_tokens(output, tokens[index], strength)
@@ -158,8 +162,10 @@ def steered_vision(adapter, tokens: torch.Tensor | None, means: torch.Tensor, st
     along its visual direction: ``tokens`` ``(layers, tokens, dim)`` (None: none) or ``means`` ``(layers, dim)``.
     Yields the set of the kinds of direction used."""
     used: set = set()
-    handles = [layer.mlp.register_forward_hook(functools.partial(_steer_vision_mlp, i, tokens, means, strength, used))
-               for i, layer in enumerate(vision_layers(adapter))]
+    owner = threading.get_ident()
+    handles = [layer.mlp.register_forward_hook(
+        functools.partial(_steer_vision_mlp, i, tokens, means, strength, used, owner))
+        for i, layer in enumerate(vision_layers(adapter))]
     try:
         yield used
     finally:

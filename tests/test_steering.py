@@ -6,6 +6,7 @@ own (before the final norm)."""
 from __future__ import annotations
 
 import functools
+import threading
 
 import pytest
 import torch
@@ -133,6 +134,34 @@ def test_the_pre_pass_outputs_are_the_layers_own_before_the_final_norm(tiny_mode
     norm = adapter.model.get_decoder().norm
     with torch.inference_mode():
         torch.testing.assert_close(norm(outputs[-1:]).float(), states[n][0, -1:].float(), atol=1e-5, rtol=1e-4)
+
+
+def test_the_pre_pass_keeps_its_own_outputs_while_another_thread_runs_the_model(tiny_model, image):
+    """Two runs of one model at once (a library caller's threads): another thread's forward, run while the pre-pass's
+    hooks are on the decoder layers, does not write its outputs into the pre-pass's."""
+    adapter = tiny_model("llava")
+    row, other = adapter.build_row(QUESTION, image), adapter.build_row(LONGER, None)
+    alone = last_position_layer_outputs(adapter, row)
+    started = []
+
+    def other_forward():
+        with torch.inference_mode():
+            adapter.model(input_ids=other.input_ids, attention_mask=torch.ones_like(other.input_ids))
+
+    def interleave(module, args, output):  # after the pre-pass forward's layers ran: another thread's whole forward
+        if not started:
+            started.append(True)
+            thread = threading.Thread(target=other_forward)
+            thread.start()
+            thread.join()
+
+    handle = adapter.model.get_decoder().register_forward_hook(interleave)
+    try:
+        during = last_position_layer_outputs(adapter, row)
+    finally:
+        handle.remove()
+    assert started
+    torch.testing.assert_close(during, alone)
 
 
 class _Decoder(torch.nn.Module):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ from decoding.vti import (
     directions_for,
     masked_view,
     mean_plus_first_component,
+    steered_vision,
     untrained_directions,
     visual_embeddings,
     visual_token_direction,
@@ -145,6 +147,26 @@ def test_batched_equals_alone_for_30_steps_on_every_tiny_family(family, tiny_mod
         own = replaced_image_embeddings(adapter, row, language_model_inputs(adapter, row)["inputs_embeds"])
         assert kind in ("per-token", "token-mean") and steered.embeddings.shape == own.embeddings.shape
         assert (steered.embeddings - own.embeddings).abs().max() > 1e-5  # identical computations differ by 0
+
+
+def test_the_steered_vision_encoder_leaves_another_thread_s_forward_alone(embedded_model, image):
+    """Two runs of one model at once (a library caller's threads): while one row's image goes through the steered
+    vision encoder, another thread's image goes through it as it is."""
+    adapter, directions = embedded_model, directions_for(embedded_model)
+    other = adapter.build_row(QUESTION, world.render(world.sample_scene(1_000_000_011)))
+    own = language_model_inputs(adapter, other)["inputs_embeds"]
+    seen = {}
+
+    def other_forward():
+        seen["inputs_embeds"] = language_model_inputs(adapter, other)["inputs_embeds"]
+
+    with steered_vision(adapter, directions.visual_tokens[50], directions.visual_mean[50], 3.0) as used:
+        thread = threading.Thread(target=other_forward)
+        thread.start()
+        thread.join()
+        steered = language_model_inputs(adapter, other)["inputs_embeds"]
+    assert used and (steered - own).abs().max() > 1e-4  # this thread's forward is steered
+    torch.testing.assert_close(seen["inputs_embeds"], own, atol=0, rtol=0)
 
 
 def test_refusals_name_the_calibration_command_and_no_server_path(tmp_path, image):
