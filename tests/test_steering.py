@@ -120,6 +120,47 @@ def test_the_hooks_are_gone_after_the_run(tiny_model, image):
     assert [(len(layer._forward_pre_hooks), len(layer.mlp._forward_hooks)) for layer in layers] == before
 
 
+class _FailingSteering(MlpSteering):
+    """Steering that raises inside the forward from ``fail_at`` on (the ``fail_at``-th edited MLP output)."""
+
+    def edit(self, layer, output, mlp_input=None):
+        self.calls.append(layer)
+        if len(self.calls) >= self.fail_at:
+            raise RuntimeError("edit failed")
+        return super().edit(layer, output, mlp_input)
+
+
+def _hook_counts(model) -> list:
+    decoder = model.get_decoder()
+    return [model.config._attn_implementation, len(decoder._forward_pre_hooks), len(decoder._forward_hooks)] + [
+        (len(layer._forward_pre_hooks), len(layer._forward_hooks), len(layer.mlp._forward_hooks))
+        for layer in decoder.layers]
+
+
+def test_no_hook_stays_when_a_run_raises_midway_or_is_closed_early(tiny_model, image):
+    adapter = tiny_model("llava")
+    before = _hook_counts(adapter.model)
+    rows = [adapter.build_row(QUESTION, image)]
+    plain = _run(adapter, rows, {}, 1)["side 0"]
+    directions = torch.ones(len(adapter.model.get_decoder().layers), adapter.model.config.get_text_config().hidden_size)
+    layers = len(directions)
+    failing = _FailingSteering(directions, 0.1)
+    object.__setattr__(failing, "calls", [])
+    object.__setattr__(failing, "fail_at", layers + 2)  # inside the second forward, past its first layer
+    side = Side("steered", "steered", {"original": 0}, combine=_logits_of([]), attention_edits={"original": failing})
+    with pytest.raises(RuntimeError, match="edit failed"):
+        list(Engine(adapter).run(rows, [side], max_new_tokens=3, ignore_eos=True))
+    assert len(failing.calls) == layers + 2 and _hook_counts(adapter.model) == before
+    side = Side("steered", "steered", {"original": 0}, combine=_logits_of([]),
+                attention_edits={"original": MlpSteering(directions, 0.1)})
+    run = Engine(adapter).run(rows, [side], max_new_tokens=5, ignore_eos=True)
+    next(run)
+    assert _hook_counts(adapter.model) != before  # installed while the run is open
+    run.close()
+    assert _hook_counts(adapter.model) == before
+    torch.testing.assert_close(_run(adapter, rows, {}, 1)["side 0"][0], plain[0])  # the next run is not steered
+
+
 def test_the_pre_pass_outputs_are_the_layers_own_before_the_final_norm(tiny_model, image):
     adapter = tiny_model("llava")
     row = adapter.build_row(QUESTION, image)
