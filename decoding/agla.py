@@ -9,9 +9,10 @@ eval/augmentation.py`` L9-37, ``eval/run_llava.py`` L38, L62-68). BLIP's weights
 relevance here is one of two stand-ins, and the method is "AGLA-like":
 
 - the LVLM's own attention saliency (``upsampled``): the prompt's last token's head-mean attention over the image
-  tokens, averaged over the layers (one prefill of the original row), laid over the whole picture as the app's
-  heatmap is, and upsampled as ``getAttMap`` upsamples the GradCAM (cubic spline, then a Gaussian blur of sigma 2 % of
-  the longer side);
+  tokens, averaged over the layers (one prefill of the original row), laid over the part of the picture those tokens
+  see (the whole picture, or LLaVA-1.5's centre crop: ``FamilyAdapter.image_grid_box``; the rest, which the model
+  never sees, is black), and upsampled as ``getAttMap`` upsamples the GradCAM (cubic spline, then a Gaussian blur of
+  sigma 2 % of the longer side);
 - on the shapes world, an oracle from the scene's ground truth (``oracle_relevance``): nearness to the visible pixels
   of the shapes the question names (of every shape where none of them is in the scene, or it names none), an upper
   bound. The scene is found by the picture's pixels among the scenes some caller remembered (``remember_scenes``: the
@@ -38,21 +39,37 @@ from models.shapes_world import grading, world
 BLUR_SHARE = 0.02
 
 
-def upsampled(grid: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+def upsampled(
+    grid: torch.Tensor, size: tuple[int, int], box: tuple[float, float, float, float] | None = None
+) -> np.ndarray:
     """A (rows, cols) relevance map over the picture as a (height, width) float map for a picture of ``size``
     (width, height): LAVIS' ``getAttMap`` without its colouring, i.e. skimage's ``resize(order=3, mode="constant")``
     (``ndimage.zoom`` on the grid, cubic spline, zeros outside) and ``gaussian_filter(sigma = 0.02 * longer side)``.
 
+    ``box`` (left, top, right, bottom): the part of the picture the grid lies over (``FamilyAdapter.image_grid_box``;
+    default the whole picture). The map is made at that part's size; the pixels outside it, which the model never
+    sees (LLaVA-1.5's centre crop leaves them out), are NaN: no relevance, never kept.
+
     >>> upsampled(torch.tensor([[0.0, 1.0], [0.0, 0.0]]), (8, 4)).shape
     (4, 8)
+    >>> bool(np.isnan(upsampled(torch.ones(2, 2), (8, 4), box=(2.0, 0.0, 6.0, 4.0))[:, [0, 1, 6, 7]]).all())
+    True
     """
     width, height = size
     heat = np.asarray(grid, dtype=np.float64)
     if heat.ndim != 2 or not heat.size:
         raise ValueError(f"a relevance grid must be 2-D and non-empty, got shape {heat.shape}")
-    factors = (height / heat.shape[0], width / heat.shape[1])
+    left, top, right, bottom = (round(v) for v in (box or (0, 0, width, height)))
+    right, bottom = max(right, left + 1), max(bottom, top + 1)
+    factors = ((bottom - top) / heat.shape[0], (right - left) / heat.shape[1])
     heat = ndimage.zoom(heat, factors, order=3, mode="grid-constant", cval=0.0, grid_mode=True)
-    return ndimage.gaussian_filter(heat, BLUR_SHARE * max(height, width))
+    heat = ndimage.gaussian_filter(heat, BLUR_SHARE * max(bottom - top, right - left))
+    if (left, top, right, bottom) == (0, 0, width, height):
+        return heat
+    out = np.full((height, width), np.nan)
+    x0, y0, x1, y1 = max(left, 0), max(top, 0), min(right, width), min(bottom, height)
+    out[y0:y1, x0:x1] = heat[y0 - top : y1 - top, x0 - left : x1 - left]
+    return out
 
 
 def keep_top(relevance: np.ndarray, ratio: float) -> np.ndarray:
@@ -64,8 +81,14 @@ def keep_top(relevance: np.ndarray, ratio: float) -> np.ndarray:
     array([[ True,  True],
            [ True, False]])
     """
-    flat = np.sort(np.asarray(relevance, dtype=np.float64).ravel())[::-1]
+    relevance = np.asarray(relevance, dtype=np.float64)
+    flat = np.sort(relevance[~np.isnan(relevance)])[::-1]  # NaN: a pixel the model never sees (``upsampled``)
     return relevance >= flat[min(int(flat.size * ratio), flat.size - 1)]
+
+
+def kept_share(relevance: np.ndarray, keep: np.ndarray) -> float:
+    """The share of the pixels the model sees (those with a relevance) that ``keep`` keeps."""
+    return float(keep[~np.isnan(relevance)].mean())
 
 
 def blacked(image: Image.Image, keep: np.ndarray) -> Image.Image:

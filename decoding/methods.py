@@ -445,10 +445,11 @@ def _local_view(request: BranchRequest, params: dict) -> Branches:
             raise ValueError("AGLA-like's mask cannot be laid over this picture: this model's image tokens have no "
                              "place in it (InstructBLIP's Q-Former queries each read the whole picture)")
         attention = branch_rows.prefill_image_attention(request.adapter, request.original).mean(dim=0)
-        relevance = agla.upsampled(attention.reshape(grid).cpu(), image.size)
+        box = request.adapter.image_grid_box(image.size)  # the part of the picture the image tokens see
+        relevance = agla.upsampled(attention.reshape(grid).cpu(), image.size, box)
     keep = agla.keep_top(relevance, params["ratio"])
     info = {"mask": "oracle" if params["mask"] else "attention", "ratio": params["ratio"],
-            "kept_ratio": float(keep.mean())}
+            "kept_ratio": agla.kept_share(relevance, keep)}
     return Branches({"local": request.adapter.build_row(question, agla.blacked(image, keep))}, info)
 
 
@@ -1048,8 +1049,8 @@ def _local_view_notes(info: dict) -> list[Note]:
     source = ("the scene's ground truth (an oracle: the shapes the question names, then what is nearest them)"
               if info["mask"] == "oracle" else
               "the model's own attention to the image at the prompt's last token (mean over layers and heads)")
-    return [Note(f"The local view keeps **{info['kept_ratio']:.0%}** of the picture's pixels, the most relevant to "
-                 f"the question by {source}; the rest is black. AGLA-like: the release ranks them with BLIP's "
+    return [Note(f"The local view keeps **{info['kept_ratio']:.0%}** of the pixels the model sees, the most relevant "
+                 f"to the question by {source}; the rest is black. AGLA-like: the release ranks them with BLIP's "
                  "image-text matching, which is not available offline.")]
 
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from decoding import agla, compare, prepare_comparison, rules
+from decoding import agla, branch_rows, compare, prepare_comparison, rules
+from decoding.branch_rows import branch_image
 from decoding.engine import Engine
 from decoding.methods import REGISTRY
 from models import TINY_FAMILIES
@@ -69,13 +70,35 @@ def test_the_saliency_mask_is_the_model_s_own_attention(tiny_model, image, famil
     prepared = prepare_comparison(adapter, image, QUESTION, "agla", ratio=0.5)
     original = prepared.rows[prepared.sides[1].roles["original"]]
     saliency = _eager_saliency(adapter, original).reshape(original.image_grid)
-    expected = agla.blacked(image, agla.keep_top(agla.upsampled(saliency, image.size), 0.5))
+    # laid over the part of the picture the image tokens see (LLaVA-1.5: its centre crop of this 56 x 40 picture)
+    expected = agla.blacked(image, agla.keep_top(agla.upsampled(saliency, image.size,
+                                                                adapter.image_grid_box(image.size)), 0.5))
     local = prepared.rows[prepared.sides[1].roles["local"]]
     built = adapter.build_row(QUESTION, expected)  # the family's own preprocessing of the masked picture
     assert torch.equal(local.input_ids, built.input_ids)
     for key, value in built.vision_kwargs.items():
         assert torch.equal(local.vision_kwargs[key], value), key
     assert abs(prepared.result.branches["kept_ratio"] - 0.5) < 0.05
+
+
+def test_the_attention_mask_lies_over_the_part_of_the_picture_the_model_sees(tiny_model, monkeypatch):
+    """LLaVA-1.5 resizes a picture's shorter side and keeps the middle square (CLIP's centre crop): its image tokens
+    lie over that square only. On a 2:1 picture whose first image token is the most relevant, the local view keeps
+    the top-left of what the model sees (not the picture's own top-left, which the model never sees), and the share
+    kept is of what it sees."""
+    adapter = tiny_model("llava")
+    picture = Image.fromarray(np.full((64, 128, 3), 200, dtype=np.uint8))
+    assert adapter.image_grid_box(picture.size) == (32.0, 0.0, 96.0, 64.0)
+    rows, cols = adapter.build_row(QUESTION, picture).image_grid
+    first_token = torch.zeros(1, rows * cols)
+    first_token[0, 0] = 1.0
+    monkeypatch.setattr(branch_rows, "prefill_image_attention", lambda adapter, row: first_token)
+    prepared = prepare_comparison(adapter, picture, QUESTION, "agla", ratio=0.05)
+    seen = np.asarray(branch_image(adapter, prepared.rows[prepared.sides[1].roles["local"]])).max(axis=-1)
+    side = seen.shape[0]
+    assert (seen[side // 16 : side // 8, side // 16 : side // 8] > 150).all()  # the first token's corner: kept
+    assert (seen[side // 2 :] < 20).all() and (seen[:, side // 2 :] < 20).all()  # the rest of the view: black
+    assert abs(prepared.result.branches["kept_ratio"] - 0.05) < 0.01
 
 
 def test_the_oracle_keeps_the_named_shape_and_refuses_an_unknown_picture(embedded_model):

@@ -115,6 +115,12 @@ class FamilyAdapter:
         """(height, width) of the model's base input view; RITUAL's resized crop goes back to this size."""
         raise NotImplementedError
 
+    def image_grid_box(self, size: tuple[int, int]) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom), in the pixels of a picture of ``size`` (width, height): the part of it that
+        ``RowInputs.image_grid`` lies over. The whole picture, unless the family's preprocessing crops it."""
+        width, height = size
+        return (0.0, 0.0, float(width), float(height))
+
     def image_projector(self):
         """The module that maps the vision tower's features into the language model's embeddings (DCD trains copies
         of it), or None where the family has none apart from its vision tower. LLaVA-style families:
