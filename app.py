@@ -2,7 +2,7 @@
 
 import logging
 
-from demo.allow_list import allowed_models
+from demo.allow_list import allowed_amateurs, allowed_models
 from demo.cli import parse_args
 
 
@@ -19,11 +19,12 @@ def main(argv=None):
     logging.getLogger("demo").setLevel(logging.INFO)  # model fallbacks, failed and cancelled runs
     # On ZeroGPU the models load onto cuda here, at start-up, outside the GPU function (zerogpu.load_device).
     device = zerogpu.load_device(args.device)
-    options = LoadOptions(args.quantization, device, args.dtype, trust_remote_code=args.trust_remote_code,
-                          amateurs=tuple(args.amateurs))
     try:
+        amateurs = tuple(allowed_amateurs(args.amateurs))
+        options = LoadOptions(args.quantization, device, args.dtype, trust_remote_code=args.trust_remote_code,
+                              amateurs=amateurs)
         pool = ModelPool(allowed_models(args.models), options)
-    except ValueError as error:  # an --amateur for a model not on the allow-list
+    except ValueError as error:  # a malformed $CD_AMATEURS pair, an amateur for a model not on the allow-list
         raise SystemExit(f"app.py: {error}") from None
     try:
         # Load now: a model that cannot load is replaced by the embedded one at start, not at a visitor's first click.

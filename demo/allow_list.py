@@ -14,6 +14,7 @@ TINY_MODEL = "tiny-random-llava"
 TINY_LABEL = "tiny-random-llava (untrained: answers are gibberish)"
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes-llava"
 MODELS_ENV = "CD_MODELS"
+AMATEURS_ENV = "CD_AMATEURS"
 
 
 def default_model(embedded: Path = EMBEDDED_MODEL_DIR) -> str:
@@ -29,6 +30,24 @@ def allowed_models(
     names = list(cli_models or []) or env.get(MODELS_ENV, "").split(",")
     names = [name.strip() for name in names if name.strip()]
     return list(dict.fromkeys(names)) or [default_model(embedded)]
+
+
+def parse_amateur(text: str) -> tuple[str, str]:
+    """``MODEL=AMATEUR`` (an allow-list entry and its CD/LCD amateur) as a pair; ValueError for anything else."""
+    model, sep, amateur = text.partition("=")
+    if not sep or not model.strip() or not amateur.strip():
+        raise ValueError(f"expected MODEL=AMATEUR, got {text!r}")
+    return model.strip(), amateur.strip()
+
+
+def allowed_amateurs(
+    cli_pairs: Sequence[tuple[str, str]] | None = None, env: Mapping[str, str] = os.environ
+) -> list[tuple[str, str]]:
+    """The operator's CD/LCD amateurs: the --amateur flags if any, else $CD_AMATEURS (comma-separated MODEL=AMATEUR
+    pairs, as a Space variable sets them); ValueError naming a malformed pair."""
+    if cli_pairs:
+        return list(cli_pairs)
+    return [parse_amateur(pair) for pair in env.get(AMATEURS_ENV, "").split(",") if pair.strip()]
 
 
 def display_name(source: str) -> str:

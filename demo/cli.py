@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .allow_list import EMBEDDED_MODEL_DIR, MODELS_ENV, TINY_MODEL
+from .allow_list import AMATEURS_ENV, EMBEDDED_MODEL_DIR, MODELS_ENV, TINY_MODEL, parse_amateur
 from .checks import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_QUEUE_SIZE, parse_file_size
 
 EPILOG = f"""\
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--amateur", dest="amateurs", action="append", default=[], type=_amateur_pair, metavar="MODEL=AMATEUR",
         help="CD's and LCD's amateur for a model of the allow-list: a causal language model with its tokenizer (Hub id "
         "or local folder), e.g. llava-hf/llava-1.5-7b-hf=lmsys/vicuna-7b-v1.5 (repeatable; a model's amateur/ folder "
-        "is used without it)",
+        f"is used without it). Overrides ${AMATEURS_ENV} (comma-separated MODEL=AMATEUR pairs)",
     )
     parser.add_argument(
         "--quantization", choices=["none", "4bit", "8bit"], default="none",
@@ -73,10 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _amateur_pair(text: str) -> tuple[str, str]:
-    model, sep, amateur = text.partition("=")
-    if not sep or not model.strip() or not amateur.strip():
-        raise argparse.ArgumentTypeError(f"expected MODEL=AMATEUR, got {text!r}")
-    return model.strip(), amateur.strip()
+    try:
+        return parse_amateur(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive_int(text: str) -> int:

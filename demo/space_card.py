@@ -15,7 +15,7 @@ import argparse
 import re
 from pathlib import Path
 
-from .allow_list import TINY_MODEL
+from .allow_list import AMATEURS_ENV, TINY_MODEL, allowed_amateurs
 
 _FRONT = re.compile(r"\A---\n(.*?\n)---\n", re.S)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -49,12 +49,21 @@ def with_preload(readme: str, models: list[str]) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", required=True, help="the Space's allow-list, comma-separated (as CD_MODELS)")
+    parser.add_argument("--amateurs", default="",
+                        help="CD's and LCD's amateurs, comma-separated MODEL=AMATEUR pairs (as CD_AMATEURS): the "
+                        "amateurs are preloaded too")
     parser.add_argument("--readme", default="README.md", type=Path)
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    args.readme.write_text(with_preload(args.readme.read_text(encoding="utf-8"), models), encoding="utf-8")
-    chosen = hub_models(models)
-    print(f"{args.readme}: preload_from_hub = {chosen or 'none'}; set the Space variable CD_MODELS={','.join(models)}")
+    try:
+        amateurs = allowed_amateurs(env={AMATEURS_ENV: args.amateurs})
+    except ValueError as error:
+        parser.error(str(error))
+    preloaded = models + [amateur for _, amateur in amateurs]
+    args.readme.write_text(with_preload(args.readme.read_text(encoding="utf-8"), preloaded), encoding="utf-8")
+    chosen = hub_models(preloaded)
+    variables = f"CD_MODELS={','.join(models)}" + (f" and CD_AMATEURS={args.amateurs}" if amateurs else "")
+    print(f"{args.readme}: preload_from_hub = {chosen or 'none'}; set the Space variables {variables}")
 
 
 if __name__ == "__main__":

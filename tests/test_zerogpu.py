@@ -99,3 +99,24 @@ def test_without_spaces_the_app_builds_and_answers(monkeypatch):
     finally:
         monkeypatch.undo()
         importlib.reload(zerogpu)
+
+
+def test_a_space_names_cd_s_amateurs_by_variable_and_preloads_them(tmp_path, capsys):
+    """$CD_AMATEURS (a Space variable) pairs allow-list models with their amateurs as --amateur does, which overrides
+    it; the space card preloads the amateurs with the models."""
+    from demo.allow_list import allowed_amateurs
+
+    env = {"CD_AMATEURS": " llava-hf/llava-1.5-7b-hf=lmsys/vicuna-7b-v1.5 , Qwen/Qwen2-VL-2B-Instruct=Qwen/Qwen2-1.5B "}
+    assert allowed_amateurs(None, env) == [("llava-hf/llava-1.5-7b-hf", "lmsys/vicuna-7b-v1.5"),
+                                           ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-1.5B")]
+    assert allowed_amateurs([("a/b", "c/d")], env) == [("a/b", "c/d")] and allowed_amateurs(None, {}) == []
+    with pytest.raises(ValueError, match="expected MODEL=AMATEUR, got 'lmsys/vicuna-7b-v1.5'"):
+        allowed_amateurs(None, {"CD_AMATEURS": "lmsys/vicuna-7b-v1.5"})
+    readme = tmp_path / "README.md"
+    readme.write_text(README, encoding="utf-8")
+    space_card.main(["--models", "llava-hf/llava-1.5-7b-hf", "--amateurs",
+                     "llava-hf/llava-1.5-7b-hf=lmsys/vicuna-7b-v1.5", "--readme", str(readme)])
+    assert "preload_from_hub:\n  - llava-hf/llava-1.5-7b-hf\n  - lmsys/vicuna-7b-v1.5\n---\n" in readme.read_text()
+    assert "CD_AMATEURS=llava-hf/llava-1.5-7b-hf=lmsys/vicuna-7b-v1.5" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        space_card.main(["--models", "a/b", "--amateurs", "nonsense", "--readme", str(readme)])
