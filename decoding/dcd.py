@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import os
+import threading
 import weakref
 
 import torch
@@ -51,6 +53,8 @@ class ProjectorSwap:
         self.target, self.projector = target, projector
 
     def _replace(self, module, args, output):
+        if threading.get_ident() != self.owner:  # another run's forward of this model, in another thread, meanwhile
+            return None
         weight = next(self.projector.parameters(), None)
         if weight is not None:
             args = tuple(a.to(weight.dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
@@ -58,6 +62,7 @@ class ProjectorSwap:
         return out.to(output.dtype) if torch.is_tensor(output) and torch.is_tensor(out) else out
 
     def __enter__(self):
+        self.owner = threading.get_ident()
         self.handle = self.target.register_forward_hook(self._replace)
         return self
 
@@ -123,8 +128,12 @@ class _Captured(Exception):
         self.inputs = inputs
 
 
-def _capture(module, args, kwargs):
-    raise _Captured(kwargs)
+def _capture(owner: int, module, args, kwargs=None):
+    """The decoder's pre-hook: stops thread ``owner``'s forward with the decoder's keyword arguments. Another run's
+    forward of this model, in another thread meanwhile, runs on (it may even call this without ``kwargs``: torch
+    marks a hook as taking them only after adding it)."""
+    if threading.get_ident() == owner:
+        raise _Captured(kwargs)
 
 
 def language_model_inputs(adapter, row, context: contextlib.AbstractContextManager | None = None) -> dict:
@@ -135,7 +144,8 @@ def language_model_inputs(adapter, row, context: contextlib.AbstractContextManag
     vision encoder); the language model itself does not run."""
     inputs = adapter.to_model({"input_ids": row.input_ids, "attention_mask": torch.ones_like(row.input_ids),
                                "position_ids": row.position_ids, **row.token_kwargs, **row.vision_kwargs})
-    hook = adapter.model.get_decoder().register_forward_pre_hook(_capture, with_kwargs=True)
+    capture = functools.partial(_capture, threading.get_ident())
+    hook = adapter.model.get_decoder().register_forward_pre_hook(capture, with_kwargs=True)
     try:
         with torch.inference_mode(), context or contextlib.nullcontext():
             adapter.model(**inputs, use_cache=False)

@@ -4,7 +4,10 @@ refusals say what to do, and the shipped model's trained copies decode end to en
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
+import threading
 
 import pytest
 import torch
@@ -16,6 +19,8 @@ from decoding.dcd import (
     DCDMissing,
     ProjectorSwap,
     dcd_folder,
+    image_projector,
+    language_model_inputs,
     projected_image_embeddings,
     projector_copies,
     untrained_projectors,
@@ -141,6 +146,40 @@ def test_visual_dependence_in_pos_neg_compares_the_positive_projection_of_both_i
     result = compare(llava, image, QUESTION, "dcd", max_new_tokens=4, ignore_eos=True, visual_dependence=True)
     assert [t.visual_dependence for t in result.method_side.tokens] == pytest.approx([0.0] * 4, abs=1e-5)
     assert any(abs(t.visual_dependence) > 1e-3 for t in result.baseline.tokens)  # the noise does matter here
+
+
+def test_reading_a_row_s_inputs_through_a_swap_leaves_another_thread_s_forward_alone(llava, image):
+    """Two runs of one model at once (a library caller's threads; VTI's steered image and DCD's projections are read
+    this way): while one row's language-model inputs are read through a swapped projector, another thread's forward
+    of the model runs whole, through the model's own projector."""
+    row = llava.build_row(QUESTION, image)
+    inputs = llava.to_model({"input_ids": row.input_ids, "attention_mask": torch.ones_like(row.input_ids),
+                             **row.vision_kwargs})
+    with torch.inference_mode():
+        plain = llava.model(**inputs).logits
+    noisy = copy.deepcopy(image_projector(llava))
+    with torch.no_grad():
+        for weight in noisy.parameters():
+            weight.add_(1.0)
+    seen = {}
+
+    def other_forward():  # an error it meets leaves no logits
+        with torch.inference_mode():
+            seen["logits"] = llava.model(**inputs).logits
+
+    @contextlib.contextmanager
+    def swap_while_another_thread_runs():
+        with ProjectorSwap(image_projector(llava), noisy):
+            thread = threading.Thread(target=other_forward)
+            thread.start()
+            thread.join()
+            yield
+
+    swapped = language_model_inputs(llava, row, swap_while_another_thread_runs())["inputs_embeds"]
+    own = language_model_inputs(llava, row)["inputs_embeds"]
+    assert (swapped - own).abs().max() > 1e-3  # this thread's read went through the swap
+    assert "logits" in seen
+    torch.testing.assert_close(seen["logits"], plain, atol=0, rtol=0)
 
 
 def test_refusals_say_how_to_train(llava, image, tmp_path, monkeypatch):
