@@ -11,8 +11,8 @@ relevance here is one of two stand-ins, and the method is "AGLA-like":
 - the LVLM's own attention saliency (``upsampled``): the prompt's last token's head-mean attention over the image
   tokens, averaged over the layers (one prefill of the original row), laid over the part of the picture those tokens
   see (the whole picture, or LLaVA-1.5's centre crop: ``FamilyAdapter.image_grid_box``; the rest, which the model
-  never sees, is black), and upsampled as ``getAttMap`` upsamples the GradCAM (cubic spline, then a Gaussian blur of
-  sigma 2 % of the longer side);
+  never sees, is left as it is), and upsampled as ``getAttMap`` upsamples the GradCAM (cubic spline, then a Gaussian
+  blur of sigma 2 % of the longer side);
 - on the shapes world, an oracle from the scene's ground truth (``oracle_relevance``): nearness to the visible pixels
   of the shapes the question names (of every shape where none of them is in the scene, or it names none), an upper
   bound. The scene is found by the picture's pixels among the scenes some caller remembered (``remember_scenes``: the
@@ -48,7 +48,7 @@ def upsampled(
 
     ``box`` (left, top, right, bottom): the part of the picture the grid lies over (``FamilyAdapter.image_grid_box``;
     default the whole picture). The map is made at that part's size; the pixels outside it, which the model never
-    sees (LLaVA-1.5's centre crop leaves them out), are NaN: no relevance, never kept.
+    sees (LLaVA-1.5's centre crop leaves them out), are NaN: no relevance (``keep_top`` leaves them as they are).
 
     >>> upsampled(torch.tensor([[0.0, 1.0], [0.0, 0.0]]), (8, 4)).shape
     (4, 8)
@@ -75,15 +75,18 @@ def upsampled(
 def keep_top(relevance: np.ndarray, ratio: float) -> np.ndarray:
     """The pixels to keep: those at least as relevant as the pixel ranked ``int(n·ratio)`` (0-based, clamped to the
     last) in descending order, so about the top ``ratio`` share, ties kept (augmentation.py L30-33: ``where(cam <
-    sorted[int(384·384·ratio)], 0, 1)``).
+    sorted[int(384·384·ratio)], 0, 1)``). The share and the rank are of the pixels with a relevance; a NaN one, which
+    the model never sees (``upsampled``), is kept as it is: blacked, it would bleed into the edge of what the model
+    sees through the preprocessing's resize.
 
     >>> keep_top(np.array([[4.0, 3.0], [2.0, 1.0]]), 0.5)
     array([[ True,  True],
            [ True, False]])
     """
     relevance = np.asarray(relevance, dtype=np.float64)
-    flat = np.sort(relevance[~np.isnan(relevance)])[::-1]  # NaN: a pixel the model never sees (``upsampled``)
-    return relevance >= flat[min(int(flat.size * ratio), flat.size - 1)]
+    unseen = np.isnan(relevance)
+    flat = np.sort(relevance[~unseen])[::-1]
+    return unseen | (relevance >= flat[min(int(flat.size * ratio), flat.size - 1)])
 
 
 def kept_share(relevance: np.ndarray, keep: np.ndarray) -> float:

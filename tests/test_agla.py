@@ -97,8 +97,13 @@ def test_the_attention_mask_lies_over_the_part_of_the_picture_the_model_sees(tin
     seen = np.asarray(branch_image(adapter, prepared.rows[prepared.sides[1].roles["local"]])).max(axis=-1)
     side = seen.shape[0]
     assert (seen[side // 16 : side // 8, side // 16 : side // 8] > 150).all()  # the first token's corner: kept
-    assert (seen[side // 2 :] < 20).all() and (seen[:, side // 2 :] < 20).all()  # the rest of the view: black
+    inner = seen[:, side // 8 : -side // 8]  # (the outer columns take in the unseen sides through the resize)
+    assert (inner[side // 2 :] < 20).all() and (inner[:, side // 2 :] < 20).all()  # the rest of the view: black
     assert abs(prepared.result.branches["kept_ratio"] - 0.05) < 0.01
+    # what the model never sees is left as it is: ratio 1 gives it the very picture, its crop's edges included
+    prepared = prepare_comparison(adapter, picture, QUESTION, "agla", ratio=1.0)
+    local, original = (prepared.rows[prepared.sides[1].roles[r]] for r in ("local", "original"))
+    assert torch.equal(local.vision_kwargs["pixel_values"], original.vision_kwargs["pixel_values"])
 
 
 def test_the_oracle_keeps_the_named_shape_and_refuses_an_unknown_picture(embedded_model):
