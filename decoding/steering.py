@@ -122,10 +122,12 @@ class VisualRetracing(MlpEdit):
 NO_RETRACE = {"retrace layer": -1.0, "layer uncertainty": 0.0}
 
 
-def _read_plan(index: int, module, args, kwargs):
+def _read_plan(index: int, module, args, kwargs=None):
     """Decoder layer ``index``'s forward pre-hook: this forward's MLP edits acting on the layer, with each row's
-    length (its own positions), as the plan."""
-    control = kwargs.get("lab_control")
+    length (its own positions), as the plan. (Every hook here may be called without ``kwargs``: torch marks a hook as
+    taking them only after adding it, and another thread's forward of the model, one without edits, can fall in
+    between.)"""
+    control = (kwargs or {}).get("lab_control")
     plan = None
     if control is not None:
         plan = {b: (edit, control.lengths.get(b)) for b, (_, edit) in control.edits.items()
@@ -134,12 +136,12 @@ def _read_plan(index: int, module, args, kwargs):
     return None
 
 
-def _after_layer(index: int, lens, module, args, kwargs, output):
+def _after_layer(index: int, lens, module, args, kwargs, output=None):
     """Decoder layer ``index``'s forward hook: the plan cleared; for MemVR's rows not yet armed in this forward, the
     uncertainty of the layer's logit lens ``lens(h)`` at the row's last position, arming layer ``index + 1`` when it
     passes the row's threshold."""
     _PLAN.set(None)
-    control = kwargs.get("lab_control")
+    control = kwargs.get("lab_control") if output is not None else None  # output None: called without kwargs
     if control is None:
         return None
     hidden = output[0] if isinstance(output, tuple) else output
@@ -156,10 +158,10 @@ def _after_layer(index: int, lens, module, args, kwargs, output):
     return None
 
 
-def _keep_visual_tokens(module, args, kwargs):
+def _keep_visual_tokens(module, args, kwargs=None):
     """The language model's forward pre-hook: in a forward whose input holds a MemVR row's image positions (its
     prefill), that row's input embeddings there, as its memory."""
-    control, embeds = kwargs.get("lab_control"), kwargs.get("inputs_embeds")
+    control, embeds = (kwargs or {}).get("lab_control"), (kwargs or {}).get("inputs_embeds")
     if control is None or embeds is None:
         return None
     for b, (positions, edit) in control.edits.items():

@@ -13,7 +13,15 @@ import torch
 
 from decoding import rules
 from decoding.engine import Combination, Engine, Side
-from decoding.steering import MlpSteering, check_mlp_edits, last_position_layer_outputs
+from decoding.steering import (
+    _PLAN,
+    MlpSteering,
+    _after_layer,
+    _keep_visual_tokens,
+    _read_plan,
+    check_mlp_edits,
+    last_position_layer_outputs,
+)
 
 QUESTION = "What color is the square?"
 LONGER = "Describe every shape in the picture, its color and where it is."
@@ -203,6 +211,17 @@ def test_the_pre_pass_keeps_its_own_outputs_while_another_thread_runs_the_model(
         handle.remove()
     assert started
     torch.testing.assert_close(during, alone)
+
+
+def test_the_hooks_take_a_call_without_keyword_arguments():
+    """torch adds a hook before it marks it as taking keyword arguments (``register_forward_pre_hook``): a forward of
+    the model in another thread, a run without edits, can call it in between without them, and must go on unedited
+    (a TypeError in that run before)."""
+    _PLAN.set({0: (None, None)})  # a plan left by a forward that raised in this thread
+    assert _read_plan(0, None, ()) is None and _PLAN.get() is None
+    _PLAN.set({0: (None, None)})
+    assert _after_layer(0, None, None, (), torch.zeros(1, 2, 4)) is None and _PLAN.get() is None
+    assert _keep_visual_tokens(None, ()) is None
 
 
 class _Decoder(torch.nn.Module):
