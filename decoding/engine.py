@@ -564,7 +564,8 @@ class Engine:
             group_logits, group_attention, group_layers = call(group)
             if logits is None:
                 logits = torch.full((n_rows, group_logits.shape[-1]), float("nan"), device=group_logits.device)
-            logits[torch.tensor(group.row_ids, device=logits.device)] = group_logits
+            # An amateur's group may live on another device than the model's (``decoding.use_amateur(device=)``).
+            logits[torch.tensor(group.row_ids, device=logits.device)] = group_logits.to(logits.device)
             attention.update(group_attention)
             layers.update(group_layers)
         return logits, attention, layers
