@@ -25,6 +25,7 @@ ITC-adaptive one; the mask is made at the picture's own size, not on a 384 x 384
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -124,22 +125,26 @@ def oracle_relevance(scene: world.Scene, question: str) -> np.ndarray:
 
 
 class _KnownScenes:
-    """Shapes-world scenes by their rendered picture's pixels (the most recent ``size``)."""
+    """Shapes-world scenes by their rendered picture's pixels (the most recent ``size``); the app's sessions add and
+    read them from their own threads, hence the lock."""
 
     def __init__(self, size: int = 4096):
-        self.size, self.scenes = size, OrderedDict()
+        self.size, self.scenes, self.lock = size, OrderedDict(), threading.Lock()
 
     def add(self, scene: world.Scene) -> None:
         key = _pixels_key(world.render(scene))
-        self.scenes[key] = scene
-        self.scenes.move_to_end(key)
-        while len(self.scenes) > self.size:
-            self.scenes.popitem(last=False)
+        with self.lock:
+            self.scenes[key] = scene
+            self.scenes.move_to_end(key)
+            while len(self.scenes) > self.size:
+                self.scenes.popitem(last=False)
 
     def get(self, picture: Image.Image) -> world.Scene | None:
         if picture.size != (world.IMAGE_SIZE, world.IMAGE_SIZE):
             return None
-        return self.scenes.get(_pixels_key(picture))
+        key = _pixels_key(picture)
+        with self.lock:
+            return self.scenes.get(key)
 
 
 def _pixels_key(picture: Image.Image) -> str:
