@@ -1671,7 +1671,8 @@ def memvr_entropy(lens_logits: torch.Tensor) -> torch.Tensor:
     """
     f = _logits("lens_logits", lens_logits)
     q = torch.softmax(f.topk(min(10, f.shape[-1]), dim=-1).values, dim=-1)
-    return -(q * torch.log(q)).nan_to_num(0.0).sum(dim=-1) / _LN10
+    # At most 1 (τ 1 = never fires): ten nearly equal logits round to 1 + 1e-7 in float32.
+    return (-(q * torch.log(q)).nan_to_num(0.0).sum(dim=-1) / _LN10).clamp(0.0, 1.0)
 
 
 @checked(ratio=_unit)

@@ -24,6 +24,10 @@ def test_the_uncertainty_gives_the_spec_s_values():
                                           [2.0, 1, 1] + [0.0] * 7 + [-5.0]]))
     torch.testing.assert_close(E, torch.tensor([1.0, 0.001951, 0.854410]), atol=1e-6, rtol=0)
     assert (E > 0.75).tolist() == [True, False, True]
+    # Ten top logits within 1e-3 of each other: the float32 sum rounded to 1.0000001, past τ 1 ("never").
+    near = torch.tensor([[2.006e-4, -1.28e-5, -3.28e-4, 1.711e-4, 6.423e-4, 6.679e-4, -2.038e-4, 1.161e-3, -3.341e-4,
+                          -2.201e-4]])
+    assert float(rules.memvr_entropy(near)) <= 1.0
 
 
 def test_the_memory_gives_the_spec_s_vector():
