@@ -1184,7 +1184,7 @@ def _language_model_notes(info: dict) -> list[Note]:
 _VTI_MOST = 1000.0
 # VISTA's λ and DeCoRe's and MaskCD's α and cap are unbounded as released too, and 1e300 overflows float32 there as
 # well (an error, not an answer; VISTA's 3e38 a NaN distribution). By 1000 VISTA's steered outputs point along their
-# directions, DeCoRe's contrast ranks tokens by s − s_masked alone, and a cap is past any entropy (ln |V| < 20).
+# directions, DeCoRe's contrast is 1000·(s − s_masked) + s, and a cap is past any entropy (ln |V| < 20).
 _WEIGHT_MOST = 1000.0
 
 
