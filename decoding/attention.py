@@ -357,11 +357,12 @@ AttentionInterface.register(NAME, lab_attention)
 AttentionMaskInterface.register(NAME, eager_mask)  # float (B, 1, q, kv) masks: padding, causality, sliding windows
 
 
-def _edit_input_embeddings(module, args, kwargs):
+def _edit_input_embeddings(module, args, kwargs=None):
     """A forward pre-hook on the language model (``model.get_decoder()``): AvisC's zeroed image embeddings and DCD's
     replaced ones, for the rows the forward's control names, in a forward whose inputs hold the image (the
-    prefill)."""
-    control, embeds = kwargs.get("lab_control"), kwargs.get("inputs_embeds")
+    prefill). (This module's hooks may be called without ``kwargs``: torch marks a hook as taking them only after
+    adding it, and another thread's forward of the model, one without edits, can fall in between.)"""
+    control, embeds = (kwargs or {}).get("lab_control"), (kwargs or {}).get("inputs_embeds")
     if control is None or embeds is None:
         return None
     width = embeds.shape[1]
@@ -377,9 +378,9 @@ def _edit_input_embeddings(module, args, kwargs):
     return args, {**kwargs, "inputs_embeds": embeds}
 
 
-def _keep_last_layer_input(module, args, kwargs):
+def _keep_last_layer_input(module, args, kwargs=None):
     """A forward pre-hook on the last decoder layer: its input at the last position, for ONLY's rows."""
-    control = kwargs.get("lab_control")
+    control = (kwargs or {}).get("lab_control")
     if control is None:
         return None
     hidden = args[0] if args else kwargs["hidden_states"]
@@ -388,11 +389,11 @@ def _keep_last_layer_input(module, args, kwargs):
     return None
 
 
-def _keep_final_hidden(module, args, kwargs, output):
+def _keep_final_hidden(module, args, kwargs, output=None):
     """A forward hook on the language model (``model.get_decoder()``): its output at the last position (the normed
     last hidden state, what transformers 5 returns as ``hidden_states[-1]``), for ONLY's rows; so the forward need
     not keep every layer's hidden states (``output_hidden_states``) for the one it reads."""
-    control = kwargs.get("lab_control")
+    control = kwargs.get("lab_control") if output is not None else None  # output None: called without kwargs
     if control is None:
         return None
     for b in control.enhanced_rows():

@@ -50,3 +50,15 @@ def test_a_run_ending_leaves_the_other_running_as_it_runs_alone(embedded_model, 
     got = interleaved(embedded_model, (first[0], {**OPTIONS, **first[1]}), (second[0], {**OPTIONS, **second[1]}))
     assert same(got[0], expected[0]) and same(got[1], expected[1])
     assert embedded_model.model.config._attn_implementation == before != NAME  # switched back once both ended
+
+
+def test_the_attention_hooks_take_a_call_without_keyword_arguments():
+    """torch adds a hook first and marks it as taking keyword arguments a moment later: another thread's forward of
+    the model (one without edits) may call it in between, as hook(module, args[, output])."""
+    import torch
+    from decoding import attention
+
+    hidden = torch.zeros(1, 3, 4)
+    assert attention._edit_input_embeddings(None, (hidden,)) is None
+    assert attention._keep_last_layer_input(None, (hidden,)) is None
+    assert attention._keep_final_hidden(None, (hidden,), (hidden,)) is None
