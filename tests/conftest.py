@@ -1,7 +1,18 @@
 """Shared test settings."""
 
-import pytest
-import torch
+import atexit
+import os
+import shutil
+import tempfile
+
+# Each test process (pytest-xdist runs two) gets a gradio file cache of its own, set before gradio is imported: gradio
+# names a cached picture by its content, so two served apps drawing the same picture share one path, and the first to
+# close deletes it (delete_cache) under the other, whose client then gets HTTP 403 for it.
+os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="cd-lab-gradio-")
+atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
