@@ -34,7 +34,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from . import rules
-from .steering import MlpEdit, mlp_edit_hooks
+from .steering import MlpEdit, install_mlp_edit_hooks
 
 NAME = "contrastive_lab"
 
@@ -421,8 +421,7 @@ def lab_attention_for(model):
             model.set_attn_implementation(NAME)
         entry[0] += 1
     try:
-        with mlp_edit_hooks(model):
-            yield
+        yield
     finally:
         with _SWITCH_LOCK:
             entry[0] -= 1
@@ -439,4 +438,4 @@ def _install_hooks(model) -> list:
              decoder.register_forward_hook(_keep_final_hidden, with_kwargs=True)]
     if isinstance(getattr(decoder, "layers", None), torch.nn.ModuleList):
         hooks.append(decoder.layers[-1].register_forward_pre_hook(_keep_last_layer_input, with_kwargs=True))
-    return hooks
+    return hooks + install_mlp_edit_hooks(model)

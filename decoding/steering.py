@@ -16,8 +16,8 @@ last position and, the first time the uncertainty passes the threshold, arms the
 (``LabControl.findings``, which the engine hands to the rule as per-step scalars); a forward pre-hook on the language
 model keeps the row's visual tokens (its input embeddings at the image positions) from its prefill.
 
-The hooks are installed by ``decoding.attention.lab_attention_for`` (the runs whose sides carry edits) through
-``mlp_edit_hooks``; counted per model, so that two runs of one model at once install them once.
+The hooks are installed by ``decoding.attention.lab_attention_for`` (``install_mlp_edit_hooks``), once per model
+however many of its runs are in at once.
 
 Reuse: an ``MlpEdit`` is "for the row it is given to, in decoder layer ``ℓ``'s MLP output, apply ``edit(ℓ, x)``"
 (``x`` the row's own positions; the MLP's input beside it, for MemVR's memory read).
@@ -27,10 +27,8 @@ Reuse: an ``MlpEdit`` is "for the row it is given to, in decoder layer ``ℓ``'s
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
-import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -191,31 +189,9 @@ def decoder_layers(model) -> torch.nn.ModuleList | None:
     return layers if isinstance(layers, torch.nn.ModuleList) else None
 
 
-_LOCK = threading.Lock()
-_INSTALLED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> [users, hook handles]
-
-
-@contextlib.contextmanager
-def mlp_edit_hooks(model):
+def install_mlp_edit_hooks(model) -> list:
     """The hooks that carry out the ``MlpEdit``s of a forward's ``lab_control``, on ``model``'s decoder layers and
-    their ``mlp``s, for the duration of the block (installed once however many runs of the model are in one)."""
-    with _LOCK:
-        entry = _INSTALLED.get(model)
-        if entry is None:
-            entry = _INSTALLED[model] = [0, _install(model)]
-        entry[0] += 1
-    try:
-        yield
-    finally:
-        with _LOCK:
-            entry[0] -= 1
-            if not entry[0]:
-                for handle in entry[1]:
-                    handle.remove()
-                del _INSTALLED[model]
-
-
-def _install(model) -> list:
+    their ``mlp``s; their handles, to remove them."""
     decoder = model.get_decoder()
     handles = [decoder.register_forward_pre_hook(_keep_visual_tokens, with_kwargs=True)]
     lens = functools.partial(_logit_lens, model)
